@@ -1,0 +1,46 @@
+import type { Readable, Writable } from "node:stream";
+
+/** What a finished command left behind. A non-zero exit is a result, not an exception. */
+export interface ExecResult {
+  readonly stdout: string;
+  readonly stderr: string;
+  /** Process exit code; null when the process died from a signal. */
+  readonly exitCode: number | null;
+  readonly signal?: string | null;
+}
+
+export interface ExecOptions {
+  /** Kill the command (and report DeadlineExceeded) after this many milliseconds. */
+  readonly timeoutMs?: number;
+  /** Written to the command's stdin, which is then closed. */
+  readonly stdin?: string | Buffer;
+}
+
+/**
+ * A command with live streams, for byte pipelines such as `zfs send | zfs recv`.
+ * `done` settles when the command exits; it rejects only on transport failure.
+ */
+export interface ExecStream {
+  readonly stdin: Writable;
+  readonly stdout: Readable;
+  readonly stderr: Readable;
+  readonly done: Promise<ExecResult>;
+  /** Stop the command (closes the channel / kills the process). */
+  kill(): void;
+}
+
+/**
+ * Runs argv arrays on one host. Implementations never involve a local shell; the SSH one
+ * quotes argv for the remote shell in exactly one function (`exec/quote.ts`).
+ *
+ * Errors: transport failures (connect, handshake, auth, host key, channel) reject with
+ * `ZcsiError` kind `Unavailable` (host key mismatch: `PermissionDenied`... see ssh.ts);
+ * a command that overruns `timeoutMs` rejects with kind `DeadlineExceeded`.
+ */
+export interface Executor {
+  /** Human name for logs and errors: the pool host name, or "local". */
+  readonly host: string;
+  run(argv: readonly string[], options?: ExecOptions): Promise<ExecResult>;
+  stream(argv: readonly string[]): Promise<ExecStream>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,50 @@
+import { spawn } from "node:child_process";
+import { deadlineExceeded, unavailable } from "../errors.js";
+import type { ExecOptions, ExecResult, ExecStream, Executor } from "./executor.js";
+
+/** Runs argv on this machine with `spawn` (no shell, ever). Used on the pool host itself and in tests. */
+export class LocalExecutor implements Executor {
+  readonly host: string;
+
+  constructor(options: { host?: string } = {}) {
+    this.host = options.host ?? "local";
+  }
+
+  async run(argv: readonly string[], options: ExecOptions = {}): Promise<ExecResult> {
+    const s = await this.stream(argv);
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    s.stdout.on("data", (b: Buffer) => out.push(b));
+    s.stderr.on("data", (b: Buffer) => err.push(b));
+    s.stdin.on("error", () => undefined); // the command may exit without reading its stdin
+    s.stdin.end(options.stdin ?? undefined);
+    let timer: NodeJS.Timeout | undefined;
+    let timedOut = false;
+    if (options.timeoutMs !== undefined) {
+      timer = setTimeout(() => {
+        timedOut = true;
+        s.kill();
+      }, options.timeoutMs);
+    }
+    try {
+      const result = await s.done;
+      if (timedOut) throw deadlineExceeded(`${this.host}: ${argv[0]} did not finish within ${options.timeoutMs} ms`);
+      return { ...result, stdout: Buffer.concat(out).toString("utf8"), stderr: Buffer.concat(err).toString("utf8") };
+    } finally {
+      if (timer) clearTimeout(timer);
+    }
+  }
+
+  async stream(argv: readonly string[]): Promise<ExecStream> {
+    const [command, ...args] = argv;
+    if (command === undefined) throw new TypeError("argv must not be empty");
+    const child = spawn(command, args, { shell: false, stdio: ["pipe", "pipe", "pipe"] });
+    const done = new Promise<ExecResult>((resolve, reject) => {
+      child.once("error", (e) => reject(unavailable(`${this.host}: cannot run ${command}: ${e.message}`, { cause: e })));
+      child.once("close", (code, signal) => resolve({ stdout: "", stderr: "", exitCode: code, signal }));
+    });
+    return { stdin: child.stdin, stdout: child.stdout, stderr: child.stderr, done, kill: () => child.kill("SIGKILL") };
+  }
+
+  async close(): Promise<void> {}
+}
