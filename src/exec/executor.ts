@@ -34,7 +34,7 @@ export interface ExecStream {
  * quotes argv for the remote shell in exactly one function (`exec/quote.ts`).
  *
  * Errors: transport failures (connect, handshake, auth, host key, channel) reject with
- * `ZcsiError` kind `Unavailable` (host key mismatch: `PermissionDenied`... see ssh.ts);
+ * `ZcsiError` kind `Unavailable` (a host key mismatch too: the message names both fingerprints);
  * a command that overruns `timeoutMs` rejects with kind `DeadlineExceeded`.
  */
 export interface Executor {

@@ -1,0 +1,30 @@
+import type { IdentityHandlers } from "../gen/csi/v1/Identity.js";
+import type { PluginCapability } from "../gen/csi/v1/PluginCapability.js";
+import type { Logger } from "../log.js";
+import { packageVersion } from "../util/package.js";
+import { unary } from "./server.js";
+
+export interface IdentityOptions {
+  readonly driverName: string;
+  /** Plugin services this process serves (the controller role adds CONTROLLER_SERVICE). */
+  readonly controller: boolean;
+  /** Reasons the plugin is not ready; an empty list means ready. Never throws. */
+  readonly readiness: () => Promise<string[]>;
+}
+
+export function identityHandlers(options: IdentityOptions, logger: Logger): IdentityHandlers {
+  const capabilities: PluginCapability[] = options.controller
+    ? [{ service: { type: "CONTROLLER_SERVICE" } }, { volumeExpansion: { type: "ONLINE" } }]
+    : [{ volumeExpansion: { type: "ONLINE" } }];
+  return {
+    GetPluginInfo: unary(logger, "GetPluginInfo", async () => ({ name: options.driverName, vendorVersion: packageVersion })),
+    GetPluginCapabilities: unary(logger, "GetPluginCapabilities", async () => ({ capabilities })),
+    Probe: unary(logger, "Probe", async () => {
+      const problems = await options.readiness();
+      // CSI spec, Probe: report not-ready rather than fail, so the reason is in our logs and
+      // the caller's liveness logic decides what to do with it.
+      for (const problem of problems) logger.warn({ op: "Probe", problem }, "not ready");
+      return { ready: { value: problems.length === 0 } };
+    }),
+  };
+}

@@ -1,0 +1,121 @@
+import { Server, ServerCredentials, status, type handleUnaryCall, type UntypedServiceImplementation } from "@grpc/grpc-js";
+import { existsSync, lstatSync, mkdirSync, unlinkSync } from "node:fs";
+import { connect } from "node:net";
+import { dirname } from "node:path";
+import { failedPrecondition, invalidArgument } from "../errors.js";
+import type { Logger } from "../log.js";
+import type { ControllerHandlers } from "../gen/csi/v1/Controller.js";
+import type { IdentityHandlers } from "../gen/csi/v1/Identity.js";
+import type { NodeHandlers } from "../gen/csi/v1/Node.js";
+import { toServiceError } from "./errors.js";
+import { loadCsiProto } from "./proto.js";
+
+/** Accepts `unix:///csi/csi.sock`, `unix:/csi/csi.sock` or a bare absolute path. */
+export function socketPathOf(endpoint: string): string {
+  const path = endpoint.startsWith("unix://") ? endpoint.slice("unix://".length) : endpoint.startsWith("unix:") ? endpoint.slice(5) : endpoint;
+  if (!path.startsWith("/")) throw invalidArgument(`endpoint ${JSON.stringify(endpoint)} must be unix:///absolute/path`);
+  return path;
+}
+
+function isLive(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = connect(socketPath);
+    sock.once("connect", () => {
+      sock.destroy();
+      resolve(true);
+    });
+    sock.once("error", () => resolve(false));
+  });
+}
+
+/**
+ * A socket file left by a crashed server is removed; a socket with a live server behind it
+ * means a second instance: refuse rather than steal the endpoint from under kubelet.
+ */
+async function clearStaleSocket(socketPath: string): Promise<void> {
+  if (!existsSync(socketPath)) return;
+  if (!lstatSync(socketPath).isSocket()) throw failedPrecondition(`${socketPath} exists and is not a socket; refusing to replace it`);
+  if (await isLive(socketPath)) throw failedPrecondition(`another server is already listening on ${socketPath}`);
+  unlinkSync(socketPath);
+}
+
+/** Request fields worth a log line; never `secrets`. */
+export interface RequestLabels {
+  volumeId?: string;
+  name?: string;
+  snapshotId?: string;
+}
+
+/**
+ * Wraps one async CSI call: logs one line per call (op, ids, duration, outcome) and maps
+ * typed errors to gRPC status codes through csi/errors.ts.
+ */
+export function unary<Req, Res>(
+  logger: Logger,
+  op: string,
+  handler: (request: Req) => Promise<Res>,
+  labels: (request: Req) => RequestLabels = () => ({}),
+): handleUnaryCall<Req, Res> {
+  return (call, callback) => {
+    const started = process.hrtime.bigint();
+    const fields = { op, ...labels(call.request) };
+    handler(call.request).then(
+      (response) => {
+        logger.info({ ...fields, durationMs: Number(process.hrtime.bigint() - started) / 1e6, code: "OK" }, `${op} ok`);
+        callback(null, response);
+      },
+      (err: unknown) => {
+        const mapped = toServiceError(err);
+        const level = mapped.code === status.INTERNAL || mapped.code === status.UNAVAILABLE ? "error" : "warn";
+        logger[level](
+          { ...fields, durationMs: Number(process.hrtime.bigint() - started) / 1e6, code: status[mapped.code], err: mapped.details },
+          `${op} failed`,
+        );
+        callback(mapped, null);
+      },
+    );
+  };
+}
+
+export interface CsiServices {
+  identity: IdentityHandlers;
+  controller?: ControllerHandlers;
+  node?: NodeHandlers;
+}
+
+export interface RunningServer {
+  readonly socketPath: string;
+  close(): Promise<void>;
+}
+
+export async function startCsiServer(endpoint: string, services: CsiServices, logger: Logger): Promise<RunningServer> {
+  const socketPath = socketPathOf(endpoint);
+  mkdirSync(dirname(socketPath), { recursive: true });
+  await clearStaleSocket(socketPath);
+  const proto = loadCsiProto();
+  const server = new Server();
+  server.addService(proto.csi.v1.Identity.service, services.identity as unknown as UntypedServiceImplementation);
+  if (services.controller) server.addService(proto.csi.v1.Controller.service, services.controller);
+  if (services.node) server.addService(proto.csi.v1.Node.service, services.node);
+  await new Promise<void>((resolve, reject) =>
+    server.bindAsync(`unix://${socketPath}`, ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
+  );
+  logger.info({ op: "serve", endpoint: `unix://${socketPath}` }, "CSI server listening");
+  let closed = false;
+  return {
+    socketPath,
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      await new Promise<void>((resolve) => {
+        // Let in-flight calls finish briefly, then cut the rest.
+        const timer = setTimeout(() => server.forceShutdown(), 5_000);
+        server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      if (existsSync(socketPath)) unlinkSync(socketPath);
+    },
+  };
+}

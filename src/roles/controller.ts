@@ -1,0 +1,22 @@
+import type { Config } from "../config.js";
+import { ControllerService } from "../csi/controller.js";
+import { identityHandlers } from "../csi/identity.js";
+import { startCsiServer, type RunningServer } from "../csi/server.js";
+import type { Logger } from "../log.js";
+import type { PoolHosts } from "../volumes/hosts.js";
+import { VolumeService } from "../volumes/service.js";
+
+/** The controller role: Identity + Controller services over the pool hosts. */
+export async function startController(config: Config, hosts: PoolHosts, endpoint: string, logger: Logger): Promise<RunningServer> {
+  const volumes = new VolumeService(hosts, logger);
+  const controller = new ControllerService(config, volumes, logger);
+  const identity = identityHandlers(
+    {
+      driverName: config.driverName,
+      controller: true,
+      readiness: async () => (await Promise.all(hosts.all().map((h) => volumes.hostProblem(h)))).filter((p): p is string => p !== undefined),
+    },
+    logger,
+  );
+  return startCsiServer(endpoint, { identity, controller: controller.handlers() }, logger);
+}

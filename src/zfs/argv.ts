@@ -1,0 +1,213 @@
+import { invalidArgument } from "../errors.js";
+import {
+  datasetOf,
+  isBelow,
+  poolOf,
+  validateDataset,
+  validateDatasetOrSnapshot,
+  validatePool,
+  validateSnapshot,
+  validateUserProperty,
+} from "./names.js";
+
+/**
+ * Pure argv builders: validated names and properties in, `["zfs", ...]` out. Never a shell
+ * string; quoting for SSH happens once, in exec/. Only forms accepted by both zfs-fuse 0.7
+ * (pool version 23) and OpenZFS 2.x are emitted unless an option says otherwise.
+ */
+
+export type Props = Readonly<Record<string, string>>;
+export type ListType = "filesystem" | "snapshot" | "volume" | "all";
+
+/** Columns of every `zfs get` we run: one fixed shape for one parser. */
+export const GET_COLUMNS = ["name", "property", "value", "source"] as const;
+/** Columns of `zpoolList` (zfs-fuse has no `zpool get -H`, so `zpool list -H -o` it is). */
+export const ZPOOL_LIST_COLUMNS = ["name", "health", "size", "free", "allocated"] as const;
+
+// zfsprops(7): native property names are lowercase words with underscores (refquota,
+// receive_resume_token). `userquota@...` style properties are not used by zcsi.
+const NATIVE_PROPERTY = /^[a-z][a-z0-9_]*$/;
+// zfsprops(7) "User Properties": values are at most 8192 bytes.
+const MAX_USER_VALUE_BYTES = 8192;
+
+/** A native property name or a valid user property; returns it. */
+export function validatePropertyName(name: string): string {
+  if (typeof name === "string" && name.includes(":")) return validateUserProperty(name);
+  if (typeof name !== "string" || !NATIVE_PROPERTY.test(name)) {
+    throw invalidArgument(`invalid property name ${JSON.stringify(name)}: expected a native name like "quota" or a user property like "zcsi:name"`);
+  }
+  return name;
+}
+
+/**
+ * Property values are free text for ZFS, but not for us: NUL cannot pass through argv, and a
+ * newline or tab would break the one-record-per-line, tab-separated `-H` output we parse back
+ * (zfs-fuse stores `a\nb` without complaint and then prints it across two lines).
+ */
+export function validatePropertyValue(name: string, value: string): string {
+  if (typeof value !== "string") throw invalidArgument(`property ${name}: value must be a string`);
+  if (/[\0\n\r\t]/.test(value)) throw invalidArgument(`property ${name}: value must not contain NUL, newline or tab`);
+  if (name.includes(":") && Buffer.byteLength(value, "utf8") > MAX_USER_VALUE_BYTES) {
+    throw invalidArgument(`property ${name}: value is longer than ${MAX_USER_VALUE_BYTES} bytes`);
+  }
+  return value;
+}
+
+function propertyAssignments(props: Props): string[] {
+  return Object.entries(props).map(([k, v]) => `${validatePropertyName(k)}=${validatePropertyValue(k, v)}`);
+}
+
+function dashO(props: Props): string[] {
+  return propertyAssignments(props).flatMap((kv) => ["-o", kv]);
+}
+
+function propertyList(props: readonly string[]): string {
+  if (props.length === 0) throw invalidArgument("at least one property is required");
+  for (const p of props) if (p !== "all") validatePropertyName(p);
+  if (props.includes("all") && props.length > 1) throw invalidArgument('"all" cannot be combined with other properties');
+  return props.join(",");
+}
+
+function depthArgs(opts: { recursive?: boolean; depth?: number }): string[] {
+  if (opts.depth !== undefined) {
+    if (!Number.isSafeInteger(opts.depth) || opts.depth < 0) throw invalidArgument(`depth must be a non-negative integer, got ${opts.depth}`);
+    // zfs-get(8)/zfs-list(8): -d implies recursion limited to that depth.
+    return ["-d", String(opts.depth)];
+  }
+  return opts.recursive ? ["-r"] : [];
+}
+
+/** `zfs create [-p] -o k=v ... <dataset>`: all properties in the one call (see ARCHITECTURE "SSH latency"). */
+export function zfsCreate(dataset: string, props: Props = {}, opts: { parents?: boolean } = {}): string[] {
+  validateDataset(dataset);
+  return ["zfs", "create", ...(opts.parents ? ["-p"] : []), ...dashO(props), dataset];
+}
+
+/**
+ * `zfs destroy [-r] [-d] <name>`. `-d` (deferred, zfs-destroy(8)) applies to snapshots only:
+ * a held or cloned snapshot is marked and destroyed when the last hold/clone goes.
+ * `-R` (dependents outside the tree) is deliberately not offered.
+ */
+export function zfsDestroy(name: string, opts: { recursive?: boolean; deferred?: boolean } = {}): string[] {
+  validateDatasetOrSnapshot(name);
+  if (opts.deferred && !name.includes("@")) throw invalidArgument(`deferred destroy (-d) applies to snapshots only, not ${JSON.stringify(name)}`);
+  return ["zfs", "destroy", ...(opts.recursive ? ["-r"] : []), ...(opts.deferred ? ["-d"] : []), name];
+}
+
+/**
+ * `zfs get -Hp -o name,property,value,source [-r|-d N] <props> <names...>`: one call for many
+ * datasets. `-p` gives exact integers and works on zfs-fuse and OpenZFS alike (zfs-get(8)).
+ * No `-t`: zfs-fuse lacks it (ask for the `type` property and filter instead).
+ */
+export function zfsGet(names: readonly string[], props: readonly string[], opts: { recursive?: boolean; depth?: number } = {}): string[] {
+  if (names.length === 0) throw invalidArgument("zfs get needs at least one dataset (an empty list would read every dataset on the host)");
+  for (const n of names) validateDatasetOrSnapshot(n);
+  return ["zfs", "get", "-Hp", "-o", GET_COLUMNS.join(","), ...depthArgs(opts), propertyList(props), ...names];
+}
+
+/**
+ * `zfs list -H -o <columns> -t <type> [-r|-d N] <root>`. No `-p` unless asked: zfs-fuse answers
+ * "invalid option 'p'", so only pass `parsable` when capabilities().listParsable says so.
+ * `name` is always the first column.
+ */
+export function zfsList(
+  root: string,
+  opts: { props: readonly string[]; type?: ListType; recursive?: boolean; depth?: number; parsable?: boolean },
+): string[] {
+  validateDatasetOrSnapshot(root);
+  const columns = listColumns(opts.props);
+  for (const c of columns) if (c !== "name") validatePropertyName(c);
+  const type = opts.type ?? "filesystem";
+  if (!["filesystem", "snapshot", "volume", "all"].includes(type)) throw invalidArgument(`invalid list type ${JSON.stringify(type)}`);
+  return ["zfs", "list", opts.parsable ? "-Hp" : "-H", "-o", columns.join(","), "-t", type, ...depthArgs(opts), root];
+}
+
+/** The columns zfsList asks for: `name` first, then the requested ones without duplicates. */
+export function listColumns(props: readonly string[]): string[] {
+  return ["name", ...props.filter((p, i) => p !== "name" && props.indexOf(p) === i)];
+}
+
+/**
+ * `zfs set k=v [k=v ...] <name>`. Several assignments in one call need OpenZFS (≥ 0.7); zfs-fuse
+ * takes exactly one (`set <property=value> <filesystem> ...`, a second `k=v` is read as a
+ * dataset name: "cannot open 'refreservation=1M': invalid dataset name"). The client decides.
+ */
+export function zfsSet(name: string, props: Props): string[] {
+  validateDatasetOrSnapshot(name);
+  const assignments = propertyAssignments(props);
+  if (assignments.length === 0) throw invalidArgument("zfs set needs at least one property");
+  return ["zfs", "set", ...assignments, name];
+}
+
+/** `zfs inherit [-r] <property> <name>` (one property: zfs-fuse's inherit takes one). */
+export function zfsInherit(name: string, property: string, opts: { recursive?: boolean } = {}): string[] {
+  validateDatasetOrSnapshot(name);
+  validatePropertyName(property);
+  return ["zfs", "inherit", ...(opts.recursive ? ["-r"] : []), property, name];
+}
+
+/**
+ * `zfs rename [-p] <from> <to>`: both datasets, or both snapshots of the same dataset
+ * (zfs-rename(8); zfs-fuse: "snapshots must be part of same dataset").
+ */
+export function zfsRename(from: string, to: string, opts: { parents?: boolean } = {}): string[] {
+  const fromSnap = from.includes("@");
+  if (fromSnap) {
+    validateSnapshot(from);
+    validateSnapshot(to);
+    if (datasetOf(from) !== datasetOf(to)) throw invalidArgument(`cannot rename ${from} to ${to}: snapshots must stay in the same dataset`);
+    if (opts.parents) throw invalidArgument("rename -p applies to datasets only");
+  } else {
+    validateDataset(from);
+    validateDataset(to);
+    if (isBelow(from, to)) throw invalidArgument(`cannot rename ${from} below itself (${to})`);
+    if (poolOf(from) !== poolOf(to)) throw invalidArgument(`cannot rename ${from} to ${to}: datasets cannot move between pools`);
+  }
+  if (from === to) throw invalidArgument(`cannot rename ${from} to itself`);
+  return ["zfs", "rename", ...(opts.parents ? ["-p"] : []), from, to];
+}
+
+/** `zfs snapshot [-r] -o k=v ... <dataset@snap>` (zfs-fuse accepts -o on snapshot, measured). */
+export function zfsSnapshot(snapshot: string, props: Props = {}, opts: { recursive?: boolean } = {}): string[] {
+  validateSnapshot(snapshot);
+  return ["zfs", "snapshot", ...(opts.recursive ? ["-r"] : []), ...dashO(props), snapshot];
+}
+
+/** `zfs clone [-p] -o k=v ... <snapshot> <target>`. */
+export function zfsClone(snapshot: string, target: string, props: Props = {}, opts: { parents?: boolean } = {}): string[] {
+  validateSnapshot(snapshot);
+  validateDataset(target);
+  return ["zfs", "clone", ...(opts.parents ? ["-p"] : []), ...dashO(props), snapshot, target];
+}
+
+/** `zfs promote <clone>`. */
+export function zfsPromote(dataset: string): string[] {
+  validateDataset(dataset);
+  return ["zfs", "promote", dataset];
+}
+
+/**
+ * `zfs unmount <dataset>`. No `-f` by default: forcing an unmount under a running pod is worse
+ * than failing the delete with "busy".
+ */
+export function zfsUnmount(dataset: string, opts: { force?: boolean } = {}): string[] {
+  validateDataset(dataset);
+  return ["zfs", "unmount", ...(opts.force ? ["-f"] : []), dataset];
+}
+
+/** `zfs mount <dataset>` (mounts at its mountpoint property). */
+export function zfsMount(dataset: string): string[] {
+  validateDataset(dataset);
+  return ["zfs", "mount", dataset];
+}
+
+/** `zfs version` (OpenZFS ≥ 0.8; zfs-fuse prints "unrecognized command 'version'" and its usage). */
+export function zfsVersion(): string[] {
+  return ["zfs", "version"];
+}
+
+/** `zpool list -H -o name,health,size,free,allocated <pool>` (sizes human-readable on zfs-fuse: no -p). */
+export function zpoolList(pool: string, opts: { parsable?: boolean } = {}): string[] {
+  validatePool(pool);
+  return ["zpool", "list", opts.parsable ? "-Hp" : "-H", "-o", ZPOOL_LIST_COLUMNS.join(","), pool];
+}

@@ -1,0 +1,102 @@
+import type { ExecResult } from "../exec/executor.js";
+import { parseZfsVersion } from "./parse.js";
+
+/**
+ * What the host's zfs CLI can do, from ONE probe: `zfs version`.
+ *
+ * - OpenZFS ≥ 0.8 has `zfs version` (prints `zfs-2.1.5-1` and `zfs-kmod-...`). Every feature
+ *   below predates 0.8 (list -p, get -t, bookmarks: ZoL 0.6.x; resumable send and multi-property
+ *   `zfs set`: 0.7.0), so a successful `zfs version` means all of them.
+ * - Older CLIs answer "unrecognized command 'version'" followed by their full usage text on
+ *   stderr, and the usage text lists the options that exist. We read the features from it
+ *   instead of running one probe per feature (each probe is a round trip over SSH).
+ * - zfs-fuse 0.7.0 prints exactly the OpenSolaris-era usage (`send [-RDp]`, `list [-rH]`, no
+ *   bookmark command). No output names zfs-fuse itself while its daemon runs, so
+ *   "zfs-fuse" is recognised by that usage signature: a heuristic, documented as one.
+ */
+export interface Capabilities {
+  readonly implementation: "zfs-fuse" | "openzfs" | "unknown";
+  /** Userland version from `zfs version` (OpenZFS only), e.g. `2.1.5-1ubuntu6~22.04.1`. */
+  readonly version?: string;
+  /** `zfs list -p` (exact numbers). zfs-fuse: "invalid option 'p'". */
+  readonly listParsable: boolean;
+  /** `zfs send -t <token>` / `zfs receive -s` / the `receive_resume_token` property. */
+  readonly resumableSend: boolean;
+  /** `zfs bookmark`. */
+  readonly bookmarks: boolean;
+  /** `zfs get -t <type>`. zfs-fuse: "invalid option 't'". */
+  readonly getTypeFilter: boolean;
+  /** `zfs set a=b c=d <dataset>` in one call. zfs-fuse takes one assignment per call. */
+  readonly multiPropertySet: boolean;
+}
+
+export const OPENZFS_FEATURES = {
+  listParsable: true,
+  resumableSend: true,
+  bookmarks: true,
+  getTypeFilter: true,
+  multiPropertySet: true,
+} as const;
+
+/**
+ * All usage entries for one subcommand: its line(s) plus continuation lines. zfs prints each
+ * command as `\t<cmd> ...` and wraps long ones with `\t    ...` (tab then spaces).
+ */
+export function usageEntries(usage: string, command: string): string[] {
+  const entries: string[] = [];
+  let current: string[] | undefined;
+  for (const line of usage.split("\n")) {
+    const isContinuation = /^\t +\S/.test(line);
+    if (current !== undefined && isContinuation) {
+      current.push(line.trim());
+      continue;
+    }
+    if (current !== undefined) entries.push(current.join(" "));
+    current = undefined;
+    const trimmed = line.trim();
+    // FreeBSD's usage names aliases together: `receive|recv [-vnsFu] ...`.
+    if (/^\t\S/.test(line) && (trimmed.split(" ")[0] ?? "").split("|").includes(command)) current = [trimmed];
+  }
+  if (current !== undefined) entries.push(current.join(" "));
+  return entries;
+}
+
+/** Reads the features from the usage text an old zfs prints after "unrecognized command". */
+export function capabilitiesFromUsage(usage: string): Capabilities {
+  const list = usageEntries(usage, "list");
+  const get = usageEntries(usage, "get");
+  const send = usageEntries(usage, "send");
+  const receive = usageEntries(usage, "receive");
+  const set = usageEntries(usage, "set");
+  const hasFlag = (entries: string[], flag: string): boolean =>
+    entries.some((e) => new RegExp(`\\[-[A-Za-z]*${flag}[A-Za-z]*\\]`).test(e));
+  const listParsable = hasFlag(list, "p");
+  const resumableSend = send.some((e) => /-t\b|receive_resume_token/.test(e)) || receive.some((e) => hasFlag([e], "s"));
+  const bookmarks = usageEntries(usage, "bookmark").length > 0;
+  const getTypeFilter = get.some((e) => /-t type/.test(e));
+  const multiPropertySet = set.some((e) => /<property=value> \.\.\./.test(e));
+  const looksLikeZfsFuse =
+    send.length === 1 && /^send \[-RDp\] \[-\[iI\] snapshot\] <snapshot>$/.test(send[0] ?? "") && !listParsable && !bookmarks;
+  return {
+    implementation: looksLikeZfsFuse ? "zfs-fuse" : "unknown",
+    listParsable,
+    resumableSend,
+    bookmarks,
+    getTypeFilter,
+    multiPropertySet,
+  };
+}
+
+/**
+ * Interprets the result of `zfs version`. Returns undefined when the result says nothing about
+ * capabilities (the command failed for another reason: the caller classifies that error).
+ */
+export function capabilitiesFromProbe(result: ExecResult): Capabilities | undefined {
+  const version = parseZfsVersion(result.stdout);
+  // OpenZFS prints the userland line before asking the kernel module, so a missing module
+  // still identifies the CLI.
+  if (version !== undefined) return { implementation: "openzfs", version, ...OPENZFS_FEATURES };
+  if (result.exitCode === 0) return { implementation: "openzfs", ...OPENZFS_FEATURES };
+  if (/unrecognized command/i.test(result.stderr)) return capabilitiesFromUsage(result.stderr);
+  return undefined;
+}

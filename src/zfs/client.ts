@@ -1,0 +1,308 @@
+import { internal, isZcsiError } from "../errors.js";
+import type { ExecResult, Executor } from "../exec/executor.js";
+import {
+  listColumns,
+  zfsClone,
+  zfsCreate,
+  zfsDestroy,
+  zfsGet,
+  zfsInherit,
+  zfsList,
+  zfsMount,
+  zfsPromote,
+  zfsRename,
+  zfsSet,
+  zfsSnapshot,
+  zfsUnmount,
+  zfsVersion,
+  zpoolList,
+  ZPOOL_LIST_COLUMNS,
+  type ListType,
+  type Props,
+} from "./argv.js";
+import { capabilitiesFromProbe, type Capabilities } from "./capabilities.js";
+import { isBusy, onlyMissingDatasets, zfsError } from "./errors.js";
+import { validateDatasetOrSnapshot, validatePool } from "./names.js";
+import { parseExactInteger, parseGet, parseRows, type PropertyMap } from "./parse.js";
+
+export interface ZfsOptions {
+  /** Per-command timeout passed to the executor (DeadlineExceeded when exceeded). */
+  readonly timeoutMs?: number;
+  /** Prefix every command with `sudo -n` (config `sudo: true`); a password prompt becomes PermissionDenied. */
+  readonly sudo?: boolean;
+  /** How long destroy keeps retrying "dataset is busy" before giving up. Default 5000 ms. */
+  readonly busyRetryBudgetMs?: number;
+  /** Injected for tests; defaults to setTimeout. */
+  readonly sleep?: (ms: number) => Promise<void>;
+}
+
+export interface PoolInfo {
+  readonly name: string;
+  /** `ONLINE`, `DEGRADED`, `FAULTED`, ... as zpool prints it. */
+  readonly health: string;
+  /** used + available of the pool's root dataset: what datasets can hold in total. */
+  readonly sizeBytes: bigint;
+  /** `available` of the root dataset: what a new dataset can still get (GetCapacity). */
+  readonly freeBytes: bigint;
+  /** `used` of the root dataset (includes all descendants, snapshots and reservations). */
+  readonly allocatedBytes: bigint;
+}
+
+const defaultSleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * A typed ZFS client over an Executor. Each method runs exactly one zfs/zpool command, except
+ * where documented: `destroy`, `rename`, `promote` (busy retries; rename also remounts), `set` with several properties on zfs-fuse (one
+ * call per property), `pool` (two commands), and the first `capabilities()` call (one probe,
+ * then cached). Failures are classified by `zfs/errors.ts` into typed ZcsiErrors.
+ */
+export class Zfs {
+  private capabilitiesPromise: Promise<Capabilities> | undefined;
+  private readonly prefix: readonly string[];
+  private readonly busyRetryBudgetMs: number;
+  private readonly sleep: (ms: number) => Promise<void>;
+
+  constructor(
+    readonly exec: Executor,
+    private readonly options: ZfsOptions = {},
+  ) {
+    this.prefix = options.sudo ? ["sudo", "-n"] : [];
+    this.busyRetryBudgetMs = options.busyRetryBudgetMs ?? 5000;
+    this.sleep = options.sleep ?? defaultSleep;
+  }
+
+  /** Runs argv; returns the result whatever the exit code. */
+  private async runRaw(argv: readonly string[]): Promise<{ argv: readonly string[]; result: ExecResult }> {
+    const full = [...this.prefix, ...argv];
+    const result = await this.exec.run(full, this.options.timeoutMs === undefined ? {} : { timeoutMs: this.options.timeoutMs });
+    return { argv: full, result };
+  }
+
+  /** Runs argv; a non-zero exit becomes a classified error. */
+  private async run(argv: readonly string[]): Promise<string> {
+    const { argv: full, result } = await this.runRaw(argv);
+    if (result.exitCode !== 0) throw zfsError(this.exec.host, full, result);
+    return result.stdout;
+  }
+
+  /** `zfs create -o k=v ... <dataset>`: one call with every property. */
+  async create(dataset: string, props: Props = {}, opts: { parents?: boolean } = {}): Promise<void> {
+    await this.run(zfsCreate(dataset, props, opts));
+  }
+
+  /**
+   * `zfs destroy [-r] [-d] <name>`. NotFound passes through (callers decide idempotency).
+   *
+   * "dataset is busy" is retried (see withBusyRetry): zfs-fuse answers it for ~50-100 ms after
+   * `zfs create` (measured: 5 of 5 immediate destroys), real hosts while a process still holds
+   * the mount. Before each retry of a filesystem we `zfs unmount` it (without -f), so the retry
+   * does not race the mount again; an unmount that is itself busy just counts as a busy
+   * attempt. We do not unmount before the first attempt: a long-lived volume's destroy then
+   * costs one command, not two.
+   */
+  async destroy(name: string, opts: { recursive?: boolean; deferred?: boolean } = {}): Promise<void> {
+    const argv = zfsDestroy(name, opts);
+    const beforeRetry = name.includes("@") ? undefined : () => this.unmountUnlessBusy(name);
+    await this.withBusyRetry(() => this.run(argv), beforeRetry);
+  }
+
+  private async unmountUnlessBusy(dataset: string): Promise<void> {
+    try {
+      await this.unmount(dataset);
+    } catch (err) {
+      if (!isBusy(err)) throw err;
+    }
+  }
+
+  /**
+   * Runs `attempt` and retries it while it fails with "busy": backoff 50 ms doubling, capped at
+   * 1 s, until `busyRetryBudgetMs` (default 5 s) of sleeping is spent; then the ZfsBusyError
+   * reaches the caller. The budget counts time slept, not wall time, so an injected sleep makes
+   * it deterministic. Used by destroy, rename and promote, which unmount/remount filesystems and
+   * so meet the same zfs-fuse quirks (destroy right after create; rename of any mounted filesystem).
+   */
+  private async withBusyRetry(attempt: () => Promise<unknown>, beforeRetry?: () => Promise<void>): Promise<void> {
+    let slept = 0;
+    let delay = 50;
+    for (;;) {
+      try {
+        await attempt();
+        return;
+      } catch (err) {
+        if (!isBusy(err) || slept + delay > this.busyRetryBudgetMs) throw err;
+      }
+      await this.sleep(delay);
+      slept += delay;
+      delay = Math.min(delay * 2, 1000);
+      if (beforeRetry) await beforeRetry();
+    }
+  }
+
+  /**
+   * `zfs get -Hp -o name,property,value,source [-r|-d N] <props> <names...>`: one call for any
+   * number of datasets and properties. Values are exact (`-p`). Unset user properties come back
+   * as value `-` with source `-` (see parse.userPropertyValue).
+   *
+   * A missing name fails the whole call with NotFound (zfs still prints the others); with
+   * `missingOk`, names that do not exist are just absent from the map. The map is in zfs's
+   * output order, which is sorted by name (`batch10` before `batch2`), not argument order.
+   */
+  async get(
+    names: readonly string[],
+    props: readonly string[],
+    opts: { recursive?: boolean; depth?: number; missingOk?: boolean } = {},
+  ): Promise<PropertyMap> {
+    const { argv, result } = await this.runRaw(zfsGet(names, props, opts));
+    if (result.exitCode !== 0) {
+      if (!(opts.missingOk && result.exitCode === 1 && onlyMissingDatasets(result.stderr))) {
+        throw zfsError(this.exec.host, argv, result);
+      }
+    }
+    return parseGet(result.stdout);
+  }
+
+  /**
+   * `zfs list -H -o name,<props> -t <type> -r|-d N <root>`: one call. Rows are keyed by column;
+   * `name` is always present. The root itself is included when it matches the type (as zfs
+   * does). depth undefined lists the whole tree (-r). Values are as zfs prints them WITHOUT -p
+   * (zfs-fuse has none): sizes are human-readable here; read numbers with get().
+   */
+  async list(
+    root: string,
+    opts: { type?: ListType; depth?: number; props: readonly string[] },
+  ): Promise<Array<Record<string, string>>> {
+    const stdout = await this.run(zfsList(root, { ...opts, recursive: true }));
+    return parseRows(stdout, listColumns(opts.props));
+  }
+
+  /**
+   * `zfs set k=v ... <name>`. One call for all properties where the CLI allows it (OpenZFS);
+   * zfs-fuse takes one assignment per call, so there it is one call per property, in order,
+   * stopping at the first failure (earlier properties stay set: not atomic). A single property
+   * never needs the capability probe.
+   */
+  async set(name: string, props: Props): Promise<void> {
+    const entries = Object.entries(props);
+    zfsSet(name, props); // validate everything before running anything
+    if (entries.length === 1 || (await this.capabilities()).multiPropertySet) {
+      await this.run(zfsSet(name, props));
+      return;
+    }
+    for (const [k, v] of entries) await this.run(zfsSet(name, { [k]: v }));
+  }
+
+  /** `zfs inherit [-r] <property> <name>`. Native quota-like properties cannot be inherited (InvalidArgument). */
+  async inherit(name: string, property: string, opts: { recursive?: boolean } = {}): Promise<void> {
+    await this.run(zfsInherit(name, property, opts));
+  }
+
+  /**
+   * `zfs rename [-p] <from> <to>`. zfs-fuse refuses to rename a MOUNTED filesystem with
+   * "dataset is busy" for as long as it stays mounted (measured; OpenZFS unmounts and remounts
+   * by itself). So on "busy" a filesystem is unmounted (without -f) and the rename retried with
+   * backoff; after a rename that needed the unmount, `zfs mount <to>` mounts it again (only the
+   * renamed dataset: children unmounted with it stay unmounted). Cost on zfs-fuse: 4 commands
+   * (rename, unmount, rename, mount); on OpenZFS: 1. Snapshots are retried without unmounting.
+   */
+  async rename(from: string, to: string, opts: { parents?: boolean } = {}): Promise<void> {
+    const argv = zfsRename(from, to, opts);
+    let unmounted = false;
+    const beforeRetry = from.includes("@")
+      ? undefined
+      : async () => {
+          await this.unmountUnlessBusy(from);
+          unmounted = true;
+        };
+    try {
+      await this.withBusyRetry(() => this.run(argv), beforeRetry);
+    } catch (err) {
+      // Leave things as we found them: a failed rename must not leave the volume unmounted.
+      if (unmounted) await this.mount(from).catch(() => undefined);
+      throw err;
+    }
+    if (unmounted) await this.mount(to);
+  }
+
+  /** `zfs snapshot [-r] -o k=v ... <dataset@snap>`. */
+  async snapshot(snapshot: string, props: Props = {}, opts: { recursive?: boolean } = {}): Promise<void> {
+    await this.run(zfsSnapshot(snapshot, props, opts));
+  }
+
+  /** `zfs clone -o k=v ... <snapshot> <target>`. */
+  async clone(snapshot: string, target: string, props: Props = {}, opts: { parents?: boolean } = {}): Promise<void> {
+    await this.run(zfsClone(snapshot, target, props, opts));
+  }
+
+  /** `zfs promote <clone>`; FailedPrecondition when it is not a clone; "busy" retried like rename. */
+  async promote(dataset: string): Promise<void> {
+    const argv = zfsPromote(dataset);
+    await this.withBusyRetry(() => this.run(argv));
+  }
+
+  /** `zfs mount <dataset>`; already mounted is success ("filesystem already mounted"). */
+  async mount(dataset: string): Promise<void> {
+    const { argv, result } = await this.runRaw(zfsMount(dataset));
+    if (result.exitCode === 0 || /already mounted/.test(result.stderr)) return;
+    throw zfsError(this.exec.host, argv, result);
+  }
+
+  /** `zfs unmount <dataset>`; already unmounted is success ("not currently mounted"). */
+  async unmount(dataset: string): Promise<void> {
+    const { argv, result } = await this.runRaw(zfsUnmount(dataset));
+    if (result.exitCode === 0 || /not currently mounted/.test(result.stderr)) return;
+    throw zfsError(this.exec.host, argv, result);
+  }
+
+  /** One `zfs get -H... type <name>`; true when it exists (dataset or snapshot). */
+  async exists(name: string): Promise<boolean> {
+    validateDatasetOrSnapshot(name);
+    try {
+      await this.run(zfsGet([name], ["type"]));
+      return true;
+    } catch (err) {
+      if (isZcsiError(err, "NotFound")) return false;
+      throw err;
+    }
+  }
+
+  /**
+   * Pool health and exact space: TWO commands, run concurrently. zfs-fuse's zpool has neither
+   * `list -p` nor `get -H`, so `zpool list -H` gives health only (its sizes are rounded, `250M`),
+   * and the exact numbers come from `zfs get -Hp used,available <pool>` on the root dataset.
+   * These are dataset-level numbers (after metadata and slop reservations): exactly what volumes
+   * can use, which is what GetCapacity must report; raw vdev size would overstate it.
+   */
+  async pool(name: string): Promise<PoolInfo> {
+    validatePool(name);
+    const [zpoolOut, props] = await Promise.all([this.run(zpoolList(name)), this.get([name], ["used", "available"])]);
+    const rows = parseRows(zpoolOut, ZPOOL_LIST_COLUMNS, "zpool list");
+    const row = rows.find((r) => r.name === name);
+    if (rows.length !== 1 || row === undefined) throw internal(`${this.exec.host}: zpool list ${name}: expected one row for ${name}, got ${rows.length}`);
+    const root = props.get(name);
+    const used = root?.get("used")?.value;
+    const available = root?.get("available")?.value;
+    if (used === undefined || available === undefined) throw internal(`${this.exec.host}: zfs get used,available ${name}: missing values`);
+    const allocatedBytes = parseExactInteger(used, `${name} used`);
+    const freeBytes = parseExactInteger(available, `${name} available`);
+    return { name, health: row.health ?? "", sizeBytes: allocatedBytes + freeBytes, freeBytes, allocatedBytes };
+  }
+
+  /** Probed once per client with `zfs version` (see capabilities.ts), then cached. A failed probe is not cached. */
+  capabilities(): Promise<Capabilities> {
+    if (this.capabilitiesPromise === undefined) {
+      const probe = this.probe();
+      this.capabilitiesPromise = probe;
+      probe.catch(() => {
+        if (this.capabilitiesPromise === probe) this.capabilitiesPromise = undefined;
+      });
+    }
+    return this.capabilitiesPromise;
+  }
+
+  private async probe(): Promise<Capabilities> {
+    const { argv, result } = await this.runRaw(zfsVersion());
+    const found = capabilitiesFromProbe(result);
+    if (found === undefined) throw zfsError(this.exec.host, argv, result);
+    return found;
+  }
+}

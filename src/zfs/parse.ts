@@ -1,0 +1,106 @@
+import { internal } from "../errors.js";
+import { GET_COLUMNS } from "./argv.js";
+
+/**
+ * Parsers for `-H` output: one record per line, fields separated by a single tab
+ * (zfs-get(8), zfs-list(8): "-H Used for scripting mode. Do not print headers and separate
+ * fields by a single tab instead of arbitrary white space"). A trailing newline is normal; any
+ * line with the wrong number of fields is an error carrying the line, never silently skipped.
+ */
+
+export interface PropertyValue {
+  readonly value: string;
+  /** `local`, `default`, `inherited from <dataset>`, `received`, `temporary`, or `-` (read-only/unset user property). */
+  readonly source: string;
+}
+
+/** property → {value, source} of one dataset. */
+export type DatasetProperties = Map<string, PropertyValue>;
+/** dataset → property → {value, source}, in the order zfs printed them. */
+export type PropertyMap = Map<string, DatasetProperties>;
+
+function recordLines(stdout: string): string[] {
+  const body = stdout.endsWith("\n") ? stdout.slice(0, -1) : stdout;
+  if (body.length === 0) return [];
+  return body.split("\n").map((l) => (l.endsWith("\r") ? l.slice(0, -1) : l));
+}
+
+function fields(line: string, count: number, what: string): string[] {
+  const parts = line.split("\t");
+  if (parts.length !== count) {
+    throw internal(`unexpected ${what} output: expected ${count} tab-separated fields, got ${parts.length} in line ${JSON.stringify(line)}`);
+  }
+  return parts;
+}
+
+/** Output of `zfs get -H[p] -o name,property,value,source ...`. */
+export function parseGet(stdout: string): PropertyMap {
+  const result: PropertyMap = new Map();
+  for (const line of recordLines(stdout)) {
+    const [name, property, value, source] = fields(line, GET_COLUMNS.length, "zfs get") as [string, string, string, string];
+    if (name === "" || property === "") throw internal(`unexpected zfs get output: empty name or property in line ${JSON.stringify(line)}`);
+    let props = result.get(name);
+    if (props === undefined) {
+      props = new Map();
+      result.set(name, props);
+    }
+    props.set(property, { value, source });
+  }
+  return result;
+}
+
+/** Output of `zfs list -H -o <columns>` / `zpool list -H -o <columns>`: one record per row. */
+export function parseRows(stdout: string, columns: readonly string[], what = "zfs list"): Array<Record<string, string>> {
+  if (columns.length === 0) throw internal(`${what}: no columns requested`);
+  return recordLines(stdout).map((line) => {
+    const parts = fields(line, columns.length, what);
+    const row: Record<string, string> = {};
+    columns.forEach((c, i) => {
+      row[c] = parts[i] ?? "";
+    });
+    return row;
+  });
+}
+
+/**
+ * An exact byte count or other integer from `-p` output. zfs-fuse without -p prints human
+ * sizes such as `9.89M`, which are rounded and therefore refused here: numbers come from
+ * `zfs get -Hp` only.
+ */
+export function parseExactInteger(value: string, what = "value"): bigint {
+  if (!/^[0-9]+$/.test(value)) throw internal(`expected an exact integer for ${what}, got ${JSON.stringify(value)} (human-readable output? use zfs get -Hp)`);
+  return BigInt(value);
+}
+
+/**
+ * Like parseExactInteger, but `-` (not applicable, e.g. `available` of a snapshot) and `none`
+ * become null. Note that `-p` prints an unset quota as `0` (measured on zfs-fuse), not `none`.
+ */
+export function parseOptionalInteger(value: string, what = "value"): bigint | null {
+  if (value === "-" || value === "none" || value === "") return null;
+  return parseExactInteger(value, what);
+}
+
+/** A user property's value, or undefined when unset (zfs get prints value `-` with source `-`). */
+export function userPropertyValue(entry: PropertyValue | undefined): string | undefined {
+  if (entry === undefined) return undefined;
+  return entry.source === "-" && entry.value === "-" ? undefined : entry.value;
+}
+
+/**
+ * A user property set on this dataset itself, or undefined. User properties are inherited
+ * (measured: a child shows `zcsi:name pvc-1 inherited from zrec/k8s`, a snapshot shows its
+ * dataset's value), so metadata that identifies a volume must be read with this, not with
+ * userPropertyValue.
+ */
+export function ownUserPropertyValue(entry: PropertyValue | undefined): string | undefined {
+  if (entry === undefined) return undefined;
+  return entry.source === "local" || entry.source === "received" ? entry.value : undefined;
+}
+
+/** The first line of `zfs version` (OpenZFS ≥ 0.8): `zfs-2.1.5-1ubuntu6~22.04.1` → `2.1.5-1ubuntu6~22.04.1`. */
+export function parseZfsVersion(stdout: string): string | undefined {
+  const first = recordLines(stdout)[0]?.trim();
+  const m = first === undefined ? null : /^zfs-(\d.*)$/.exec(first);
+  return m?.[1];
+}

@@ -1,0 +1,172 @@
+import { describe, expect, it } from "vitest";
+import { isZcsiError } from "../../src/errors.js";
+import {
+  validatePropertyName,
+  validatePropertyValue,
+  zfsClone,
+  zfsCreate,
+  zfsDestroy,
+  zfsGet,
+  zfsInherit,
+  zfsList,
+  zfsPromote,
+  zfsRename,
+  zfsSet,
+  zfsSnapshot,
+  zfsUnmount,
+  zfsVersion,
+  zpoolList,
+} from "../../src/zfs/argv.js";
+
+function invalid(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    if (!isZcsiError(err, "InvalidArgument")) throw err;
+    return err.message;
+  }
+  throw new Error("expected InvalidArgument");
+}
+
+describe("zfsCreate", () => {
+  it("puts every property in the one call, in order, name last", () => {
+    expect(zfsCreate("tank/k8s/a", { quota: "1073741824", "zcsi:name": "pvc-1", mountpoint: "/m/a" })).toEqual([
+      "zfs", "create", "-o", "quota=1073741824", "-o", "zcsi:name=pvc-1", "-o", "mountpoint=/m/a", "tank/k8s/a",
+    ]);
+  });
+  it("supports -p and no properties", () => {
+    expect(zfsCreate("tank/a/b", {}, { parents: true })).toEqual(["zfs", "create", "-p", "tank/a/b"]);
+  });
+  it("keeps shell metacharacters in values as one argv word (no shell is involved)", () => {
+    expect(zfsCreate("tank/a", { "zcsi:pvc": "ns/$(reboot); `x` 'y' \"z\"" })).toContain("zcsi:pvc=ns/$(reboot); `x` 'y' \"z\"");
+  });
+  it.each([
+    [{ quota: "1\n2" }, /must not contain NUL, newline or tab/],
+    [{ "zcsi:x": "a\0b" }, /must not contain NUL/],
+    [{ "zcsi:x": "a\tb" }, /tab/],
+    [{ "zcsi:x": "x".repeat(8193) }, /longer than 8192 bytes/],
+    [{ Quota: "1" }, /invalid property name "Quota"/],
+    [{ "-o": "1" }, /invalid property name/],
+    [{ "quota=1 -o mountpoint": "/" }, /invalid property name/],
+    [{ "": "1" }, /invalid property name ""/],
+    [{ "zcsi:Bad": "1" }, /contains "B"/],
+  ])("refuses bad properties %j", (props, why) => {
+    expect(invalid(() => zfsCreate("tank/a", props))).toMatch(why);
+  });
+  it("refuses bad names", () => {
+    expect(invalid(() => zfsCreate("-o", {}))).toMatch(/starts with "-"/);
+    expect(invalid(() => zfsCreate("tank/a@s", {}))).toMatch(/snapshot/);
+  });
+});
+
+describe("zfsDestroy", () => {
+  it("builds plain, recursive and deferred forms", () => {
+    expect(zfsDestroy("tank/a")).toEqual(["zfs", "destroy", "tank/a"]);
+    expect(zfsDestroy("tank/a", { recursive: true })).toEqual(["zfs", "destroy", "-r", "tank/a"]);
+    expect(zfsDestroy("tank/a@s", { deferred: true })).toEqual(["zfs", "destroy", "-d", "tank/a@s"]);
+  });
+  it("refuses -d on a filesystem", () => {
+    expect(invalid(() => zfsDestroy("tank/a", { deferred: true }))).toMatch(/snapshots only/);
+  });
+});
+
+describe("zfsGet", () => {
+  it("always asks for -Hp and the four fixed columns, many names in one call", () => {
+    expect(zfsGet(["tank/a", "tank/b@s"], ["quota", "used", "zcsi:name"])).toEqual([
+      "zfs", "get", "-Hp", "-o", "name,property,value,source", "quota,used,zcsi:name", "tank/a", "tank/b@s",
+    ]);
+  });
+  it("adds -r or -d N", () => {
+    expect(zfsGet(["tank"], ["used"], { recursive: true })).toContain("-r");
+    expect(zfsGet(["tank"], ["used"], { depth: 1 })).toEqual(["zfs", "get", "-Hp", "-o", "name,property,value,source", "-d", "1", "used", "tank"]);
+  });
+  it("never passes -t (zfs-fuse has none)", () => {
+    expect(zfsGet(["tank"], ["type"])).not.toContain("-t");
+  });
+  it.each([
+    [[], ["used"], /at least one dataset/],
+    [["tank"], [], /at least one property/],
+    [["tank"], ["used,quota"], /invalid property name/],
+    [["tank"], ["all", "used"], /"all" cannot be combined/],
+    [["tank;id"], ["used"], /contains ";"/],
+  ] as const)("refuses %j %j", (names, props, why) => {
+    expect(invalid(() => zfsGet(names, props))).toMatch(why);
+  });
+  it("refuses a negative or fractional depth", () => {
+    expect(invalid(() => zfsGet(["tank"], ["used"], { depth: -1 }))).toMatch(/depth/);
+    expect(invalid(() => zfsGet(["tank"], ["used"], { depth: 1.5 }))).toMatch(/depth/);
+  });
+  it("accepts all", () => {
+    expect(zfsGet(["tank"], ["all"])).toContain("all");
+  });
+});
+
+describe("zfsList", () => {
+  it("has no -p by default, name first, type and depth", () => {
+    expect(zfsList("tank/k8s", { props: ["used", "zcsi:name"], type: "snapshot", depth: 1 })).toEqual([
+      "zfs", "list", "-H", "-o", "name,used,zcsi:name", "-t", "snapshot", "-d", "1", "tank/k8s",
+    ]);
+  });
+  it("adds -p only when asked (capability probed) and dedupes name", () => {
+    expect(zfsList("tank", { props: ["name", "used", "used"], parsable: true, recursive: true })).toEqual([
+      "zfs", "list", "-Hp", "-o", "name,used", "-t", "filesystem", "-r", "tank",
+    ]);
+  });
+  it("refuses an unknown type", () => {
+    expect(invalid(() => zfsList("tank", { props: [], type: "bookmark" as "all" }))).toMatch(/invalid list type/);
+  });
+});
+
+describe("zfsSet / zfsInherit", () => {
+  it("builds one assignment or many", () => {
+    expect(zfsSet("tank/a", { refquota: "5" })).toEqual(["zfs", "set", "refquota=5", "tank/a"]);
+    expect(zfsSet("tank/a@s", { "zcsi:a": "1", "zcsi:b": "x=y" })).toEqual(["zfs", "set", "zcsi:a=1", "zcsi:b=x=y", "tank/a@s"]);
+  });
+  it("refuses an empty set", () => {
+    expect(invalid(() => zfsSet("tank/a", {}))).toMatch(/at least one property/);
+  });
+  it("inherits one property", () => {
+    expect(zfsInherit("tank/a", "zcsi:x", { recursive: true })).toEqual(["zfs", "inherit", "-r", "zcsi:x", "tank/a"]);
+  });
+});
+
+describe("zfsRename", () => {
+  it("renames datasets and snapshots", () => {
+    expect(zfsRename("tank/a", "tank/b")).toEqual(["zfs", "rename", "tank/a", "tank/b"]);
+    expect(zfsRename("tank/a", "tank/x/b", { parents: true })).toEqual(["zfs", "rename", "-p", "tank/a", "tank/x/b"]);
+    expect(zfsRename("tank/a@s", "tank/a@t")).toEqual(["zfs", "rename", "tank/a@s", "tank/a@t"]);
+  });
+  it.each([
+    ["tank/a@s", "tank/b@s", /same dataset/],
+    ["tank/a@s", "tank/b", /no "@"/],
+    ["tank/a", "tank/a/b", /below itself/],
+    ["tank/a", "other/a", /between pools/],
+    ["tank/a", "tank/a", /to itself/],
+  ])("refuses %s → %s", (from, to, why) => {
+    expect(invalid(() => zfsRename(from, to))).toMatch(why);
+  });
+});
+
+describe("snapshot, clone, promote, unmount, version, zpool list", () => {
+  it("builds them", () => {
+    expect(zfsSnapshot("tank/a@s", { "zcsi:name": "x" })).toEqual(["zfs", "snapshot", "-o", "zcsi:name=x", "tank/a@s"]);
+    expect(zfsSnapshot("tank/a@s", {}, { recursive: true })).toEqual(["zfs", "snapshot", "-r", "tank/a@s"]);
+    expect(zfsClone("tank/a@s", "tank/b", { refquota: "1" })).toEqual(["zfs", "clone", "-o", "refquota=1", "tank/a@s", "tank/b"]);
+    expect(zfsPromote("tank/b")).toEqual(["zfs", "promote", "tank/b"]);
+    expect(zfsUnmount("tank/b")).toEqual(["zfs", "unmount", "tank/b"]);
+    expect(zfsVersion()).toEqual(["zfs", "version"]);
+    expect(zpoolList("tank")).toEqual(["zpool", "list", "-H", "-o", "name,health,size,free,allocated", "tank"]);
+  });
+  it("validates every input", () => {
+    expect(invalid(() => zfsSnapshot("tank/a", {}))).toMatch(/no "@"/);
+    expect(invalid(() => zfsClone("tank/a", "tank/b"))).toMatch(/no "@"/);
+    expect(invalid(() => zfsClone("tank/a@s", "tank/b@c"))).toMatch(/snapshot name/);
+    expect(invalid(() => zfsPromote("tank/a@s"))).toMatch(/snapshot name/);
+    expect(invalid(() => zpoolList("tank/a"))).toMatch(/no "\/"/);
+  });
+});
+
+describe("property names", () => {
+  it.each(["quota", "refquota", "receive_resume_token", "zcsi:name"])("accepts %s", (p) => expect(validatePropertyName(p)).toBe(p));
+  it("accepts a value with = and spaces", () => expect(validatePropertyValue("zcsi:x", "a = b")).toBe("a = b"));
+});

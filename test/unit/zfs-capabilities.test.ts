@@ -1,0 +1,55 @@
+import { describe, expect, it } from "vitest";
+import { capabilitiesFromProbe, capabilitiesFromUsage, usageEntries } from "../../src/zfs/capabilities.js";
+import { fixture, fixtureText } from "../fixtures/zfs/load.js";
+
+describe("capabilities from `zfs version`", () => {
+  it("recognises zfs-fuse from its recorded usage text: no list -p, no resumable send", () => {
+    expect(capabilitiesFromProbe(fixture("zfs-fuse", "zfs-version"))).toEqual({
+      implementation: "zfs-fuse",
+      listParsable: false,
+      resumableSend: false,
+      bookmarks: false,
+      getTypeFilter: false,
+      multiPropertySet: false,
+    });
+  });
+
+  it("recognises OpenZFS 2.x by its version line (written from source)", () => {
+    expect(capabilitiesFromProbe(fixture("openzfs", "zfs-version"))).toEqual({
+      implementation: "openzfs",
+      version: "2.1.5-1ubuntu6~22.04.1",
+      listParsable: true,
+      resumableSend: true,
+      bookmarks: true,
+      getTypeFilter: true,
+      multiPropertySet: true,
+    });
+  });
+
+  it("still recognises OpenZFS when the kernel module is missing", () => {
+    expect(capabilitiesFromProbe(fixture("openzfs", "zfs-version-no-module"))?.implementation).toBe("openzfs");
+  });
+
+  it("reads a pre-0.8 CLI's features from its usage text", () => {
+    const caps = capabilitiesFromUsage(fixtureText("openzfs", "usage-zol-0.7.txt"));
+    expect(caps).toEqual({
+      implementation: "unknown",
+      listParsable: true,
+      resumableSend: true,
+      bookmarks: true,
+      getTypeFilter: true,
+      multiPropertySet: true,
+    });
+  });
+
+  it("says nothing for an unrelated failure (the caller classifies it)", () => {
+    expect(capabilitiesFromProbe(fixture("zfs-fuse", "daemon-not-running"))).toBeUndefined();
+    expect(capabilitiesFromProbe(fixture("zfs-fuse", "permission-denied-socket"))).toBeUndefined();
+  });
+
+  it("joins wrapped usage lines and aliases", () => {
+    const usage = "\tget [-rHp] [-d max]\n\t    [-t type[,...]] <props>\n\tgetter x\n\treceive|recv [-vnsFu] <fs>\n";
+    expect(usageEntries(usage, "get")).toEqual(["get [-rHp] [-d max] [-t type[,...]] <props>"]);
+    expect(usageEntries(usage, "recv")).toEqual(["receive|recv [-vnsFu] <fs>"]);
+  });
+});

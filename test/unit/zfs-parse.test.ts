@@ -1,0 +1,158 @@
+import { describe, expect, it } from "vitest";
+import { isZcsiError } from "../../src/errors.js";
+import { listColumns, ZPOOL_LIST_COLUMNS } from "../../src/zfs/argv.js";
+import {
+  ownUserPropertyValue,
+  parseExactInteger,
+  parseGet,
+  parseOptionalInteger,
+  parseRows,
+  parseZfsVersion,
+  userPropertyValue,
+} from "../../src/zfs/parse.js";
+import { fixture } from "../fixtures/zfs/load.js";
+
+function internalMessage(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    if (!isZcsiError(err, "Internal")) throw err;
+    return err.message;
+  }
+  throw new Error("expected Internal");
+}
+
+describe("parseGet on recorded zfs-fuse output", () => {
+  it("reads every dataset and property of a batched get, with exact quota bytes", () => {
+    const f = fixture("zfs-fuse", "get-created");
+    const map = parseGet(f.stdout);
+    expect([...map.keys()]).toEqual(["zrec/k8s/a", "zrec/k8s/b"]);
+    const a = map.get("zrec/k8s/a");
+    expect(a?.get("quota")).toEqual({ value: "1073741824", source: "local" });
+    expect(parseExactInteger(a?.get("quota")?.value ?? "")).toBe(1073741824n);
+    expect(a?.get("zcsi:name")).toEqual({ value: "pvc-a", source: "local" });
+    expect(parseExactInteger(a?.get("used")?.value ?? "")).toBe(114688n);
+  });
+
+  it("shows an unset user property as value - with source -, and an inherited one with its origin", () => {
+    const b = parseGet(fixture("zfs-fuse", "get-created").stdout).get("zrec/k8s/b");
+    expect(b?.get("zcsi:capacity")).toEqual({ value: "-", source: "-" });
+    expect(userPropertyValue(b?.get("zcsi:capacity"))).toBeUndefined();
+    // User properties inherit: the child did not set zcsi:name, its parent did.
+    expect(b?.get("zcsi:name")).toEqual({ value: "pvc-1", source: "inherited from zrec/k8s" });
+    expect(userPropertyValue(b?.get("zcsi:name"))).toBe("pvc-1");
+    expect(ownUserPropertyValue(b?.get("zcsi:name"))).toBeUndefined();
+    // An unset quota is 0 in -p mode (not "none").
+    expect(b?.get("quota")).toEqual({ value: "0", source: "default" });
+  });
+
+  it("reads a depth-limited recursive get, parent included", () => {
+    const map = parseGet(fixture("zfs-fuse", "get-recursive-depth1").stdout);
+    expect([...map.keys()]).toEqual(["zrec/k8s", "zrec/k8s/a", "zrec/k8s/b"]);
+    expect(map.get("zrec/k8s")?.get("type")?.value).toBe("filesystem");
+  });
+
+  it("reads snapshot properties", () => {
+    const s = parseGet(fixture("zfs-fuse", "get-snapshot").stdout).get("zrec/k8s/a@s1");
+    expect(s?.get("type")?.value).toBe("snapshot");
+    expect(parseExactInteger(s?.get("creation")?.value ?? "")).toBeGreaterThan(1_600_000_000n);
+    expect(ownUserPropertyValue(s?.get("zcsi:name"))).toBe("snap-1");
+  });
+
+  it("reads `get all`, including non-numeric values", () => {
+    const a = parseGet(fixture("zfs-fuse", "get-all").stdout).get("zrec/k8s/a");
+    expect(a?.get("compressratio")?.value).toBe("1.00x");
+    expect(a?.get("mountpoint")?.source).toMatch(/^inherited from zrec/);
+    expect(a?.size).toBeGreaterThan(30);
+  });
+
+  it("keeps the partial output of a get where one name was missing", () => {
+    const f = fixture("zfs-fuse", "get-partial-missing");
+    expect(f.exitCode).toBe(1);
+    expect([...parseGet(f.stdout).keys()]).toEqual(["zrec/k8s/a"]);
+  });
+
+  it("tolerates a missing trailing newline and empty output", () => {
+    expect(parseGet("").size).toBe(0);
+    expect(parseGet("t\tused\t1\t-").get("t")?.get("used")?.value).toBe("1");
+  });
+
+  it.each([
+    ["too few fields", "tank\tused\t1\n"],
+    ["too many fields (tab in a value)", "tank\tzcsi:x\ta\tb\tlocal\n"],
+    ["a value split by a newline", "tank\tzcsi:x\ta\nb\tlocal\n"],
+    ["a blank line in the middle", "tank\tused\t1\t-\n\ntank\tquota\t0\tdefault\n"],
+    ["spaces instead of tabs (no -H)", "NAME  PROPERTY  VALUE  SOURCE\n"],
+  ])("throws Internal naming the line on %s", (_label, stdout) => {
+    expect(internalMessage(() => parseGet(stdout))).toMatch(/expected 4 tab-separated fields, got \d+ in line/);
+  });
+});
+
+describe("parseRows on recorded zfs-fuse list output", () => {
+  it("reads filesystems (human sizes: zfs-fuse list has no -p)", () => {
+    const rows = parseRows(fixture("zfs-fuse", "list-filesystems").stdout, listColumns(["used", "avail", "quota", "zcsi:name"]));
+    expect(rows.map((r) => r.name)).toEqual(["zrec/k8s", "zrec/k8s/a", "zrec/k8s/b"]);
+    expect(rows[1]).toEqual({ name: "zrec/k8s/a", used: "112K", avail: "9.66M", quota: "1G", "zcsi:name": "pvc-a" });
+    expect(rows[2]?.quota).toBe("none");
+  });
+
+  it("reads snapshots and mixed types", () => {
+    expect(parseRows(fixture("zfs-fuse", "list-snapshots").stdout, ["name", "used", "zcsi:name"]).map((r) => r.name)).toEqual([
+      "zrec/k8s/a@s1",
+      "zrec/k8s/a@s2",
+    ]);
+    expect(parseRows(fixture("zfs-fuse", "list-all-depth1").stdout, ["name", "type"]).map((r) => r.type)).toEqual([
+      "filesystem",
+      "snapshot",
+      "snapshot",
+    ]);
+  });
+
+  it("reads zpool list", () => {
+    expect(parseRows(fixture("zfs-fuse", "zpool-list").stdout, ZPOOL_LIST_COLUMNS, "zpool list")).toEqual([
+      { name: "zrec", health: "ONLINE", size: "250M", free: "249M", allocated: "1.12M" },
+    ]);
+  });
+
+  it("throws Internal with the line on a wrong column count", () => {
+    expect(internalMessage(() => parseRows("a\tb\n", ["name"]))).toMatch(/expected 1 tab-separated fields, got 2 in line "a\\tb"/);
+  });
+});
+
+describe("OpenZFS 2.x forms (written from the man page, not recorded)", () => {
+  it("reads list -p exact numbers", () => {
+    const rows = parseRows(fixture("openzfs", "list-parsable").stdout, listColumns(["used", "avail", "quota", "zcsi:name"]));
+    expect(parseExactInteger(rows[1]?.quota ?? "")).toBe(1073741824n);
+    expect(parseExactInteger(rows[0]?.avail ?? "")).toBe(52613349376n);
+  });
+  it("reads 64-bit guids exactly", () => {
+    const rows = parseRows(fixture("openzfs", "list-snapshots-parsable").stdout, ["name", "used", "creation", "guid"]);
+    expect(parseExactInteger(rows[1]?.guid ?? "")).toBe(9876543210987654321n);
+  });
+  it("reads get with receive_resume_token unset", () => {
+    const a = parseGet(fixture("openzfs", "get-created").stdout).get("tank/k8s/a");
+    expect(a?.get("receive_resume_token")).toEqual({ value: "-", source: "-" });
+  });
+  it("reads zpool list -p", () => {
+    const [row] = parseRows(fixture("openzfs", "zpool-list-parsable").stdout, ZPOOL_LIST_COLUMNS);
+    expect(parseExactInteger(row?.size ?? "")).toBe(1000204886016n);
+  });
+  it("reads the zfs version line", () => {
+    expect(parseZfsVersion(fixture("openzfs", "zfs-version").stdout)).toBe("2.1.5-1ubuntu6~22.04.1");
+    expect(parseZfsVersion(fixture("zfs-fuse", "zfs-version").stdout)).toBeUndefined();
+  });
+});
+
+describe("exact integers", () => {
+  it("parses beyond 2^53 exactly", () => {
+    expect(parseExactInteger("18446744073709551615")).toBe(18446744073709551615n);
+  });
+  it.each(["9.89M", "1G", "-1", "1e6", " 1", "", "0x10", "none"])("refuses %j", (value) => {
+    expect(internalMessage(() => parseExactInteger(value, "quota"))).toMatch(/expected an exact integer for quota/);
+  });
+  it("maps - and none to null", () => {
+    expect(parseOptionalInteger("-")).toBeNull();
+    expect(parseOptionalInteger("none")).toBeNull();
+    expect(parseOptionalInteger("0")).toBe(0n);
+  });
+});
