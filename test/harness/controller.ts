@@ -40,7 +40,15 @@ export interface ControllerEnv {
 const local = new LocalExecutor();
 
 /** Pool host(s) with their own zfs-fuse pool and sshd, and the controller on a temp unix socket. */
-export async function startControllerEnv(options: { hostNames?: string[]; poolSizeMiB?: number; configExtra?: Record<string, unknown> } = {}): Promise<ControllerEnv> {
+export interface ControllerEnvOptions {
+  hostNames?: string[];
+  poolSizeMiB?: number;
+  configExtra?: Record<string, unknown>;
+  /** Pin this host key instead of the sshd's real one (to test a mismatch). */
+  pinnedHostKey?: string;
+}
+
+export async function startControllerEnv(options: ControllerEnvOptions = {}): Promise<ControllerEnv> {
   const dir = await mkdtemp(join(tmpdir(), "zcsi-ctl-"));
   const hosts: PoolHostEnv[] = [];
   const cleanups: (() => Promise<unknown>)[] = [() => rm(dir, { recursive: true, force: true })];
@@ -77,7 +85,7 @@ export async function startControllerEnv(options: { hostNames?: string[]; poolSi
         user: h.sshd.user,
         parentDataset: h.parent,
         mountRoot: h.mountRoot,
-        hostKey: h.sshd.hostKeyLine,
+        hostKey: options.pinnedHostKey ?? h.sshd.hostKeyLine,
         sudo: true,
       })),
       commandTimeoutMs: 20_000,
@@ -87,7 +95,7 @@ export async function startControllerEnv(options: { hostNames?: string[]; poolSi
     const logger = pino({ level: "debug", base: undefined }, pino.destination({ dest: logPath, sync: true }));
     // Each pool host has its own key pair in the harness; the controller reads one key file,
     // so all sshds trust the first host's user key too.
-    for (const h of hosts.slice(1)) await h.sshd.authorize?.(first.sshd.publicKeyLine);
+    for (const h of hosts.slice(1)) await h.sshd.authorize(first.sshd.publicKeyLine);
     poolHosts = connectPoolHosts(config, logger);
     const endpoint = `unix://${join(dir, "csi.sock")}`;
     server = await startController(config, poolHosts, endpoint, logger);

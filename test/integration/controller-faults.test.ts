@@ -1,0 +1,90 @@
+import { status } from "@grpc/grpc-js";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { CreateVolumeRequest } from "../../src/gen/csi/v1/CreateVolumeRequest.js";
+import { startControllerEnv, type ControllerEnv } from "../harness/controller.js";
+
+const cap = { mount: {}, accessMode: { mode: "SINGLE_NODE_WRITER" as const } };
+const req = (name: string): CreateVolumeRequest => ({ name, capacityRange: { requiredBytes: String(4 << 20) }, volumeCapabilities: [cap] });
+
+async function failure(p: Promise<unknown>): Promise<{ code: number; details: string }> {
+  try {
+    await p;
+  } catch (err) {
+    return err as { code: number; details: string };
+  }
+  return { code: status.OK, details: "" };
+}
+
+describe("a pool host whose host key does not match the pinned one", () => {
+  let env: ControllerEnv;
+  let commandsBefore: string;
+  beforeAll(async () => {
+    const dir = mkdtempSync(join(tmpdir(), "zcsi-otherkey-"));
+    execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(dir, "k")]);
+    const otherKey = readFileSync(join(dir, "k.pub"), "utf8").trim();
+    rmSync(dir, { recursive: true, force: true });
+    env = await startControllerEnv({ pinnedHostKey: otherKey });
+    commandsBefore = (await env.zfs("list", "-H", "-o", "name", "-r", env.hosts[0]!.parent)).stdout;
+  });
+  afterAll(() => env?.stop());
+
+  it("is refused: UNAVAILABLE naming the host and both fingerprints, and nothing is created", async () => {
+    const err = await failure(env.client.createVolume(req("pvc-mitm")));
+    expect(err.code).toBe(status.UNAVAILABLE);
+    expect(err.details).toMatch(/alice/);
+    expect(err.details.match(/SHA256:[A-Za-z0-9+/]{43}/g)?.length).toBeGreaterThanOrEqual(2);
+    expect((await env.zfs("list", "-H", "-o", "name", "-r", env.hosts[0]!.parent)).stdout).toBe(commandsBefore);
+  });
+
+  it("makes Probe report not ready", async () => {
+    expect((await env.client.probe({})).ready?.value).toBe(false);
+  });
+});
+
+describe("pool host outages", () => {
+  let env: ControllerEnv;
+  beforeAll(async () => {
+    env = await startControllerEnv();
+  });
+  afterAll(() => env?.stop());
+
+  it("answers UNAVAILABLE while sshd is down, and recovers on the same connection pool once it is back", async () => {
+    await env.client.createVolume(req("pvc-before"));
+    await env.hosts[0]!.sshd.kill();
+    expect((await failure(env.client.createVolume(req("pvc-during")))).code).toBe(status.UNAVAILABLE);
+    expect((await failure(env.client.listVolumes({}))).code).toBe(status.UNAVAILABLE);
+    expect((await env.client.probe({})).ready?.value).toBe(false);
+    await env.hosts[0]!.sshd.restart();
+    // The executor backs off between connection attempts; a sidecar retries, and so do we.
+    let created;
+    for (let attempt = 0; attempt < 60 && !created; attempt++) {
+      created = await env.client.createVolume(req("pvc-during")).catch(async (err: { code: number }) => {
+        expect(err.code).toBe(status.UNAVAILABLE);
+        await new Promise((r) => setTimeout(r, 250));
+        return undefined;
+      });
+    }
+    expect(created?.volume?.volumeId).toBe(`alice:${env.hosts[0]!.parent}/pvc-during`);
+    const listed = (await env.client.listVolumes({})).entries.map((e) => e.volume?.volumeId);
+    expect(listed).toEqual([`alice:${env.hosts[0]!.parent}/pvc-before`, `alice:${env.hosts[0]!.parent}/pvc-during`]);
+  });
+
+  it("reports not ready while the pool is not imported, and ready again after import", async () => {
+    const { pool, dir } = env.hosts[0]!.pool;
+    expect((await env.client.probe({})).ready?.value).toBe(true);
+    const exported = await env.zfs("zpool", "export", pool);
+    expect(exported.exitCode, exported.stderr).toBe(0);
+    try {
+      expect((await env.client.probe({})).ready?.value).toBe(false);
+      expect((await failure(env.client.createVolume(req("pvc-no-pool")))).code).not.toBe(status.OK);
+    } finally {
+      const imported = await env.zfs("zpool", "import", "-d", dir, pool);
+      expect(imported.exitCode, imported.stderr).toBe(0);
+    }
+    expect((await env.client.probe({})).ready?.value).toBe(true);
+  });
+});
