@@ -1,6 +1,9 @@
 import { createHash } from "node:crypto";
 import { Socket } from "node:net";
-import { Client, utils, type ClientChannel, type ServerHostKeyAlgorithm } from "ssh2";
+import ssh2, { type Client as SshClient, type ClientChannel, type ServerHostKeyAlgorithm } from "ssh2";
+
+// ssh2 is CommonJS: Node's ESM loader only offers its default export.
+const { Client, utils } = ssh2;
 import { deadlineExceeded, errorMessage, invalidArgument, unavailable, type ZcsiError } from "../errors.js";
 import { silentLogger, type Logger } from "../log.js";
 import type { ExecOptions, ExecResult, ExecStream, Executor } from "./executor.js";
@@ -52,7 +55,7 @@ interface PinnedKey {
 }
 
 interface Connection {
-  readonly client: Client;
+  readonly client: SshClient;
   /** Set once the connection has failed; channels that then close without an exit status report it. */
   lost?: Error;
 }

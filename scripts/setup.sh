@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what zcsi's demo and tests need on a Debian machine, as root, and builds the code.
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup: run as root (the tests mount filesystems, start sshd and create network namespaces)" >&2
+  exit 1
+fi
+
+# Debian packages: zfs-fuse (real ZFS in user space), sshd/ssh, sshfs over FUSE 3, sudo (the
+# pool-host user runs zfs through `sudo -n`), iproute2 (network namespaces), util-linux (mount, nsenter).
+packages=(zfs-fuse openssh-server openssh-client sshfs fuse3 sudo iproute2 util-linux procps)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # Package scripts must not start services here: the test harness starts its own zfs-fuse and sshd.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+mkdir -p /run/sshd /var/run/zfs
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi
+npm run --silent build

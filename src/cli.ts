@@ -1,0 +1,92 @@
+#!/usr/bin/env node
+import { parseArgs } from "node:util";
+import { loadConfig } from "./config.js";
+import { errorMessage } from "./errors.js";
+import { createLogger } from "./log.js";
+import { packageVersion } from "./util/package.js";
+
+const USAGE = `zcsi ${packageVersion}: a CSI driver for ZFS pool hosts reached over SSH
+
+Usage:
+  zcsi controller --endpoint unix:///csi/csi.sock --config config.yaml [--private-key-file F] [--driver-name N]
+  zcsi node --endpoint unix:///csi/csi.sock --node-id NAME --config config.yaml [--private-key-file F]
+            [--state-dir /var/lib/zcsi/node] [--max-volumes-per-node 128] [--sshfs-launcher auto|systemd|detached]
+  zcsi demo [--keep]
+  zcsi --version
+
+Environment (used when the flag is absent): CSI_ENDPOINT, ZCSI_CONFIG, ZCSI_PRIVATE_KEY_FILE,
+ZCSI_DRIVER_NAME, ZCSI_LOG_LEVEL; for node: NODE_ID or NODE_NAME, ZCSI_STATE_DIR.`;
+
+async function main(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      endpoint: { type: "string" },
+      config: { type: "string" },
+      "private-key-file": { type: "string" },
+      "driver-name": { type: "string" },
+      "log-level": { type: "string" },
+      keep: { type: "boolean" },
+      "node-id": { type: "string" },
+      "state-dir": { type: "string" },
+      "max-volumes-per-node": { type: "string" },
+      "sshfs-launcher": { type: "string" },
+      version: { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.version) {
+    console.log(packageVersion);
+    return;
+  }
+  const role = positionals[0];
+  if (values.help || role === undefined) {
+    console.log(USAGE);
+    if (role === undefined && !values.help) process.exitCode = 2;
+    return;
+  }
+  const logger = createLogger({ level: values["log-level"], name: `zcsi-${role}` });
+  if (role === "demo") {
+    const { runDemo } = await import("./demo.js");
+    await runDemo({ keep: values.keep ?? false });
+    return;
+  }
+  const endpoint = values.endpoint ?? process.env.CSI_ENDPOINT ?? "unix:///csi/csi.sock";
+  const configPath = values.config ?? process.env.ZCSI_CONFIG;
+  if (!configPath) throw new Error("--config (or ZCSI_CONFIG) is required");
+  const privateKeyFile = values["private-key-file"] ?? process.env.ZCSI_PRIVATE_KEY_FILE;
+  const driverName = values["driver-name"] ?? process.env.ZCSI_DRIVER_NAME;
+  const config = loadConfig(configPath, { ...(privateKeyFile && { privateKeyFile }), ...(driverName && { driverName }) });
+  switch (role) {
+    // Each role loads only its own modules: the node role never loads the SSH client.
+    case "controller": {
+      const { connectPoolHosts } = await import("./roles/pool-hosts.js");
+      const { startController } = await import("./roles/controller.js");
+      const hosts = connectPoolHosts(config, logger);
+      const server = await startController(config, hosts, endpoint, logger);
+      stopOnSignal(logger, "stopping", async () => {
+        await server.close();
+        await hosts.close();
+      });
+      return;
+    }
+    default:
+      throw new Error(`unknown role ${JSON.stringify(role)}\n\n${USAGE}`);
+  }
+}
+
+function stopOnSignal(logger: ReturnType<typeof createLogger>, message: string, close: () => Promise<void>): void {
+  const stop = async (signal: string): Promise<void> => {
+    logger.info({ op: "shutdown", signal }, message);
+    await close();
+    process.exit(0);
+  };
+  process.once("SIGTERM", () => void stop("SIGTERM"));
+  process.once("SIGINT", () => void stop("SIGINT"));
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  console.error(`zcsi: ${errorMessage(err)}`);
+  process.exit(1);
+});
