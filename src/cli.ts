@@ -71,6 +71,24 @@ async function main(argv: string[]): Promise<void> {
       });
       return;
     }
+    case "node": {
+      const nodeId = values["node-id"] ?? process.env.NODE_ID ?? process.env.NODE_NAME;
+      if (!nodeId) throw new Error("--node-id (or NODE_ID / NODE_NAME) is required");
+      const maxVolumes = values["max-volumes-per-node"];
+      if (maxVolumes !== undefined && !/^[0-9]{1,6}$/.test(maxVolumes)) throw new Error("--max-volumes-per-node must be a number (0: no limit)");
+      const launcher = values["sshfs-launcher"];
+      if (launcher !== undefined && launcher !== "auto" && launcher !== "systemd" && launcher !== "detached") throw new Error("--sshfs-launcher must be auto, systemd or detached");
+      const { startNode } = await import("./roles/node.js");
+      const stateDir = values["state-dir"] ?? process.env.ZCSI_STATE_DIR;
+      const server = await startNode(config, nodeId, endpoint, logger, {
+        ...(stateDir && { stateDir }),
+        ...(maxVolumes !== undefined && { maxVolumesPerNode: Number(maxVolumes) }),
+        ...(launcher !== undefined && { launcher }),
+      });
+      // Stopping serves no more calls and touches no mount: pods keep their data (docs/node.md).
+      stopOnSignal(logger, "stopping; mounts stay in place", () => server.close());
+      return;
+    }
     default:
       throw new Error(`unknown role ${JSON.stringify(role)}\n\n${USAGE}`);
   }

@@ -1,0 +1,213 @@
+import { posix } from "node:path";
+import type { Config } from "../config.js";
+import { invalidArgument, unavailable } from "../errors.js";
+import type { NodeHandlers } from "../gen/csi/v1/Node.js";
+import type { NodeExpandVolumeRequest__Output } from "../gen/csi/v1/NodeExpandVolumeRequest.js";
+import type { NodeExpandVolumeResponse } from "../gen/csi/v1/NodeExpandVolumeResponse.js";
+import type { NodeGetCapabilitiesResponse } from "../gen/csi/v1/NodeGetCapabilitiesResponse.js";
+import type { NodeGetInfoResponse } from "../gen/csi/v1/NodeGetInfoResponse.js";
+import type { NodeGetVolumeStatsRequest__Output } from "../gen/csi/v1/NodeGetVolumeStatsRequest.js";
+import type { NodeGetVolumeStatsResponse } from "../gen/csi/v1/NodeGetVolumeStatsResponse.js";
+import type { NodePublishVolumeRequest__Output } from "../gen/csi/v1/NodePublishVolumeRequest.js";
+import type { NodeServiceCapability } from "../gen/csi/v1/NodeServiceCapability.js";
+import type { NodeStageVolumeRequest__Output } from "../gen/csi/v1/NodeStageVolumeRequest.js";
+import type { NodeUnpublishVolumeRequest__Output } from "../gen/csi/v1/NodeUnpublishVolumeRequest.js";
+import type { NodeUnstageVolumeRequest__Output } from "../gen/csi/v1/NodeUnstageVolumeRequest.js";
+import type { VolumeCapability__Output } from "../gen/csi/v1/VolumeCapability.js";
+import type { Logger } from "../log.js";
+import { parseMountFlags, type MountFlags } from "../mount/flags.js";
+import type { NodeVolume, VolumeMounts } from "../mount/volume-mounts.js";
+import { KeyedLocks } from "../util/locks.js";
+import { parseVolumeId } from "../volumes/ids.js";
+import { capabilityProblem } from "./capabilities.js";
+import { unary } from "./server.js";
+
+const CAPABILITIES = ["STAGE_UNSTAGE_VOLUME", "GET_VOLUME_STATS", "VOLUME_CONDITION", "SINGLE_NODE_MULTI_WRITER", "EXPAND_VOLUME"] as const;
+
+/**
+ * Volumes per node kubelet will schedule: each SSHFS volume is one sshfs and one ssh
+ * process (a few MiB) and one SSH connection to its pool host, so the limit guards the
+ * pool hosts' sshd more than the node. Documented in docs/node.md; `--max-volumes-per-node`.
+ */
+export const DEFAULT_MAX_VOLUMES_PER_NODE = 128;
+
+export interface NodeServiceOptions {
+  readonly nodeId: string;
+  readonly maxVolumesPerNode: number;
+}
+
+/** `<driver name>/node`: a valid label key, since the driver name is a DNS subdomain. */
+export function topologyKey(driverName: string): string {
+  return `${driverName}/node`;
+}
+
+const READ_ONLY_MODES = new Set(["SINGLE_NODE_READER_ONLY", "MULTI_NODE_READER_ONLY"]);
+
+function requirePath(value: string, field: string): string {
+  if (value === "") throw invalidArgument(`${field} is required`);
+  const path = value.length > 1 ? value.replace(/\/+$/, "") : value;
+  // Paths go to mount(8) as argv words; refuse anything that is not a plain absolute path.
+  if (!path.startsWith("/") || posix.normalize(path) !== path || /[\0\n]/.test(path)) {
+    throw invalidArgument(`${field} ${JSON.stringify(value)} must be a normalised absolute path`);
+  }
+  return path;
+}
+
+function requireCapability(cap: VolumeCapability__Output | null, field = "volume_capability"): { cap: VolumeCapability__Output; flags: MountFlags } {
+  if (!cap) throw invalidArgument(`${field} is required`);
+  const problem = capabilityProblem(cap);
+  if (problem) throw invalidArgument(`${field}: ${problem}`);
+  return { cap, flags: parseMountFlags(cap.mount?.mountFlags ?? [], `${field}.mount.mount_flags`) };
+}
+
+/**
+ * The CSI Node service. Each call: validate → lock the volume id → look at the mount table
+ * (in VolumeMounts) → act → a precise code. A node whose name is a pool host's mounts that
+ * host's volumes with a bind mount; every other volume comes over SSHFS.
+ */
+export class NodeService {
+  private readonly locks = new KeyedLocks();
+
+  constructor(
+    private readonly config: Config,
+    private readonly mounts: VolumeMounts,
+    private readonly options: NodeServiceOptions,
+    private readonly logger: Logger,
+  ) {}
+
+  /**
+   * The volume behind an id. The mountpoint comes from volume_context (what CreateVolume
+   * returned), else `<mountRoot>/<leaf>`; either way it must be that path, so a hand-made
+   * PV cannot point the node at another directory of the pool host.
+   */
+  resolveVolume(volumeId: string, context: Readonly<Record<string, string>> = {}): NodeVolume {
+    const ref = parseVolumeId(volumeId, this.config.poolHosts);
+    const mountpoint = `${ref.host.mountRoot === "/" ? "" : ref.host.mountRoot}/${ref.leaf}`;
+    for (const [key, expected] of [
+      ["poolHost", ref.poolHost],
+      ["dataset", ref.dataset],
+      ["mountpoint", mountpoint],
+    ] as const) {
+      const given = context[key];
+      if (given !== undefined && given !== expected) {
+        throw invalidArgument(`volume_context ${key}=${JSON.stringify(given)} does not match volume ${volumeId} (expected ${JSON.stringify(expected)})`);
+      }
+    }
+    return { id: volumeId, host: ref.host, dataset: ref.dataset, mountpoint, local: ref.host.name === this.options.nodeId };
+  }
+
+  async nodeStageVolume(req: NodeStageVolumeRequest__Output): Promise<Record<string, never>> {
+    if (req.volumeId === "") throw invalidArgument("volume_id is required");
+    const stagingPath = requirePath(req.stagingTargetPath, "staging_target_path");
+    const { flags } = requireCapability(req.volumeCapability);
+    const volume = this.resolveVolume(req.volumeId, req.volumeContext);
+    await this.locks.run(req.volumeId, "NodeStageVolume", async () => {
+      const outcome = await this.mounts.stage(volume, stagingPath, flags.sshfs);
+      this.logger.info({ op: "NodeStageVolume", volumeId: volume.id, stagingPath, via: volume.local ? "bind" : "sshfs", outcome }, outcome);
+    });
+    return {};
+  }
+
+  async nodeUnstageVolume(req: NodeUnstageVolumeRequest__Output): Promise<Record<string, never>> {
+    if (req.volumeId === "") throw invalidArgument("volume_id is required");
+    const stagingPath = requirePath(req.stagingTargetPath, "staging_target_path");
+    const volume = this.resolveVolume(req.volumeId);
+    await this.locks.run(req.volumeId, "NodeUnstageVolume", () => this.mounts.unstage(volume, stagingPath));
+    return {};
+  }
+
+  async nodePublishVolume(req: NodePublishVolumeRequest__Output): Promise<Record<string, never>> {
+    if (req.volumeId === "") throw invalidArgument("volume_id is required");
+    const targetPath = requirePath(req.targetPath, "target_path");
+    // With STAGE_UNSTAGE_VOLUME the CO must pass the staging path (CSI spec, NodePublishVolume).
+    const stagingPath = requirePath(req.stagingTargetPath, "staging_target_path");
+    if (targetPath === stagingPath) throw invalidArgument("target_path must differ from staging_target_path");
+    const { cap, flags } = requireCapability(req.volumeCapability);
+    const volume = this.resolveVolume(req.volumeId, req.volumeContext);
+    const readOnly = req.readonly || flags.readOnly || READ_ONLY_MODES.has(cap.accessMode?.mode ?? "");
+    await this.locks.run(req.volumeId, "NodePublishVolume", async () => {
+      const outcome = await this.mounts.publish(volume, stagingPath, targetPath, { readOnly, bindFlags: flags.bind });
+      this.logger.info({ op: "NodePublishVolume", volumeId: volume.id, targetPath, readOnly, outcome }, outcome);
+    });
+    return {};
+  }
+
+  async nodeUnpublishVolume(req: NodeUnpublishVolumeRequest__Output): Promise<Record<string, never>> {
+    if (req.volumeId === "") throw invalidArgument("volume_id is required");
+    const targetPath = requirePath(req.targetPath, "target_path");
+    const volume = this.resolveVolume(req.volumeId);
+    await this.locks.run(req.volumeId, "NodeUnpublishVolume", () => this.mounts.unpublish(volume, targetPath));
+    return {};
+  }
+
+  /**
+   * Usage from statfs on the volume's mount. A dead or missing mount is reported as an
+   * abnormal VolumeCondition, not an error, so kubelet records it as a volume health event;
+   * usage is still filled (zeros), because kubelet discards a response without usage.
+   */
+  async nodeGetVolumeStats(req: NodeGetVolumeStatsRequest__Output): Promise<NodeGetVolumeStatsResponse> {
+    if (req.volumeId === "") throw invalidArgument("volume_id is required");
+    const volumePath = requirePath(req.volumePath, "volume_path");
+    const volume = this.resolveVolume(req.volumeId);
+    const usage = await this.mounts.usage(volume, volumePath);
+    if ("problem" in usage) {
+      return {
+        usage: [
+          { unit: "BYTES", total: "0", used: "0", available: "0" },
+          { unit: "INODES", total: "0", used: "0", available: "0" },
+        ],
+        volumeCondition: { abnormal: true, message: usage.problem },
+      };
+    }
+    const s = usage.stats;
+    return {
+      usage: [
+        { unit: "BYTES", total: s.totalBytes.toString(), used: s.usedBytes.toString(), available: s.availableBytes.toString() },
+        { unit: "INODES", total: s.totalInodes.toString(), used: s.usedInodes.toString(), available: s.freeInodes.toString() },
+      ],
+      volumeCondition: { abnormal: false, message: "" },
+    };
+  }
+
+  /**
+   * The size limit is a ZFS refquota on the pool host, raised by ControllerExpandVolume;
+   * a bind mount and SSHFS both show it at once. Nothing changes on the node: this reports
+   * the capacity the pod now sees (statfs through the mount).
+   */
+  async nodeExpandVolume(req: NodeExpandVolumeRequest__Output): Promise<NodeExpandVolumeResponse> {
+    if (req.volumeId === "") throw invalidArgument("volume_id is required");
+    const volumePath = requirePath(req.volumePath, "volume_path");
+    if (req.volumeCapability) requireCapability(req.volumeCapability);
+    const volume = this.resolveVolume(req.volumeId);
+    const usage = await this.mounts.usage(volume, volumePath);
+    if ("problem" in usage) throw unavailable(usage.problem);
+    return { capacityBytes: usage.stats.totalBytes.toString() };
+  }
+
+  nodeGetInfo(): NodeGetInfoResponse {
+    return {
+      nodeId: this.options.nodeId,
+      maxVolumesPerNode: String(this.options.maxVolumesPerNode),
+      accessibleTopology: { segments: { [topologyKey(this.config.driverName)]: this.options.nodeId } },
+    };
+  }
+
+  nodeGetCapabilities(): NodeGetCapabilitiesResponse {
+    return { capabilities: CAPABILITIES.map((type): NodeServiceCapability => ({ rpc: { type } })) };
+  }
+
+  handlers(): NodeHandlers {
+    const log = this.logger;
+    const ids = <R extends { volumeId: string }>(r: R) => ({ volumeId: r.volumeId });
+    return {
+      NodeStageVolume: unary(log, "NodeStageVolume", (r) => this.nodeStageVolume(r), ids),
+      NodeUnstageVolume: unary(log, "NodeUnstageVolume", (r) => this.nodeUnstageVolume(r), ids),
+      NodePublishVolume: unary(log, "NodePublishVolume", (r) => this.nodePublishVolume(r), ids),
+      NodeUnpublishVolume: unary(log, "NodeUnpublishVolume", (r) => this.nodeUnpublishVolume(r), ids),
+      NodeGetVolumeStats: unary(log, "NodeGetVolumeStats", (r) => this.nodeGetVolumeStats(r), ids),
+      NodeExpandVolume: unary(log, "NodeExpandVolume", (r) => this.nodeExpandVolume(r), ids),
+      NodeGetCapabilities: unary(log, "NodeGetCapabilities", async () => this.nodeGetCapabilities()),
+      NodeGetInfo: unary(log, "NodeGetInfo", async () => this.nodeGetInfo()),
+    };
+  }
+}

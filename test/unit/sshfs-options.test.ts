@@ -1,0 +1,128 @@
+import { describe, expect, it } from "vitest";
+import { isZcsiError } from "../../src/errors.js";
+import { parseMountFlags } from "../../src/mount/flags.js";
+import { classifySshfsFailure } from "../../src/mount/mounter.js";
+import { SSHFS_DEFAULTS, knownHostsText, sftpServerCommand, sshfsArgv, sshfsSource, type SshfsMount } from "../../src/mount/sshfs.js";
+
+const host = {
+  name: "alice",
+  address: "10.213.0.1",
+  port: 2222,
+  user: "zcsi",
+  parentDataset: "tank/k8s",
+  mountRoot: "/tank/k8s",
+  hostKeys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAbc host-comment", "ecdsa-sha2-nistp256 AAAAE2VjZHNh"],
+  sudo: false,
+};
+
+const mount: SshfsMount = {
+  host,
+  remotePath: "/tank/k8s/pvc-1",
+  mountPoint: "/var/lib/kubelet/plugins/kubernetes.io/csi/zfs.zcsi.dev/abc/globalmount",
+  identityFile: "/etc/zcsi/key",
+  knownHostsFile: "/var/lib/zcsi/node/known_hosts/alice",
+  tuning: SSHFS_DEFAULTS,
+  sudoPath: "/usr/bin/sudo",
+  sftpServerPath: "/usr/lib/openssh/sftp-server",
+};
+
+/** The -o values of an argv, in order. */
+const options = (argv: string[]): string[] => argv.flatMap((a, i) => (argv[i - 1] === "-o" ? [a] : []));
+
+function invalid(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    if (isZcsiError(err, "InvalidArgument")) return err.message;
+    throw err;
+  }
+  throw new Error("expected InvalidArgument");
+}
+
+describe("sshfsArgv", () => {
+  it("pins the host key, the key file and the safety options, and names source and mount point", () => {
+    const argv = sshfsArgv(mount);
+    expect(argv.slice(0, 7)).toEqual(["sshfs", "zcsi@10.213.0.1:/tank/k8s/pvc-1", mount.mountPoint, "-F", "/dev/null", "-p", "2222"]);
+    expect(options(argv)).toEqual(
+      expect.arrayContaining([
+        "IdentityFile=/etc/zcsi/key",
+        "UserKnownHostsFile=/var/lib/zcsi/node/known_hosts/alice",
+        "GlobalKnownHostsFile=/dev/null",
+        "StrictHostKeyChecking=yes",
+        "BatchMode=yes",
+        "IdentitiesOnly=yes",
+        "reconnect",
+        "ServerAliveInterval=15",
+        "ServerAliveCountMax=3",
+        "Ciphers=aes128-gcm@openssh.com",
+        "allow_other",
+        "default_permissions",
+        "idmap=none",
+        "sshfs_sync",
+        "sftp_server=/usr/bin/sudo -n /usr/lib/openssh/sftp-server",
+      ]),
+    );
+  });
+
+  it("runs sftp-server as the volume's owner when it is not root, in the one shape the wrapper accepts", () => {
+    expect(options(sshfsArgv({ ...mount, owner: { uid: 1000, gid: 2000 } }))).toContain("sftp_server=/usr/bin/sudo -n -u#1000 -g#2000 /usr/lib/openssh/sftp-server");
+    expect(sftpServerCommand("/usr/bin/sudo", "/usr/lib/openssh/sftp-server", { uid: 0, gid: 0 })).toBe("/usr/bin/sudo -n /usr/lib/openssh/sftp-server");
+  });
+
+  it("applies tunables and leaves sshfs_sync out when asked", () => {
+    const argv = sshfsArgv({ ...mount, tuning: { ...SSHFS_DEFAULTS, ...parseMountFlags(["Ciphers=chacha20-poly1305@openssh.com", "sshfs_sync=no", "max_conns=4"]).sshfs } });
+    expect(options(argv)).toEqual(expect.arrayContaining(["Ciphers=chacha20-poly1305@openssh.com", "max_conns=4"]));
+    expect(options(argv)).not.toContain("sshfs_sync");
+  });
+
+  it("refuses a path with a comma, which sshfs would split into another option", () => {
+    expect(invalid(() => sshfsArgv({ ...mount, identityFile: "/etc/key,allow_root" }))).toMatch(/comma/);
+  });
+
+  it("brackets IPv6 addresses in the source", () => {
+    expect(sshfsSource({ user: "zcsi", address: "fd00::1" }, "/tank/k8s/a")).toBe("zcsi@[fd00::1]:/tank/k8s/a");
+  });
+});
+
+describe("knownHostsText", () => {
+  it("writes one line per pinned key in the [address]:port form, without comments", () => {
+    expect(knownHostsText(host)).toBe("[10.213.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAbc\n[10.213.0.1]:2222 ecdsa-sha2-nistp256 AAAAE2VjZHNh\n");
+    expect(knownHostsText({ ...host, port: 22, hostKeys: ["ssh-ed25519 AAAA"] })).toBe("10.213.0.1 ssh-ed25519 AAAA\n");
+  });
+});
+
+describe("parseMountFlags", () => {
+  it("splits bind flags, ro and SSHFS tunables, accepting comma-joined entries", () => {
+    expect(parseMountFlags(["noatime,nodev", "ro", "rw", "ServerAliveInterval=5", "Compression=yes"])).toEqual({
+      bind: ["noatime", "nodev"],
+      readOnly: true,
+      sshfs: { ServerAliveInterval: 5, Compression: "yes" },
+    });
+    expect(parseMountFlags([])).toEqual({ bind: [], readOnly: false, sshfs: {} });
+  });
+
+  it.each([
+    ["an unknown flag", "suid"],
+    ["a free-text ssh option", "ProxyCommand=sh -c evil"],
+    ["an sshfs option outside the allow-list", "allow_root"],
+    ["a tunable without a value", "Ciphers"],
+    ["a cipher outside the list", "Ciphers=none"],
+    ["a number out of range", "ServerAliveInterval=0"],
+    ["a number with junk", "max_conns=2;id"],
+    ["a prototype key", "__proto__=1"],
+  ])("refuses %s with INVALID_ARGUMENT", (_, flag) => {
+    expect(invalid(() => parseMountFlags([flag]))).toContain("mount_flags");
+  });
+});
+
+describe("classifySshfsFailure", () => {
+  it.each([
+    ["remote: No such file or directory", "NotFound"],
+    ["Host key verification failed.\nread: Connection reset by peer", "FailedPrecondition"],
+    ["zcsi@10.213.0.1: Permission denied (publickey).\nread: Connection reset by peer", "FailedPrecondition"],
+    ["ssh: connect to host 10.213.0.1 port 2222: Connection refused\nread: Connection reset by peer", "Unavailable"],
+    ["", "Unavailable"],
+  ])("maps %j to %s", (log, kind) => {
+    expect(classifySshfsFailure(log, "ctx").kind).toBe(kind);
+  });
+});
