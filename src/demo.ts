@@ -1,13 +1,18 @@
+import { readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { LocalExecutor } from "./exec/local.js";
-import type { CsiClient } from "./csi/client.js";
+import { parseMountInfo } from "./mount/mountinfo.js";
 
 /**
  * `zcsi demo`: a throwaway pool host on this machine (a file-backed zfs-fuse pool behind a
- * real sshd), the real controller on a unix socket, and a real gRPC client walking a volume's
- * life. Needs root, zfs-fuse, sshd and sshfs (scripts/setup.sh installs them).
+ * real sshd), the real controller and node plugins on unix sockets (one node is the pool host,
+ * one is a "remote" node in a network namespace), and a real gRPC client walking a volume's
+ * life: create → mount on the pool host → write → move to the other node (SSHFS) → read →
+ * expand → delete. Needs root (scripts/setup.sh installs the packages).
  */
 const MiB = 1024 * 1024;
 const local = new LocalExecutor();
+const RWX = { mount: { fsType: "", mountFlags: [] as string[] }, accessMode: { mode: "MULTI_NODE_MULTI_WRITER" as const } };
 
 function say(step: string, detail = ""): void {
   console.log(`\n== ${step}${detail ? `\n   ${detail.split("\n").join("\n   ")}` : ""}`);
@@ -18,57 +23,79 @@ async function zfsGet(dataset: string, props: string): Promise<string> {
   return r.stdout.trim();
 }
 
+async function mountOf(path: string): Promise<string> {
+  const m = parseMountInfo(await readFile("/proc/self/mountinfo", "utf8")).find((e) => e.mountPoint === path);
+  return m ? `${m.fsType} from ${m.source}` : "not mounted";
+}
+
 export async function runDemo(options: { keep: boolean }): Promise<void> {
-  if (process.getuid?.() !== 0) throw new Error("the demo mounts filesystems and starts sshd: run it as root (sudo bash scripts/demo.sh)");
+  if (process.getuid?.() !== 0) throw new Error("the demo mounts filesystems and starts sshd: run it as root (bash scripts/demo.sh)");
   // The lab pieces are the test harness's: the demo exercises exactly what the tests do.
-  const { startControllerEnv } = await import("../test/harness/controller.js");
-  say("Setting up a throwaway pool host", "zfs-fuse pool on a sparse file, sshd on a free loopback port with a fresh host key");
-  const env = await startControllerEnv({ poolSizeMiB: 512 });
-  const host = env.hosts[0];
-  if (!host) throw new Error("no pool host");
-  const client: CsiClient = env.client;
+  const { startNodeEnv } = await import("../test/harness/node-env.js");
+  say("Setting up", "a zfs-fuse pool on a sparse file, sshd with a fresh pinned host key, the controller,\na node plugin on the pool host (alice) and one in a network namespace (bob)");
+  const env = await startNodeEnv({ poolSizeMiB: 512 });
   try {
-    console.log(`   pool host "alice": pool ${host.pool.pool}, parent dataset ${host.parent}, sshd ${host.sshd.address}:${host.sshd.port} (host key pinned)`);
-    console.log(`   controller: ${env.endpoint}`);
+    const controller = env.controller;
+    const alice = env.local;
+    const info = await controller.getPluginInfo({});
+    say("Identity", `${info.name} ${info.vendorVersion}, ready=${String((await controller.probe({})).ready?.value)}`);
 
-    const info = await client.getPluginInfo({});
-    const probe = await client.probe({});
-    say("Identity", `${info.name} ${info.vendorVersion}, ready=${String(probe.ready?.value)}`);
-
-    const created = await client.createVolume({
-      name: "pvc-demo",
-      capacityRange: { requiredBytes: String(64 * MiB) },
-      volumeCapabilities: [{ mount: {}, accessMode: { mode: "MULTI_NODE_MULTI_WRITER" } }],
-      parameters: { compression: "lzjb", atime: "off" },
-    });
-    const volume = created.volume;
+    const request = { name: "pvc-demo", capacityRange: { requiredBytes: String(64 * MiB) }, volumeCapabilities: [RWX], parameters: { compression: "lzjb", atime: "off" } };
+    const volume = (await controller.createVolume(request)).volume;
     if (!volume) throw new Error("CreateVolume returned no volume");
     const dataset = volume.volumeContext["dataset"] ?? "";
+    const mountpoint = volume.volumeContext["mountpoint"] ?? "";
     say("CreateVolume pvc-demo (64 MiB, compression=lzjb)", `volume_id ${volume.volumeId}\nvolume_context ${JSON.stringify(volume.volumeContext)}\non the pool host:\n${await zfsGet(dataset, "refquota,compression,atime,zcsi:csi-name,zcsi:state")}`);
-
-    const again = await client.createVolume({ name: "pvc-demo", capacityRange: { requiredBytes: String(64 * MiB) }, volumeCapabilities: [{ mount: {}, accessMode: { mode: "MULTI_NODE_MULTI_WRITER" } }], parameters: { compression: "lzjb", atime: "off" } });
+    const again = await controller.createVolume(request);
     say("CreateVolume pvc-demo again (a retry)", `same volume_id: ${String(again.volume?.volumeId === volume.volumeId)}`);
 
-    const listed = await client.listVolumes({ maxEntries: 10 });
+    // A pod on the pool host: bind mount.
+    const aliceStaging = await alice.stagingPath("pvc-demo");
+    const aliceTarget = await alice.targetPath("pod-a");
+    await alice.client.nodeStageVolume({ volumeId: volume.volumeId, stagingTargetPath: aliceStaging, volumeCapability: RWX, volumeContext: volume.volumeContext });
+    await alice.client.nodePublishVolume({ volumeId: volume.volumeId, stagingTargetPath: aliceStaging, targetPath: aliceTarget, volumeCapability: RWX, volumeContext: volume.volumeContext, readonly: false });
+    await writeFile(join(aliceTarget, "hello.txt"), "written by a pod on alice\n");
+    say("Pod on alice (the pool host): stage + publish, write hello.txt", `target ${aliceTarget}: ${await mountOf(aliceTarget)}\non the dataset's own mountpoint: ${(await readFile(join(mountpoint, "hello.txt"), "utf8")).trim()}`);
+
+    await alice.client.nodeUnpublishVolume({ volumeId: volume.volumeId, targetPath: aliceTarget });
+    await alice.client.nodeUnstageVolume({ volumeId: volume.volumeId, stagingTargetPath: aliceStaging });
+    say("The pod moves: unpublish + unstage on alice", `target now: ${await mountOf(aliceTarget)}`);
+
+    // The same pod on another node: SSHFS from the pool host.
+    const bob = await env.startRemoteNode("bob");
+    const bobStaging = await bob.stagingPath("pvc-demo");
+    const bobTarget = await bob.targetPath("pod-a");
+    await bob.client.nodeStageVolume({ volumeId: volume.volumeId, stagingTargetPath: bobStaging, volumeCapability: RWX, volumeContext: volume.volumeContext });
+    await bob.client.nodePublishVolume({ volumeId: volume.volumeId, stagingTargetPath: bobStaging, targetPath: bobTarget, volumeCapability: RWX, volumeContext: volume.volumeContext, readonly: false });
+    const seen = (await readFile(join(bobTarget, "hello.txt"), "utf8")).trim();
+    await writeFile(join(bobTarget, "from-bob.txt"), "written by the pod after it moved to bob\n");
+    const stats = await bob.client.nodeGetVolumeStats({ volumeId: volume.volumeId, volumePath: bobTarget });
+    const bytes = stats.usage.find((u) => u.unit === "BYTES");
+    say(
+      "Pod on bob (another node, in a network namespace): stage + publish over SSHFS",
+      `staging ${bobStaging}: ${await mountOf(bobStaging)}\nhello.txt reads: ${seen}\nfrom-bob.txt on the pool host: ${(await readFile(join(mountpoint, "from-bob.txt"), "utf8")).trim()}\nNodeGetVolumeStats: total ${bytes?.total} bytes, used ${bytes?.used}, abnormal=${String(stats.volumeCondition?.abnormal)}`,
+    );
+
+    const expanded = await controller.controllerExpandVolume({ volumeId: volume.volumeId, capacityRange: { requiredBytes: String(128 * MiB) } });
+    const after = await bob.client.nodeGetVolumeStats({ volumeId: volume.volumeId, volumePath: bobTarget });
+    say("ControllerExpandVolume to 128 MiB (online)", `capacity ${expanded.capacityBytes}; pool host ${await zfsGet(dataset, "refquota")}; bob's pod now sees total ${after.usage.find((u) => u.unit === "BYTES")?.total} bytes`);
+
+    await bob.client.nodeUnpublishVolume({ volumeId: volume.volumeId, targetPath: bobTarget });
+    await bob.client.nodeUnstageVolume({ volumeId: volume.volumeId, stagingTargetPath: bobStaging });
+    const listed = await controller.listVolumes({ maxEntries: 10 });
     say("ListVolumes", listed.entries.map((e) => `${e.volume?.volumeId}  ${e.volume?.capacityBytes} bytes  abnormal=${String(e.status?.volumeCondition?.abnormal)}`).join("\n"));
 
-    const capacity = await client.getCapacity({});
-    say("GetCapacity", `${capacity.availableCapacity} bytes available under ${host.parent}`);
-
-    const expanded = await client.controllerExpandVolume({ volumeId: volume.volumeId, capacityRange: { requiredBytes: String(128 * MiB) } });
-    say("ControllerExpandVolume to 128 MiB", `capacity ${expanded.capacityBytes}, node expansion required: ${String(expanded.nodeExpansionRequired)}\non the pool host: ${await zfsGet(dataset, "refquota")}`);
-
-    await client.deleteVolume({ volumeId: volume.volumeId });
+    await controller.deleteVolume({ volumeId: volume.volumeId });
     const gone = await local.run(["zfs", "list", "-H", "-o", "name", dataset]);
-    say("DeleteVolume", gone.exitCode === 0 ? `dataset still there?! ${gone.stdout}` : `dataset ${dataset} is gone (${gone.stderr.trim()})`);
-    await client.deleteVolume({ volumeId: volume.volumeId });
+    say("DeleteVolume", gone.exitCode === 0 ? `dataset still there?! ${gone.stdout}` : `dataset ${dataset} is gone`);
+    await controller.deleteVolume({ volumeId: volume.volumeId });
     say("DeleteVolume again (a retry)", "OK: deleting what is already gone succeeds, as the CSI spec asks");
-  } finally {
     if (options.keep) {
-      say("Leaving everything running (--keep)", `controller at ${env.endpoint}; press Ctrl-C to clean up`);
+      say("Leaving everything running (--keep)", "press Ctrl-C to clean up");
       await new Promise<void>((resolve) => process.once("SIGINT", () => resolve()));
     }
-    say("Cleaning up", "controller, sshd, pool and temp files");
+  } finally {
+    say("Cleaning up", "node plugins, mounts, network namespace, controller, sshd, pool and temp files");
     await env.stop();
   }
   console.log("\nDemo finished.");
