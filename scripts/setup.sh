@@ -28,6 +28,14 @@ fi
 mkdir -p /run/sshd /var/run/zfs
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund
+  # npm 11's `npm ci` insists that the lock lists every platform build of rollup (vitest's
+  # bundler); the registry mirror these machines reach serves only linux-x64 builds, so no
+  # lock written here can list them. Then `npm install`, which still installs the versions
+  # the lock pins.
+  if ! npm ci --no-audit --no-fund 2>/tmp/zcsi-npm-ci.log; then
+    grep -q "Missing: @rollup/" /tmp/zcsi-npm-ci.log || { cat /tmp/zcsi-npm-ci.log >&2; exit 1; }
+    echo "setup: npm ci refused the lock for rollup's foreign platform builds; using npm install"
+    npm install --no-audit --no-fund
+  fi
 fi
 npm run --silent build
