@@ -61,6 +61,14 @@ interface Connection {
 }
 
 /** A started command: the channel, its outcome (stdout/stderr left empty), and a way to stop it. */
+/** An exec channel with what ssh2 reported before anyone else could listen (see SshExecutor.exec). */
+interface StartedChannel {
+  readonly channel: ClientChannel;
+  exit?: { code: number | null; signal: string | null };
+  closed: boolean;
+  onClose?: () => void;
+}
+
 interface Running {
   readonly channel: ClientChannel;
   readonly done: Promise<ExecResult>;
@@ -313,7 +321,7 @@ export class SshExecutor implements Executor {
     try {
       for (let attempt = 0; ; attempt++) {
         const conn = await abortable(this.getConnection(), signal);
-        let channel: ClientChannel;
+        let channel: StartedChannel;
         try {
           channel = await this.exec(conn, command);
         } catch (err) {
@@ -339,10 +347,30 @@ export class SshExecutor implements Executor {
     }
   }
 
-  private exec(conn: Connection, command: string): Promise<ClientChannel> {
+  /**
+   * Opens the exec channel. The exit status and the close are recorded from inside ssh2's
+   * callback: ssh2 calls it while parsing the packets it has read, and a fast command's
+   * `exit-status` and CLOSE can sit in the same chunk as the exec reply; they are emitted before
+   * any later listener (track() runs a microtask later) could see them. Missing the exit event
+   * made a finished command look like "the channel closed without an exit status".
+   */
+  private exec(conn: Connection, command: string): Promise<StartedChannel> {
     return new Promise((resolve, reject) => {
       try {
-        conn.client.exec(command, (err, channel) => (err ? reject(err) : resolve(channel)));
+        conn.client.exec(command, (err, channel) => {
+          if (err) return reject(err);
+          const started: StartedChannel = { channel, closed: false };
+          channel.on("exit", (code: number | null, signal?: string) => {
+            // RFC 4254 §6.10 names signals without "SIG" and ssh2 adds it; normalise either way to
+            // node's child_process form (as LocalExecutor reports).
+            started.exit = { code: code ?? null, signal: signal === undefined ? null : signal.startsWith("SIG") ? signal : `SIG${signal}` };
+          });
+          channel.once("close", () => {
+            started.closed = true;
+            started.onClose?.();
+          });
+          resolve(started);
+        });
       } catch (err) {
         reject(err); // ssh2 throws "Not connected" synchronously when the socket just died
       }
@@ -350,27 +378,25 @@ export class SshExecutor implements Executor {
   }
 
   /** Follows a started channel to its end; the slot is released when the channel closes. */
-  private track(conn: Connection, channel: ClientChannel, argv: readonly string[]): Running {
-    let exit: { code: number | null; signal: string | null } | undefined;
+  private track(conn: Connection, started: StartedChannel, argv: readonly string[]): Running {
+    const { channel } = started;
     let closed = false;
     let killTimer: NodeJS.Timeout | undefined;
-    channel.on("exit", (code: number | null, signal?: string) => {
-      // RFC 4254 §6.10 names signals without "SIG" and ssh2 adds it; normalise either way to
-      // node's child_process form (as LocalExecutor reports).
-      exit = { code: code ?? null, signal: signal === undefined ? null : signal.startsWith("SIG") ? signal : `SIG${signal}` };
-    });
     // e.g. writing stdin after the command exited; the outcome is reported through `done`.
     channel.on("error", (err: Error) => this.log.debug({ err: err.message, command: argv[0] }, "ssh channel error"));
     channel.stderr.on("error", () => undefined);
     const done = new Promise<ExecResult>((resolve, reject) => {
-      channel.once("close", () => {
+      const onClose = (): void => {
         closed = true;
         clearTimeout(killTimer);
         this.release();
+        const exit = started.exit;
         if (exit) return resolve({ stdout: "", stderr: "", exitCode: exit.code, signal: exit.signal });
         const why = conn.lost ? `connection lost: ${conn.lost.message}` : "the channel closed without an exit status";
         reject(unavailable(`${this.target}: ${argv[0] ?? "command"} did not complete: ${why}`));
-      });
+      };
+      if (started.closed) onClose();
+      else started.onClose = onClose;
     });
     done.catch(() => undefined); // a stream() caller may never await `done`
     const kill = (): void => {

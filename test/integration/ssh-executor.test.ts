@@ -136,6 +136,20 @@ describe("SshExecutor.run", () => {
     expect(missing.exitCode).toBe(127);
   });
 
+  it("keeps the exit status of a command that finished while the event loop was busy", async () => {
+    // With the event loop blocked, the exec reply, exit-status and CLOSE arrive in one read, and
+    // ssh2 emits them all before a listener attached after the exec callback could hear them.
+    // Before the fix this failed about one time in six with "closed without an exit status".
+    const ex = executor();
+    await ex.run(["true"]); // connect first, so only the command's own packets are in flight
+    for (let i = 0; i < 15; i++) {
+      const pending = ex.run(["sh", "-c", "exit 3"]);
+      await new Promise((r) => setTimeout(r, 5)); // the exec request goes out
+      for (const until = Date.now() + 100; Date.now() < until; ); // busy: the replies pile up unread
+      expect((await pending).exitCode).toBe(3);
+    }
+  });
+
   it("passes stdin through, including a large one", async () => {
     const ex = executor();
     expect((await ex.run(["cat"], { stdin: "hello\nwörld\n" })).stdout).toBe("hello\nwörld\n");
