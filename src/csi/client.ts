@@ -15,6 +15,14 @@ import type { ControllerExpandVolumeRequest } from "../gen/csi/v1/ControllerExpa
 import type { ControllerExpandVolumeResponse__Output } from "../gen/csi/v1/ControllerExpandVolumeResponse.js";
 import type { ControllerGetVolumeRequest } from "../gen/csi/v1/ControllerGetVolumeRequest.js";
 import type { ControllerGetVolumeResponse__Output } from "../gen/csi/v1/ControllerGetVolumeResponse.js";
+import type { CreateSnapshotRequest } from "../gen/csi/v1/CreateSnapshotRequest.js";
+import type { CreateSnapshotResponse__Output } from "../gen/csi/v1/CreateSnapshotResponse.js";
+import type { DeleteSnapshotRequest } from "../gen/csi/v1/DeleteSnapshotRequest.js";
+import type { DeleteSnapshotResponse__Output } from "../gen/csi/v1/DeleteSnapshotResponse.js";
+import type { ListSnapshotsRequest } from "../gen/csi/v1/ListSnapshotsRequest.js";
+import type { ListSnapshotsResponse__Output } from "../gen/csi/v1/ListSnapshotsResponse.js";
+import type { GetSnapshotRequest } from "../gen/csi/v1/GetSnapshotRequest.js";
+import type { GetSnapshotResponse__Output } from "../gen/csi/v1/GetSnapshotResponse.js";
 import type { NodeStageVolumeRequest } from "../gen/csi/v1/NodeStageVolumeRequest.js";
 import type { NodeStageVolumeResponse__Output } from "../gen/csi/v1/NodeStageVolumeResponse.js";
 import type { NodeUnstageVolumeRequest } from "../gen/csi/v1/NodeUnstageVolumeRequest.js";
@@ -61,6 +69,10 @@ export class CsiClient {
   readonly controllerGetCapabilities: (r: ControllerGetCapabilitiesRequest) => Promise<ControllerGetCapabilitiesResponse__Output>;
   readonly controllerExpandVolume: (r: ControllerExpandVolumeRequest) => Promise<ControllerExpandVolumeResponse__Output>;
   readonly controllerGetVolume: (r: ControllerGetVolumeRequest) => Promise<ControllerGetVolumeResponse__Output>;
+  readonly createSnapshot: (r: CreateSnapshotRequest) => Promise<CreateSnapshotResponse__Output>;
+  readonly deleteSnapshot: (r: DeleteSnapshotRequest) => Promise<DeleteSnapshotResponse__Output>;
+  readonly listSnapshots: (r: ListSnapshotsRequest) => Promise<ListSnapshotsResponse__Output>;
+  readonly getSnapshot: (r: GetSnapshotRequest) => Promise<GetSnapshotResponse__Output>;
   readonly nodeStageVolume: (r: NodeStageVolumeRequest) => Promise<NodeStageVolumeResponse__Output>;
   readonly nodeUnstageVolume: (r: NodeUnstageVolumeRequest) => Promise<NodeUnstageVolumeResponse__Output>;
   readonly nodePublishVolume: (r: NodePublishVolumeRequest) => Promise<NodePublishVolumeResponse__Output>;
@@ -89,6 +101,10 @@ export class CsiClient {
     this.controllerGetCapabilities = rpc(controller, "ControllerGetCapabilities");
     this.controllerExpandVolume = rpc(controller, "ControllerExpandVolume");
     this.controllerGetVolume = rpc(controller, "ControllerGetVolume");
+    this.createSnapshot = rpc(controller, "CreateSnapshot");
+    this.deleteSnapshot = rpc(controller, "DeleteSnapshot");
+    this.listSnapshots = rpc(controller, "ListSnapshots");
+    this.getSnapshot = rpc(controller, "GetSnapshot");
     this.nodeStageVolume = rpc(node, "NodeStageVolume");
     this.nodeUnstageVolume = rpc(node, "NodeUnstageVolume");
     this.nodePublishVolume = rpc(node, "NodePublishVolume");

@@ -1,4 +1,4 @@
-import { invalidArgument, unimplemented, alreadyExists, aborted, notFound } from "../errors.js";
+import { invalidArgument, unimplemented, alreadyExists, notFound } from "../errors.js";
 import type { Config } from "../config.js";
 import type { Logger } from "../log.js";
 import type { ControllerHandlers } from "../gen/csi/v1/Controller.js";
@@ -19,13 +19,24 @@ import type { ControllerGetVolumeResponse } from "../gen/csi/v1/ControllerGetVol
 import type { Volume as CsiVolume } from "../gen/csi/v1/Volume.js";
 import type { VolumeCondition } from "../gen/csi/v1/VolumeCondition.js";
 import type { ControllerServiceCapability } from "../gen/csi/v1/ControllerServiceCapability.js";
-import { MIN_VOLUME_BYTES, capacityFits, resolveCapacity } from "../volumes/capacity.js";
-import { leafFromName, parseVolumeId } from "../volumes/ids.js";
-import { parseVolumeParameters } from "../volumes/parameters.js";
-import type { Volume, VolumeService } from "../volumes/service.js";
+import type { CreateSnapshotRequest__Output } from "../gen/csi/v1/CreateSnapshotRequest.js";
+import type { CreateSnapshotResponse } from "../gen/csi/v1/CreateSnapshotResponse.js";
+import type { DeleteSnapshotRequest__Output } from "../gen/csi/v1/DeleteSnapshotRequest.js";
+import type { ListSnapshotsRequest__Output } from "../gen/csi/v1/ListSnapshotsRequest.js";
+import type { ListSnapshotsResponse } from "../gen/csi/v1/ListSnapshotsResponse.js";
+import type { GetSnapshotRequest__Output } from "../gen/csi/v1/GetSnapshotRequest.js";
+import type { GetSnapshotResponse } from "../gen/csi/v1/GetSnapshotResponse.js";
+import type { Snapshot as CsiSnapshot } from "../gen/csi/v1/Snapshot.js";
+import type { VolumeContentSource, VolumeContentSource__Output } from "../gen/csi/v1/VolumeContentSource.js";
+import { MIN_VOLUME_BYTES, capacityFits, resolveCapacity, resolveRestoreCapacity } from "../volumes/capacity.js";
+import { parseSnapshotId, parseVolumeId, snapshotNameFromCsi, volumeLeafFromName } from "../volumes/ids.js";
+import { parseSnapshotParameters, parseVolumeParameters, type VolumeParameters } from "../volumes/parameters.js";
+import type { ContentSource, Volume, VolumeService } from "../volumes/service.js";
+import type { Snapshot, SnapshotService } from "../volumes/snapshots.js";
 import { KeyedLocks } from "../util/locks.js";
 import { capabilityProblem, requireCapabilities } from "./capabilities.js";
 import { unary } from "./server.js";
+import { decodeToken, page } from "./tokens.js";
 
 const CAPABILITIES = [
   "CREATE_DELETE_VOLUME",
@@ -35,6 +46,10 @@ const CAPABILITIES = [
   "GET_VOLUME",
   "VOLUME_CONDITION",
   "SINGLE_NODE_MULTI_WRITER",
+  "CREATE_DELETE_SNAPSHOT",
+  "LIST_SNAPSHOTS",
+  "CLONE_VOLUME",
+  "GET_SNAPSHOT",
 ] as const;
 
 /** What `kubectl describe pv` shows under VolumeAttributes. */
@@ -42,20 +57,53 @@ export function volumeContext(volume: Volume): Record<string, string> {
   return { poolHost: volume.ref.poolHost, dataset: volume.ref.dataset, mountpoint: volume.mountpoint };
 }
 
+/** A stored PROP.contentSource (`snapshot:<id>` / `volume:<id>`) as the CSI message. */
+function toContentSource(stored: string | undefined): VolumeContentSource | undefined {
+  if (stored?.startsWith("snapshot:")) return { snapshot: { snapshotId: stored.slice("snapshot:".length) } };
+  if (stored?.startsWith("volume:")) return { volume: { volumeId: stored.slice("volume:".length) } };
+  return undefined;
+}
+
 function toCsiVolume(volume: Volume): CsiVolume {
-  return { volumeId: volume.id, capacityBytes: volume.capacityBytes.toString(), volumeContext: volumeContext(volume) };
+  const contentSource = toContentSource(volume.contentSource);
+  return { volumeId: volume.id, capacityBytes: volume.capacityBytes.toString(), volumeContext: volumeContext(volume), ...(contentSource && { contentSource }) };
 }
 
-/** ListVolumes tokens are opaque to callers: the id of the last entry returned. */
-function encodeToken(lastId: string): string {
-  return Buffer.from(`v1:${lastId}`, "utf8").toString("base64url");
+/** What `kubectl describe volumesnapshotcontent` shows: handle, restore size, creation time. */
+export function toCsiSnapshot(snapshot: Snapshot): CsiSnapshot {
+  return {
+    snapshotId: snapshot.id,
+    sourceVolumeId: snapshot.sourceVolumeId,
+    sizeBytes: snapshot.sizeBytes.toString(),
+    creationTime: { seconds: snapshot.creationSeconds.toString(), nanos: 0 },
+    // A ZFS snapshot is complete when `zfs snapshot` returns: there is no upload phase.
+    readyToUse: true,
+  };
 }
 
-function decodeToken(token: string): string {
-  const text = /^[A-Za-z0-9_-]+$/.test(token) ? Buffer.from(token, "base64url").toString("utf8") : "";
-  // CSI spec, ListVolumes: "starting_token ... is not valid" → ABORTED.
-  if (!text.startsWith("v1:") || text.length <= 3) throw aborted(`starting_token ${JSON.stringify(token)} is not a token zcsi issued`);
-  return text.slice(3);
+interface RequestedSource {
+  readonly kind: "snapshot" | "volume";
+  readonly id: string;
+  /** What PROP.contentSource holds for it. */
+  readonly key: string;
+}
+
+function requestedSource(source: VolumeContentSource__Output | null | undefined): RequestedSource | undefined {
+  if (!source) return undefined;
+  if (source.snapshot) {
+    if (source.snapshot.snapshotId === "") throw invalidArgument("volume_content_source.snapshot.snapshot_id is required");
+    return { kind: "snapshot", id: source.snapshot.snapshotId, key: `snapshot:${source.snapshot.snapshotId}` };
+  }
+  if (source.volume) {
+    if (source.volume.volumeId === "") throw invalidArgument("volume_content_source.volume.volume_id is required");
+    return { kind: "volume", id: source.volume.volumeId, key: `volume:${source.volume.volumeId}` };
+  }
+  throw invalidArgument("volume_content_source names neither a snapshot nor a volume");
+}
+
+/** Snapshot locks share the map with volume leaves; the prefix keeps `pvc-1` the volume and `pvc-1` the snapshot apart. */
+function snapshotLockKey(name: string): string {
+  return `snapshot:${name}`;
 }
 
 export class ControllerService {
@@ -64,18 +112,25 @@ export class ControllerService {
   constructor(
     private readonly config: Config,
     private readonly volumes: VolumeService,
+    private readonly snapshots: SnapshotService,
     private readonly logger: Logger,
   ) {}
 
-  /** CSI spec, CreateVolume: same name + compatible request → the same volume; incompatible → ALREADY_EXISTS. */
+  /**
+   * CSI spec, CreateVolume: same name + compatible request (capacity, parameters, content
+   * source) → the same volume; incompatible → ALREADY_EXISTS. With volume_content_source the
+   * volume is a restore of a CSI snapshot or a clone of a volume (see VolumeService.create).
+   */
   async createVolume(req: CreateVolumeRequest__Output): Promise<CreateVolumeResponse> {
-    const leaf = leafFromName(req.name);
+    const leaf = volumeLeafFromName(req.name);
     requireCapabilities(req.volumeCapabilities);
-    if (req.volumeContentSource) throw invalidArgument("volume_content_source: restoring from snapshots and cloning are not supported yet");
     const params = parseVolumeParameters(req.parameters, this.volumes.hosts.names);
+    const wanted = requestedSource(req.volumeContentSource);
+    // Validates the range before any command; a source's own size is checked once it is known.
     const capacityBytes = resolveCapacity(req.capacityRange, this.config.defaultCapacityBytes);
     return this.locks.run(leaf, "CreateVolume", async () => {
-      const existing = await this.volumes.findByLeaf(leaf);
+      const placement = await this.volumes.lookup(leaf);
+      const existing = placement.existing;
       if (existing) {
         if (existing.csiName !== req.name) throw alreadyExists(`dataset ${existing.ref.dataset} belongs to volume ${JSON.stringify(existing.csiName)}`);
         if (!capacityFits(existing.capacityBytes, req.capacityRange)) {
@@ -84,11 +139,123 @@ export class ControllerService {
         if (existing.parameters !== params.canonical) {
           throw alreadyExists(`volume ${req.name} exists with parameters ${existing.parameters}; this request asks for ${params.canonical}`);
         }
-        const ready = existing.state === "ready" ? existing : await this.volumes.finish(existing, params);
-        return { volume: toCsiVolume(ready) };
+        if (existing.contentSource !== wanted?.key) {
+          throw alreadyExists(`volume ${req.name} exists with content source ${existing.contentSource ?? "none"}; this request asks for ${wanted?.key ?? "none"}`);
+        }
+        return { volume: toCsiVolume(await this.volumes.settle(existing, params)) };
       }
-      return { volume: toCsiVolume(await this.volumes.create({ csiName: req.name, leaf, capacityBytes, params })) };
+      if (!wanted) return { volume: toCsiVolume(await this.volumes.create({ csiName: req.name, leaf, capacityBytes, params }, placement)) };
+      const source = await this.resolveSource(wanted, params);
+      const size = resolveRestoreCapacity(
+        req.capacityRange,
+        source.kind === "snapshot" ? this.config.defaultCapacityBytes : source.volume.capacityBytes,
+        source.kind === "snapshot" ? source.snapshot.sizeBytes : source.volume.usedBytes,
+        source.kind === "snapshot" ? `snapshot ${source.snapshot.id}` : `what volume ${source.volume.id} holds`,
+      );
+      return { volume: toCsiVolume(await this.volumes.create({ csiName: req.name, leaf, capacityBytes: size, params, source })) };
     });
+  }
+
+  /**
+   * The content source of a new volume. CSI spec, CreateVolume errors: a source that does not
+   * exist → NOT_FOUND (a deleted snapshot too, though ZFS may still keep it for its clones);
+   * one the plugin cannot use → INVALID_ARGUMENT: a clone or restore must be on the source's
+   * pool host (ZFS clones cannot cross pools; a copy to another host is replication's job).
+   */
+  private async resolveSource(wanted: RequestedSource, params: VolumeParameters): Promise<ContentSource> {
+    const hosts = this.volumes.hosts.configs;
+    let source: ContentSource;
+    if (wanted.kind === "snapshot") {
+      const ref = parseSnapshotId(wanted.id, hosts, "volume_content_source.snapshot.snapshot_id");
+      const snapshot = await this.snapshots.get(ref);
+      if (!snapshot) throw notFound(`snapshot ${wanted.id} does not exist`);
+      source = { kind: "snapshot", snapshot };
+    } else {
+      const ref = parseVolumeId(wanted.id, hosts, "volume_content_source.volume.volume_id");
+      const volume = await this.volumes.get(ref);
+      if (!volume) throw notFound(`volume ${wanted.id} does not exist`);
+      source = { kind: "volume", volume };
+    }
+    const sourceHost = source.kind === "snapshot" ? source.snapshot.ref.poolHost : source.volume.ref.poolHost;
+    if (params.poolHost !== undefined && params.poolHost !== sourceHost) {
+      throw invalidArgument(
+        `volume_content_source ${wanted.id} is on pool host ${sourceHost}, but the StorageClass asks for poolHost=${params.poolHost}; a restore or clone is made on its source's pool host`,
+      );
+    }
+    return source;
+  }
+
+  /**
+   * CSI spec, CreateSnapshot: same name + same source → the same snapshot; the name on another
+   * source → ALREADY_EXISTS; unknown source → NOT_FOUND. Names are unique per pool host.
+   */
+  async createSnapshot(req: CreateSnapshotRequest__Output): Promise<CreateSnapshotResponse> {
+    const name = snapshotNameFromCsi(req.name);
+    if (req.sourceVolumeId === "") throw invalidArgument("source_volume_id is required");
+    const params = parseSnapshotParameters(req.parameters);
+    const source = parseVolumeId(req.sourceVolumeId, this.volumes.hosts.configs, "source_volume_id");
+    return this.locks.run(snapshotLockKey(name), "CreateSnapshot", async () => ({ snapshot: toCsiSnapshot(await this.snapshots.create(source, name, params)) }));
+  }
+
+  /**
+   * CSI spec, DeleteSnapshot: an unknown snapshot is already deleted: OK. One that restored
+   * volumes still depend on is destroyed with `zfs destroy -d` (SnapshotService.delete): it
+   * disappears for CSI at once and from ZFS when its last clone goes.
+   */
+  async deleteSnapshot(req: DeleteSnapshotRequest__Output): Promise<Record<string, never>> {
+    if (req.snapshotId === "") throw invalidArgument("snapshot_id is required");
+    let ref;
+    try {
+      ref = parseSnapshotId(req.snapshotId, this.volumes.hosts.configs);
+    } catch {
+      this.logger.info({ op: "DeleteSnapshot", snapshotId: req.snapshotId }, "snapshot id cannot name a zcsi snapshot; nothing to delete");
+      return {};
+    }
+    await this.locks.run(snapshotLockKey(ref.snapshot), "DeleteSnapshot", () => this.snapshots.delete(ref));
+    return {};
+  }
+
+  /**
+   * CSI spec, ListSnapshots: filtered by snapshot_id and/or source_volume_id (an id that cannot
+   * exist gives an empty list, not an error), paged in id order. One `zfs get` per page (per
+   * host when unfiltered), whatever the number of snapshots.
+   */
+  async listSnapshots(req: ListSnapshotsRequest__Output): Promise<ListSnapshotsResponse> {
+    if (req.maxEntries < 0) throw invalidArgument("max_entries must not be negative");
+    if (req.startingToken) decodeToken("snapshots", req.startingToken); // a bad token is ABORTED before any command
+    const hosts = this.volumes.hosts.configs;
+    let all: Snapshot[];
+    if (req.snapshotId !== "") {
+      let ref;
+      try {
+        ref = parseSnapshotId(req.snapshotId, hosts);
+      } catch {
+        ref = undefined;
+      }
+      const one = ref ? await this.snapshots.get(ref) : undefined;
+      all = one && (req.sourceVolumeId === "" || one.sourceVolumeId === req.sourceVolumeId) ? [one] : [];
+    } else if (req.sourceVolumeId !== "") {
+      let source;
+      try {
+        source = parseVolumeId(req.sourceVolumeId, hosts, "source_volume_id");
+      } catch {
+        source = undefined;
+      }
+      all = source ? await this.snapshots.list({ source }) : [];
+    } else {
+      all = await this.snapshots.list();
+    }
+    const { page: entries, nextToken } = page(all, (s) => s.id, "snapshots", req.maxEntries, req.startingToken);
+    return { entries: entries.map((s) => ({ snapshot: toCsiSnapshot(s) })), nextToken };
+  }
+
+  /** CSI v1.12 GetSnapshot (alpha): one live CSI snapshot by id, else NOT_FOUND. */
+  async getSnapshot(req: GetSnapshotRequest__Output): Promise<GetSnapshotResponse> {
+    if (req.snapshotId === "") throw invalidArgument("snapshot_id is required");
+    const ref = parseSnapshotId(req.snapshotId, this.volumes.hosts.configs);
+    const snapshot = await this.snapshots.get(ref);
+    if (!snapshot) throw notFound(`snapshot ${req.snapshotId} does not exist`);
+    return { snapshot: toCsiSnapshot(snapshot) };
   }
 
   /** CSI spec, DeleteVolume: a volume that does not exist (or cannot be ours) is already deleted: OK. */
@@ -138,16 +305,14 @@ export class ControllerService {
 
   async listVolumes(req: ListVolumesRequest__Output): Promise<ListVolumesResponse> {
     if (req.maxEntries < 0) throw invalidArgument("max_entries must not be negative");
-    const after = req.startingToken ? decodeToken(req.startingToken) : undefined;
+    if (req.startingToken) decodeToken("volumes", req.startingToken); // a bad token is ABORTED before any command
     const all = await this.volumes.list();
     const problems = new Map<string, string | undefined>();
     await Promise.all(this.volumes.hosts.all().map(async (h) => problems.set(h.config.name, await this.volumes.hostProblem(h))));
-    const rest = after === undefined ? all : all.filter((v) => v.id > after);
-    const page = req.maxEntries > 0 ? rest.slice(0, req.maxEntries) : rest;
-    const last = page[page.length - 1];
+    const { page: entries, nextToken } = page(all, (v) => v.id, "volumes", req.maxEntries, req.startingToken);
     return {
-      entries: page.map((v) => ({ volume: toCsiVolume(v), status: { publishedNodeIds: [], volumeCondition: this.condition(v, problems.get(v.ref.poolHost)) } })),
-      nextToken: last && rest.length > page.length ? encodeToken(last.id) : "",
+      entries: entries.map((v) => ({ volume: toCsiVolume(v), status: { publishedNodeIds: [], volumeCondition: this.condition(v, problems.get(v.ref.poolHost)) } })),
+      nextToken,
     };
   }
 
@@ -213,10 +378,10 @@ export class ControllerService {
       ControllerGetVolume: unary(log, "ControllerGetVolume", (r) => this.controllerGetVolume(r), byId),
       ControllerPublishVolume: notSupported("ControllerPublishVolume"),
       ControllerUnpublishVolume: notSupported("ControllerUnpublishVolume"),
-      CreateSnapshot: notSupported("CreateSnapshot"),
-      DeleteSnapshot: notSupported("DeleteSnapshot"),
-      ListSnapshots: notSupported("ListSnapshots"),
-      GetSnapshot: notSupported("GetSnapshot"),
+      CreateSnapshot: unary(log, "CreateSnapshot", (r) => this.createSnapshot(r), (r) => ({ name: r.name, volumeId: r.sourceVolumeId })),
+      DeleteSnapshot: unary(log, "DeleteSnapshot", (r) => this.deleteSnapshot(r), (r) => ({ snapshotId: r.snapshotId })),
+      ListSnapshots: unary(log, "ListSnapshots", (r) => this.listSnapshots(r)),
+      GetSnapshot: unary(log, "GetSnapshot", (r) => this.getSnapshot(r), (r) => ({ snapshotId: r.snapshotId })),
       ControllerModifyVolume: notSupported("ControllerModifyVolume"),
     };
   }

@@ -5,11 +5,13 @@ import { startCsiServer, type RunningServer } from "../csi/server.js";
 import type { Logger } from "../log.js";
 import type { PoolHosts } from "../volumes/hosts.js";
 import { VolumeService } from "../volumes/service.js";
+import { SnapshotService } from "../volumes/snapshots.js";
 
 /** The controller role: Identity + Controller services over the pool hosts. */
 export async function startController(config: Config, hosts: PoolHosts, endpoint: string, logger: Logger): Promise<RunningServer> {
   const volumes = new VolumeService(hosts, logger);
-  const controller = new ControllerService(config, volumes, logger);
+  const snapshots = new SnapshotService(hosts, logger);
+  const controller = new ControllerService(config, volumes, snapshots, logger);
   const identity = identityHandlers(
     {
       driverName: config.driverName,

@@ -39,3 +39,19 @@ export function capacityFits(size: bigint, range: CapacityRangeInput | null | un
   const limit = bytes(range?.limitBytes, "limit_bytes");
   return size >= required && (limit === 0n || size <= limit);
 }
+
+/**
+ * The size of a volume made from a snapshot or another volume, which must hold `contentBytes`
+ * (the snapshot's size_bytes, or what the source volume references). Asked for less
+ * (required_bytes or limit_bytes below it) → OUT_OF_RANGE; asked for more → the larger size,
+ * which becomes the new volume's quota. With no required_bytes, the larger of `defaultBytes`
+ * and the content, capped by limit_bytes.
+ */
+export function resolveRestoreCapacity(range: CapacityRangeInput | null | undefined, defaultBytes: bigint, contentBytes: bigint, what: string): bigint {
+  const required = bytes(range?.requiredBytes, "required_bytes");
+  const limit = bytes(range?.limitBytes, "limit_bytes");
+  if (required > 0n && required < contentBytes) throw outOfRange(`capacity_range: required_bytes ${required} is smaller than ${what} (${contentBytes} bytes)`);
+  if (limit > 0n && limit < contentBytes) throw outOfRange(`capacity_range: limit_bytes ${limit} is smaller than ${what} (${contentBytes} bytes)`);
+  // Both bounds are at least the content now, so the result is too.
+  return resolveCapacity(range, defaultBytes > contentBytes ? defaultBytes : contentBytes);
+}

@@ -1,5 +1,6 @@
 import { invalidArgument, notFound } from "../errors.js";
 import type { PoolHostConfig } from "../config.js";
+import { RECEIVE_PREFIX, RESERVED_PREFIX } from "./properties.js";
 
 /**
  * Volume ids name their data: `<poolHost>:<dataset>` (e.g. `alice:tank/k8s/pvc-1234`), so
@@ -30,6 +31,26 @@ export function leafFromName(csiName: string, field = "name"): string {
     );
   }
   return csiName;
+}
+
+/** A CreateVolume name as a dataset leaf; refuses the prefix zcsi receives copies under. */
+export function volumeLeafFromName(csiName: string): string {
+  const leaf = leafFromName(csiName);
+  if (leaf.startsWith(RECEIVE_PREFIX)) throw invalidArgument(`name ${JSON.stringify(csiName)} is not accepted: the prefix ${RECEIVE_PREFIX} is reserved by zcsi`);
+  return leaf;
+}
+
+/**
+ * A CSI snapshot name as the ZFS snapshot component, unchanged (`snapshot-<uid>` from the
+ * external-snapshotter), so `zfs list -t snapshot` shows the VolumeSnapshotContent's handle.
+ * Same rule as volume names (refuse, never rewrite), and `zcsi-*` is refused too: those names
+ * belong to zcsi's own snapshots (scheduled, clone sources), which must never be mistaken for,
+ * or collide with, a CSI snapshot.
+ */
+export function snapshotNameFromCsi(csiName: string, field = "name"): string {
+  const name = leafFromName(csiName, field);
+  if (name.startsWith(RESERVED_PREFIX)) throw invalidArgument(`${field} ${JSON.stringify(csiName)} is not accepted: the prefix ${RESERVED_PREFIX} is reserved for zcsi's own snapshots`);
+  return name;
 }
 
 export function formatVolumeId(ref: VolumeRef): string {

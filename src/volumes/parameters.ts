@@ -1,4 +1,5 @@
 import { invalidArgument } from "../errors.js";
+import { normalizePolicy } from "../snapshots/policy.js";
 
 /**
  * StorageClass parameters zcsi understands. Each entry validates and normalises one value;
@@ -16,6 +17,15 @@ export interface VolumeParameters {
   readonly uid?: number;
   readonly gid?: number;
   readonly mode?: string;
+  /**
+   * How a volume made from a snapshot or another volume gets its data: `clone` (default:
+   * `zfs clone`, instant, shares blocks with the snapshot, which then lives until the clone
+   * goes) or `copy` (`zfs send | zfs recv` on the pool host: takes time and space, but the new
+   * volume depends on nothing and the snapshot can be deleted at once).
+   */
+  readonly restoreMode: RestoreMode;
+  /** Snapshot schedule in normal form (docs/snapshots.md), stored on the dataset for the snapshotter. */
+  readonly snapshotSchedule?: string;
   /** Normalised zcsi parameters (sidecar keys excluded): what a retried request must match. */
   readonly canonical: string;
   readonly pvcName?: string;
@@ -23,12 +33,15 @@ export interface VolumeParameters {
   readonly pvName?: string;
 }
 
+export type RestoreMode = "clone" | "copy";
+
 const ON_OFF = /^(on|off)$/;
 const COMPRESSION = /^(on|off|lzjb|zle|lz4|gzip|gzip-[1-9]|zstd|zstd-([1-9]|1[0-9])|zstd-fast)$/;
 const SIZE = /^([0-9]+)([KMkm]?)$/;
 const ID = /^(0|[1-9][0-9]{0,9})$/;
 const MODE = /^0?[0-7]{3,4}$/;
 const SIDECAR_PREFIX = "csi.storage.k8s.io/";
+const K8S_NAME = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 
 type Parser = (value: string, key: string) => string;
 
@@ -68,6 +81,8 @@ export const PARAMETERS: Readonly<Record<string, Parser>> = {
     if (!MODE.test(value)) throw invalidArgument(`parameter ${key}=${JSON.stringify(value)}: must be an octal mode such as 0770`);
     return value.padStart(4, "0").slice(-4);
   },
+  restoreMode: enumOf(/^(clone|copy)$/, "clone, copy"),
+  snapshotSchedule: (value, key) => normalizePolicy(value, `parameter ${key}`),
 };
 
 const ZFS_NATIVE = ["compression", "recordsize", "atime"] as const;
@@ -80,7 +95,7 @@ export function parseVolumeParameters(raw: Readonly<Record<string, string>> | nu
   for (const [key, value] of Object.entries(raw ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
     if (key.startsWith(SIDECAR_PREFIX)) {
       // Names Kubernetes already validated (DNS labels/subdomains); kept only if they look like it.
-      const k8sName = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(value) ? value : undefined;
+      const k8sName = K8S_NAME.test(value) ? value : undefined;
       if (key === "csi.storage.k8s.io/pvc/name") pvcName = k8sName;
       else if (key === "csi.storage.k8s.io/pvc/namespace") pvcNamespace = k8sName;
       else if (key === "csi.storage.k8s.io/pv/name") pvName = k8sName;
@@ -102,9 +117,37 @@ export function parseVolumeParameters(raw: Readonly<Record<string, string>> | nu
     ...(normalized.uid !== undefined && { uid: Number(normalized.uid) }),
     ...(normalized.gid !== undefined && { gid: Number(normalized.gid) }),
     ...(normalized.mode !== undefined && { mode: normalized.mode }),
+    restoreMode: normalized.restoreMode === "copy" ? "copy" : "clone",
+    ...(normalized.snapshotSchedule !== undefined && { snapshotSchedule: normalized.snapshotSchedule }),
     canonical: JSON.stringify(normalized),
     ...(pvcName !== undefined && { pvcName }),
     ...(pvcNamespace !== undefined && { pvcNamespace }),
     ...(pvName !== undefined && { pvName }),
   };
+}
+
+/** VolumeSnapshotClass parameters: what CreateSnapshot records, after validation. */
+export interface SnapshotParameters {
+  readonly volumeSnapshotName?: string;
+  readonly volumeSnapshotNamespace?: string;
+  readonly volumeSnapshotContentName?: string;
+}
+
+/**
+ * VolumeSnapshotClass parameters, validated like StorageClass ones: zcsi defines no snapshot
+ * parameters yet, so any key outside `csi.storage.k8s.io/` is refused (a typo must not pass
+ * silently). The external-snapshotter's --extra-create-metadata keys are recorded on the
+ * snapshot, so `zfs get` says which VolumeSnapshot it belongs to.
+ */
+export function parseSnapshotParameters(raw: Readonly<Record<string, string>> | null | undefined): SnapshotParameters {
+  const out: { -readonly [K in keyof SnapshotParameters]: SnapshotParameters[K] } = {};
+  for (const [key, value] of Object.entries(raw ?? {})) {
+    if (!key.startsWith(SIDECAR_PREFIX)) throw invalidArgument(`unknown VolumeSnapshotClass parameter ${JSON.stringify(key)}; zcsi accepts none besides the csi.storage.k8s.io/* keys the snapshotter adds`);
+    if (typeof value !== "string") throw invalidArgument(`parameter ${key} must be a string`);
+    const k8sName = K8S_NAME.test(value) ? value : undefined;
+    if (key === "csi.storage.k8s.io/volumesnapshot/name") out.volumeSnapshotName = k8sName;
+    else if (key === "csi.storage.k8s.io/volumesnapshot/namespace") out.volumeSnapshotNamespace = k8sName;
+    else if (key === "csi.storage.k8s.io/volumesnapshotcontent/name") out.volumeSnapshotContentName = k8sName;
+  }
+  return Object.fromEntries(Object.entries(out).filter(([, v]) => v !== undefined)) as SnapshotParameters;
 }

@@ -12,6 +12,31 @@ export const PROP = {
   parameters: "zcsi:parameters",
   pvc: "zcsi:pvc",
   pv: "zcsi:pv",
+  /**
+   * Where a volume's first content came from: `snapshot:<snapshot_id>` or `volume:<volume_id>`
+   * (CSI VolumeContentSource). Echoed in CreateVolume and compared on a retried one.
+   */
+  contentSource: "zcsi:content-source",
+  /**
+   * On a snapshot: the CSI snapshot name it was taken for (set with `zfs snapshot -o`). Marks a
+   * ZFS snapshot as a CSI snapshot; scheduled (`zcsi-auto-*`), hidden clone sources
+   * (`zcsi-clone-*`) and snapshots users take by hand do not carry it, and ListSnapshots shows
+   * only snapshots that do. A snapshot inherits its dataset's user properties, so only a
+   * `local` value counts here too.
+   */
+  snapshotName: "zcsi:csi-snapshot-name",
+  /** On a snapshot: `<namespace>/<name>` of the VolumeSnapshot (external-snapshotter --extra-create-metadata). */
+  volumeSnapshot: "zcsi:volumesnapshot",
+  /** On a snapshot: the VolumeSnapshotContent name. */
+  volumeSnapshotContent: "zcsi:volumesnapshotcontent",
+  /** Snapshot schedule in normal form (snapshots/policy.ts); set at creation, changed only by `zfs set`. */
+  snapshotSchedule: "zcsi:snapshot-schedule",
+  /** On a snapshot: marks it as taken by the snapshotter (value: the schedule it was taken under). */
+  autoSnapshot: "zcsi:auto-snapshot",
+  /** Replication targets of the volume; when set, unreplicated automatic snapshots are never pruned. */
+  replicateTo: "zcsi:replicate-to",
+  /** Set by the replicator: guid (or name) of the newest snapshot every target has received. */
+  replicatedThrough: "zcsi:replicated-through",
 } as const;
 
 /**
@@ -22,3 +47,15 @@ export const PROP = {
 export const SIZE_PROPERTY = "refquota";
 
 export type VolumeState = "creating" | "ready";
+
+/**
+ * Names zcsi keeps for itself. CSI snapshot names may not start with `zcsi-` (INVALID_ARGUMENT),
+ * and volume names may not start with RECEIVE_PREFIX, so no CSI object can collide with:
+ * - `<volume>@zcsi-clone-<target leaf>`: the snapshot a PVC-to-PVC clone is made from;
+ * - `<volume>@zcsi-auto-<...>`: snapshots of the snapshot scheduler;
+ * - `<parent>/zcsi-recv-<leaf>`: where a copy-mode restore receives before it becomes the volume.
+ */
+export const RESERVED_PREFIX = "zcsi-";
+export const CLONE_SNAPSHOT_PREFIX = "zcsi-clone-";
+export const AUTO_SNAPSHOT_PREFIX = "zcsi-auto-";
+export const RECEIVE_PREFIX = "zcsi-recv-";

@@ -180,6 +180,25 @@ export function zfsClone(snapshot: string, target: string, props: Props = {}, op
   return ["zfs", "clone", ...(opts.parents ? ["-p"] : []), ...dashO(props), snapshot, target];
 }
 
+/**
+ * `zfs send <snapshot>`: a full stream of one snapshot, no properties (`-p` would carry the
+ * source's zcsi:* user properties along). Its stdout is the stream.
+ */
+export function zfsSend(snapshot: string): string[] {
+  validateSnapshot(snapshot);
+  return ["zfs", "send", snapshot];
+}
+
+/**
+ * `zfs receive -u <dataset>`: a full stream into a new dataset, left unmounted (`-u`; zfs-fuse
+ * accepts it though its usage text does not list it). No `-o`: zfs-fuse has none, so callers
+ * set properties afterwards. No `-F`: never overwrite what exists.
+ */
+export function zfsReceive(dataset: string): string[] {
+  validateDataset(dataset);
+  return ["zfs", "receive", "-u", dataset];
+}
+
 /** `zfs promote <clone>`. */
 export function zfsPromote(dataset: string): string[] {
   validateDataset(dataset);

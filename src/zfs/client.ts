@@ -1,5 +1,5 @@
 import { internal, isZcsiError } from "../errors.js";
-import type { ExecResult, Executor } from "../exec/executor.js";
+import type { ExecResult, ExecStream, Executor } from "../exec/executor.js";
 import {
   listColumns,
   zfsClone,
@@ -10,7 +10,9 @@ import {
   zfsList,
   zfsMount,
   zfsPromote,
+  zfsReceive,
   zfsRename,
+  zfsSend,
   zfsSet,
   zfsSnapshot,
   zfsUnmount,
@@ -48,11 +50,27 @@ export interface PoolInfo {
   readonly allocatedBytes: bigint;
 }
 
+/** Collects a stream's text (stderr of a streamed command), bounded so a chatty command cannot grow it without limit. */
+function collect(stream: NodeJS.ReadableStream): { text: () => string; ended: Promise<void> } {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  stream.on("data", (chunk: Buffer) => {
+    if (size < 64 * 1024) chunks.push(chunk);
+    size += chunk.length;
+  });
+  const ended = new Promise<void>((resolve) => {
+    stream.once("end", resolve);
+    stream.once("close", resolve);
+    stream.once("error", () => resolve());
+  });
+  return { text: () => Buffer.concat(chunks).toString("utf8"), ended };
+}
+
 const defaultSleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * A typed ZFS client over an Executor. Each method runs exactly one zfs/zpool command, except
- * where documented: `destroy`, `rename`, `promote` (busy retries; rename also remounts), `set` with several properties on zfs-fuse (one
+ * where documented: `destroy`, `rename`, `promote` (busy retries; rename also remounts), `sendReceive` (two, streamed), `set` with several properties on zfs-fuse (one
  * call per property), `pool` (two commands), and the first `capabilities()` call (one probe,
  * then cached). Failures are classified by `zfs/errors.ts` into typed ZcsiErrors.
  */
@@ -231,6 +249,78 @@ export class Zfs {
   /** `zfs clone -o k=v ... <snapshot> <target>`. */
   async clone(snapshot: string, target: string, props: Props = {}, opts: { parents?: boolean } = {}): Promise<void> {
     await this.run(zfsClone(snapshot, target, props, opts));
+  }
+
+  /**
+   * `zfs send <snapshot> | zfs receive -u <target>` on this host, without a shell: two streamed
+   * commands (two SSH channels, or two processes) whose stdout/stdin this process joins, with
+   * flow control end to end. Argv only, so no name ever meets a shell.
+   *
+   * Both exit codes count: a send that fails after writing part of a stream can leave a
+   * receive that reads a clean EOF, and that must not pass for a copy. When the receive fails
+   * first, the send is killed so it cannot block forever on a full pipe. The error named is
+   * the root cause: that of whichever end failed first.
+   *
+   * A failed receive of a full stream normally removes what it created, but callers that need
+   * certainty (a half-received dataset must never become a volume) destroy `target` themselves.
+   * No timeout: a copy takes as long as the data needs.
+   */
+  async sendReceive(snapshot: string, target: string): Promise<void> {
+    const sendArgv = [...this.prefix, ...zfsSend(snapshot)];
+    const recvArgv = [...this.prefix, ...zfsReceive(target)];
+    const recv = await this.exec.stream(recvArgv);
+    let send: ExecStream;
+    try {
+      send = await this.exec.stream(sendArgv);
+    } catch (err) {
+      recv.stdin.end();
+      recv.kill();
+      await recv.done.catch(() => undefined);
+      throw err;
+    }
+    const sendStderr = collect(send.stderr);
+    const recvStderr = collect(recv.stderr);
+    // zfs send reads no input; recv writes no output. Close/drain them so neither channel waits.
+    send.stdin.on("error", () => undefined);
+    recv.stdin.on("error", () => undefined);
+    send.stdout.on("error", () => undefined);
+    send.stdin.end();
+    recv.stdout.resume();
+    send.stdout.pipe(recv.stdin);
+    // The first end to fail is the root cause: a receive that fails after the send did only
+    // complains about the cut stream, and a send killed because the receive failed only dies.
+    let firstFailure: "send" | "receive" | undefined;
+    const sendDone = send.done.then(
+      (r) => {
+        if (r.exitCode !== 0) firstFailure ??= "send";
+        return r;
+      },
+      (err: unknown) => {
+        firstFailure ??= "send";
+        throw err;
+      },
+    );
+    const recvFailed = (): void => {
+      firstFailure ??= "receive";
+      send.kill();
+    };
+    const recvDone = recv.done.then(
+      (r) => {
+        if (r.exitCode !== 0) recvFailed();
+        return r;
+      },
+      (err: unknown) => {
+        recvFailed();
+        throw err;
+      },
+    );
+    const [sent, received] = await Promise.allSettled([sendDone, recvDone]);
+    // Over SSH, stderr is its own stream and may end just after the channel reports its exit.
+    await Promise.all([sendStderr.ended, recvStderr.ended]);
+    if (firstFailure === undefined) return;
+    const [settled, argv, stderr] = firstFailure === "send" ? [sent, sendArgv, sendStderr] : [received, recvArgv, recvStderr];
+    if (settled.status === "rejected") throw settled.reason;
+    throw zfsError(this.exec.host, argv, { ...settled.value, stderr: stderr.text() });
   }
 
   /** `zfs promote <clone>`; FailedPrecondition when it is not a clone; "busy" retried like rename. */

@@ -1,0 +1,216 @@
+import { alreadyExists, failedPrecondition, isZcsiError, notFound } from "../errors.js";
+import type { Logger } from "../log.js";
+import type { PropertyMap } from "../zfs/parse.js";
+import type { PoolHost, PoolHosts } from "./hosts.js";
+import { formatSnapshotId, formatVolumeId, type SnapshotRef, type VolumeRef } from "./ids.js";
+import type { SnapshotParameters } from "./parameters.js";
+import { PROP } from "./properties.js";
+
+/** A CSI snapshot: a ZFS snapshot of a zcsi volume carrying zcsi:csi-snapshot-name, not deleted. */
+export interface Snapshot {
+  /** `<poolHost>:<dataset>@<snapshot>`: what `kubectl describe volumesnapshotcontent` shows as the handle. */
+  readonly id: string;
+  readonly ref: SnapshotRef;
+  readonly sourceVolumeId: string;
+  /** ZFS `creation`, seconds since the epoch (ZFS keeps no finer resolution). */
+  readonly creationSeconds: bigint;
+  /** ZFS `referenced` of the snapshot: what the volume referenced when it was taken. */
+  readonly sizeBytes: bigint;
+}
+
+/**
+ * What a snapshot name at a place is to zcsi:
+ * - `csi`: a live CSI snapshot of a zcsi volume;
+ * - `deleted`: a CSI snapshot DeleteSnapshot already destroyed with `-d`, kept by ZFS only
+ *   while clones (restored volumes) still depend on it;
+ * - `other`: a snapshot zcsi did not take for CSI (by hand, scheduled, a clone source), or one
+ *   of a dataset that is not a zcsi volume.
+ */
+export type SnapshotLookup =
+  | { readonly state: "absent" }
+  | { readonly state: "csi"; readonly snapshot: Snapshot }
+  | { readonly state: "deleted"; readonly name: string }
+  | { readonly state: "other"; readonly name: string };
+
+/** Everything a snapshot lookup or listing needs, for volumes and snapshots alike, in one `zfs get`. */
+const SNAPSHOT_PROPS = [PROP.snapshotName, PROP.csiName, "defer_destroy", "creation", "referenced"];
+
+type Props = ReadonlyMap<string, { value: string; source: string }>;
+
+function local(props: Props | undefined, name: string): string | undefined {
+  const p = props?.get(name);
+  return p && p.source === "local" && p.value !== "-" ? p.value : undefined;
+}
+
+function integer(props: Props, name: string): bigint {
+  const v = props.get(name)?.value ?? "";
+  return /^[0-9]+$/.test(v) ? BigInt(v) : 0n;
+}
+
+/**
+ * Classifies `dataset@snap` from one `zfs get` result that holds both the snapshot and its
+ * dataset (the dataset's own zcsi:csi-name says whether it is a zcsi volume).
+ */
+export function classifySnapshot(poolHost: string, name: string, all: PropertyMap): SnapshotLookup {
+  const props = all.get(name);
+  if (!props) return { state: "absent" };
+  const at = name.indexOf("@");
+  const dataset = name.slice(0, at);
+  const snapshot = name.slice(at + 1);
+  const isVolume = local(all.get(dataset), PROP.csiName) !== undefined;
+  if (local(props, PROP.snapshotName) === undefined || !isVolume) return { state: "other", name };
+  if (props.get("defer_destroy")?.value === "on") return { state: "deleted", name };
+  const ref = { poolHost, dataset, snapshot };
+  return {
+    state: "csi",
+    snapshot: {
+      id: formatSnapshotId(ref),
+      ref,
+      sourceVolumeId: formatVolumeId({ poolHost, dataset }),
+      creationSeconds: integer(props, "creation"),
+      sizeBytes: integer(props, "referenced"),
+    },
+  };
+}
+
+function byId(a: Snapshot, b: Snapshot): number {
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}
+
+/**
+ * CSI snapshots on the pool hosts. Every lookup is one batched `zfs get` (per host for
+ * listings), never one call per volume or per snapshot.
+ */
+export class SnapshotService {
+  constructor(
+    readonly hosts: PoolHosts,
+    private readonly logger: Logger,
+  ) {}
+
+  /**
+   * `zfs get -Hp -d 2 <props> <parent>`: the parent, its children (volumes) and their snapshots,
+   * in one call. Depth 2 reaches `<parent>/<leaf>@<snap>` (a snapshot counts one level below its
+   * dataset). A missing parent has no snapshots.
+   */
+  private async tree(host: PoolHost): Promise<PropertyMap> {
+    try {
+      return await host.zfs.get([host.config.parentDataset], SNAPSHOT_PROPS, { depth: 2 });
+    } catch (err) {
+      if (isZcsiError(err, "NotFound")) return new Map();
+      throw err;
+    }
+  }
+
+  /** Snapshots directly of the parent's children (`<parent>/<leaf>@<snap>`) in a tree result. */
+  private snapshotNames(host: PoolHost, all: PropertyMap): string[] {
+    const prefix = host.config.parentDataset + "/";
+    return [...all.keys()].filter((n) => n.startsWith(prefix) && n.includes("@") && !n.slice(prefix.length, n.indexOf("@")).includes("/"));
+  }
+
+  /** What `ref` names: one `zfs get` of the snapshot and its dataset. */
+  async lookup(ref: SnapshotRef): Promise<SnapshotLookup> {
+    const host = this.hosts.get(ref.poolHost);
+    const name = `${ref.dataset}@${ref.snapshot}`;
+    const all = await host.zfs.get([ref.dataset, name], SNAPSHOT_PROPS, { missingOk: true });
+    return classifySnapshot(host.config.name, name, all);
+  }
+
+  /** The live CSI snapshot at `ref`, or undefined. */
+  async get(ref: SnapshotRef): Promise<Snapshot | undefined> {
+    const found = await this.lookup(ref);
+    return found.state === "csi" ? found.snapshot : undefined;
+  }
+
+  /**
+   * CreateSnapshot, idempotent by name across the host: one `zfs get -d 2` of the parent finds
+   * the source volume and any snapshot already called `name` on any volume there; then
+   * `zfs snapshot -o zcsi:csi-snapshot-name=<name> ...` and a `zfs get` for creation/size.
+   * Same name on the same volume → that snapshot; on another volume, or a snapshot zcsi did not
+   * take for CSI → ALREADY_EXISTS. Unknown source → NOT_FOUND.
+   */
+  async create(source: VolumeRef, name: string, params: SnapshotParameters): Promise<Snapshot> {
+    const host = this.hosts.get(source.poolHost);
+    const all = await this.tree(host);
+    if (local(all.get(source.dataset), PROP.csiName) === undefined) throw notFound(`source volume ${formatVolumeId(source)} does not exist`);
+    for (const existing of this.snapshotNames(host, all).filter((n) => n.endsWith(`@${name}`))) {
+      const found = classifySnapshot(host.config.name, existing, all);
+      const onSource = existing === `${source.dataset}@${name}`;
+      if (onSource && found.state === "csi") return found.snapshot;
+      if (onSource && found.state === "deleted") {
+        throw alreadyExists(`snapshot ${name} of ${formatVolumeId(source)} was deleted, but ZFS keeps it until the volumes restored from it are deleted; use another name`);
+      }
+      if (onSource) throw alreadyExists(`${existing} exists on ${host.config.name} and is not a CSI snapshot; use another name`);
+      throw alreadyExists(`snapshot name ${name} is already used on ${host.config.name} by ${existing}`);
+    }
+    const zfsName = `${source.dataset}@${name}`;
+    const props: Record<string, string> = {
+      [PROP.snapshotName]: name,
+      ...(params.volumeSnapshotName && params.volumeSnapshotNamespace && { [PROP.volumeSnapshot]: `${params.volumeSnapshotNamespace}/${params.volumeSnapshotName}` }),
+      ...(params.volumeSnapshotContentName && { [PROP.volumeSnapshotContent]: params.volumeSnapshotContentName }),
+    };
+    try {
+      await host.zfs.snapshot(zfsName, props);
+    } catch (err) {
+      // Another controller replica won the race; the retry will find what it made.
+      if (isZcsiError(err, "AlreadyExists")) throw alreadyExists(`snapshot ${zfsName} was created concurrently on ${host.config.name}; retry`);
+      throw err;
+    }
+    const made = await this.lookup({ poolHost: host.config.name, dataset: source.dataset, snapshot: name });
+    if (made.state !== "csi") throw notFound(`snapshot ${zfsName} vanished right after it was created on ${host.config.name}`);
+    this.logger.info({ op: "CreateSnapshot", snapshotId: made.snapshot.id }, "snapshot created");
+    return made.snapshot;
+  }
+
+  /**
+   * Every live CSI snapshot, optionally only those of one volume, ordered by id: one `zfs get`
+   * per host (all hosts at once), or one for a single volume.
+   */
+  async list(filter: { source?: VolumeRef } = {}): Promise<Snapshot[]> {
+    const source = filter.source;
+    if (source) {
+      const host = this.hosts.get(source.poolHost);
+      let all: PropertyMap;
+      try {
+        all = await host.zfs.get([source.dataset], SNAPSHOT_PROPS, { depth: 1 });
+      } catch (err) {
+        if (isZcsiError(err, "NotFound")) return [];
+        throw err;
+      }
+      return this.collect(host, all, (n) => n.startsWith(`${source.dataset}@`));
+    }
+    const perHost = await Promise.all(this.hosts.all().map(async (host) => this.collect(host, await this.tree(host), () => true)));
+    return perHost.flat().sort(byId);
+  }
+
+  private collect(host: PoolHost, all: PropertyMap, keep: (name: string) => boolean): Snapshot[] {
+    const out: Snapshot[] = [];
+    for (const name of this.snapshotNames(host, all)) {
+      if (!keep(name)) continue;
+      const found = classifySnapshot(host.config.name, name, all);
+      if (found.state === "csi") out.push(found.snapshot);
+    }
+    return out.sort(byId);
+  }
+
+  /**
+   * DeleteSnapshot: `zfs destroy -d`. A snapshot without clones goes at once; one that restored
+   * volumes (clones) still depend on is marked `defer_destroy` and ZFS removes it when the last
+   * clone is destroyed (zfs-destroy(8) -d). So deleting never breaks a clone and never blocks:
+   * from then on the snapshot is invisible to CSI (ListSnapshots, GetSnapshot, restores) and
+   * its name stays taken until ZFS frees it. Absent or already deleted → false (idempotent);
+   * a snapshot zcsi did not take for CSI → FAILED_PRECONDITION, untouched.
+   */
+  async delete(ref: SnapshotRef): Promise<boolean> {
+    const found = await this.lookup(ref);
+    if (found.state === "absent" || found.state === "deleted") return false;
+    if (found.state === "other") throw failedPrecondition(`${found.name} on ${ref.poolHost} is not a CSI snapshot of a zcsi volume; refusing to destroy it`);
+    const host = this.hosts.get(ref.poolHost);
+    try {
+      await host.zfs.destroy(`${ref.dataset}@${ref.snapshot}`, { deferred: true });
+    } catch (err) {
+      if (isZcsiError(err, "NotFound")) return false;
+      throw err;
+    }
+    return true;
+  }
+}
