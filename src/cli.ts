@@ -11,11 +11,14 @@ Usage:
   zcsi controller --endpoint unix:///csi/csi.sock --config config.yaml [--private-key-file F] [--driver-name N]
   zcsi node --endpoint unix:///csi/csi.sock --node-id NAME --config config.yaml [--private-key-file F]
             [--state-dir /var/lib/zcsi/node] [--max-volumes-per-node 128] [--sshfs-launcher auto|systemd|detached]
+  zcsi snapshotter --config config.yaml [--private-key-file F] [--metrics-address :9809] [--snapshot-interval 60]
+                   [--lease-name zcsi-snapshotter] [--lease-namespace NS] [--no-leader-election]
+  zcsi status --config config.yaml [--private-key-file F] [--output text|json]
   zcsi demo [--keep]
   zcsi --version
 
 Environment (used when the flag is absent): CSI_ENDPOINT, ZCSI_CONFIG, ZCSI_PRIVATE_KEY_FILE,
-ZCSI_DRIVER_NAME, ZCSI_LOG_LEVEL; for node: NODE_ID or NODE_NAME, ZCSI_STATE_DIR.`;
+ZCSI_DRIVER_NAME, ZCSI_LOG_LEVEL, ZCSI_METRICS_ADDRESS, POD_NAME, POD_NAMESPACE; for node: NODE_ID or NODE_NAME, ZCSI_STATE_DIR.`;
 
 async function main(argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
@@ -29,6 +32,12 @@ async function main(argv: string[]): Promise<void> {
       "log-level": { type: "string" },
       keep: { type: "boolean" },
       "node-id": { type: "string" },
+      output: { type: "string", short: "o" },
+      "metrics-address": { type: "string" },
+      "lease-name": { type: "string" },
+      "lease-namespace": { type: "string" },
+      "no-leader-election": { type: "boolean" },
+      "snapshot-interval": { type: "string" },
       "state-dir": { type: "string" },
       "max-volumes-per-node": { type: "string" },
       "sshfs-launcher": { type: "string" },
@@ -87,6 +96,39 @@ async function main(argv: string[]): Promise<void> {
       });
       // Stopping serves no more calls and touches no mount: pods keep their data (docs/node.md).
       stopOnSignal(logger, "stopping; mounts stay in place", () => server.close());
+      return;
+    }
+    case "snapshotter": {
+      const { startSnapshotterRole } = await import("./roles/snapshotter.js");
+      const snapshotter = await startSnapshotterRole(config, logger, {
+        metricsAddress: values["metrics-address"] ?? process.env.ZCSI_METRICS_ADDRESS,
+        leaseName: values["lease-name"],
+        leaseNamespace: values["lease-namespace"] ?? process.env.POD_NAMESPACE,
+        leaderElection: !values["no-leader-election"],
+        tickIntervalSeconds: values["snapshot-interval"],
+        identity: process.env.POD_NAME,
+      });
+      // On SIGTERM the Lease is released, so the other replica takes over at once.
+      stopOnSignal(logger, "stopping; releasing the snapshotter Lease", () => snapshotter.close());
+      return;
+    }
+    case "status": {
+      // Reads the pool hosts straight from ZFS over SSH: no Kubernetes API, no CSI socket, so
+      // it works when the cluster does not. stdout is the report; per-host failures are in it.
+      const output = values.output ?? "text";
+      if (output !== "text" && output !== "json") throw new Error("--output must be text or json");
+      const { connectPoolHosts } = await import("./roles/pool-hosts.js");
+      const { collectStatus, renderStatus } = await import("./status/status.js");
+      const { silentLogger } = await import("./log.js");
+      const hosts = connectPoolHosts(config, silentLogger);
+      try {
+        const status = await collectStatus(hosts);
+        process.stdout.write(renderStatus(status, output));
+        // Non-zero when a pool host could not be read in full, for scripts and probes.
+        if (status.hosts.some((h) => h.errors.length > 0)) process.exitCode = 1;
+      } finally {
+        await hosts.close();
+      }
       return;
     }
     default:

@@ -1,0 +1,102 @@
+import { createServer, type Server } from "node:http";
+import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
+import { invalidArgument } from "./errors.js";
+import type { Logger } from "./log.js";
+
+/**
+ * Prometheus metrics. Each role builds its own Registry (never prom-client's global one), so
+ * tests and several roles in one process do not share counters. Metric names are documented
+ * in docs/snapshots.md.
+ */
+export function createRegistry(options: { processMetrics?: boolean } = {}): Registry {
+  const registry = new Registry();
+  if (options.processMetrics ?? true) collectDefaultMetrics({ register: registry, prefix: "zcsi_" });
+  return registry;
+}
+
+export type SnapshotOperation = "discover" | "policy" | "snapshot" | "prune";
+
+/** What the snapshotter reports. */
+export class SnapshotMetrics {
+  readonly taken: Counter<"pool_host">;
+  readonly pruned: Counter<"pool_host">;
+  readonly failed: Counter<"pool_host" | "operation">;
+  /** Time (in the snapshot's name, UTC) of the newest automatic snapshot of each volume. */
+  readonly lastSuccess: Gauge<"volume_id">;
+  readonly leader: Gauge;
+  readonly ticks: Counter;
+  /** Volumes with a last-success sample, per host: removed when a volume disappears. */
+  private readonly volumesByHost = new Map<string, Set<string>>();
+
+  constructor(readonly registry: Registry) {
+    this.taken = new Counter({ name: "zcsi_snapshots_taken_total", help: "Automatic snapshots taken.", labelNames: ["pool_host"], registers: [registry] });
+    this.pruned = new Counter({ name: "zcsi_snapshots_pruned_total", help: "Automatic snapshots destroyed by retention.", labelNames: ["pool_host"], registers: [registry] });
+    this.failed = new Counter({
+      name: "zcsi_snapshot_failures_total",
+      help: "Failed snapshotter operations (discover: listing a pool host; policy: an unreadable schedule; snapshot; prune).",
+      labelNames: ["pool_host", "operation"],
+      registers: [registry],
+    });
+    this.lastSuccess = new Gauge({
+      name: "zcsi_snapshot_last_success_timestamp_seconds",
+      help: "Time of the newest automatic snapshot of a volume (seconds since the epoch); alert when it lags the schedule.",
+      labelNames: ["volume_id"],
+      registers: [registry],
+    });
+    this.leader = new Gauge({ name: "zcsi_snapshotter_leader", help: "1 while this replica holds the snapshotter Lease.", registers: [registry] });
+    this.ticks = new Counter({ name: "zcsi_snapshotter_ticks_total", help: "Scheduler passes run (by the leader).", registers: [registry] });
+  }
+
+  /** Replaces the last-success samples of one host's volumes (a deleted volume's sample goes away). */
+  setLastSuccess(poolHost: string, samples: ReadonlyMap<string, number>): void {
+    const before = this.volumesByHost.get(poolHost) ?? new Set<string>();
+    for (const volumeId of before) if (!samples.has(volumeId)) this.lastSuccess.remove(volumeId);
+    for (const [volumeId, ms] of samples) this.lastSuccess.set({ volume_id: volumeId }, ms / 1000);
+    this.volumesByHost.set(poolHost, new Set(samples.keys()));
+  }
+}
+
+export interface MetricsServer {
+  readonly address: string;
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+/** `host:port`, `:port` (every interface) or `[v6]:port` → listen arguments. */
+export function parseListenAddress(address: string): { host?: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):([0-9]{1,5})$/.exec(address);
+  const port = Number(m?.[3]);
+  if (!m || port > 65535) throw invalidArgument(`--metrics-address ${JSON.stringify(address)}: expected host:port, :port or [v6]:port`);
+  const host = m[1] ?? m[2];
+  return { ...(host ? { host } : {}), port };
+}
+
+/** Serves `GET /metrics` (text exposition format) from `registry`; anything else is 404. */
+export async function startMetricsServer(address: string, registry: Registry, logger: Logger): Promise<MetricsServer> {
+  const { host, port } = parseListenAddress(address);
+  const server: Server = createServer((req, res) => {
+    if (req.method !== "GET" || (req.url ?? "").split("?")[0] !== "/metrics") {
+      res.writeHead(404).end("not found\n");
+      return;
+    }
+    registry.metrics().then(
+      (body) => res.writeHead(200, { "Content-Type": registry.contentType }).end(body),
+      (err: unknown) => {
+        logger.warn({ op: "metrics", err: String(err) }, "collecting metrics failed");
+        res.writeHead(500).end("error\n");
+      },
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => resolve());
+  });
+  const bound = server.address();
+  const boundPort = typeof bound === "object" && bound !== null ? bound.port : port;
+  logger.info({ op: "metrics", address, port: boundPort }, "serving /metrics");
+  return {
+    address,
+    port: boundPort,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}

@@ -1,0 +1,345 @@
+import { errorMessage, isZcsiError } from "../errors.js";
+import type { EventRecorder } from "../k8s/events.js";
+import type { Logger } from "../log.js";
+import type { SnapshotMetrics, SnapshotOperation } from "../metrics.js";
+import type { Clock } from "../util/clock.js";
+import type { PoolHost, PoolHosts } from "../volumes/hosts.js";
+import { formatVolumeId } from "../volumes/ids.js";
+import { PROP } from "../volumes/properties.js";
+import { isBusy } from "../zfs/errors.js";
+import type { PropertyMap } from "../zfs/parse.js";
+import { formatPolicy, parsePolicy, type RetentionPolicy } from "./policy.js";
+import { parseAutoSnapshotName, planRetention, type AutoSnapshot } from "./retention.js";
+
+/**
+ * The scheduler's pass over every pool host ("tick"): discover, take what is due, prune what
+ * expired. Per host, discovery is ONE command whatever the number of volumes:
+ *
+ *   zfs get -Hp -o name,property,value,source -d 2 <props> <parentDataset>
+ *
+ * which returns the volumes (depth 1) with their schedules and replication state, and their
+ * snapshots (depth 2) with the marks and counts that decide what may be pruned. On top of it,
+ * one `zfs snapshot` per volume that is due and one `zfs destroy` per expired snapshot: zfs-fuse
+ * takes one snapshot name per command, so these cannot be batched there. (On OpenZFS the first
+ * tick also runs the cached `zfs version` probe, to know whether to ask for `clones`.)
+ *
+ * What is never destroyed, whatever retention says:
+ * - anything that is not an automatic snapshot: the name must be `zcsi-auto-<UTC minute>`, the
+ *   snapshot must carry zcsi:auto-snapshot set locally (by `zfs snapshot -o`; received or
+ *   inherited values do not count) and must not carry zcsi:csi-snapshot-name (a CSI snapshot);
+ * - held snapshots (`userrefs` > 0; zfs-hold(8));
+ * - snapshots with clones: a dataset below the parent whose `origin` is the snapshot, or a
+ *   non-empty `clones` property where the host has it; a clone elsewhere in the pool makes
+ *   `zfs destroy` refuse with "has dependent clones", which is treated the same way;
+ * - unreplicated snapshots of a volume with replication targets (see `replicationGuard`).
+ * Protected snapshots still count for retention; they are just not destroyed.
+ */
+
+/** What one discovery command asks for. */
+const DISCOVERY_PROPS = [
+  "type",
+  "createtxg",
+  "guid",
+  "userrefs",
+  "origin",
+  PROP.csiName,
+  PROP.pv,
+  PROP.snapshotSchedule,
+  PROP.replicateTo,
+  PROP.replicatedThrough,
+  PROP.autoSnapshot,
+  PROP.snapshotName,
+];
+
+export interface SnapshotInfo {
+  /** The part after `@`. */
+  readonly name: string;
+  readonly guid: string;
+  readonly createtxg: bigint;
+  readonly userrefs: number;
+  readonly hasClones: boolean;
+  /** Time from the name when this is one of our automatic snapshots; undefined otherwise. */
+  readonly autoTime?: number;
+}
+
+export interface ManagedVolume {
+  readonly dataset: string;
+  readonly pv?: string;
+  /** The local zcsi:snapshot-schedule as stored (not yet parsed). */
+  readonly schedule?: string;
+  readonly replicateTo?: string;
+  readonly replicatedThrough?: string;
+  readonly snapshots: readonly SnapshotInfo[];
+}
+
+type Props = ReadonlyMap<string, { value: string; source: string }>;
+
+function local(props: Props | undefined, name: string): string | undefined {
+  const p = props?.get(name);
+  return p && p.source === "local" && p.value !== "-" && p.value !== "" ? p.value : undefined;
+}
+
+function integer(props: Props | undefined, name: string): bigint {
+  const v = props?.get(name)?.value ?? "";
+  return /^[0-9]+$/.test(v) ? BigInt(v) : 0n;
+}
+
+/**
+ * The zcsi volumes directly below `parent` and their snapshots, from one discovery result.
+ * Pure, for tests. Datasets without a local zcsi:csi-name are not ours and are left out.
+ */
+export function discoverVolumes(parent: string, all: PropertyMap): ManagedVolume[] {
+  const prefix = parent + "/";
+  const clonedFrom = new Set<string>();
+  for (const props of all.values()) {
+    const origin = props.get("origin")?.value;
+    if (origin !== undefined && origin !== "-" && origin !== "") clonedFrom.add(origin);
+  }
+  const snapshotsOf = new Map<string, SnapshotInfo[]>();
+  for (const [name, props] of all) {
+    const at = name.indexOf("@");
+    if (at < 0 || props.get("type")?.value !== "snapshot") continue;
+    const dataset = name.slice(0, at);
+    const short = name.slice(at + 1);
+    const clones = props.get("clones")?.value;
+    const autoTime =
+      local(props, PROP.autoSnapshot) !== undefined && local(props, PROP.snapshotName) === undefined ? parseAutoSnapshotName(short) : undefined;
+    const userrefs = Number(props.get("userrefs")?.value ?? "0");
+    const info: SnapshotInfo = {
+      name: short,
+      guid: props.get("guid")?.value ?? "",
+      createtxg: integer(props, "createtxg"),
+      userrefs: Number.isFinite(userrefs) ? userrefs : 0,
+      hasClones: clonedFrom.has(name) || (clones !== undefined && clones !== "-" && clones !== ""),
+      ...(autoTime !== undefined && { autoTime }),
+    };
+    snapshotsOf.set(dataset, [...(snapshotsOf.get(dataset) ?? []), info]);
+  }
+  const volumes: ManagedVolume[] = [];
+  for (const [dataset, props] of all) {
+    if (!dataset.startsWith(prefix) || dataset.includes("@") || dataset.slice(prefix.length).includes("/")) continue;
+    if (local(props, PROP.csiName) === undefined) continue;
+    const pv = local(props, PROP.pv);
+    const schedule = local(props, PROP.snapshotSchedule);
+    const replicateTo = local(props, PROP.replicateTo);
+    const replicatedThrough = local(props, PROP.replicatedThrough);
+    volumes.push({
+      dataset,
+      ...(pv !== undefined && { pv }),
+      ...(schedule !== undefined && { schedule }),
+      ...(replicateTo !== undefined && { replicateTo }),
+      ...(replicatedThrough !== undefined && { replicatedThrough }),
+      snapshots: snapshotsOf.get(dataset) ?? [],
+    });
+  }
+  return volumes;
+}
+
+/**
+ * The replication rule. A volume with zcsi:replicate-to set is being replicated; the replicator
+ * records in zcsi:replicated-through the guid (or name) of the newest snapshot that every target
+ * has received. Then an automatic snapshot may be pruned only if it is strictly older (lower
+ * `createtxg`, the transaction group that created it: exact and clock-free) than that snapshot.
+ * Nothing may be pruned while zcsi:replicated-through is unset or names no existing snapshot of
+ * the volume (nothing replicated yet, or the replicator's base is gone: it must decide, not us).
+ * Without zcsi:replicate-to the rule does not apply.
+ *
+ * Returns the reason a snapshot must be kept, or undefined when replication allows pruning it.
+ */
+export function replicationGuard(volume: ManagedVolume): (snapshot: SnapshotInfo) => string | undefined {
+  if (volume.replicateTo === undefined) return () => undefined;
+  const through = volume.replicatedThrough;
+  if (through === undefined) return () => `not replicated yet (${PROP.replicateTo} is set, ${PROP.replicatedThrough} is not)`;
+  const base = volume.snapshots.find((s) => s.guid === through) ?? volume.snapshots.find((s) => s.name === through);
+  if (base === undefined) return () => `${PROP.replicatedThrough}=${through} names no snapshot of the volume`;
+  return (s) => (s.createtxg >= base.createtxg ? `not older than the replicated snapshot ${base.name}` : undefined);
+}
+
+export interface VolumeTick {
+  readonly volumeId: string;
+  readonly dataset: string;
+  readonly policy: string;
+  readonly taken?: string;
+  readonly pruned: readonly string[];
+  /** Expired by retention but kept, with why. */
+  readonly protected: readonly { readonly name: string; readonly reason: string }[];
+  readonly failures: readonly { readonly operation: SnapshotOperation; readonly error: string }[];
+}
+
+export interface HostTick {
+  readonly poolHost: string;
+  /** Set when discovery failed: nothing was done on this host this tick. */
+  readonly error?: string;
+  readonly volumes: readonly VolumeTick[];
+}
+
+export interface TickReport {
+  readonly at: Date;
+  readonly hosts: readonly HostTick[];
+}
+
+export interface SnapshotSchedulerOptions {
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly metrics?: SnapshotMetrics;
+  readonly events?: EventRecorder;
+  /** Volumes worked on at once per host (each runs one command at a time). Default 4. */
+  readonly concurrency?: number;
+}
+
+async function forEachLimited<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const item = items[next++] as T;
+      await work(item);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+}
+
+export class SnapshotScheduler {
+  private readonly concurrency: number;
+
+  constructor(
+    private readonly hosts: PoolHosts,
+    private readonly options: SnapshotSchedulerOptions,
+  ) {
+    this.concurrency = options.concurrency ?? 4;
+  }
+
+  /**
+   * One pass over every pool host, all at the same `now`. Never throws; failures are in the
+   * report. `active` is asked before each volume: a replica that lost its Lease mid-tick stops.
+   */
+  async tick(active: () => boolean = () => true): Promise<TickReport> {
+    const at = this.options.clock.now();
+    const hosts = await Promise.all(this.hosts.all().map((host) => this.tickHost(host, at, active)));
+    this.options.metrics?.ticks.inc();
+    return { at, hosts };
+  }
+
+  private async discover(host: PoolHost): Promise<ManagedVolume[]> {
+    const parent = host.config.parentDataset;
+    const caps = await host.zfs.capabilities().catch(() => undefined);
+    const props = caps?.implementation === "openzfs" ? [...DISCOVERY_PROPS, "clones"] : DISCOVERY_PROPS;
+    let all: PropertyMap;
+    try {
+      all = await host.zfs.get([parent], props, { depth: 2 });
+    } catch (err) {
+      if (isZcsiError(err, "NotFound")) return [];
+      throw err;
+    }
+    return discoverVolumes(parent, all);
+  }
+
+  private async tickHost(host: PoolHost, now: Date, active: () => boolean): Promise<HostTick> {
+    const poolHost = host.config.name;
+    let volumes: ManagedVolume[];
+    try {
+      volumes = await this.discover(host);
+    } catch (err) {
+      this.options.metrics?.failed.inc({ pool_host: poolHost, operation: "discover" });
+      this.options.logger.warn({ op: "snapshotter", poolHost, err: errorMessage(err) }, "listing volumes and snapshots failed; nothing done on this host");
+      return { poolHost, error: errorMessage(err), volumes: [] };
+    }
+    const reports: VolumeTick[] = [];
+    await forEachLimited(
+      volumes.filter((v) => v.schedule !== undefined),
+      this.concurrency,
+      async (volume) => {
+        if (active()) reports.push(await this.tickVolume(host, volume, now));
+      },
+    );
+    reports.sort((a, b) => (a.volumeId < b.volumeId ? -1 : 1));
+    const takenBy = new Map(reports.map((r) => [r.volumeId, r.taken]));
+    const lastSuccess = new Map<string, number>();
+    for (const volume of volumes) {
+      const volumeId = formatVolumeId({ poolHost, dataset: volume.dataset });
+      const taken = takenBy.get(volumeId);
+      const times = volume.snapshots.flatMap((s) => (s.autoTime === undefined ? [] : [s.autoTime]));
+      const takenTime = taken === undefined ? undefined : parseAutoSnapshotName(taken);
+      if (takenTime !== undefined) times.push(takenTime);
+      if (times.length > 0) lastSuccess.set(volumeId, Math.max(...times));
+    }
+    this.options.metrics?.setLastSuccess(poolHost, lastSuccess);
+    return { poolHost, volumes: reports };
+  }
+
+  private async tickVolume(host: PoolHost, volume: ManagedVolume, now: Date): Promise<VolumeTick> {
+    const poolHost = host.config.name;
+    const volumeId = formatVolumeId({ poolHost, dataset: volume.dataset });
+    const log = this.options.logger;
+    const failures: { operation: SnapshotOperation; error: string }[] = [];
+    const fail = async (operation: SnapshotOperation, reason: string, message: string): Promise<void> => {
+      failures.push({ operation, error: message });
+      this.options.metrics?.failed.inc({ pool_host: poolHost, operation });
+      log.warn({ op: "snapshotter", volumeId, operation, err: message }, `${operation} failed`);
+      if (volume.pv !== undefined) await this.options.events?.record({ pvName: volume.pv, type: "Warning", reason, message });
+    };
+    let policy: RetentionPolicy;
+    try {
+      policy = parsePolicy(volume.schedule ?? "", PROP.snapshotSchedule);
+    } catch (err) {
+      await fail("policy", "AutoSnapshotPolicyInvalid", `${volume.dataset}: ${errorMessage(err)}; no snapshots are taken or pruned until it is fixed (zfs set ${PROP.snapshotSchedule}=...)`);
+      return { volumeId, dataset: volume.dataset, policy: volume.schedule ?? "", pruned: [], protected: [], failures };
+    }
+    const normal = formatPolicy(policy);
+    const autos: AutoSnapshot[] = volume.snapshots.flatMap((s) => (s.autoTime === undefined ? [] : [{ name: s.name, time: s.autoTime }]));
+    const plan = planRetention(policy, now, autos);
+    let taken: string | undefined;
+    if (plan.take !== undefined) {
+      const name = `${volume.dataset}@${plan.take}`;
+      try {
+        await host.zfs.snapshot(name, { [PROP.autoSnapshot]: normal });
+        taken = plan.take;
+        this.options.metrics?.taken.inc({ pool_host: poolHost });
+        log.info({ op: "snapshotter", volumeId, snapshot: plan.take }, "snapshot taken");
+      } catch (err) {
+        if (isZcsiError(err, "AlreadyExists")) {
+          // Another replica in its last moments as leader, or our own earlier attempt: it is there.
+          taken = plan.take;
+        } else {
+          // Prune nothing when the new snapshot could not be taken: never shrink a volume's
+          // history while it is not growing.
+          await fail("snapshot", "AutoSnapshotFailed", `taking ${name} failed: ${errorMessage(err)}`);
+          return { volumeId, dataset: volume.dataset, policy: normal, pruned: [], protected: [], failures };
+        }
+      }
+    }
+    const byName = new Map(volume.snapshots.map((s) => [s.name, s]));
+    const guard = replicationGuard(volume);
+    const pruned: string[] = [];
+    const kept: { name: string; reason: string }[] = [];
+    for (const name of plan.prune) {
+      const info = byName.get(name);
+      if (info === undefined) continue;
+      const reason = info.userrefs > 0 ? `held (userrefs ${info.userrefs})` : info.hasClones ? "has clones" : guard(info);
+      if (reason !== undefined) {
+        kept.push({ name, reason });
+        continue;
+      }
+      const full = `${volume.dataset}@${name}`;
+      try {
+        await host.zfs.destroy(full);
+        pruned.push(name);
+        this.options.metrics?.pruned.inc({ pool_host: poolHost });
+        log.info({ op: "snapshotter", volumeId, snapshot: name }, "snapshot pruned");
+      } catch (err) {
+        if (isZcsiError(err, "NotFound")) continue; // already gone
+        if (isZcsiError(err, "FailedPrecondition") && /dependent clones/.test(errorMessage(err))) {
+          kept.push({ name, reason: "has clones (outside the parent dataset)" });
+          continue;
+        }
+        if (isBusy(err)) {
+          // zfs-fuse answers "dataset is busy" for a held snapshot: a hold placed since discovery.
+          kept.push({ name, reason: "busy (held?)" });
+          continue;
+        }
+        await fail("prune", "AutoSnapshotPruneFailed", `destroying ${full} failed: ${errorMessage(err)}`);
+      }
+    }
+    if (kept.length > 0) log.debug({ op: "snapshotter", volumeId, kept }, "expired snapshots kept");
+    return { volumeId, dataset: volume.dataset, policy: normal, ...(taken !== undefined && { taken }), pruned, protected: kept, failures };
+  }
+}

@@ -1,0 +1,187 @@
+/**
+ * Stand-ins for the Kubernetes API, driven by the objects in test/fixtures/k8s/:
+ * - FakeLeaseStore: a LeaseStore holding one Lease in wire form, with the API server's
+ *   optimistic concurrency (a replace with a stale resourceVersion is a conflict); a test
+ *   plays "the other replica" by putting a fixture object in it.
+ * - startFakeApiServer: a loopback HTTP server answering the few REST calls client.ts makes,
+ *   so the client-node adapter is tested for real (paths, status codes, JSON bodies).
+ */
+import { readFileSync } from "node:fs";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { unavailable } from "../../src/errors.js";
+import { leaseConflict, leaseExists, leaseFromObject, leaseToObject, type LeaseSpec, type LeaseStore, type StoredLease } from "../../src/k8s/lease.js";
+import type { Clock } from "../../src/util/clock.js";
+
+const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures", "k8s");
+
+export type WireObject = Record<string, unknown> & { metadata: Record<string, unknown> };
+
+export function k8sFixture(name: string): WireObject {
+  return JSON.parse(readFileSync(join(FIXTURES, `${name}.json`), "utf8")) as WireObject;
+}
+
+/** A clock the test moves by hand. */
+export class ManualClock implements Clock {
+  private ms: number;
+  constructor(start: string | number) {
+    this.ms = typeof start === "number" ? start : Date.parse(start);
+  }
+  now(): Date {
+    return new Date(this.ms);
+  }
+  advance(ms: number): void {
+    this.ms += ms;
+  }
+  set(iso: string): void {
+    this.ms = Date.parse(iso);
+  }
+}
+
+export class FakeLeaseStore implements LeaseStore {
+  /** The stored object, wire form (what the API server would return). */
+  object: WireObject | undefined;
+  /** Bodies of every successful create/replace, in order. */
+  readonly writes: Record<string, unknown>[] = [];
+  /** When set, the next calls fail with it (an unreachable API server). */
+  failure: Error | undefined;
+
+  constructor(
+    readonly namespace = "zcsi-system",
+    readonly name = "zcsi-snapshotter",
+    initial?: WireObject,
+  ) {
+    this.object = initial;
+  }
+
+  /** Another replica wrote this object (a fixture). */
+  put(object: WireObject): void {
+    this.object = structuredClone(object);
+  }
+
+  private nextVersion(): string {
+    const rv = Number(this.object?.metadata.resourceVersion ?? "1000");
+    return String(rv + 1);
+  }
+
+  async get(): Promise<StoredLease | undefined> {
+    if (this.failure) throw this.failure;
+    return this.object === undefined ? undefined : leaseFromObject(structuredClone(this.object));
+  }
+
+  async create(spec: LeaseSpec): Promise<StoredLease> {
+    if (this.failure) throw this.failure;
+    if (this.object !== undefined) throw leaseExists("already exists");
+    const body = leaseToObject(this.name, this.namespace, spec);
+    this.writes.push(body);
+    this.object = { ...body, metadata: { ...(body.metadata as Record<string, unknown>), resourceVersion: this.nextVersion(), uid: "7e1f0a9c-0000-4000-8000-000000000001" } } as WireObject;
+    return leaseFromObject(structuredClone(this.object));
+  }
+
+  async replace(current: StoredLease, spec: LeaseSpec): Promise<StoredLease> {
+    if (this.failure) throw this.failure;
+    if (this.object === undefined) throw unavailable("lease not found");
+    if (this.object.metadata.resourceVersion !== current.resourceVersion) throw leaseConflict(`conflict: have ${String(this.object.metadata.resourceVersion)}, got ${current.resourceVersion}`);
+    const body = leaseToObject(this.name, this.namespace, spec, current);
+    this.writes.push(body);
+    this.object = { ...body, metadata: { ...(this.object.metadata as Record<string, unknown>), ...(body.metadata as Record<string, unknown>), resourceVersion: this.nextVersion() } } as WireObject;
+    return leaseFromObject(structuredClone(this.object));
+  }
+}
+
+export interface RecordedRequest {
+  readonly method: string;
+  readonly path: string;
+  readonly body: unknown;
+}
+
+export interface FakeApiServer {
+  readonly url: string;
+  readonly requests: RecordedRequest[];
+  /** The Lease the server holds (wire form), or undefined for 404. */
+  lease: WireObject | undefined;
+  /** PersistentVolumes by name. */
+  readonly pvs: Map<string, WireObject>;
+  close(): Promise<void>;
+}
+
+const LEASES = /^\/apis\/coordination\.k8s\.io\/v1\/namespaces\/([^/]+)\/leases(?:\/([^/]+))?$/;
+const PV = /^\/api\/v1\/persistentvolumes\/([^/]+)$/;
+const EVENTS = /^\/api\/v1\/namespaces\/([^/]+)\/events$/;
+
+function send(res: ServerResponse, code: number, body: unknown): void {
+  res.writeHead(code, { "Content-Type": "application/json" }).end(JSON.stringify(body));
+}
+
+async function readBody(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of req) chunks.push(chunk as Buffer);
+  const text = Buffer.concat(chunks).toString("utf8");
+  return text === "" ? undefined : (JSON.parse(text) as unknown);
+}
+
+/** Loopback only (127.0.0.1, an ephemeral port). */
+export async function startFakeApiServer(): Promise<FakeApiServer> {
+  const state: { lease: WireObject | undefined } = { lease: undefined };
+  const requests: RecordedRequest[] = [];
+  const pvs = new Map<string, WireObject>();
+  const server = createServer((req, res) => {
+    void (async () => {
+      const path = (req.url ?? "").split("?")[0] ?? "";
+      const body = await readBody(req);
+      requests.push({ method: req.method ?? "", path, body });
+      const lease = LEASES.exec(path);
+      if (lease) {
+        const name = lease[2];
+        if (req.method === "GET" && name) {
+          if (state.lease === undefined) return send(res, 404, k8sFixture("status-lease-not-found"));
+          return send(res, 200, state.lease);
+        }
+        if (req.method === "POST" && !name) {
+          if (state.lease !== undefined) return send(res, 409, { ...k8sFixture("status-lease-conflict"), reason: "AlreadyExists" });
+          const obj = body as WireObject;
+          state.lease = { ...obj, metadata: { ...obj.metadata, resourceVersion: "2000", uid: "7e1f0a9c-0000-4000-8000-000000000002", creationTimestamp: "2026-11-22T01:00:00Z" } };
+          return send(res, 201, state.lease);
+        }
+        if (req.method === "PUT" && name) {
+          const obj = body as WireObject;
+          if (state.lease === undefined) return send(res, 404, k8sFixture("status-lease-not-found"));
+          if (obj.metadata.resourceVersion !== state.lease.metadata.resourceVersion) return send(res, 409, k8sFixture("status-lease-conflict"));
+          state.lease = { ...obj, metadata: { ...state.lease.metadata, ...obj.metadata, resourceVersion: String(Number(state.lease.metadata.resourceVersion) + 1) } };
+          return send(res, 200, state.lease);
+        }
+      }
+      const pv = PV.exec(path);
+      if (pv && req.method === "GET") {
+        const found = pvs.get(decodeURIComponent(pv[1] ?? ""));
+        return found ? send(res, 200, found) : send(res, 404, k8sFixture("status-pv-not-found"));
+      }
+      const events = EVENTS.exec(path);
+      if (events && req.method === "POST") {
+        const obj = body as WireObject;
+        return send(res, 201, { ...obj, metadata: { ...obj.metadata, resourceVersion: "3000", uid: "7e1f0a9c-0000-4000-8000-000000000003" } });
+      }
+      send(res, 404, { kind: "Status", apiVersion: "v1", status: "Failure", code: 404, message: `fake API server: no route for ${req.method} ${path}` });
+    })();
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const address = server.address();
+  const port = typeof address === "object" && address !== null ? address.port : 0;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    requests,
+    get lease() {
+      return state.lease;
+    },
+    set lease(v) {
+      state.lease = v;
+    },
+    pvs,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
