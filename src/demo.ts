@@ -8,7 +8,7 @@ import { parseMountInfo } from "./mount/mountinfo.js";
  * real sshd), the real controller and node plugins on unix sockets (one node is the pool host,
  * one is a "remote" node in a network namespace), and a real gRPC client walking a volume's
  * life: create → mount on the pool host → write → move to the other node (SSHFS) → read →
- * expand → delete. Needs root (scripts/setup.sh installs the packages).
+ * snapshot → overwrite → restore (read the old content back) → expand → delete. Needs root (scripts/setup.sh installs the packages).
  */
 const MiB = 1024 * 1024;
 const local = new LocalExecutor();
@@ -75,6 +75,36 @@ export async function runDemo(options: { keep: boolean }): Promise<void> {
       "Pod on bob (another node, in a network namespace): stage + publish over SSHFS",
       `staging ${bobStaging}: ${await mountOf(bobStaging)}\nhello.txt reads: ${seen}\nfrom-bob.txt on the pool host: ${(await readFile(join(mountpoint, "from-bob.txt"), "utf8")).trim()}\nNodeGetVolumeStats: total ${bytes?.total} bytes, used ${bytes?.used}, abnormal=${String(stats.volumeCondition?.abnormal)}`,
     );
+
+    // VolumeSnapshot, then a PVC restored from it.
+    const snap = (await controller.createSnapshot({ name: "snapshot-demo", sourceVolumeId: volume.volumeId, parameters: {} })).snapshot;
+    if (!snap) throw new Error("CreateSnapshot returned no snapshot");
+    await writeFile(join(bobTarget, "hello.txt"), "overwritten after the snapshot\n");
+    const restored = (
+      await controller.createVolume({
+        name: "pvc-demo-restored",
+        capacityRange: { requiredBytes: String(64 * MiB) },
+        volumeCapabilities: [RWX],
+        parameters: {},
+        volumeContentSource: { snapshot: { snapshotId: snap.snapshotId } },
+      })
+    ).volume;
+    if (!restored) throw new Error("CreateVolume from the snapshot returned no volume");
+    const restoredStaging = await alice.stagingPath("pvc-demo-restored");
+    const restoredTarget = await alice.targetPath("pod-r");
+    await alice.client.nodeStageVolume({ volumeId: restored.volumeId, stagingTargetPath: restoredStaging, volumeCapability: RWX, volumeContext: restored.volumeContext });
+    await alice.client.nodePublishVolume({ volumeId: restored.volumeId, stagingTargetPath: restoredStaging, targetPath: restoredTarget, volumeCapability: RWX, volumeContext: restored.volumeContext, readonly: false });
+    say(
+      "CreateSnapshot, overwrite hello.txt, then CreateVolume from the snapshot (zfs clone)",
+      `snapshot_id ${snap.snapshotId}, size ${snap.sizeBytes} bytes, ready=${String(snap.readyToUse)}\n` +
+        `the original's hello.txt now: ${(await readFile(join(bobTarget, "hello.txt"), "utf8")).trim()}\n` +
+        `restored volume ${restored.volumeId}, mounted for a pod on alice; its hello.txt: ${(await readFile(join(restoredTarget, "hello.txt"), "utf8")).trim()}`,
+    );
+    await alice.client.nodeUnpublishVolume({ volumeId: restored.volumeId, targetPath: restoredTarget });
+    await alice.client.nodeUnstageVolume({ volumeId: restored.volumeId, stagingTargetPath: restoredStaging });
+    await controller.deleteVolume({ volumeId: restored.volumeId });
+    await controller.deleteSnapshot({ snapshotId: snap.snapshotId });
+    say("DeleteVolume (restored) and DeleteSnapshot", "the restored clone and the snapshot are gone");
 
     const expanded = await controller.controllerExpandVolume({ volumeId: volume.volumeId, capacityRange: { requiredBytes: String(128 * MiB) } });
     const after = await bob.client.nodeGetVolumeStats({ volumeId: volume.volumeId, volumePath: bobTarget });

@@ -1,0 +1,75 @@
+import { execFileSync } from "node:child_process";
+import { mkdirSync, writeFileSync, appendFileSync, existsSync } from "node:fs";
+import { cpus, totalmem } from "node:os";
+import { join } from "node:path";
+import { packageRoot } from "../src/util/package.js";
+
+/**
+ * Benchmarks are not tests: they print medians and ratios against a baseline measured in the
+ * same run, and say where a target is missed. Nothing here asserts on time.
+ */
+export function percentile(samples: readonly number[], p: number): number {
+  const sorted = [...samples].sort((a, b) => a - b);
+  if (sorted.length === 0) return NaN;
+  const index = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[index] ?? NaN;
+}
+
+export const median = (samples: readonly number[]): number => percentile(samples, 50);
+
+export async function timeMs(work: () => Promise<unknown>): Promise<number> {
+  const t0 = process.hrtime.bigint();
+  await work();
+  return Number(process.hrtime.bigint() - t0) / 1e6;
+}
+
+export function machineInfo(): string {
+  const zfs = (() => {
+    try {
+      execFileSync("zfs", ["version"], { stdio: "pipe" });
+      return "OpenZFS";
+    } catch {
+      return existsSync("/usr/sbin/zfs-fuse") ? "zfs-fuse 0.7 (pool v23, FUSE)" : "unknown";
+    }
+  })();
+  return `${cpus().length} cores (${cpus()[0]?.model ?? "?"}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}, ZFS: ${zfs}, SSH on loopback`;
+}
+
+export interface Row {
+  readonly what: string;
+  readonly median: number;
+  readonly p95?: number;
+  readonly unit: string;
+  readonly ratio?: string;
+  readonly note?: string;
+}
+
+/** Prints a markdown table and appends it to bench/results/latest.md. */
+export function report(title: string, rows: readonly Row[], verdicts: readonly string[]): void {
+  const fmt = (n: number | undefined): string => (n === undefined || Number.isNaN(n) ? "" : n >= 100 ? n.toFixed(0) : n.toFixed(2));
+  const lines = [
+    `## ${title}`,
+    "",
+    `Machine: ${machineInfo()}`,
+    "",
+    "| what | median | p95 | unit | ratio | note |",
+    "|---|---:|---:|---|---:|---|",
+    ...rows.map((r) => `| ${r.what} | ${fmt(r.median)} | ${fmt(r.p95)} | ${r.unit} | ${r.ratio ?? ""} | ${r.note ?? ""} |`),
+    "",
+    ...verdicts.map((v) => `- ${v}`),
+    "",
+  ];
+  const text = lines.join("\n");
+  console.log(text);
+  const dir = join(packageRoot, "bench", "results");
+  mkdirSync(dir, { recursive: true });
+  appendFileSync(join(dir, "latest.md"), text + "\n");
+}
+
+export function startResults(): void {
+  const dir = join(packageRoot, "bench", "results");
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, "latest.md"), `# zcsi benchmark results\n\nRun ${new Date().toISOString()} by \`npm run bench\`.\n\n`);
+}
+
+export const ratio = (a: number, b: number): string => `${(a / b).toFixed(2)}×`;
