@@ -4,7 +4,7 @@ import { parseZfsVersion } from "./parse.js";
 /**
  * What the host's zfs CLI can do, from ONE probe: `zfs version`.
  *
- * - OpenZFS ≥ 0.8 has `zfs version` (prints `zfs-2.1.5-1` and `zfs-kmod-...`). Every feature
+ * - OpenZFS ≥ 0.8 has `zfs version` (2.3.2 prints `zfs-2.3.2-2~bpo12+2` and `zfs-kmod-2.3.2-2~bpo12+2`). Every feature
  *   below predates 0.8 (list -p, get -t, bookmarks: ZoL 0.6.x; resumable send and multi-property
  *   `zfs set`: 0.7.0), so a successful `zfs version` means all of them.
  * - Older CLIs answer "unrecognized command 'version'" followed by their full usage text on
@@ -16,7 +16,7 @@ import { parseZfsVersion } from "./parse.js";
  */
 export interface Capabilities {
   readonly implementation: "zfs-fuse" | "openzfs" | "unknown";
-  /** Userland version from `zfs version` (OpenZFS only), e.g. `2.1.5-1ubuntu6~22.04.1`. */
+  /** Userland version from `zfs version` (OpenZFS only), e.g. `2.3.2-2~bpo12+2`. */
   readonly version?: string;
   /** `zfs list -p` (exact numbers). zfs-fuse: "invalid option 'p'". */
   readonly listParsable: boolean;
@@ -93,8 +93,9 @@ export function capabilitiesFromUsage(usage: string): Capabilities {
  */
 export function capabilitiesFromProbe(result: ExecResult): Capabilities | undefined {
   const version = parseZfsVersion(result.stdout);
-  // OpenZFS prints the userland line before asking the kernel module, so a missing module
-  // still identifies the CLI.
+  // Some versions print the userland line before asking the kernel module; 2.3.2 (measured)
+  // checks the module first and prints nothing but "The ZFS modules cannot be auto-loaded"
+  // (exit 1): that says nothing about capabilities, and the caller classifies it Unavailable.
   if (version !== undefined) return { implementation: "openzfs", version, ...OPENZFS_FEATURES };
   if (result.exitCode === 0) return { implementation: "openzfs", ...OPENZFS_FEATURES };
   if (/unrecognized command/i.test(result.stderr)) return capabilitiesFromUsage(result.stderr);

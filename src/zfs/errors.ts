@@ -45,7 +45,7 @@ export type Classification = ErrorKind | "Busy";
 interface Rule {
   readonly pattern: RegExp;
   readonly kind: Classification;
-  /** Where the string comes from, for the reader (zfs-fuse 0.7.0 recorded; OpenZFS from source/man). */
+  /** Where the string comes from, for the reader (zfs-fuse 0.7.0 and OpenZFS 2.3.2, both recorded). */
   readonly seen: string;
 }
 
@@ -60,15 +60,16 @@ export const CLASSIFICATION_TABLE: readonly Rule[] = [
   // that callers treating NotFound as "already gone" are never fooled by it.
   { pattern: /parent does not exist/i, kind: "FailedPrecondition", seen: "zfs-fuse: cannot create 'p/x/y': parent does not exist" },
   { pattern: /does not exist|no such pool|no such dataset|could not find any snapshots/i, kind: "NotFound", seen: "zfs-fuse: cannot open 'p/x': dataset does not exist; cannot open 'x': no such pool; OpenZFS: could not find any snapshots to destroy; check snapshot names." },
-  { pattern: /already exists/i, kind: "AlreadyExists", seen: "zfs-fuse: cannot create 'p/a': dataset already exists" },
+  { pattern: /already exists|^cannot receive new filesystem stream: destination '[^']*' exists$/i, kind: "AlreadyExists", seen: "zfs-fuse: cannot create 'p/a': dataset already exists; OpenZFS 2.3: cannot receive new filesystem stream: destination 'p/d' exists" },
   // Shrinking a quota below what is used: the request is out of the valid range for this dataset.
   { pattern: /size is less than current used or reserved space/i, kind: "OutOfRange", seen: "zfs-fuse: cannot set property for 'p/a': size is less than current used or reserved space" },
   { pattern: /out of space|quota exceeded|size is greater than available space|no space left on device/i, kind: "ResourceExhausted", seen: "zfs-fuse: cannot create 'p/b': out of space; cannot set property for 'p/q': size is greater than available space" },
-  { pattern: /has children|has dependent clones|not a cloned filesystem|snapshots must be part of same dataset|not currently mounted/i, kind: "FailedPrecondition", seen: "zfs-fuse: filesystem has children; snapshot has dependent clones; cannot promote 'p/a': not a cloned filesystem" },
+  // A snapshot with a user hold (`zfs hold`) stays until released: not transient, so not Busy.
+  { pattern: /has children|has dependent clones|not a cloned filesystem|snapshots must be part of same dataset|not currently mounted|it's being held/i, kind: "FailedPrecondition", seen: "zfs-fuse: filesystem has children; snapshot has dependent clones; cannot promote 'p/a': not a cloned filesystem; OpenZFS 2.3: cannot destroy snapshot p/a@s1: it's being held. Run 'zfs holds -r p/a@s1' to see holders." },
   { pattern: /invalid property|bad numeric value|bad property value|invalid dataset name|invalid character|cannot be inherited|name is too long|snapshot delimiter/i, kind: "InvalidArgument", seen: "zfs-fuse: cannot create 'p/q': bad numeric value 'abc'; invalid property 'nosuchprop'; 'quota' property cannot be inherited" },
   // The host's zfs lacks an option or subcommand we used: a capability we should have probed.
   { pattern: /invalid option|unrecognized command|unknown option|function not implemented|operation not supported/i, kind: "Unimplemented", seen: "zfs-fuse: invalid option 'p'; unrecognized command 'version'; internal error: Function not implemented (zfs create -V)" },
-  { pattern: /daemon is running|failed to initialize zfs library|connection refused|modules are not loaded|\/dev\/zfs/i, kind: "Unavailable", seen: "zfs-fuse without daemon: connect: No such file or directory / Please make sure that the zfs-fuse daemon is running." },
+  { pattern: /daemon is running|failed to initialize zfs library|connection refused|modules are not loaded|modules cannot be auto-loaded|\/dev\/zfs/i, kind: "Unavailable", seen: "zfs-fuse without daemon: connect: No such file or directory / Please make sure that the zfs-fuse daemon is running.; OpenZFS 2.3 without its module: The ZFS modules cannot be auto-loaded." },
 ];
 
 function lines(stderr: string): string[] {

@@ -98,7 +98,7 @@ export function ownUserPropertyValue(entry: PropertyValue | undefined): string |
   return entry.source === "local" || entry.source === "received" ? entry.value : undefined;
 }
 
-/** The first line of `zfs version` (OpenZFS ≥ 0.8): `zfs-2.1.5-1ubuntu6~22.04.1` → `2.1.5-1ubuntu6~22.04.1`. */
+/** The first line of `zfs version` (OpenZFS ≥ 0.8): `zfs-2.3.2-2~bpo12+2` → `2.3.2-2~bpo12+2`. */
 export function parseZfsVersion(stdout: string): string | undefined {
   const first = recordLines(stdout)[0]?.trim();
   const m = first === undefined ? null : /^zfs-(\d.*)$/.exec(first);

@@ -5,19 +5,21 @@ import { pino } from "pino";
 import { parseConfig, type Config } from "../../src/config.js";
 import { CsiClient } from "../../src/csi/client.js";
 import type { RunningServer } from "../../src/csi/server.js";
-import { LocalExecutor } from "../../src/exec/local.js";
 import { startController } from "../../src/roles/controller.js";
 import { connectPoolHosts } from "../../src/roles/pool-hosts.js";
 import type { PoolHosts } from "../../src/volumes/hosts.js";
+import type { OpenZfsVm } from "../hosts/openzfs-vm/vm.js";
+import { createPoolHost, zfsBackend, type PoolHost, type ZfsBackendName } from "./backend.js";
 import { startSshd, type Sshd } from "./sshd.js";
-import { createTestPool, type TestPool } from "./zfs-pool.js";
 
 /** What the controller needs on the pool host through sudo: zfs, and `install -d` for ownership. */
 export const POOL_HOST_SUDO = ["/usr/sbin/zfs", "/usr/sbin/zpool", "/usr/bin/install"];
 
 export interface PoolHostEnv {
   readonly name: string;
-  readonly pool: TestPool;
+  /** The pool, and `exec`/`files` to look at the pool host behind the driver's back. */
+  readonly pool: PoolHost;
+  /** The sshd the driver logs in to (zfs-fuse: a local sshd; openzfs-vm: the guest's port 2222). */
   readonly sshd: Sshd;
   /** `<pool>/k8s`: the configured parentDataset. */
   readonly parent: string;
@@ -25,21 +27,28 @@ export interface PoolHostEnv {
 }
 
 export interface ControllerEnv {
+  readonly backend: ZfsBackendName;
   readonly hosts: PoolHostEnv[];
   readonly config: Config;
   readonly poolHosts: PoolHosts;
   readonly client: CsiClient;
   readonly endpoint: string;
-  /** Runs `zfs`/`zpool` on this machine directly, to check the pool behind the driver's back. */
+  /**
+   * Runs `zfs ...` (or `zpool ...` when the first argument is "zpool") on the pool host directly,
+   * to check the pool behind the driver's back: on the host whose pool an argument names
+   * (`<pool>`, `<pool>/...`, `<pool>@...`), else on the first host.
+   */
   zfs(...args: string[]): Promise<{ stdout: string; stderr: string; exitCode: number | null }>;
   /** Every JSON log line the driver wrote so far. */
   logs(): Promise<Record<string, unknown>[]>;
   stop(): Promise<void>;
 }
 
-const local = new LocalExecutor();
-
-/** Pool host(s) with their own zfs-fuse pool and sshd, and the controller on a temp unix socket. */
+/**
+ * Pool host(s) with their own pool and sshd, and the controller on a temp unix socket. The
+ * backend (ZCSI_ZFS_BACKEND) decides what a pool host is: a zfs-fuse pool behind a local sshd,
+ * or an OpenZFS VM (one per host name) whose sshd on guest port 2222 the controller uses.
+ */
 export interface ControllerEnvOptions {
   hostNames?: string[];
   poolSizeMiB?: number;
@@ -64,13 +73,19 @@ export async function startControllerEnv(options: ControllerEnvOptions = {}): Pr
   };
   try {
     for (const name of options.hostNames ?? ["alice"]) {
-      const pool = await createTestPool({ sizeMiB: options.poolSizeMiB ?? 512 });
+      const pool = await createPoolHost({ sizeMiB: options.poolSizeMiB ?? 512, name });
       cleanups.push(() => pool.destroy());
-      const sshd = await startSshd({ sudoCommands: POOL_HOST_SUDO });
-      cleanups.push(() => sshd.stop());
+      let sshd: Sshd;
+      if (pool.vm) {
+        sshd = await vmServiceSshd(pool.vm);
+      } else {
+        const local = await startSshd({ sudoCommands: POOL_HOST_SUDO });
+        cleanups.push(() => local.stop());
+        sshd = local;
+      }
       const parent = `${pool.pool}/k8s`;
       const mountRoot = join(pool.mountRoot, "k8s");
-      const r = await local.run(["zfs", "create", parent]);
+      const r = await pool.exec.run(["zfs", "create", parent]);
       if (r.exitCode !== 0) throw new Error(`zfs create ${parent}: ${r.stderr}`);
       hosts.push({ name, pool, sshd, parent, mountRoot });
     }
@@ -86,7 +101,9 @@ export async function startControllerEnv(options: ControllerEnvOptions = {}): Pr
         parentDataset: h.parent,
         mountRoot: h.mountRoot,
         hostKey: options.pinnedHostKey ?? h.sshd.hostKeyLine,
-        sudo: true,
+        // The VM's driver-facing user is root (busybox has no sudo); the local sshd's is a
+        // plain user with sudo, the documented setup.
+        sudo: h.sshd.user !== "root",
       })),
       commandTimeoutMs: 20_000,
       ...options.configExtra,
@@ -100,14 +117,19 @@ export async function startControllerEnv(options: ControllerEnvOptions = {}): Pr
     const endpoint = `unix://${join(dir, "csi.sock")}`;
     server = await startController(config, poolHosts, endpoint, logger);
     client = new CsiClient(endpoint);
+    const hostFor = (args: readonly string[]): PoolHostEnv => {
+      const named = hosts.find((h) => args.some((a) => a === h.pool.pool || a.startsWith(`${h.pool.pool}/`) || a.startsWith(`${h.pool.pool}@`)));
+      return named ?? first;
+    };
     return {
+      backend: first.pool.backend,
       hosts,
       config,
       poolHosts,
       client,
       endpoint,
       zfs: async (...args) => {
-        const res = await local.run(args[0] === "zpool" ? args : ["zfs", ...args]);
+        const res = await hostFor(args).pool.exec.run(args[0] === "zpool" ? args : ["zfs", ...args]);
         return { stdout: res.stdout, stderr: res.stderr, exitCode: res.exitCode };
       },
       logs: async () =>
@@ -121,4 +143,32 @@ export async function startControllerEnv(options: ControllerEnvOptions = {}): Pr
     await stop();
     throw err;
   }
+}
+
+/**
+ * The VM's driver-facing sshd as an `Sshd`, so suites kill and restart it the same way on both
+ * backends. It lives as long as the VM; stop() leaves it to the VM's own stop.
+ */
+async function vmServiceSshd(vm: OpenZfsVm): Promise<Sshd> {
+  const publicKeyLine = (await readFile(`${vm.privateKeyPath}.pub`, "utf8")).trim();
+  const knownHostsLine = (): string => `[${vm.address}]:${vm.servicePort} ${vm.hostKeyLine}`;
+  return {
+    address: vm.address,
+    port: vm.servicePort,
+    user: vm.user,
+    hostKeyLine: vm.hostKeyLine,
+    privateKey: vm.privateKey,
+    privateKeyPath: vm.privateKeyPath,
+    publicKeyLine,
+    knownHostsPath: vm.knownHostsPath,
+    startMs: 0,
+    knownHostsLine,
+    authorize: async (line, { keyOptions } = {}) => vm.authorize(keyOptions === undefined ? line : `${keyOptions} ${line}`),
+    kill: () => vm.killServiceSshd(),
+    restart: async () => {
+      await vm.killServiceSshd();
+      await vm.startServiceSshd();
+    },
+    stop: async () => undefined,
+  };
 }

@@ -74,7 +74,7 @@ describe("pool host outages", () => {
   });
 
   it("reports not ready while the pool is not imported, and ready again after import", async () => {
-    const { pool, dir } = env.hosts[0]!.pool;
+    const { pool, importArgs } = env.hosts[0]!.pool;
     expect((await env.client.probe({})).ready?.value).toBe(true);
     const exported = await env.zfs("zpool", "export", pool);
     expect(exported.exitCode, exported.stderr).toBe(0);
@@ -82,7 +82,7 @@ describe("pool host outages", () => {
       expect((await env.client.probe({})).ready?.value).toBe(false);
       expect((await failure(env.client.createVolume(req("pvc-no-pool")))).code).not.toBe(status.OK);
     } finally {
-      const imported = await env.zfs("zpool", "import", "-d", dir, pool);
+      const imported = await env.zfs("zpool", "import", ...importArgs, pool);
       expect(imported.exitCode, imported.stderr).toBe(0);
     }
     expect((await env.client.probe({})).ready?.value).toBe(true);

@@ -1,5 +1,5 @@
 import { status } from "@grpc/grpc-js";
-import { statSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { CreateVolumeRequest } from "../../src/gen/csi/v1/CreateVolumeRequest.js";
@@ -78,6 +78,16 @@ describe("CreateVolume", () => {
     expect(await prop(dataset, "mounted")).toBe("yes");
   });
 
+  it("costs two pool-host commands: one zfs get (exists? free space?) and one zfs create", async () => {
+    const exec = env.poolHosts.get("alice").exec as InstrumentedExecutor;
+    const before = new Map(exec.counts);
+    const total = exec.count;
+    await env.client.createVolume(req("pvc-two-commands"));
+    expect(exec.count - total).toBe(2);
+    expect((exec.counts.get("zfs get") ?? 0) - (before.get("zfs get") ?? 0)).toBe(1);
+    expect((exec.counts.get("zfs create") ?? 0) - (before.get("zfs create") ?? 0)).toBe(1);
+  });
+
   it("returns the same volume for a retried request (idempotent)", async () => {
     const a = await env.client.createVolume(req("pvc-idem"));
     const b = await env.client.createVolume(req("pvc-idem"));
@@ -105,7 +115,7 @@ describe("CreateVolume", () => {
 
   it("sets owner and mode of the volume root from uid, gid and mode", async () => {
     const res = await env.client.createVolume(req("pvc-owner", { parameters: { uid: "1234", gid: "2345", mode: "0770" } }));
-    const st = statSync(res.volume!.volumeContext!["mountpoint"]!);
+    const st = await env.hosts[0]!.pool.files.stat(res.volume!.volumeContext!["mountpoint"]!);
     expect([st.uid, st.gid, st.mode & 0o7777]).toEqual([1234, 2345, 0o770]);
     expect(await prop(`${parent}/pvc-owner`, "zcsi:state")).toBe("ready");
   });
@@ -118,7 +128,7 @@ describe("CreateVolume", () => {
     const res = await env.client.createVolume(req("pvc-half", { parameters: { uid: "1234" } }));
     expect(res.volume?.volumeId).toBe(`alice:${dataset}`);
     expect(await prop(dataset, "zcsi:state")).toBe("ready");
-    expect(statSync(mountpoint).uid).toBe(1234);
+    expect((await env.hosts[0]!.pool.files.stat(mountpoint)).uid).toBe(1234);
   });
 
   it("refuses block volumes with INVALID_ARGUMENT", async () => {
@@ -253,7 +263,8 @@ describe("ControllerExpandVolume", () => {
 
   it("returns OUT_OF_RANGE when asked to shrink below what the volume holds", async () => {
     const res = await env.client.createVolume(req("pvc-shrink", { capacityRange: { requiredBytes: String(16 * MiB) } }));
-    writeFileSync(join(res.volume!.volumeContext!["mountpoint"]!, "data"), Buffer.alloc(4 * MiB, 7));
+    // Random bytes: OpenZFS compresses by default (lz4), and a run of one byte would use nothing.
+    await env.hosts[0]!.pool.files.write(join(res.volume!.volumeContext!["mountpoint"]!, "data"), randomBytes(4 * MiB));
     await env.zfs("snapshot", `${parent}/pvc-shrink@sync`); // forces the txg so `referenced` is current
     const c = await code(env.client.controllerExpandVolume({ volumeId: res.volume!.volumeId, capacityRange: { requiredBytes: String(MiB), limitBytes: String(2 * MiB) } }));
     expect(c).toBe(status.OUT_OF_RANGE);
@@ -296,7 +307,10 @@ describe("capabilities and logs", () => {
   it("advertises what it implements", async () => {
     const caps = await env.client.controllerGetCapabilities({});
     expect(caps.capabilities.map((c) => c.rpc?.type).sort()).toEqual(
-      ["CREATE_DELETE_VOLUME", "EXPAND_VOLUME", "GET_CAPACITY", "GET_VOLUME", "LIST_VOLUMES", "SINGLE_NODE_MULTI_WRITER", "VOLUME_CONDITION"].sort(),
+      [
+        "CREATE_DELETE_VOLUME", "EXPAND_VOLUME", "GET_CAPACITY", "GET_VOLUME", "LIST_VOLUMES", "SINGLE_NODE_MULTI_WRITER", "VOLUME_CONDITION",
+        "CREATE_DELETE_SNAPSHOT", "LIST_SNAPSHOTS", "CLONE_VOLUME", "GET_SNAPSHOT",
+      ].sort(),
     );
   });
 

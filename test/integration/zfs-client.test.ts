@@ -1,13 +1,14 @@
-import { spawn } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
-import { writeFile } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { isZcsiError } from "../../src/errors.js";
 import type { ExecOptions, ExecResult, ExecStream, Executor } from "../../src/exec/executor.js";
 import { Zfs } from "../../src/zfs/client.js";
-import { isBusy } from "../../src/zfs/errors.js";
+import { isBusy, zfsError } from "../../src/zfs/errors.js";
 import { ownUserPropertyValue, parseExactInteger } from "../../src/zfs/parse.js";
-import { createTestPool, type TestPool } from "../harness/zfs-pool.js";
+import { createPoolHost, zfsBackend, type PoolHost } from "../harness/backend.js";
+
+const backend = zfsBackend();
+const onOpenZfs = backend === "openzfs-vm";
 
 /** Counts every command that passes, so tests can assert invocation counts. */
 class CountingExecutor implements Executor {
@@ -44,20 +45,20 @@ async function kindOf(p: Promise<unknown>): Promise<string> {
 }
 
 /** Reads a property straight from zfs, bypassing the client under test. */
-async function zfsGetRaw(tp: TestPool, name: string, prop: string): Promise<string> {
+async function zfsGetRaw(tp: PoolHost, name: string, prop: string): Promise<string> {
   const r = await tp.exec.run(["zfs", "get", "-Hp", "-o", "value", prop, name]);
   if (r.exitCode !== 0) throw new Error(r.stderr);
   return r.stdout.trim();
 }
 
-describe("Zfs client on a real zfs-fuse pool", () => {
-  let tp: TestPool;
+describe(`Zfs client on a real ${backend} pool`, () => {
+  let tp: PoolHost;
   let exec: CountingExecutor;
   let zfs: Zfs;
   let root: string;
 
   beforeAll(async () => {
-    tp = await createTestPool();
+    tp = await createPoolHost();
     exec = new CountingExecutor(tp.exec);
     zfs = new Zfs(exec, { timeoutMs: 30_000 });
     root = `${tp.pool}/k8s`;
@@ -130,7 +131,7 @@ describe("Zfs client on a real zfs-fuse pool", () => {
     expect(await kindOf(zfs.list(`${root}/nope`, { props: [] }))).toBe("NotFound");
   });
 
-  it("sets one property in one call and several (zfs-fuse: one call each after one probe)", async () => {
+  it("sets one property in one call and several (OpenZFS: one call; zfs-fuse: one call each) after one probe", async () => {
     const ds = `${root}/set`;
     await zfs.create(ds);
     exec.reset();
@@ -139,10 +140,12 @@ describe("Zfs client on a real zfs-fuse pool", () => {
     expect(await zfsGetRaw(tp, ds, "refquota")).toBe("50000000");
     exec.reset();
     await zfs.set(ds, { "zcsi:a": "1", "zcsi:b": "2" });
-    expect(exec.calls.map((c) => c.slice(0, 3).join(" "))).toEqual(["zfs version", "zfs set zcsi:a=1", "zfs set zcsi:b=2"]);
+    expect(exec.calls.map((c) => c.slice(0, 4).join(" "))).toEqual(
+      onOpenZfs ? ["zfs version", "zfs set zcsi:a=1 zcsi:b=2"] : ["zfs version", "zfs set zcsi:a=1 " + ds, "zfs set zcsi:b=2 " + ds],
+    );
     exec.reset();
     await zfs.set(ds, { "zcsi:a": "3", "zcsi:b": "4" });
-    expect(exec.calls).toHaveLength(2); // probe cached
+    expect(exec.calls).toHaveLength(onOpenZfs ? 1 : 2); // probe cached
     expect(await zfsGetRaw(tp, ds, "zcsi:b")).toBe("4");
     await zfs.inherit(ds, "zcsi:b");
     expect((await zfs.get([ds], ["zcsi:b"])).get(ds)?.get("zcsi:b")).toEqual({ value: "-", source: "-" });
@@ -151,12 +154,12 @@ describe("Zfs client on a real zfs-fuse pool", () => {
 
   it("renames a mounted filesystem (zfs-fuse: busy until unmounted) and keeps it mounted", async () => {
     await zfs.create(`${root}/old`);
-    await writeFile(`${tp.mountRoot}/k8s/old/file`, "data");
+    await tp.files.write(`${tp.mountRoot}/k8s/old/file`, "data");
     await zfs.snapshot(`${root}/old@s1`);
     await zfs.rename(`${root}/old`, `${root}/new`);
     expect(await zfs.exists(`${root}/old`)).toBe(false);
     expect((await zfs.get([`${root}/new`], ["mounted"])).get(`${root}/new`)?.get("mounted")?.value).toBe("yes");
-    expect(readFileSync(`${tp.mountRoot}/k8s/new/file`, "utf8")).toBe("data");
+    expect(await tp.files.read(`${tp.mountRoot}/k8s/new/file`)).toBe("data");
     await zfs.rename(`${root}/new@s1`, `${root}/new@s2`);
     expect(await zfs.exists(`${root}/new@s2`)).toBe(true);
     expect(await kindOf(zfs.rename(`${root}/missing`, `${root}/x`))).toBe("NotFound");
@@ -167,14 +170,14 @@ describe("Zfs client on a real zfs-fuse pool", () => {
   it("snapshots with properties, clones, and promotes", async () => {
     const src = `${root}/src`;
     await zfs.create(src);
-    await writeFile(`${tp.mountRoot}/k8s/src/hello`, "hello");
+    await tp.files.write(`${tp.mountRoot}/k8s/src/hello`, "hello");
     await zfs.snapshot(`${src}@snap`, { "zcsi:csi-name": "snapshot-1" });
     await zfs.clone(`${src}@snap`, `${root}/copy`, { "zcsi:csi-name": "pvc-copy", refquota: "100000000" });
     const before = await zfs.get([`${src}@snap`, `${root}/copy`], ["origin", "zcsi:csi-name", "refquota"]);
     expect(ownUserPropertyValue(before.get(`${src}@snap`)?.get("zcsi:csi-name"))).toBe("snapshot-1");
     expect(before.get(`${root}/copy`)?.get("origin")?.value).toBe(`${src}@snap`);
     expect(before.get(`${root}/copy`)?.get("refquota")?.value).toBe("100000000");
-    expect(readFileSync(`${tp.mountRoot}/k8s/copy/hello`, "utf8")).toBe("hello");
+    expect(await tp.files.read(`${tp.mountRoot}/k8s/copy/hello`)).toBe("hello");
 
     expect(await kindOf(zfs.destroy(`${src}@snap`))).toBe("FailedPrecondition"); // has dependent clones
     expect(await kindOf(zfs.promote(src))).toBe("FailedPrecondition"); // not a clone
@@ -208,24 +211,22 @@ describe("Zfs client on a real zfs-fuse pool", () => {
     expect(await zfs.exists(`${top}@d`)).toBe(false);
     await zfs.destroy(top, { recursive: true });
     expect(await zfs.exists(top)).toBe(false);
-    expect(existsSync(`${tp.mountRoot}/k8s/rtree/a`)).toBe(false);
+    expect(await tp.files.exists(`${tp.mountRoot}/k8s/rtree/a`)).toBe(false);
   });
 
   it("reports a mount held by a process as Busy once the bounded retries run out", async () => {
     const ds = `${root}/held`;
     await zfs.create(ds);
     await new Promise((r) => setTimeout(r, 300));
-    const holder = spawn("sleep", ["30"], { cwd: `${tp.mountRoot}/k8s/held`, stdio: "ignore" });
+    const holder = await tp.files.hold(`${tp.mountRoot}/k8s/held`);
     try {
-      await new Promise((r) => setTimeout(r, 200));
       const impatient = new Zfs(exec, { busyRetryBudgetMs: 300 });
       const started = Date.now();
       expect(await kindOf(impatient.destroy(ds))).toBe("Busy");
       expect(Date.now() - started).toBeLessThan(5000);
       expect(await zfs.exists(ds)).toBe(true);
     } finally {
-      holder.kill("SIGKILL");
-      await new Promise((r) => holder.once("exit", r));
+      await holder.release();
     }
     await zfs.destroy(ds);
     expect(await zfs.exists(ds)).toBe(false);
@@ -249,7 +250,8 @@ describe("Zfs client on a real zfs-fuse pool", () => {
     const ds = `${root}/full`;
     await zfs.create(ds, { refquota: "8388608" });
     await new Promise((r) => setTimeout(r, 300));
-    await writeFile(`${tp.mountRoot}/k8s/full/data`, Buffer.alloc(3 * 1024 * 1024, 7));
+    // Random bytes: OpenZFS compresses by default (lz4), and a run of one byte would use nothing.
+    await tp.files.write(`${tp.mountRoot}/k8s/full/data`, randomBytes(3 * 1024 * 1024));
     await tp.exec.run(["sync"]);
     // zfs-fuse accounts written blocks a moment later: wait until `used` shows the data.
     for (let i = 0; i < 50; i++) {
@@ -275,21 +277,93 @@ describe("Zfs client on a real zfs-fuse pool", () => {
     expect(pool.name).toBe(tp.pool);
     expect(pool.health).toBe("ONLINE");
     expect(pool.sizeBytes).toBe(pool.freeBytes + pool.allocatedBytes);
-    expect(pool.sizeBytes).toBeGreaterThan(400n * 1024n * 1024n);
+    // What datasets can hold: the 512 MiB disk less labels and the slop space that zfs keeps
+    // back (OpenZFS 2.x: at least 128 MiB, spa_min_slop; zfs-fuse: 1/32 of the pool).
+    expect(pool.sizeBytes).toBeGreaterThan((onOpenZfs ? 320n : 400n) * 1024n * 1024n);
     expect(pool.sizeBytes).toBeLessThanOrEqual(512n * 1024n * 1024n);
     expect(pool.allocatedBytes).toBeGreaterThan(0n);
     expect(BigInt(await zfsGetRaw(tp, tp.pool, "available"))).toBe(pool.freeBytes);
   });
 
-  it("probes capabilities once: zfs-fuse, no list -p, no resumable send", async () => {
+  it("probes capabilities once, and what it says is true of this host's CLI", async () => {
     const fresh = new Zfs(exec);
     const caps = await fresh.capabilities();
-    expect(caps).toMatchObject({ implementation: "zfs-fuse", listParsable: false, resumableSend: false, bookmarks: false, getTypeFilter: false });
+    if (onOpenZfs) {
+      expect(caps).toMatchObject({ implementation: "openzfs", version: expect.stringMatching(/^2\./), listParsable: true, resumableSend: true, bookmarks: true, getTypeFilter: true, multiPropertySet: true });
+    } else {
+      expect(caps).toMatchObject({ implementation: "zfs-fuse", listParsable: false, resumableSend: false, bookmarks: false, getTypeFilter: false, multiPropertySet: false });
+    }
     await fresh.capabilities();
     expect(exec.calls).toEqual([["zfs", "version"]]);
-    // And the probe is right: the options it says are missing really are.
     expect(await kindOf(zfs.list(tp.pool, { props: [] }))).toBe("ok");
-    const r = await tp.exec.run(["zfs", "list", "-p", "-H", "-o", "name", tp.pool]);
-    expect(r.exitCode).not.toBe(0);
+    // Each option the probe names works where it says so, and is refused where it says not.
+    const listP = await tp.exec.run(["zfs", "list", "-p", "-H", "-o", "name,used", tp.pool]);
+    expect(listP.exitCode === 0, listP.stderr).toBe(caps.listParsable);
+    if (caps.listParsable) expect(listP.stdout).toMatch(new RegExp(`^${tp.pool}\t\\d+\n$`));
+    const getT = await tp.exec.run(["zfs", "get", "-H", "-t", "filesystem", "-o", "value", "type", tp.pool]);
+    expect(getT.exitCode === 0, getT.stderr).toBe(caps.getTypeFilter);
+    if (caps.getTypeFilter) expect(getT.stdout).toBe("filesystem\n");
+  });
+});
+
+/**
+ * Features only OpenZFS has. Each test runs on both backends: where the probe reports the
+ * feature it is exercised for real; where it does not (zfs-fuse), the test checks that the
+ * host really refuses it, so "unsupported" is a tested fact, never a silent skip.
+ */
+describe(`OpenZFS-only features on ${backend}, as the capability probe reports them`, () => {
+  let tp: PoolHost;
+  let zfs: Zfs;
+  let root: string;
+  beforeAll(async () => {
+    tp = await createPoolHost({ sizeMiB: 256 });
+    zfs = new Zfs(tp.exec, { timeoutMs: 60_000 });
+    root = `${tp.pool}/feat`;
+    await zfs.create(root);
+  });
+  afterAll(async () => {
+    await tp?.destroy();
+  });
+  const sh = (script: string, ...args: string[]) => tp.exec.run(["sh", "-c", script, "sh", ...args]);
+
+  it("bookmarks: `zfs bookmark` makes one that `zfs list -t bookmark` shows, or is an unknown command", async () => {
+    const caps = await zfs.capabilities();
+    await zfs.create(`${root}/bm`);
+    await zfs.snapshot(`${root}/bm@s1`);
+    const r = await tp.exec.run(["zfs", "bookmark", `${root}/bm@s1`, `${root}/bm#b1`]);
+    if (caps.bookmarks) {
+      expect(r.exitCode, r.stderr).toBe(0);
+      const list = await tp.exec.run(["zfs", "list", "-H", "-t", "bookmark", "-o", "name", "-r", `${root}/bm`]);
+      expect(list.stdout).toBe(`${root}/bm#b1\n`);
+    } else {
+      expect(r.exitCode).not.toBe(0);
+      expect(zfsError(tp.exec.host, ["zfs", "bookmark"], r).kind).toBe("Unimplemented");
+    }
+  });
+
+  it("resumable send: an interrupted `receive -s` leaves a token and `send -t` completes it, or -s is an invalid option", async () => {
+    const caps = await zfs.capabilities();
+    const src = `${root}/src`;
+    const dst = `${root}/dst`;
+    await zfs.create(src);
+    await tp.files.write(`${tp.mountRoot}/feat/src/data`, randomBytes(3 << 20));
+    await zfs.snapshot(`${src}@s1`);
+    // Cut the stream after 1 MiB: the receive fails half-way.
+    const cut = await sh('zfs send "$1" | head -c 1048576 | zfs receive -s "$2"', `${src}@s1`, dst);
+    expect(cut.exitCode).not.toBe(0);
+    if (!caps.resumableSend) {
+      expect(zfsError(tp.exec.host, ["zfs", "receive"], cut).kind).toBe("Unimplemented");
+      return;
+    }
+    const token = (await zfs.get([dst], ["receive_resume_token"])).get(dst)?.get("receive_resume_token")?.value ?? "-";
+    expect(token).toMatch(/^[0-9a-f]+-[0-9a-f]+-/);
+    // Both ends of the pipe must succeed: a send that dies can still leave a receive "ok".
+    const resumed = await sh('f=$(mktemp) && zfs send -t "$1" > "$f" && zfs receive -s "$2" < "$f"; r=$?; rm -f "$f"; exit $r', token, dst);
+    expect(resumed.exitCode, resumed.stderr).toBe(0);
+    expect(await zfs.exists(`${dst}@s1`)).toBe(true);
+    const sums = await sh('cd "$1" && md5sum src/data && cd dst && md5sum data', `${tp.mountRoot}/feat`);
+    const [a, b] = sums.stdout.trim().split("\n").map((l) => l.split(/\s+/)[0]);
+    expect(a).toMatch(/^[0-9a-f]{32}$/);
+    expect(b).toBe(a);
   });
 });

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { capabilitiesFromProbe, capabilitiesFromUsage, usageEntries } from "../../src/zfs/capabilities.js";
+import { zfsError } from "../../src/zfs/errors.js";
 import { fixture, fixtureText } from "../fixtures/zfs/load.js";
 
 describe("capabilities from `zfs version`", () => {
@@ -14,10 +15,10 @@ describe("capabilities from `zfs version`", () => {
     });
   });
 
-  it("recognises OpenZFS 2.x by its version line (written from source)", () => {
+  it("recognises OpenZFS 2.x by its recorded version line", () => {
     expect(capabilitiesFromProbe(fixture("openzfs", "zfs-version"))).toEqual({
       implementation: "openzfs",
-      version: "2.1.5-1ubuntu6~22.04.1",
+      version: "2.3.2-2~bpo12+2",
       listParsable: true,
       resumableSend: true,
       bookmarks: true,
@@ -26,8 +27,17 @@ describe("capabilities from `zfs version`", () => {
     });
   });
 
-  it("still recognises OpenZFS when the kernel module is missing", () => {
-    expect(capabilitiesFromProbe(fixture("openzfs", "zfs-version-no-module"))?.implementation).toBe("openzfs");
+  it("says nothing when the kernel module is missing: OpenZFS 2.3 prints no version then, and the error is Unavailable", () => {
+    const probe = fixture("openzfs", "zfs-version-no-module");
+    expect(probe.stdout).toBe("");
+    expect(capabilitiesFromProbe(probe)).toBeUndefined();
+    expect(zfsError("h", probe.argv, probe).kind).toBe("Unavailable");
+  });
+
+  it("still reads the userland version when a CLI prints it before failing on the module", () => {
+    // Not recorded (2.3.2 checks the module first); the parser accepts it should a version do so.
+    const caps = capabilitiesFromProbe({ stdout: "zfs-2.1.5-1\n", stderr: "zfs_version_kernel() failed: No such file or directory\n", exitCode: 1 });
+    expect(caps?.implementation).toBe("openzfs");
   });
 
   it("reads a pre-0.8 CLI's features from its usage text", () => {

@@ -34,11 +34,32 @@ describe("classification of real zfs-fuse failures (recorded)", () => {
   });
 });
 
-describe("classification of OpenZFS 2.x failures (written from source strings, not recorded)", () => {
-  it.each(failures("openzfs").map((f) => [f.name, f] as const))("%s", (_name, f) => {
+describe("classification of real OpenZFS 2.3 failures (recorded on the test VM)", () => {
+  const recorded = failures("openzfs");
+
+  it("has a recorded failure for every kind the table promises", () => {
+    const kinds = new Set(recorded.map((f) => f.expect));
+    for (const k of ["NotFound", "AlreadyExists", "Busy", "OutOfRange", "ResourceExhausted", "PermissionDenied", "FailedPrecondition", "InvalidArgument", "Unimplemented", "Unavailable"]) {
+      expect(kinds).toContain(k);
+    }
+  });
+
+  it.each(recorded.map((f) => [f.name, f] as const))("%s", (_name, f) => {
+    expect(f.exitCode).not.toBe(0);
     const err = zfsError("h", f.argv, f);
-    if (f.expect === "Busy") expect(isBusy(err)).toBe(true);
-    else expect(err.kind).toBe(f.expect);
+    if (f.expect === "Busy") {
+      expect(isBusy(err)).toBe(true);
+    } else {
+      expect(isBusy(err)).toBe(false);
+      expect(err.kind).toBe(f.expect);
+    }
+    expect(err.message).toContain(classifyStderr(f.stderr)?.line ?? "");
+  });
+
+  it("every recorded success exited 0 with nothing on stderr", () => {
+    for (const f of allFixtures("openzfs").filter((x) => x.expect === "ok" && x.name !== "zfs-version-no-module")) {
+      expect([f.name, f.exitCode, f.stderr]).toEqual([f.name, 0, ""]);
+    }
   });
 });
 

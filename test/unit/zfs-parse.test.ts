@@ -119,26 +119,61 @@ describe("parseRows on recorded zfs-fuse list output", () => {
   });
 });
 
-describe("OpenZFS 2.x forms (written from the man page, not recorded)", () => {
+describe("OpenZFS 2.3 output (recorded on the test VM)", () => {
   it("reads list -p exact numbers", () => {
     const rows = parseRows(fixture("openzfs", "list-parsable").stdout, listColumns(["used", "avail", "quota", "zcsi:name"]));
+    expect(rows.map((r) => r.name)).toEqual(["tank/k8s", "tank/k8s/a", "tank/k8s/b"]);
     expect(parseExactInteger(rows[1]?.quota ?? "")).toBe(1073741824n);
-    expect(parseExactInteger(rows[0]?.avail ?? "")).toBe(52613349376n);
+    expect(parseExactInteger(rows[0]?.quota ?? "")).toBe(10485760n);
+    expect(parseExactInteger(rows[0]?.avail ?? "")).toBe(10412032n);
+    // An unset quota is 0 under -p (not "none"), as on zfs-fuse.
+    expect(rows[2]?.quota).toBe("0");
   });
-  it("reads 64-bit guids exactly", () => {
+  it("reads human-readable list output too (what the client asks for without -p)", () => {
+    const rows = parseRows(fixture("openzfs", "list-filesystems").stdout, listColumns(["used", "avail", "quota", "zcsi:name"]));
+    expect(rows.map((r) => r.quota)).toEqual(["10M", "1G", "none"]);
+  });
+  it("reads 64-bit guids exactly (beyond 2^53)", () => {
     const rows = parseRows(fixture("openzfs", "list-snapshots-parsable").stdout, ["name", "used", "creation", "guid"]);
-    expect(parseExactInteger(rows[1]?.guid ?? "")).toBe(9876543210987654321n);
+    expect(rows.map((r) => r.name)).toEqual(["tank/k8s/a@s1", "tank/k8s/a@s2"]);
+    expect(parseExactInteger(rows[1]?.guid ?? "")).toBe(15824379121661165113n);
+    expect(parseExactInteger(rows[1]?.guid ?? "")).toBeGreaterThan(BigInt(Number.MAX_SAFE_INTEGER));
   });
-  it("reads get with receive_resume_token unset", () => {
-    const a = parseGet(fixture("openzfs", "get-created").stdout).get("tank/k8s/a");
-    expect(a?.get("receive_resume_token")).toEqual({ value: "-", source: "-" });
+  it("reads get: unset receive_resume_token, inherited user properties", () => {
+    const map = parseGet(fixture("openzfs", "get-created").stdout);
+    expect(map.get("tank/k8s/a")?.get("receive_resume_token")).toEqual({ value: "-", source: "-" });
+    expect(map.get("tank/k8s/b")?.get("zcsi:name")).toEqual({ value: "pvc-1", source: "inherited from tank/k8s" });
+    expect(ownUserPropertyValue(map.get("tank/k8s/b")?.get("zcsi:name"))).toBeUndefined();
+    expect(map.get("tank/k8s/b")?.get("quota")).toEqual({ value: "0", source: "default" });
   });
-  it("reads zpool list -p", () => {
-    const [row] = parseRows(fixture("openzfs", "zpool-list-parsable").stdout, ZPOOL_LIST_COLUMNS);
-    expect(parseExactInteger(row?.size ?? "")).toBe(1000204886016n);
+  it("reads a receive_resume_token left by an interrupted receive -s", () => {
+    const token = parseGet(fixture("openzfs", "get-resume-token").stdout).get("tank/dst")?.get("receive_resume_token");
+    expect(token?.source).toBe("-");
+    expect(token?.value).toMatch(/^1-[0-9a-f]+-[0-9a-f]+-[0-9a-f]+$/);
+  });
+  it("reads get -t (a type filter zfs-fuse lacks)", () => {
+    const map = parseRows(fixture("openzfs", "get-t").stdout, ["name", "value"]);
+    expect(map).toEqual([
+      { name: "tank/k8s/a@s1", value: "snapshot" },
+      { name: "tank/k8s/a@s2", value: "snapshot" },
+    ]);
+  });
+  it("reads every property of get all", () => {
+    const props = parseGet(fixture("openzfs", "get-all").stdout).get("tank/k8s/a");
+    expect(props?.get("type")?.value).toBe("filesystem");
+    expect(props?.get("refquota")?.value).toBe("0");
+    expect(props?.get("zcsi:capacity")).toEqual({ value: "1073741824", source: "local" });
+    expect(props?.size).toBeGreaterThan(60);
+  });
+  it("reads zpool list, with -p exact and without it rounded", () => {
+    const [exact] = parseRows(fixture("openzfs", "zpool-list-parsable").stdout, ZPOOL_LIST_COLUMNS);
+    expect(exact).toMatchObject({ name: "tank", health: "ONLINE" });
+    expect(parseExactInteger(exact?.size ?? "")).toBe(503316480n);
+    const [rounded] = parseRows(fixture("openzfs", "zpool-list").stdout, ZPOOL_LIST_COLUMNS);
+    expect(rounded?.size).toBe("480M");
   });
   it("reads the zfs version line", () => {
-    expect(parseZfsVersion(fixture("openzfs", "zfs-version").stdout)).toBe("2.1.5-1ubuntu6~22.04.1");
+    expect(parseZfsVersion(fixture("openzfs", "zfs-version").stdout)).toBe("2.3.2-2~bpo12+2");
     expect(parseZfsVersion(fixture("zfs-fuse", "zfs-version").stdout)).toBeUndefined();
   });
 });

@@ -1,0 +1,367 @@
+/**
+ * An OpenZFS 2.x pool host for tests: a qemu VM (TCG: no KVM here) booting the Debian kernel
+ * and the busybox initramfs that `build.sh` makes, reached over ssh on loopback ports.
+ *
+ *   const vm = await startOpenZfsVm();            // boots (~15-25 s), creates a pool on its disk
+ *   await vm.exec.run(["zfs", "list"]);           // SshExecutor to the guest, as root
+ *   await vm.stop();                              // kills qemu, removes the temp dir; idempotent
+ *
+ * Each VM has its own temp dir (disk image, client key, console log) and its own host ports,
+ * so several can run at once. The guest runs two sshds on one host key: `port` (22 in the
+ * guest) for the harness, and `servicePort` (2222) for the driver under test, which a test can
+ * kill and restart through the first (`killServiceSshd`, `startServiceSshd`).
+ *
+ * Cleanup: stop() in afterAll; an exit hook kills qemu if the process exits without it; and
+ * qemu runs under `setpriv --pdeathsig SIGKILL`, so even a SIGKILLed test process takes its
+ * VMs with it.
+ */
+import { execFile, spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync, rmSync } from "node:fs";
+import { mkdtemp, open, readFile, rm, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import type { Executor } from "../../../src/exec/executor.js";
+import { SshExecutor } from "../../../src/exec/ssh.js";
+
+const run = promisify(execFile);
+const HERE = dirname(fileURLToPath(import.meta.url));
+
+export interface OpenZfsVmOptions {
+  /** For logs and the executor's host name; default `openzfs-vm`. */
+  readonly name?: string;
+  /** Guest memory; default 1024 MiB (the ARC is capped at a quarter of it). */
+  readonly memoryMiB?: number;
+  /** Size of the sparse virtio disk the pool lives on; default 512 MiB. */
+  readonly diskMiB?: number;
+  /** Pool name on the disk (created at start); default `zt` + 10 hex digits. `false`: no pool. */
+  readonly pool?: string | false;
+  /** Milliseconds to wait for the guest's sshd; default 180 s (TCG on a busy 2-core host). */
+  readonly bootTimeoutMs?: number;
+}
+
+export interface OpenZfsImage {
+  readonly dir: string;
+  readonly kernel: string;
+  readonly initramfs: string;
+  /** manifest.json: kernel release, package versions, build time. */
+  readonly manifest: Record<string, unknown>;
+}
+
+export interface OpenZfsVm {
+  readonly name: string;
+  readonly address: "127.0.0.1";
+  /** Host port of the harness's sshd (guest port 22). */
+  readonly port: number;
+  /** Host port of the sshd the driver under test uses (guest port 2222). */
+  readonly servicePort: number;
+  readonly user: "root";
+  /** This VM's temp dir on the host: disk image, client key, known_hosts, console.log. */
+  readonly dir: string;
+  /** The guest's host key, `ssh-ed25519 AAAA... openzfs-vm`, to pin. */
+  readonly hostKeyLine: string;
+  readonly privateKeyPath: string;
+  readonly privateKey: Buffer;
+  /** A known_hosts file for both ports, for ssh/sshfs `-o UserKnownHostsFile=`. */
+  readonly knownHostsPath: string;
+  /** Runs commands in the guest as root (over the harness's sshd). */
+  readonly exec: Executor;
+  /** The pool created at start (undefined with `pool: false`). */
+  readonly pool: string | undefined;
+  /** Where the pool's root dataset is mounted in the guest: `/mnt/<pool>`. */
+  readonly mountRoot: string | undefined;
+  /** The guest's whole disk the pool lives on. */
+  readonly disk: "/dev/vda";
+  readonly image: OpenZfsImage;
+  /** Milliseconds from starting qemu to a guest answering over ssh (image lookup and pool creation not included). */
+  readonly bootMs: number;
+  /** Everything the guest printed on its serial console so far. */
+  console(): string;
+  /** Kills the driver-facing sshd and all its sessions (SIGKILL, like a crash). */
+  killServiceSshd(): Promise<void>;
+  /** Starts the driver-facing sshd again (same port, same host key). */
+  startServiceSshd(): Promise<void>;
+  /** Appends a line (`[options] type base64 [comment]`) to the guest's authorized keys (both sshds read it). */
+  authorize(publicKeyLine: string): Promise<void>;
+  stop(): Promise<void>;
+}
+
+let imagePromise: Promise<OpenZfsImage> | undefined;
+
+/**
+ * The image to boot: `$ZCSI_OPENZFS_VM_IMAGE` (a directory build.sh printed) when set, else
+ * build.sh's answer (a cache hit costs an apt lists refresh, ~1-3 s; a cold build minutes).
+ * Once per process.
+ */
+export function openZfsImage(): Promise<OpenZfsImage> {
+  imagePromise ??= (async () => {
+    let dir = process.env["ZCSI_OPENZFS_VM_IMAGE"];
+    if (dir === undefined || dir === "") {
+      const { stdout } = await run("bash", [join(HERE, "build.sh")], { maxBuffer: 16 << 20, timeout: 40 * 60_000 });
+      dir = stdout.trim().split("\n").pop() ?? "";
+    }
+    const kernel = join(dir, "vmlinuz");
+    const initramfs = join(dir, "initramfs.cpio.zst");
+    if (!existsSync(kernel) || !existsSync(initramfs)) throw new Error(`no OpenZFS VM image in ${JSON.stringify(dir)}`);
+    const manifest = JSON.parse(await readFile(join(dir, "manifest.json"), "utf8")) as Record<string, unknown>;
+    return { dir, kernel, initramfs, manifest };
+  })();
+  imagePromise.catch(() => {
+    imagePromise = undefined;
+  });
+  return imagePromise;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const bound = server.address();
+      const port = typeof bound === "object" && bound !== null ? bound.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Live VMs of this process, for the exit hook. */
+const live = new Map<number, { pid: number; dir: string }>();
+let exitHookInstalled = false;
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.once("exit", () => {
+    for (const { pid, dir } of live.values()) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+}
+
+function qemuArgs(image: OpenZfsImage, o: { disk: string; port: number; servicePort: number; memoryMiB: number; authKey: string }): string[] {
+  const [type, blob] = o.authKey.trim().split(/\s+/);
+  const append = [
+    "console=ttyS0",
+    "loglevel=3",
+    "panic=-1",
+    "rdinit=/init",
+    `zcsi.authkey=${type}:${blob}`,
+    `zcsi.arcmax=${Math.floor((o.memoryMiB * 1024 * 1024) / 4)}`,
+  ].join(" ");
+  return [
+    "-accel", "tcg,thread=multi",
+    "-cpu", "max",
+    "-smp", "2",
+    "-m", String(o.memoryMiB),
+    "-nodefaults", "-no-user-config", "-no-reboot",
+    "-display", "none",
+    "-serial", "stdio",
+    "-monitor", "none",
+    "-kernel", image.kernel,
+    "-initrd", image.initramfs,
+    "-append", append,
+    "-drive", `file=${o.disk},if=none,format=raw,id=disk0,cache=unsafe,discard=unmap`,
+    "-device", "virtio-blk-pci,drive=disk0,serial=zcsi-pool",
+    // restrict=on: the guest reaches nothing (not the host, not the outside); the forwards
+    // below still carry the host's connections in.
+    "-netdev", `user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:${o.port}-:22,hostfwd=tcp:127.0.0.1:${o.servicePort}-:2222`,
+    "-device", "virtio-net-pci,netdev=net0",
+    // Free-page reporting hands memory the guest frees back to the host.
+    "-device", "virtio-balloon-pci,free-page-reporting=on",
+    "-device", "virtio-rng-pci",
+  ];
+}
+
+export async function startOpenZfsVm(options: OpenZfsVmOptions = {}): Promise<OpenZfsVm> {
+  const name = options.name ?? "openzfs-vm";
+  const memoryMiB = options.memoryMiB ?? 1024;
+  const image = await openZfsImage();
+  const t0 = performance.now();
+  installExitHook();
+  const dir = await mkdtemp(join(tmpdir(), "zcsi-vm-"));
+  let qemu: ChildProcess | undefined;
+  let exec: SshExecutor | undefined;
+  let consoleText = "";
+  let stopped: Promise<void> | undefined;
+
+  const stop = (): Promise<void> => {
+    stopped ??= (async () => {
+      await exec?.close().catch(() => undefined);
+      const proc = qemu;
+      if (proc?.pid !== undefined && proc.exitCode === null && proc.signalCode === null) {
+        const exited = new Promise<void>((r) => proc.once("exit", () => r()));
+        proc.kill("SIGKILL");
+        await exited;
+      }
+      if (proc?.pid !== undefined) live.delete(proc.pid);
+      await rm(dir, { recursive: true, force: true });
+    })();
+    return stopped;
+  };
+
+  try {
+    const privateKeyPath = join(dir, "id_ed25519");
+    await run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "zcsi-vm-harness", "-f", privateKeyPath]);
+    const privateKey = await readFile(privateKeyPath);
+    const authKey = (await readFile(`${privateKeyPath}.pub`, "utf8")).trim();
+    const disk = join(dir, "disk.raw");
+    const fh = await open(disk, "w");
+    await fh.truncate((options.diskMiB ?? 512) * 1024 * 1024); // sparse
+    await fh.close();
+
+    // Ports: pick free ones, let qemu bind them; another process may take one in between, so retry.
+    let port = 0;
+    let servicePort = 0;
+    let hostKeyLine = "";
+    for (let attempt = 0; ; attempt++) {
+      port = await freePort();
+      servicePort = await freePort();
+      if (port === servicePort) continue;
+      consoleText = "";
+      const proc = spawn(
+        "setpriv",
+        ["--pdeathsig", "SIGKILL", "--", "qemu-system-x86_64", ...qemuArgs(image, { disk, port, servicePort, memoryMiB, authKey })],
+        { stdio: ["ignore", "pipe", "pipe"] },
+      );
+      qemu = proc;
+      if (proc.pid !== undefined) live.set(proc.pid, { pid: proc.pid, dir });
+      proc.stdout?.setEncoding("utf8");
+      proc.stderr?.setEncoding("utf8");
+      const debug = process.env["ZCSI_VM_DEBUG"] === "1";
+      proc.stdout?.on("data", (s: string) => {
+        if (consoleText.length < 1 << 20) consoleText += s;
+        if (debug) process.stderr.write(s.replace(/^/gm, `[${name} ${((performance.now() - t0) / 1000).toFixed(1)}s] `));
+      });
+      let qemuErr = "";
+      proc.stderr?.on("data", (s: string) => {
+        if (qemuErr.length < 65536) qemuErr += s;
+      });
+      const outcome = await new Promise<{ ready: string } | { exit: string }>((resolve) => {
+        const timeoutMs = options.bootTimeoutMs ?? 180_000;
+        const timer = setTimeout(() => resolve({ exit: `no "ready" on the console within ${timeoutMs} ms` }), timeoutMs);
+        const onData = (): void => {
+          // The whole line: the serial output arrives in chunks that may end inside the key.
+          const m = /zcsi-vm: ready (ssh-ed25519 [A-Za-z0-9+/=]+) openzfs-vm\r?\n/.exec(consoleText);
+          if (m?.[1]) {
+            clearTimeout(timer);
+            proc.stdout?.off("data", onData);
+            resolve({ ready: m[1] });
+          }
+        };
+        proc.stdout?.on("data", onData);
+        proc.once("error", (e) => {
+          clearTimeout(timer);
+          resolve({ exit: `cannot run qemu: ${e.message}` });
+        });
+        proc.once("exit", (code, signal) => {
+          clearTimeout(timer);
+          resolve({ exit: `qemu exited (${code ?? signal}): ${qemuErr.trim()}` });
+        });
+      });
+      if ("ready" in outcome) {
+        hostKeyLine = `${outcome.ready} ${name}`;
+        break;
+      }
+      // This qemu is done: kill it (if it still runs) before deciding whether to try again.
+      if (proc.exitCode === null && proc.signalCode === null && proc.pid !== undefined) {
+        const exited = new Promise<void>((r) => proc.once("exit", () => r()));
+        proc.kill("SIGKILL");
+        await exited;
+      }
+      if (proc.pid !== undefined) live.delete(proc.pid);
+      qemu = undefined;
+      // Another process took a port between freePort() and qemu's bind: try other ports.
+      if (attempt < 3 && /Could not set up host forwarding rule/.test(outcome.exit)) continue;
+      throw new Error(`openzfs-vm ${name}: ${outcome.exit}\n--- console (last 4000 chars) ---\n${consoleText.slice(-4000)}`);
+    }
+    await writeFile(join(dir, "console.log"), consoleText);
+    const knownHostsPath = join(dir, "known_hosts");
+    await writeFile(knownHostsPath, `[127.0.0.1]:${port} ${hostKeyLine}\n[127.0.0.1]:${servicePort} ${hostKeyLine}\n`);
+    exec = new SshExecutor({
+      host: name,
+      address: "127.0.0.1",
+      port,
+      user: "root",
+      privateKey,
+      hostKeys: [hostKeyLine],
+      defaultTimeoutMs: 120_000,
+      connectTimeoutMs: 20_000,
+    });
+    // "ready" is printed after sshd forked; its listener may still be a moment away.
+    for (let i = 0; ; i++) {
+      try {
+        const r = await exec.run(["true"]);
+        if (r.exitCode === 0) break;
+        throw new Error(r.stderr);
+      } catch (err) {
+        if (i >= 40) throw err;
+        await sleep(250);
+      }
+    }
+    const bootMs = performance.now() - t0;
+    const guest = exec;
+    const must = async (argv: string[]): Promise<string> => {
+      const r = await guest.run(argv);
+      if (r.exitCode !== 0) throw new Error(`${name}: ${argv.join(" ")}: exit ${r.exitCode}: ${r.stderr.trim()}`);
+      return r.stdout;
+    };
+
+    let pool: string | undefined;
+    let mountRoot: string | undefined;
+    if (options.pool !== false) {
+      pool = options.pool ?? `zt${randomBytes(5).toString("hex")}`;
+      mountRoot = `/mnt/${pool}`;
+      // Whole disk: zpool writes a GPT and waits for udev to announce the partition.
+      await must(["zpool", "create", "-f", "-m", mountRoot, pool, "/dev/vda"]);
+    }
+
+    return {
+      name,
+      address: "127.0.0.1",
+      port,
+      servicePort,
+      user: "root",
+      dir,
+      hostKeyLine,
+      privateKeyPath,
+      privateKey,
+      knownHostsPath,
+      exec: guest,
+      pool,
+      mountRoot,
+      disk: "/dev/vda",
+      image,
+      bootMs,
+      console: () => consoleText,
+      killServiceSshd: async () => {
+        await must(["/usr/sbin/zcsi-service-sshd", "kill"]);
+      },
+      startServiceSshd: async () => {
+        await must(["/usr/sbin/zcsi-service-sshd", "start"]);
+      },
+      authorize: async (line: string) => {
+        // One authorized_keys line: optional key options, then the key.
+        if (/[\n\r]/.test(line.trim()) || !/(^|[ ,])[a-z0-9-]+ [A-Za-z0-9+/]+=*( [^ ]*)?$/.test(line.trim())) throw new Error("not an authorized_keys line");
+        await must(["sh", "-c", 'printf "%s\\n" "$1" >> /etc/ssh/authorized_keys', "sh", line.trim()]);
+      },
+      stop,
+    };
+  } catch (err) {
+    await stop().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** Whether this machine can run the VM backend at all (qemu and setpriv present). */
+export function openZfsVmAvailable(): boolean {
+  return spawnSync("qemu-system-x86_64", ["--version"], { stdio: "ignore" }).status === 0 && existsSync("/usr/bin/setpriv");
+}
