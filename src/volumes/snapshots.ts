@@ -4,7 +4,7 @@ import type { PropertyMap } from "../zfs/parse.js";
 import type { PoolHost, PoolHosts } from "./hosts.js";
 import { formatSnapshotId, formatVolumeId, type SnapshotRef, type VolumeRef } from "./ids.js";
 import type { SnapshotParameters } from "./parameters.js";
-import { PROP } from "./properties.js";
+import { AUTO_SNAPSHOT_PREFIX, PROP } from "./properties.js";
 
 /** A CSI snapshot: a ZFS snapshot of a zcsi volume carrying zcsi:csi-snapshot-name, not deleted. */
 export interface Snapshot {
@@ -16,6 +16,12 @@ export interface Snapshot {
   readonly creationSeconds: bigint;
   /** ZFS `referenced` of the snapshot: what the volume referenced when it was taken. */
   readonly sizeBytes: bigint;
+  /**
+   * Taken by the snapshot schedule (`zcsi-auto-*`), not by CreateSnapshot. Such a snapshot can
+   * be named by id (a pre-provisioned VolumeSnapshotContent) and restored, but it is not listed
+   * and DeleteSnapshot leaves it to the schedule's retention (docs/snapshots.md).
+   */
+  readonly scheduled?: boolean;
 }
 
 /**
@@ -33,7 +39,7 @@ export type SnapshotLookup =
   | { readonly state: "other"; readonly name: string };
 
 /** Everything a snapshot lookup or listing needs, for volumes and snapshots alike, in one `zfs get`. */
-const SNAPSHOT_PROPS = [PROP.snapshotName, PROP.csiName, "defer_destroy", "creation", "referenced"];
+const SNAPSHOT_PROPS = [PROP.snapshotName, PROP.autoSnapshot, PROP.csiName, "defer_destroy", "creation", "referenced"];
 
 type Props = ReadonlyMap<string, { value: string; source: string }>;
 
@@ -58,7 +64,8 @@ export function classifySnapshot(poolHost: string, name: string, all: PropertyMa
   const dataset = name.slice(0, at);
   const snapshot = name.slice(at + 1);
   const isVolume = local(all.get(dataset), PROP.csiName) !== undefined;
-  if (local(props, PROP.snapshotName) === undefined || !isVolume) return { state: "other", name };
+  const scheduled = local(props, PROP.snapshotName) === undefined && snapshot.startsWith(AUTO_SNAPSHOT_PREFIX) && local(props, PROP.autoSnapshot) !== undefined;
+  if ((local(props, PROP.snapshotName) === undefined && !scheduled) || !isVolume) return { state: "other", name };
   if (props.get("defer_destroy")?.value === "on") return { state: "deleted", name };
   const ref = { poolHost, dataset, snapshot };
   return {
@@ -69,6 +76,7 @@ export function classifySnapshot(poolHost: string, name: string, all: PropertyMa
       sourceVolumeId: formatVolumeId({ poolHost, dataset }),
       creationSeconds: integer(props, "creation"),
       sizeBytes: integer(props, "referenced"),
+      ...(scheduled && { scheduled: true }),
     },
   };
 }
@@ -187,7 +195,7 @@ export class SnapshotService {
     for (const name of this.snapshotNames(host, all)) {
       if (!keep(name)) continue;
       const found = classifySnapshot(host.config.name, name, all);
-      if (found.state === "csi") out.push(found.snapshot);
+      if (found.state === "csi" && !found.snapshot.scheduled) out.push(found.snapshot);
     }
     return out.sort(byId);
   }
@@ -204,6 +212,11 @@ export class SnapshotService {
     const found = await this.lookup(ref);
     if (found.state === "absent" || found.state === "deleted") return false;
     if (found.state === "other") throw failedPrecondition(`${found.name} on ${ref.poolHost} is not a CSI snapshot of a zcsi volume; refusing to destroy it`);
+    if (found.snapshot.scheduled) {
+      // The schedule owns it: its retention prunes it (never while a clone depends on it).
+      this.logger.info({ op: "DeleteSnapshot", snapshotId: found.snapshot.id }, "scheduled snapshot left to its retention policy");
+      return false;
+    }
     const host = this.hosts.get(ref.poolHost);
     try {
       await host.zfs.destroy(`${ref.dataset}@${ref.snapshot}`, { deferred: true });

@@ -581,3 +581,27 @@ describe("a copy that fails", () => {
     await hosts.close(); // closes nothing of the pool host's: FaultyExecutor.close is a no-op
   });
 });
+
+describe("a scheduled snapshot named by a pre-provisioned VolumeSnapshotContent", () => {
+  it("is found by its handle and restores, is not listed, and DeleteSnapshot leaves it to retention", async () => {
+    const source = await volume("pvc-sched-src");
+    const before = await write(source.mountpoint, { "a.txt": Buffer.from("as the schedule saw it\n") });
+    // What the snapshotter takes (src/snapshots/scheduler.ts): our prefix, marked by zcsi:auto-snapshot.
+    const name = `${source.dataset}@zcsi-auto-2026-11-22T0100Z`;
+    const made = await env.zfs("snapshot", "-o", "zcsi:auto-snapshot=hourly", name);
+    expect(made.exitCode, made.stderr).toBe(0);
+    await write(source.mountpoint, { "a.txt": Buffer.from("changed later\n") });
+    const handle = `alice:${name}`;
+
+    const got = await env.client.getSnapshot({ snapshotId: handle });
+    expect(got.snapshot).toMatchObject({ snapshotId: handle, sourceVolumeId: source.id, readyToUse: true });
+    expect((await env.client.listSnapshots({ snapshotId: handle })).entries.map((e) => e.snapshot?.snapshotId)).toEqual([handle]);
+    expect((await env.client.listSnapshots({})).entries.map((e) => e.snapshot?.snapshotId)).not.toContain(handle);
+
+    const restored = await volume("pvc-sched-restored", fromSnapshot(handle));
+    expect(await sums(restored.mountpoint, ["a.txt"])).toEqual(before);
+
+    await env.client.deleteSnapshot({ snapshotId: handle });
+    expect(await snapshotsOf(source.dataset)).toContain(name);
+  });
+});
