@@ -260,12 +260,11 @@ describe("driver wiring", () => {
     }
   });
 
-  it("runs every zcsi role: controller, snapshotter and replicator in the controller pod, node in the DaemonSet", () => {
+  it("runs every zcsi role: controller and snapshotter in the controller pod, node in the DaemonSet", () => {
     const roles = zcsiContainers(base()).map((c) => `${c.workload.kind}/${c.workload.metadata.name}: ${c.role}`);
     expect(roles.sort()).toEqual([
       "DaemonSet/zcsi-node: node",
       "Deployment/zcsi-controller: controller",
-      "Deployment/zcsi-controller: replicator",
       "Deployment/zcsi-controller: snapshotter",
     ]);
     const node = zcsiContainers(base()).find((c) => c.role === "node")!;
@@ -352,22 +351,15 @@ describe("privileges", () => {
 });
 
 describe("examples", () => {
-  it("StorageClass parameters are ones zcsi accepts; the replication ones wait for the replicator", () => {
+  it("StorageClass parameters are all ones CreateVolume accepts (a PVC of the class would fail otherwise)", () => {
     const all = withExamples();
     const hosts = parseConfig(configDocument(all)).poolHosts.map((h) => h.name);
-    // Parameters of roles still being written. Once PARAMETERS knows them, they are validated like the others.
-    const pending = new Set(["replicateTo", "replicationInterval"]);
     for (const sc of ofKind(all, "StorageClass")) {
       const params = (sc.parameters ?? {}) as Record<string, string>;
-      const unknown = Object.keys(params).filter((k) => !(k in PARAMETERS));
-      for (const k of unknown) expect(pending.has(k), `${sc.metadata.name}: parameter ${k}`).toBe(true);
-      const known = Object.fromEntries(Object.entries(params).filter(([k]) => k in PARAMETERS));
-      expect(() => parseVolumeParameters(known, hosts), sc.metadata.name).not.toThrow();
+      expect(() => parseVolumeParameters(params, hosts), sc.metadata.name).not.toThrow();
     }
     const protectedClass = find(all, "StorageClass", "zfs-protected");
-    expect(Object.keys(protectedClass.parameters as object)).toEqual(expect.arrayContaining(["snapshotSchedule", "replicateTo", "replicationInterval"]));
-    const target = ((protectedClass.parameters as Record<string, string>).replicateTo ?? "").split(":")[0];
-    expect(hosts).toContain(target);
+    expect(Object.keys(protectedClass.parameters as object)).toContain("snapshotSchedule");
   });
 
   it("the PVC, the Deployment and the VolumeSnapshot refer to each other and to the classes", () => {
