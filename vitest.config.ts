@@ -1,13 +1,70 @@
 import { defineConfig } from "vitest/config";
 
+/**
+ * ZFS backends (see test/harness/backend.ts): ZCSI_ZFS_BACKEND=zfs-fuse (the default: fast,
+ * for local iteration), openzfs-vm, or both (what scripts/test.sh and CI run). Each backend is
+ * a vitest project that sets ZCSI_ZFS_BACKEND for its workers; the zfs-fuse project also runs
+ * every suite that does not touch ZFS, so those run once.
+ */
+const requested = process.env["ZCSI_ZFS_BACKEND"] || "zfs-fuse";
+if (!["zfs-fuse", "openzfs-vm", "both"].includes(requested)) {
+  throw new Error(`ZCSI_ZFS_BACKEND=${requested}: expected zfs-fuse, openzfs-vm or both`);
+}
+
+/**
+ * The integration suites that run against the OpenZFS VM too: those whose pool host comes from
+ * test/harness/backend.ts (createPoolHost, or startControllerEnv) and that touch the pool host
+ * only through its executor. Not here:
+ * - node.test.ts, node-faults.test.ts: the node stages by bind mount from a pool on this very
+ *   machine, and its SSHFS path runs from a network namespace to a local sshd (node-env.ts
+ *   makes zfs-fuse pools itself);
+ * - status.test.ts, status-describe-pv.test.ts: they still write files through this machine's
+ *   filesystem and compare zfs-fuse sizes (to port: `env.hosts[i].pool.files`, random data);
+ * - zfs-harness.test.ts (the zfs-fuse harness itself), ssh-executor.test.ts (no ZFS).
+ */
+const OPENZFS_VM_SUITES = [
+  "test/integration/zfs-client.test.ts",
+  "test/integration/controller.test.ts",
+  "test/integration/controller-faults.test.ts",
+  "test/integration/snapshots.test.ts",
+  "test/integration/snapshotter.test.ts",
+];
+
+const zfsFuse = {
+  extends: true as const,
+  test: {
+    name: "zfs-fuse",
+    include: ["test/**/*.test.ts"],
+    env: { ZCSI_ZFS_BACKEND: "zfs-fuse" },
+    globalSetup: ["test/harness/zfs-fuse-setup.ts"],
+    sequence: { groupOrder: 0 },
+  },
+};
+const openZfsVm = {
+  extends: true as const,
+  test: {
+    name: "openzfs-vm",
+    include: OPENZFS_VM_SUITES,
+    env: { ZCSI_ZFS_BACKEND: "openzfs-vm" },
+    globalSetup: ["test/hosts/openzfs-vm/global-setup.ts"],
+    // After the zfs-fuse project, not beside it: qemu's TCG wants both cores.
+    sequence: { groupOrder: 1 },
+    // TCG is 5-20x slower than the host for CPU-bound work (a zfs command is ~0.3 s in the VM).
+    testTimeout: 180_000,
+    hookTimeout: 300_000,
+  },
+};
+
 export default defineConfig({
   test: {
-    include: ["test/**/*.test.ts"],
+    // No `include` here: projects that extend this config would add their own to it, not
+    // replace it (vitest concatenates arrays), and the VM project would run every file.
     // Integration suites share one zfs-fuse daemon and mount real filesystems; running
     // files in parallel on a 2-core machine only adds contention and flakiness.
     fileParallelism: false,
     testTimeout: 60_000,
     hookTimeout: 120_000,
     reporters: ["./test/harness/summary-reporter.ts", "default"],
+    projects: requested === "both" ? [zfsFuse, openZfsVm] : requested === "openzfs-vm" ? [openZfsVm] : [zfsFuse],
   },
 });

@@ -12,6 +12,11 @@ fi
 # Debian packages: zfs-fuse (real ZFS in user space), sshd/ssh, sshfs over FUSE 3, sudo (the
 # pool-host user runs zfs through `sudo -n`), iproute2 (network namespaces), util-linux (mount, nsenter).
 packages=(zfs-fuse openssh-server openssh-client sshfs fuse3 sudo iproute2 util-linux procps)
+# The OpenZFS backend (test/hosts/openzfs-vm): qemu boots a VM whose image debootstrap builds.
+# Not needed when only zfs-fuse is asked for (ZCSI_ZFS_BACKEND=zfs-fuse).
+if [ "${ZCSI_ZFS_BACKEND:-both}" != "zfs-fuse" ]; then
+  packages+=(qemu-system-x86 debootstrap cpio zstd xz-utils)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

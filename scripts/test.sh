@@ -1,8 +1,27 @@
 #!/usr/bin/env bash
 # The README's test command (and what .ci/run runs): set up, type-check, then every test
-# suite against the real zfs-fuse, sshd, SSHFS and network namespaces.
+# suite against the real zfs-fuse, sshd, SSHFS and network namespaces, and the ZFS suites
+# again against OpenZFS 2.x in a VM.
+#
+#   bash scripts/test.sh                                 both backends (the default; CI)
+#   ZCSI_ZFS_BACKEND=zfs-fuse bash scripts/test.sh       zfs-fuse only: fast, no VM
+#   ZCSI_ZFS_BACKEND=openzfs-vm bash scripts/test.sh     the OpenZFS VM suites only
+#
+# Extra arguments go to vitest (e.g. one file: test/integration/controller.test.ts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export ZCSI_ZFS_BACKEND="${ZCSI_ZFS_BACKEND:-both}"
+case "$ZCSI_ZFS_BACKEND" in
+  zfs-fuse | openzfs-vm | both) ;;
+  *) echo "test: ZCSI_ZFS_BACKEND must be zfs-fuse, openzfs-vm or both, not $ZCSI_ZFS_BACKEND" >&2; exit 2 ;;
+esac
 bash scripts/setup.sh
 npx tsc --noEmit -p .
+if [ "$ZCSI_ZFS_BACKEND" != "zfs-fuse" ]; then
+  # Build (or find in the cache) the VM image first, in the open: a cold build takes minutes.
+  t0=$(date +%s)
+  ZCSI_OPENZFS_VM_IMAGE=$(bash test/hosts/openzfs-vm/build.sh | tail -1)
+  export ZCSI_OPENZFS_VM_IMAGE
+  echo "test: OpenZFS VM image $ZCSI_OPENZFS_VM_IMAGE ready in $(($(date +%s) - t0)) s"
+fi
 exec npx vitest run "$@"

@@ -88,30 +88,53 @@ async function waitForSocket(timeoutMs: number): Promise<void> {
   throw new Error(`zfs-fuse did not answer within ${timeoutMs} ms: ${last}`);
 }
 
+async function startDaemon(): Promise<void> {
+  // One we started and that died since: forget its pidfile dir before starting another.
+  if (daemon.started) await rm(daemon.started.dir, { recursive: true, force: true });
+  daemon.started = undefined;
+  mkdirSync(SOCKET_DIR, { recursive: true });
+  const dir = await mkdtemp(join(tmpdir(), "zcsi-zfsfuse-"));
+  const pidfile = join(dir, "zfs-fuse.pid");
+  // zfs-fuse daemonises itself; the pidfile names the daemon, not the parent we spawned.
+  const child = spawn("zfs-fuse", ["--no-kstat-mount", "-p", pidfile], { stdio: "ignore" });
+  const exitCode = await new Promise<number | null>((resolve, reject) => {
+    child.once("error", reject);
+    child.once("exit", resolve);
+  });
+  if (exitCode !== 0) throw new Error(`zfs-fuse exited ${exitCode} at start`);
+  let pid = NaN;
+  for (let i = 0; i < 50 && !Number.isInteger(pid); i++) {
+    if (existsSync(pidfile)) pid = Number.parseInt(readFileSync(pidfile, "utf8").trim(), 10);
+    if (!Number.isInteger(pid)) await sleep(100);
+  }
+  if (!Number.isInteger(pid)) throw new Error("zfs-fuse started but wrote no pidfile");
+  daemon.started = { pid, pidfile, dir };
+}
+
 async function acquireDaemon(): Promise<void> {
   await locked(async () => {
-    if (daemon.refs === 0 && !daemon.started && !daemonRunning()) {
-      mkdirSync(SOCKET_DIR, { recursive: true });
-      const dir = await mkdtemp(join(tmpdir(), "zcsi-zfsfuse-"));
-      const pidfile = join(dir, "zfs-fuse.pid");
-      // zfs-fuse daemonises itself; the pidfile names the daemon, not the parent we spawned.
-      const child = spawn("zfs-fuse", ["--no-kstat-mount", "-p", pidfile], { stdio: "ignore" });
-      const exitCode = await new Promise<number | null>((resolve, reject) => {
-        child.once("error", reject);
-        child.once("exit", resolve);
-      });
-      if (exitCode !== 0) throw new Error(`zfs-fuse exited ${exitCode} at start`);
-      let pid = NaN;
-      for (let i = 0; i < 50 && !Number.isInteger(pid); i++) {
-        if (existsSync(pidfile)) pid = Number.parseInt(readFileSync(pidfile, "utf8").trim(), 10);
-        if (!Number.isInteger(pid)) await sleep(100);
-      }
-      if (!Number.isInteger(pid)) throw new Error("zfs-fuse started but wrote no pidfile");
-      daemon.started = { pid, pidfile, dir };
+    if (!daemonRunning()) await startDaemon();
+    try {
+      await waitForSocket(15_000);
+    } catch (err) {
+      // A daemon another process was stopping when we looked has gone since: start our own.
+      if (daemonRunning()) throw err;
+      await startDaemon();
+      await waitForSocket(15_000);
     }
-    await waitForSocket(15_000);
     daemon.refs++;
   });
+}
+
+/**
+ * Holds the daemon for the whole of a test run (vitest globalSetup, test/harness/zfs-fuse-setup.ts):
+ * every worker then finds it running and none starts or stops it, so no file waits on a daemon
+ * the previous file is shutting down. Returns the release.
+ */
+export async function holdZfsFuseDaemon(): Promise<() => Promise<void>> {
+  installExitHook();
+  await acquireDaemon();
+  return releaseDaemon;
 }
 
 function alive(pid: number): boolean {
@@ -134,8 +157,10 @@ async function releaseDaemon(): Promise<void> {
     daemon.started = undefined;
     if (alive(started.pid)) {
       process.kill(started.pid, "SIGTERM");
-      for (let i = 0; i < 100 && alive(started.pid); i++) await sleep(50);
+      for (let i = 0; i < 200 && alive(started.pid); i++) await sleep(50);
       if (alive(started.pid)) process.kill(started.pid, "SIGKILL");
+      // Gone before we return: the next acquire must not find a dying daemon and wait on it.
+      for (let i = 0; i < 100 && alive(started.pid); i++) await sleep(50);
     }
     await rm(started.dir, { recursive: true, force: true });
   });

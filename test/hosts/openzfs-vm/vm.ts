@@ -17,7 +17,7 @@
  */
 import { execFile, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { mkdtemp, open, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -181,12 +181,38 @@ function qemuArgs(image: OpenZfsImage, o: { disk: string; port: number; serviceP
   ];
 }
 
+/**
+ * Removes temp dirs of VMs whose test process was SIGKILLed (pdeathsig took qemu along, but no
+ * exit hook ran to remove the dir): those whose qemu pid file names a dead process, and those
+ * without one (a start that died early) older than ten minutes.
+ */
+function sweepStaleDirs(): void {
+  const root = tmpdir();
+  for (const entry of readdirSync(root)) {
+    if (!entry.startsWith("zcsi-vm-")) continue;
+    const dir = join(root, entry);
+    try {
+      const pidFile = join(dir, "qemu.pid");
+      if (existsSync(pidFile)) {
+        const pid = Number(readFileSync(pidFile, "utf8").trim());
+        if (Number.isInteger(pid) && pid > 0 && existsSync(`/proc/${pid}`)) continue;
+      } else if (Date.now() - statSync(dir).mtimeMs < 10 * 60_000) {
+        continue;
+      }
+      rmSync(dir, { recursive: true, force: true });
+    } catch {
+      // another process removed it first
+    }
+  }
+}
+
 export async function startOpenZfsVm(options: OpenZfsVmOptions = {}): Promise<OpenZfsVm> {
   const name = options.name ?? "openzfs-vm";
   const memoryMiB = options.memoryMiB ?? 1024;
   const image = await openZfsImage();
   const t0 = performance.now();
   installExitHook();
+  sweepStaleDirs();
   const dir = await mkdtemp(join(tmpdir(), "zcsi-vm-"));
   let qemu: ChildProcess | undefined;
   let exec: SshExecutor | undefined;
@@ -233,7 +259,12 @@ export async function startOpenZfsVm(options: OpenZfsVmOptions = {}): Promise<Op
         { stdio: ["ignore", "pipe", "pipe"] },
       );
       qemu = proc;
-      if (proc.pid !== undefined) live.set(proc.pid, { pid: proc.pid, dir });
+      if (proc.pid !== undefined) {
+        live.set(proc.pid, { pid: proc.pid, dir });
+        // setpriv execs qemu, so this pid is qemu's. Synchronous: no await before the exit
+        // listener below, or a qemu that fails at once (a port clash) would go unnoticed.
+        writeFileSync(join(dir, "qemu.pid"), `${proc.pid}\n`);
+      }
       proc.stdout?.setEncoding("utf8");
       proc.stderr?.setEncoding("utf8");
       const debug = process.env["ZCSI_VM_DEBUG"] === "1";
