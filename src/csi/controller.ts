@@ -182,6 +182,11 @@ export class ControllerService {
         `volume_content_source ${wanted.id} is on pool host ${sourceHost}, but the StorageClass asks for poolHost=${params.poolHost}; a restore or clone is made on its source's pool host`,
       );
     }
+    if (params.replicateTo?.includes(sourceHost)) {
+      throw invalidArgument(
+        `volume_content_source ${wanted.id} is on pool host ${sourceHost}, where the new volume is made, but the StorageClass asks for replicateTo=${params.replicateTo.join(",")}; a replica must be on another host`,
+      );
+    }
     return source;
   }
 

@@ -26,6 +26,13 @@ export interface VolumeParameters {
   readonly restoreMode: RestoreMode;
   /** Snapshot schedule in normal form (docs/snapshots.md), stored on the dataset for the snapshotter. */
   readonly snapshotSchedule?: string;
+  /**
+   * Pool hosts that keep a replica (docs/replication.md), distinct, sorted; never the volume's
+   * own host (checked where the host is known: VolumeService.create, ControllerService).
+   */
+  readonly replicateTo?: readonly string[];
+  /** Time between replication runs, in normal form (`15m`, `1h30m`); set whenever replicateTo is. */
+  readonly replicationInterval?: string;
   /** Normalised zcsi parameters (sidecar keys excluded): what a retried request must match. */
   readonly canonical: string;
   readonly pvcName?: string;
@@ -44,6 +51,43 @@ const SIDECAR_PREFIX = "csi.storage.k8s.io/";
 const K8S_NAME = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 
 type Parser = (value: string, key: string) => string;
+
+/** The replicator's default when a StorageClass asks for replication without an interval. */
+export const DEFAULT_REPLICATION_INTERVAL = "15m";
+/** Shorter intervals would mostly take and prune snapshots: each run snapshots the source. */
+export const MIN_REPLICATION_INTERVAL_SECONDS = 60;
+const DURATION = /^([0-9]{1,7}[smhd])+$/;
+const UNIT_SECONDS: Readonly<Record<string, number>> = { d: 86400, h: 3600, m: 60, s: 1 };
+const POOL_HOST = /^[A-Za-z0-9][-A-Za-z0-9_.]{0,252}$/;
+
+/** `15m`, `1h30m`, `90s`, `1d` → seconds; undefined when the text is not a duration. */
+export function durationSeconds(text: string): number | undefined {
+  if (!DURATION.test(text)) return undefined;
+  let total = 0;
+  for (const m of text.matchAll(/([0-9]+)([smhd])/g)) total += Number(m[1]) * (UNIT_SECONDS[m[2] ?? "s"] ?? 1);
+  return total;
+}
+
+/** Seconds in the normal form `1d2h3m4s` (zero parts left out; `0s` for zero). */
+export function formatDuration(seconds: number): string {
+  let rest = Math.max(0, Math.floor(seconds));
+  let out = "";
+  for (const [unit, size] of Object.entries(UNIT_SECONDS)) {
+    if (rest >= size) {
+      out += `${Math.floor(rest / size)}${unit}`;
+      rest %= size;
+    }
+  }
+  return out === "" ? "0s" : out;
+}
+
+/** A replication interval: a duration of at least a minute, in normal form. */
+export function parseReplicationInterval(value: string, what: string): string {
+  const seconds = durationSeconds(value.trim());
+  if (seconds === undefined) throw invalidArgument(`${what}=${JSON.stringify(value)}: must be a duration such as 15m, 1h or 1h30m (units s, m, h, d)`);
+  if (seconds < MIN_REPLICATION_INTERVAL_SECONDS) throw invalidArgument(`${what}=${JSON.stringify(value)}: must be at least 1m`);
+  return formatDuration(seconds);
+}
 
 function recordsize(value: string, key: string): string {
   const m = SIZE.exec(value);
@@ -69,7 +113,7 @@ function enumOf(pattern: RegExp, allowed: string): Parser {
 /** The documented parameters: key → validator/normaliser. */
 export const PARAMETERS: Readonly<Record<string, Parser>> = {
   poolHost: (value, key) => {
-    if (!/^[A-Za-z0-9][-A-Za-z0-9_.]{0,252}$/.test(value)) throw invalidArgument(`parameter ${key}=${JSON.stringify(value)}: not a pool host name`);
+    if (!POOL_HOST.test(value)) throw invalidArgument(`parameter ${key}=${JSON.stringify(value)}: not a pool host name`);
     return value;
   },
   compression: enumOf(COMPRESSION, "on, off, lz4, lzjb, zle, gzip[-1..9], zstd[-1..19], zstd-fast"),
@@ -83,6 +127,17 @@ export const PARAMETERS: Readonly<Record<string, Parser>> = {
   },
   restoreMode: enumOf(/^(clone|copy)$/, "clone, copy"),
   snapshotSchedule: (value, key) => normalizePolicy(value, `parameter ${key}`),
+  // Names only; whether they are configured, and not the volume's own host, is checked below.
+  replicateTo: (value, key) => {
+    const names = value.split(",").map((n) => n.trim());
+    for (const name of names) {
+      if (!POOL_HOST.test(name)) throw invalidArgument(`parameter ${key}=${JSON.stringify(value)}: ${JSON.stringify(name)} is not a pool host name (expected a comma-separated list such as "bob,carol")`);
+    }
+    const twice = names.find((n, i) => names.indexOf(n) !== i);
+    if (twice !== undefined) throw invalidArgument(`parameter ${key}=${JSON.stringify(value)}: ${twice} is listed twice`);
+    return [...names].sort().join(",");
+  },
+  replicationInterval: (value, key) => parseReplicationInterval(value, `parameter ${key}`),
 };
 
 const ZFS_NATIVE = ["compression", "recordsize", "atime"] as const;
@@ -109,6 +164,20 @@ export function parseVolumeParameters(raw: Readonly<Record<string, string>> | nu
   if (normalized.poolHost !== undefined && !knownHosts.includes(normalized.poolHost)) {
     throw invalidArgument(`parameter poolHost=${JSON.stringify(normalized.poolHost)}: no such pool host in the config (have: ${knownHosts.join(", ")})`);
   }
+  const replicateTo = normalized.replicateTo?.split(",");
+  if (replicateTo !== undefined) {
+    const unknown = replicateTo.filter((h) => !knownHosts.includes(h));
+    if (unknown.length > 0) throw invalidArgument(`parameter replicateTo=${JSON.stringify(normalized.replicateTo)}: no such pool host in the config: ${unknown.join(", ")} (have: ${knownHosts.join(", ")})`);
+    if (knownHosts.every((h) => replicateTo.includes(h))) {
+      throw invalidArgument(`parameter replicateTo=${JSON.stringify(normalized.replicateTo)}: names every pool host; none is left to hold the volume itself`);
+    }
+    if (normalized.poolHost !== undefined && replicateTo.includes(normalized.poolHost)) {
+      throw invalidArgument(`parameter replicateTo=${JSON.stringify(normalized.replicateTo)}: names the volume's own pool host ${normalized.poolHost} (poolHost); a replica must be on another host`);
+    }
+  } else if (normalized.replicationInterval !== undefined) {
+    // Refused rather than ignored: a class that sets an interval surely meant to replicate.
+    throw invalidArgument(`parameter replicationInterval=${JSON.stringify(normalized.replicationInterval)} needs replicateTo (the pool hosts to replicate to)`);
+  }
   const zfsProperties: Record<string, string> = {};
   for (const prop of ZFS_NATIVE) if (normalized[prop] !== undefined) zfsProperties[prop] = normalized[prop];
   return {
@@ -119,6 +188,7 @@ export function parseVolumeParameters(raw: Readonly<Record<string, string>> | nu
     ...(normalized.mode !== undefined && { mode: normalized.mode }),
     restoreMode: normalized.restoreMode === "copy" ? "copy" : "clone",
     ...(normalized.snapshotSchedule !== undefined && { snapshotSchedule: normalized.snapshotSchedule }),
+    ...(replicateTo !== undefined && { replicateTo, replicationInterval: normalized.replicationInterval ?? DEFAULT_REPLICATION_INTERVAL }),
     canonical: JSON.stringify(normalized),
     ...(pvcName !== undefined && { pvcName }),
     ...(pvcNamespace !== undefined && { pvcNamespace }),

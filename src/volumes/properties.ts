@@ -35,6 +35,11 @@ export const PROP = {
   autoSnapshot: "zcsi:auto-snapshot",
   /** Replication targets of the volume; when set, unreplicated automatic snapshots are never pruned. */
   replicateTo: "zcsi:replicate-to",
+  /**
+   * Time between replication runs of the volume, a duration in normal form (`15m`, `1h30m`);
+   * set with zcsi:replicate-to at creation (StorageClass replicationInterval, default 15m).
+   */
+  replicationInterval: "zcsi:replication-interval",
   /** Set by the replicator: guid (or name) of the newest snapshot every target has received. */
   replicatedThrough: "zcsi:replicated-through",
 } as const;

@@ -1,4 +1,4 @@
-import { alreadyExists, failedPrecondition, isZcsiError, notFound, outOfRange, resourceExhausted, unavailable } from "../errors.js";
+import { alreadyExists, failedPrecondition, invalidArgument, isZcsiError, notFound, outOfRange, resourceExhausted, unavailable } from "../errors.js";
 import type { Logger } from "../log.js";
 import { formatSnapshotId, formatVolumeId, type VolumeRef } from "./ids.js";
 import type { PoolHost, PoolHosts } from "./hosts.js";
@@ -157,13 +157,18 @@ export class VolumeService {
     return /^[0-9]+$/.test(value) ? BigInt(value) : 0n;
   }
 
-  /** The host a new volume goes to: the one named, or the one with the most free space. */
-  async chooseHost(poolHost: string | undefined, free?: ReadonlyMap<string, bigint>): Promise<PoolHost> {
+  /**
+   * The host a new volume goes to: the one named, or the one with the most free space among
+   * those that are not to hold its replicas (`exclude`: replicateTo; a volume and its replica
+   * on one host would protect against nothing).
+   */
+  async chooseHost(poolHost: string | undefined, free?: ReadonlyMap<string, bigint>, exclude: readonly string[] = []): Promise<PoolHost> {
     if (poolHost) return this.hosts.get(poolHost);
-    const hosts = this.hosts.all();
+    const hosts = this.hosts.all().filter((h) => !exclude.includes(h.config.name));
+    if (hosts.length === 0) throw invalidArgument(`parameter replicateTo names every pool host (${exclude.join(", ")}); none is left to hold the volume itself`);
     if (hosts.length === 1 && hosts[0]) return hosts[0];
     if (free) {
-      const best = [...free.entries()].sort(([, a], [, b]) => (a === b ? 0 : a > b ? -1 : 1))[0];
+      const best = [...free.entries()].filter(([name]) => !exclude.includes(name)).sort(([, a], [, b]) => (a === b ? 0 : a > b ? -1 : 1))[0];
       if (best) return this.hosts.get(best[0]);
     }
     const settled = await Promise.allSettled(hosts.map(async (h) => ({ host: h, free: await this.available(h) })));
@@ -183,7 +188,9 @@ export class VolumeService {
   async create(spec: CreateSpec, known?: Placement): Promise<Volume> {
     const source = spec.source;
     // A clone or restore lives where its source is (the caller checked poolHost agrees).
-    const host = source ? this.hosts.get(source.kind === "snapshot" ? source.snapshot.ref.poolHost : source.volume.ref.poolHost) : await this.chooseHost(spec.params.poolHost, known?.free);
+    const host = source
+      ? this.hosts.get(source.kind === "snapshot" ? source.snapshot.ref.poolHost : source.volume.ref.poolHost)
+      : await this.chooseHost(spec.params.poolHost, known?.free, spec.params.replicateTo);
     const dataset = this.datasetOf(host, spec.leaf);
     const needsSetup = spec.params.uid !== undefined || spec.params.gid !== undefined || spec.params.mode !== undefined;
     const free = known?.free.get(host.config.name) ?? (await this.available(host));
@@ -203,6 +210,11 @@ export class VolumeService {
       ...(spec.params.pvcName && spec.params.pvcNamespace && { [PROP.pvc]: `${spec.params.pvcNamespace}/${spec.params.pvcName}` }),
       ...(spec.params.pvName && { [PROP.pv]: spec.params.pvName }),
       ...(spec.params.snapshotSchedule !== undefined && { [PROP.snapshotSchedule]: spec.params.snapshotSchedule }),
+      // Read by the replicator at every pass (docs/replication.md); changed later only by `zfs set`.
+      ...(spec.params.replicateTo !== undefined && {
+        [PROP.replicateTo]: spec.params.replicateTo.join(","),
+        [PROP.replicationInterval]: spec.params.replicationInterval ?? "",
+      }),
     };
     try {
       if (!source) await host.zfs.create(dataset, props);

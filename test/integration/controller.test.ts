@@ -325,3 +325,56 @@ describe("capabilities and logs", () => {
     expect(JSON.stringify(lines)).not.toContain(secret);
   });
 });
+
+describe("CreateVolume with replicateTo (two pool hosts)", () => {
+  let two: ControllerEnv;
+  beforeAll(async () => {
+    two = await startControllerEnv({ hostNames: ["alice", "bob"], configExtra: { defaultCapacityBytes: String(64 * MiB) } });
+  });
+  afterAll(async () => {
+    await two?.stop();
+  });
+  const host = (name: string) => two.hosts.find((h) => h.name === name)!;
+  const get = async (dataset: string, property: string): Promise<string> => (await two.zfs("get", "-H", "-o", "value,source", property, dataset)).stdout.trim();
+  const exists = async (dataset: string): Promise<boolean> => (await two.zfs("list", "-H", "-o", "name", dataset)).exitCode === 0;
+
+  it("records the targets and the interval on the dataset, for the replicator to read", async () => {
+    const res = await two.client.createVolume(req("pvc-repl-1", { parameters: { poolHost: "alice", replicateTo: "bob", replicationInterval: "60m" } }));
+    const dataset = `${host("alice").parent}/pvc-repl-1`;
+    expect(res.volume?.volumeId).toBe(`alice:${dataset}`);
+    expect(await get(dataset, "zcsi:replicate-to")).toBe("bob\tlocal");
+    expect(await get(dataset, "zcsi:replication-interval")).toBe("1h\tlocal");
+    // CreateVolume makes no replica itself: the replicator's first run does.
+    expect(await exists(`${host("bob").parent}/pvc-repl-1`)).toBe(false);
+  });
+
+  it("stores the default interval, and places the volume on a host that is not its replica's", async () => {
+    const res = await two.client.createVolume(req("pvc-repl-2", { parameters: { replicateTo: "alice" } }));
+    const dataset = `${host("bob").parent}/pvc-repl-2`;
+    expect(res.volume?.volumeId).toBe(`bob:${dataset}`);
+    expect(await get(dataset, "zcsi:replication-interval")).toBe("15m\tlocal");
+  });
+
+  it("returns ALREADY_EXISTS when a retry asks for other targets or another interval, and changes nothing", async () => {
+    await two.client.createVolume(req("pvc-repl-3", { parameters: { poolHost: "alice", replicateTo: "bob", replicationInterval: "15m" } }));
+    expect(await code(two.client.createVolume(req("pvc-repl-3", { parameters: { poolHost: "alice", replicateTo: "bob", replicationInterval: "15m" } })))).toBe(status.OK);
+    expect(await code(two.client.createVolume(req("pvc-repl-3", { parameters: { poolHost: "alice", replicateTo: "bob", replicationInterval: "30m" } })))).toBe(status.ALREADY_EXISTS);
+    expect(await code(two.client.createVolume(req("pvc-repl-3", { parameters: { poolHost: "alice" } })))).toBe(status.ALREADY_EXISTS);
+    expect(await get(`${host("alice").parent}/pvc-repl-3`, "zcsi:replication-interval")).toBe("15m\tlocal");
+  });
+
+  it("refuses unknown, duplicate or own-host targets and short intervals with INVALID_ARGUMENT, creating nothing", async () => {
+    const refused: Record<string, string>[] = [
+      { poolHost: "alice", replicateTo: "carol" },
+      { poolHost: "alice", replicateTo: "bob,bob" },
+      { poolHost: "alice", replicateTo: "alice" },
+      { replicateTo: "alice,bob" },
+      { poolHost: "alice", replicateTo: "bob", replicationInterval: "10s" },
+    ];
+    for (const parameters of refused) {
+      expect(await code(two.client.createVolume(req("pvc-repl-bad", { parameters }))), JSON.stringify(parameters)).toBe(status.INVALID_ARGUMENT);
+    }
+    expect(await exists(`${host("alice").parent}/pvc-repl-bad`)).toBe(false);
+    expect(await exists(`${host("bob").parent}/pvc-repl-bad`)).toBe(false);
+  });
+});

@@ -39,3 +39,47 @@ describe("parseVolumeParameters", () => {
     expect(() => parseVolumeParameters(raw, HOSTS)).toThrow(expect.objectContaining({ kind: "InvalidArgument", message: expect.stringMatching(message) }));
   });
 });
+
+describe("replication parameters", () => {
+  const THREE = ["alice", "bob", "carol"];
+
+  it("normalises replicateTo (sorted, trimmed) and defaults the interval to 15m", () => {
+    const p = parseVolumeParameters({ replicateTo: "carol, bob" }, THREE);
+    expect(p.replicateTo).toEqual(["bob", "carol"]);
+    expect(p.replicationInterval).toBe("15m");
+    // The default is not part of what a retry must match: a class that never named an interval still matches.
+    expect(p.canonical).toBe(JSON.stringify({ replicateTo: "bob,carol" }));
+  });
+
+  it("writes intervals in one normal form, so equal intervals compare equal on a retry", () => {
+    const a = parseVolumeParameters({ replicateTo: "bob", replicationInterval: "90m" }, THREE);
+    const b = parseVolumeParameters({ replicateTo: "bob", replicationInterval: "1h30m" }, THREE);
+    expect(a.replicationInterval).toBe("1h30m");
+    expect(a.canonical).toBe(b.canonical);
+    expect(parseVolumeParameters({ replicateTo: "bob", replicationInterval: "1m" }, THREE).replicationInterval).toBe("1m");
+    expect(parseVolumeParameters({ replicateTo: "bob", replicationInterval: "1d" }, THREE).replicationInterval).toBe("1d");
+  });
+
+  it("gives different canonical forms for different targets or intervals (a retry with them is ALREADY_EXISTS)", () => {
+    const base = parseVolumeParameters({ replicateTo: "bob", replicationInterval: "15m" }, THREE).canonical;
+    expect(parseVolumeParameters({ replicateTo: "carol", replicationInterval: "15m" }, THREE).canonical).not.toBe(base);
+    expect(parseVolumeParameters({ replicateTo: "bob", replicationInterval: "1h" }, THREE).canonical).not.toBe(base);
+    expect(parseVolumeParameters({}, THREE).canonical).not.toBe(base);
+  });
+
+  it.each([
+    [{ replicateTo: "dave" }, /replicateTo.*no such pool host in the config: dave/],
+    [{ replicateTo: "bob,bob" }, /replicateTo.*bob is listed twice/],
+    [{ replicateTo: "bob,,carol" }, /replicateTo.*"" is not a pool host name/],
+    [{ replicateTo: "b ob" }, /replicateTo/],
+    [{ replicateTo: "bob", poolHost: "bob" }, /replicateTo.*own pool host bob/],
+    [{ replicateTo: "alice,bob,carol" }, /replicateTo.*names every pool host/],
+    [{ replicateTo: "bob", replicationInterval: "30s" }, /replicationInterval.*at least 1m/],
+    [{ replicateTo: "bob", replicationInterval: "15" }, /replicationInterval.*must be a duration/],
+    [{ replicateTo: "bob", replicationInterval: "1w" }, /replicationInterval.*must be a duration/],
+    [{ replicateTo: "bob", replicationInterval: "-5m" }, /replicationInterval/],
+    [{ replicationInterval: "15m" }, /replicationInterval.*needs replicateTo/],
+  ])("rejects %j with INVALID_ARGUMENT naming the parameter", (raw, message) => {
+    expect(() => parseVolumeParameters(raw, THREE)).toThrow(expect.objectContaining({ kind: "InvalidArgument", message: expect.stringMatching(message) }));
+  });
+});
