@@ -1,0 +1,252 @@
+import { createHash } from "node:crypto";
+import type { PoolHostConfig } from "../config.js";
+import { errorMessage } from "../errors.js";
+import { REPLICA_ANNOTATION, REPLICATION_LABEL, SOURCE_ANNOTATION, type NodeInfo } from "../k8s/nodes.js";
+import { formatVolumeId } from "../volumes/ids.js";
+import { DEFAULT_REPLICATION_INTERVAL, durationSeconds, MIN_REPLICATION_INTERVAL_SECONDS } from "../volumes/parameters.js";
+import { PROP } from "../volumes/properties.js";
+import { isBelow, poolOf, validateDataset } from "../zfs/names.js";
+import type { PropertyMap } from "../zfs/parse.js";
+import type { ReplicationJob } from "./types.js";
+
+/**
+ * Which replication jobs exist (pure: plain values in, plain values out). Two sources:
+ *
+ * - Volumes (StorageClass `replicateTo`): a zcsi volume whose dataset carries a local
+ *   zcsi:replicate-to gets one job per target host, into `<target parentDataset>/<leaf>`, every
+ *   zcsi:replication-interval. Found by ONE `zfs get -d 1` per pool host (VOLUME_DISCOVERY_PROPS).
+ * - Node annotations (the z8r model), for data that is not a PV: nodes labelled
+ *   `zcsi.dev/replication=true` whose name is a configured pool host; a source node annotated
+ *   `zcsi.dev/replication-source: "tank/db,tank/www"` masters those datasets, a replica node
+ *   annotated `zcsi.dev/replication-replica: "tank/db"` receives them (`tank/db=backup/db`:
+ *   under another name, e.g. when its pool is named differently). A dataset has exactly one
+ *   master; every problem is reported and only the affected dataset gets no job.
+ *
+ * Job ids are stable: a readable part and a hash of (source host, source dataset, target host,
+ * target dataset), so the same configuration always yields the same id (hold tags, metrics,
+ * the replicator's bookkeeping) and two different pairs never share one.
+ */
+
+/** What one discovery command per pool host asks for. */
+export const VOLUME_DISCOVERY_PROPS = [PROP.csiName, PROP.pv, PROP.replicateTo, PROP.replicationInterval] as const;
+
+export interface ScheduledJob {
+  readonly job: ReplicationJob;
+  /** Time between runs (start to start). */
+  readonly intervalSeconds: number;
+  /** For volume jobs: the PersistentVolume whose annotations show the replica's state. */
+  readonly pvName?: string;
+}
+
+/** A configuration mistake, reported (log, metric) while the rest keeps running. */
+export interface ConfigProblem {
+  /** `volume alice:tank/k8s/pvc-1`, `node bob`. */
+  readonly where: string;
+  readonly message: string;
+}
+
+export interface JobSet {
+  readonly jobs: readonly ScheduledJob[];
+  readonly problems: readonly ConfigProblem[];
+}
+
+const DEFAULT_INTERVAL_SECONDS = durationSeconds(DEFAULT_REPLICATION_INTERVAL) ?? 900;
+const ID_UNSAFE = /[^A-Za-z0-9_.-]+/g;
+
+/** `<readable>-<8 hex>`: readable part from the names, uniqueness from the hash of the exact pair. */
+export function replicationJobId(source: { host: string; dataset: string }, target: { host: string; dataset: string }, readable: string): string {
+  const hash = createHash("sha256").update(JSON.stringify([source.host, source.dataset, target.host, target.dataset])).digest("hex").slice(0, 8);
+  const text = readable.replace(ID_UNSAFE, "_").replace(/^[-.]+/, "").slice(0, 80);
+  return `${text}-${hash}`;
+}
+
+function local(props: ReadonlyMap<string, { value: string; source: string }> | undefined, name: string): string | undefined {
+  const p = props?.get(name);
+  return p && p.source === "local" && p.value !== "-" && p.value !== "" ? p.value : undefined;
+}
+
+/**
+ * Volume jobs of one pool host from its discovery result (`zfs get -d 1 VOLUME_DISCOVERY_PROPS
+ * <parentDataset>`). Only datasets directly below the parent with a local zcsi:csi-name (ours)
+ * and a local zcsi:replicate-to (a received or inherited value does not count: a replica must
+ * not replicate itself onward).
+ */
+export function volumeJobs(host: PoolHostConfig, all: PropertyMap, hosts: readonly PoolHostConfig[]): JobSet {
+  const parent = host.parentDataset;
+  const jobs: ScheduledJob[] = [];
+  const problems: ConfigProblem[] = [];
+  for (const [dataset, props] of all) {
+    if (!isBelow(parent, dataset) || dataset.includes("@") || dataset.slice(parent.length + 1).includes("/")) continue;
+    const csiName = local(props, PROP.csiName);
+    const replicateTo = local(props, PROP.replicateTo);
+    if (csiName === undefined || replicateTo === undefined) continue;
+    const volumeId = formatVolumeId({ poolHost: host.name, dataset });
+    const where = `volume ${volumeId}`;
+    const leaf = dataset.slice(parent.length + 1);
+    const intervalText = local(props, PROP.replicationInterval);
+    const stored = intervalText === undefined ? undefined : durationSeconds(intervalText);
+    let intervalSeconds = DEFAULT_INTERVAL_SECONDS;
+    if (stored !== undefined && stored >= MIN_REPLICATION_INTERVAL_SECONDS) intervalSeconds = stored;
+    else if (intervalText !== undefined) {
+      // Replicate on the default rather than not at all: the copy is the point.
+      problems.push({ where, message: `${PROP.replicationInterval}=${JSON.stringify(intervalText)} is not a duration of at least 1m; using ${DEFAULT_REPLICATION_INTERVAL}` });
+    }
+    // zcsi:pv is set with --extra-create-metadata; without it the PV is named after the CSI
+    // name (the external-provisioner passes the PV name as the CSI name: pvc-<uid>).
+    const pvName = local(props, PROP.pv) ?? csiName;
+    const seen = new Set<string>();
+    for (const targetHost of replicateTo.split(",").map((t) => t.trim())) {
+      const target = hosts.find((h) => h.name === targetHost);
+      if (target === undefined) {
+        problems.push({ where, message: `${PROP.replicateTo} names ${JSON.stringify(targetHost)}, which is not a pool host in the config; no replica there` });
+        continue;
+      }
+      if (targetHost === host.name || seen.has(targetHost)) {
+        problems.push({ where, message: `${PROP.replicateTo} names ${targetHost} ${targetHost === host.name ? "(the volume's own host)" : "twice"}; ignored` });
+        continue;
+      }
+      seen.add(targetHost);
+      const source = { host: host.name, dataset };
+      const targetRef = { host: targetHost, dataset: `${target.parentDataset}/${leaf}` };
+      jobs.push({
+        job: { id: replicationJobId(source, targetRef, `${leaf}.${targetHost}`), origin: { kind: "volume", volumeId }, source, target: targetRef },
+        intervalSeconds,
+        pvName,
+      });
+    }
+  }
+  return { jobs, problems };
+}
+
+function entries(annotation: string | undefined): string[] {
+  // Empty entries (a trailing comma, blank annotation) are tolerated: people edit these by hand.
+  return (annotation ?? "")
+    .split(",")
+    .map((e) => e.trim())
+    .filter((e) => e !== "");
+}
+
+/**
+ * Why `dataset` cannot be replicated on `host` by annotation, or undefined. It must be a valid
+ * name strictly below the host's pool (a pool's root cannot be received into), and not at or
+ * below the host's parentDataset: those are volumes, replicated per StorageClass.
+ */
+function datasetProblem(dataset: string, host: PoolHostConfig): string | undefined {
+  try {
+    validateDataset(dataset);
+  } catch (err) {
+    return errorMessage(err);
+  }
+  const pool = poolOf(host.parentDataset);
+  if (!isBelow(pool, dataset)) return `${dataset} is not below pool ${pool} of pool host ${host.name}`;
+  if (dataset === host.parentDataset || isBelow(host.parentDataset, dataset)) {
+    return `${dataset} is zcsi's volume area (${host.parentDataset}); volumes are replicated with the StorageClass parameter replicateTo`;
+  }
+  return undefined;
+}
+
+/**
+ * Jobs from Node objects. `intervalSeconds` applies to all of them (`--annotation-interval`).
+ * Nodes without the label are ignored, with a problem when they carry the annotations anyway
+ * (the usual mistake).
+ */
+export function annotationJobs(nodes: readonly NodeInfo[], hosts: readonly PoolHostConfig[], intervalSeconds: number): JobSet {
+  const problems: ConfigProblem[] = [];
+  const hostOf = new Map(hosts.map((h) => [h.name, h]));
+  const participants: { node: NodeInfo; host: PoolHostConfig }[] = [];
+  for (const node of [...nodes].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
+    const annotated = node.annotations[SOURCE_ANNOTATION] !== undefined || node.annotations[REPLICA_ANNOTATION] !== undefined;
+    if (node.labels[REPLICATION_LABEL] !== "true") {
+      if (annotated) problems.push({ where: `node ${node.name}`, message: `has replication annotations but not the label ${REPLICATION_LABEL}=true; ignored` });
+      continue;
+    }
+    const host = hostOf.get(node.name);
+    if (host === undefined) {
+      if (annotated) problems.push({ where: `node ${node.name}`, message: `is labelled ${REPLICATION_LABEL}=true but is not a pool host in the config (the node name must equal the pool host name); ignored` });
+      continue;
+    }
+    participants.push({ node, host });
+  }
+
+  // dataset → the nodes that master it
+  const masters = new Map<string, PoolHostConfig[]>();
+  for (const { node, host } of participants) {
+    for (const dataset of new Set(entries(node.annotations[SOURCE_ANNOTATION]))) {
+      const problem = datasetProblem(dataset, host);
+      if (problem !== undefined) {
+        problems.push({ where: `node ${node.name}`, message: `${SOURCE_ANNOTATION}: ${problem}; no job` });
+        continue;
+      }
+      masters.set(dataset, [...(masters.get(dataset) ?? []), host]);
+    }
+  }
+  for (const [dataset, hostsOfIt] of masters) {
+    if (hostsOfIt.length > 1) {
+      problems.push({
+        where: `dataset ${dataset}`,
+        message: `is mastered by ${hostsOfIt.map((h) => h.name).join(" and ")} (${SOURCE_ANNOTATION}); a dataset has exactly one master, so it is not replicated until one annotation is removed`,
+      });
+    }
+  }
+
+  interface Pending {
+    readonly node: string;
+    readonly source: { host: string; dataset: string };
+    readonly target: { host: string; dataset: string };
+  }
+  const pending: Pending[] = [];
+  for (const { node, host } of participants) {
+    const targetsHere = new Map<string, string[]>();
+    const mine: Pending[] = [];
+    for (const entry of new Set(entries(node.annotations[REPLICA_ANNOTATION]))) {
+      const eq = entry.indexOf("=");
+      const sourceDataset = eq < 0 ? entry : entry.slice(0, eq).trim();
+      const localDataset = eq < 0 ? entry : entry.slice(eq + 1).trim();
+      const where = `node ${node.name}`;
+      const master = masters.get(sourceDataset);
+      if (master === undefined) {
+        problems.push({ where, message: `${REPLICA_ANNOTATION}: no labelled node masters ${JSON.stringify(sourceDataset)} (${SOURCE_ANNOTATION}); no job` });
+        continue;
+      }
+      if (master.length > 1) continue; // reported once above
+      const sourceHost = master[0] as PoolHostConfig;
+      if (sourceHost.name === host.name) {
+        problems.push({ where, message: `${REPLICA_ANNOTATION}: ${sourceDataset} is mastered by this same node; a replica must be on another host` });
+        continue;
+      }
+      const problem = datasetProblem(localDataset, host);
+      if (problem !== undefined) {
+        problems.push({ where, message: `${REPLICA_ANNOTATION}: ${problem}; no job` });
+        continue;
+      }
+      targetsHere.set(localDataset, [...(targetsHere.get(localDataset) ?? []), sourceDataset]);
+      mine.push({ node: node.name, source: { host: sourceHost.name, dataset: sourceDataset }, target: { host: host.name, dataset: localDataset } });
+    }
+    for (const [localDataset, sources] of targetsHere) {
+      if (sources.length > 1) problems.push({ where: `node ${node.name}`, message: `${REPLICA_ANNOTATION}: ${localDataset} would receive ${sources.join(" and ")}; no job for it` });
+    }
+    pending.push(...mine.filter((p) => (targetsHere.get(p.target.dataset)?.length ?? 0) === 1));
+  }
+
+  // A dataset that receives cannot also be a source: the replicator's snapshots on it would
+  // make it diverge from its own source, and the next receive would be refused.
+  const receiving = new Set(pending.map((p) => `${p.target.host}\u0000${p.target.dataset}`));
+  const jobs: ScheduledJob[] = [];
+  for (const p of pending) {
+    if (receiving.has(`${p.source.host}\u0000${p.source.dataset}`)) {
+      problems.push({ where: `dataset ${p.source.dataset}`, message: `on ${p.source.host} both receives a replica and is annotated as a source; it is not replicated onward to ${p.target.host}` });
+      continue;
+    }
+    jobs.push({
+      job: {
+        id: replicationJobId(p.source, p.target, `${p.source.dataset}.${p.target.host}`),
+        origin: { kind: "annotation", node: p.node },
+        source: p.source,
+        target: p.target,
+      },
+      intervalSeconds,
+    });
+  }
+  jobs.sort((a, b) => (a.job.id < b.job.id ? -1 : a.job.id > b.job.id ? 1 : 0));
+  return { jobs, problems };
+}

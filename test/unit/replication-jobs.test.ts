@@ -1,0 +1,195 @@
+import { describe, expect, it } from "vitest";
+import { Node } from "kubernetes-models/v1";
+import { parseConfig, type PoolHostConfig } from "../../src/config.js";
+import { nodeFromObject, nodesFromList, type NodeInfo } from "../../src/k8s/nodes.js";
+import { annotationJobs, replicationJobId, volumeJobs } from "../../src/replication/jobs.js";
+import { parseGet } from "../../src/zfs/parse.js";
+import { k8sFixture } from "../harness/fake-k8s.js";
+
+const KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB8gQ0PnCqYcZ6m6gZ1vIjxbnT4LkQm2R2wqkz9E5S9y";
+const config = parseConfig({
+  privateKeyFile: "/etc/zcsi/ssh/id_ed25519",
+  poolHosts: ["pool-1", "pool-2", "pool-3"].map((name) => ({ name, address: `${name}.example`, parentDataset: "tank/k8s", mountRoot: "/tank/k8s", hostKey: KEY })),
+});
+const HOSTS: readonly PoolHostConfig[] = config.poolHosts;
+const MINUTE = 60;
+
+const node = (name: string): NodeInfo => nodeFromObject(k8sFixture(name));
+const summary = (set: ReturnType<typeof annotationJobs>): string[] =>
+  set.jobs.map((j) => `${j.job.source.host}:${j.job.source.dataset} -> ${j.job.target.host}:${j.job.target.dataset}`).sort();
+
+describe("Node fixtures", () => {
+  it.each(["node-pool-1-source", "node-pool-2-replica", "node-pool-2-replica-changed", "node-pool-3-second-master", "node-worker-unlabelled"])(
+    "%s is a valid v1 Node",
+    (name) => {
+      expect(() => new Node(k8sFixture(name) as ConstructorParameters<typeof Node>[0]).validate()).not.toThrow();
+    },
+  );
+  it("reads name, labels and annotations from a Node and from a NodeList", () => {
+    const info = node("node-pool-1-source");
+    expect(info.name).toBe("pool-1");
+    expect(info.labels["zcsi.dev/replication"]).toBe("true");
+    expect(info.annotations["zcsi.dev/replication-source"]).toBe("tank/db,tank/www");
+    const list = nodesFromList({ apiVersion: "v1", kind: "NodeList", metadata: { resourceVersion: "1051900" }, items: [k8sFixture("node-pool-1-source"), k8sFixture("node-pool-2-replica")] });
+    expect(list.map((n) => n.name)).toEqual(["pool-1", "pool-2"]);
+    expect(() => nodeFromObject({ kind: "Node" })).toThrow(/metadata.name/);
+  });
+});
+
+describe("annotationJobs (recorded-shape Node objects)", () => {
+  it("makes one job per replica entry from the datasets the source node masters", () => {
+    const set = annotationJobs([node("node-pool-1-source"), node("node-pool-2-replica")], HOSTS, 15 * MINUTE);
+    expect(summary(set)).toEqual(["pool-1:tank/db -> pool-2:tank/db", "pool-1:tank/www -> pool-2:tank/replicas/www"]);
+    expect(set.problems).toEqual([]);
+    for (const { job, intervalSeconds } of set.jobs) {
+      expect(job.origin).toEqual({ kind: "annotation", node: "pool-2" });
+      expect(job.id).toMatch(/^[A-Za-z0-9_.-]+$/);
+      expect(intervalSeconds).toBe(15 * MINUTE);
+    }
+  });
+
+  it("changes the jobs when the annotations change (same node, newer object)", () => {
+    const before = annotationJobs([node("node-pool-1-source"), node("node-pool-2-replica")], HOSTS, 15 * MINUTE);
+    const after = annotationJobs([node("node-pool-1-source"), node("node-pool-2-replica-changed")], HOSTS, 15 * MINUTE);
+    expect(summary(after)).toEqual(["pool-1:tank/db -> pool-2:tank/db"]);
+    // The job that stays keeps its id (its holds and metrics stay its own); the other one is gone.
+    const db = (s: typeof before) => s.jobs.find((j) => j.job.source.dataset === "tank/db")!.job.id;
+    expect(db(after)).toBe(db(before));
+    expect(after.jobs.map((j) => j.job.id)).not.toContain(before.jobs.find((j) => j.job.source.dataset === "tank/www")!.job.id);
+  });
+
+  it("reports a dataset with two masters and makes no job for it, while other datasets keep theirs", () => {
+    const set = annotationJobs([node("node-pool-1-source"), node("node-pool-2-replica"), node("node-pool-3-second-master")], HOSTS, 15 * MINUTE);
+    expect(summary(set)).toEqual(["pool-1:tank/www -> pool-2:tank/replicas/www", "pool-1:tank/www -> pool-3:tank/www"]);
+    expect(set.problems).toContainEqual({ where: "dataset tank/db", message: expect.stringMatching(/mastered by pool-1 and pool-3.*exactly one master/) });
+  });
+
+  it("ignores a node without the label, and says so", () => {
+    const set = annotationJobs([node("node-pool-1-source"), node("node-worker-unlabelled")], HOSTS, 15 * MINUTE);
+    expect(set.jobs).toEqual([]);
+    expect(set.problems).toEqual([{ where: "node worker-1", message: expect.stringMatching(/not the label zcsi.dev\/replication=true/) }]);
+  });
+
+  const labelled = (name: string, annotations: Record<string, string>): NodeInfo => ({ name, labels: { "zcsi.dev/replication": "true" }, annotations });
+
+  it.each([
+    ["a dataset outside the host's pool", { "zcsi.dev/replication-source": "other/db" }, /not below pool tank/],
+    ["a pool's root", { "zcsi.dev/replication-source": "tank" }, /not below pool tank/],
+    ["zcsi's volume area", { "zcsi.dev/replication-source": "tank/k8s/pvc-1" }, /volume area/],
+    ["an invalid name", { "zcsi.dev/replication-source": "tank/a b" }, /invalid dataset name/],
+    ["an option-like name", { "zcsi.dev/replication-source": "tank/-R" }, /starts with "-"/],
+  ])("refuses %s as a source", (_what, annotations, message) => {
+    const set = annotationJobs([labelled("pool-1", annotations), labelled("pool-2", { "zcsi.dev/replication-replica": annotations["zcsi.dev/replication-source"]! })], HOSTS, 900);
+    expect(set.jobs).toEqual([]);
+    expect(set.problems.map((p) => p.message)).toContainEqual(expect.stringMatching(message));
+  });
+
+  it("refuses replicas nobody masters, on the master itself, onto invalid or doubly used targets, and chains", () => {
+    const set = annotationJobs(
+      [
+        labelled("pool-1", { "zcsi.dev/replication-source": "tank/db,tank/a,tank/b", "zcsi.dev/replication-replica": "tank/db" }),
+        labelled("pool-2", { "zcsi.dev/replication-replica": "tank/nobody,tank/a=tank/x,tank/b=tank/x,tank/db=other/db", "zcsi.dev/replication-source": "tank/c" }),
+        labelled("pool-3", { "zcsi.dev/replication-replica": "tank/db=tank/c,tank/c" }),
+        labelled("elsewhere", { "zcsi.dev/replication-source": "tank/z" }),
+      ],
+      HOSTS,
+      900,
+    );
+    const messages = set.problems.map((p) => `${p.where}: ${p.message}`);
+    expect(messages).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^node pool-1: .*mastered by this same node/),
+        expect.stringMatching(/^node pool-2: .*no labelled node masters "tank\/nobody"/),
+        expect.stringMatching(/^node pool-2: .*tank\/x would receive tank\/a and tank\/b/),
+        expect.stringMatching(/^node pool-2: .*other\/db is not below pool tank/),
+        expect.stringMatching(/^node elsewhere: .*not a pool host in the config/),
+        expect.stringMatching(/^node pool-3: .*tank\/c would receive tank\/db and tank\/c/),
+      ]),
+    );
+    // Every entry above had a problem: no job at all, rather than a guess.
+    expect(summary(set)).toEqual([]);
+  });
+
+  it("does not replicate a replica onward", () => {
+    const set = annotationJobs(
+      [labelled("pool-1", { "zcsi.dev/replication-source": "tank/db" }), labelled("pool-2", { "zcsi.dev/replication-replica": "tank/db=tank/copy", "zcsi.dev/replication-source": "tank/copy" }), labelled("pool-3", { "zcsi.dev/replication-replica": "tank/copy" })],
+      HOSTS,
+      900,
+    );
+    expect(summary(set)).toEqual(["pool-1:tank/db -> pool-2:tank/copy"]);
+    expect(set.problems).toEqual([{ where: "dataset tank/copy", message: expect.stringMatching(/both receives a replica and is annotated as a source/) }]);
+  });
+});
+
+describe("volumeJobs", () => {
+  const line = (name: string, prop: string, value: string, source = "local") => `${name}\t${prop}\t${value}\t${source}\n`;
+  const discovery = (rows: string[]) => parseGet(rows.join(""));
+  const host = HOSTS[0]!;
+
+  it("makes one job per target into <target parentDataset>/<leaf>, with the volume's interval and PV", () => {
+    const set = volumeJobs(
+      host,
+      discovery([
+        line("tank/k8s", "zcsi:csi-name", "-", "-"),
+        line("tank/k8s/pvc-1", "zcsi:csi-name", "pvc-1"),
+        line("tank/k8s/pvc-1", "zcsi:pv", "pvc-1"),
+        line("tank/k8s/pvc-1", "zcsi:replicate-to", "pool-2,pool-3"),
+        line("tank/k8s/pvc-1", "zcsi:replication-interval", "1h"),
+        line("tank/k8s/pvc-2", "zcsi:csi-name", "pvc-2"),
+        line("tank/k8s/pvc-2", "zcsi:replicate-to", "-", "-"),
+      ]),
+      HOSTS,
+    );
+    expect(set.problems).toEqual([]);
+    expect(set.jobs.map((j) => ({ ...j, job: { ...j.job, id: "x" } }))).toEqual(
+      ["pool-2", "pool-3"].map((t) => ({
+        job: { id: "x", origin: { kind: "volume", volumeId: "pool-1:tank/k8s/pvc-1" }, source: { host: "pool-1", dataset: "tank/k8s/pvc-1" }, target: { host: t, dataset: "tank/k8s/pvc-1" } },
+        intervalSeconds: 3600,
+        pvName: "pvc-1",
+      })),
+    );
+    expect(new Set(set.jobs.map((j) => j.job.id)).size).toBe(2);
+  });
+
+  it("ignores datasets zcsi did not create, received or inherited targets, and deeper datasets", () => {
+    const set = volumeJobs(
+      host,
+      discovery([
+        line("tank/k8s/foreign", "zcsi:replicate-to", "pool-2"),
+        line("tank/k8s/replica", "zcsi:csi-name", "pvc-r", "received"),
+        line("tank/k8s/replica", "zcsi:replicate-to", "pool-2", "received"),
+        line("tank/k8s/pvc-3", "zcsi:csi-name", "pvc-3"),
+        line("tank/k8s/pvc-3", "zcsi:replicate-to", "pool-2", "inherited from tank/k8s"),
+      ]),
+      HOSTS,
+    );
+    expect(set.jobs).toEqual([]);
+  });
+
+  it("reports unknown and own-host targets and a bad interval, and replicates what it can on the default interval", () => {
+    const set = volumeJobs(
+      host,
+      discovery([
+        line("tank/k8s/pvc-4", "zcsi:csi-name", "pvc-4"),
+        line("tank/k8s/pvc-4", "zcsi:replicate-to", "pool-1,pool-9,pool-2"),
+        line("tank/k8s/pvc-4", "zcsi:replication-interval", "5s"),
+      ]),
+      HOSTS,
+    );
+    expect(set.jobs.map((j) => [j.job.target.host, j.intervalSeconds, j.pvName])).toEqual([["pool-2", 900, "pvc-4"]]);
+    expect(set.problems.map((p) => p.message)).toEqual([
+      expect.stringMatching(/zcsi:replication-interval="5s".*using 15m/),
+      expect.stringMatching(/pool-1 \(the volume's own host\)/),
+      expect.stringMatching(/"pool-9", which is not a pool host/),
+    ]);
+  });
+});
+
+describe("replicationJobId", () => {
+  it("is stable, safe as a hold tag and metric label, and differs for different pairs", () => {
+    const a = replicationJobId({ host: "pool-1", dataset: "tank/db" }, { host: "pool-2", dataset: "tank/db" }, "tank/db.pool-2");
+    expect(a).toBe(replicationJobId({ host: "pool-1", dataset: "tank/db" }, { host: "pool-2", dataset: "tank/db" }, "tank/db.pool-2"));
+    expect(a).toMatch(/^tank_db\.pool-2-[0-9a-f]{8}$/);
+    expect(replicationJobId({ host: "pool-1", dataset: "tank/db" }, { host: "pool-2", dataset: "tank/db2" }, "tank/db.pool-2")).not.toBe(a);
+  });
+});
