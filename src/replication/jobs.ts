@@ -5,7 +5,7 @@ import { REPLICA_ANNOTATION, REPLICATION_LABEL, SOURCE_ANNOTATION, type NodeInfo
 import { formatVolumeId } from "../volumes/ids.js";
 import { DEFAULT_REPLICATION_INTERVAL, durationSeconds, MIN_REPLICATION_INTERVAL_SECONDS } from "../volumes/parameters.js";
 import { PROP } from "../volumes/properties.js";
-import { isBelow, poolOf, validateDataset } from "../zfs/names.js";
+import { isBelow, validateDataset } from "../zfs/names.js";
 import type { PropertyMap } from "../zfs/parse.js";
 import type { ReplicationJob } from "./types.js";
 
@@ -17,10 +17,12 @@ import type { ReplicationJob } from "./types.js";
  *   zcsi:replication-interval. Found by ONE `zfs get -d 1` per pool host (VOLUME_DISCOVERY_PROPS).
  * - Node annotations (the z8r model), for data that is not a PV: nodes labelled
  *   `zcsi.dev/replication=true` whose name is a configured pool host; a source node annotated
- *   `zcsi.dev/replication-source: "tank/db,tank/www"` masters those datasets, a replica node
- *   annotated `zcsi.dev/replication-replica: "tank/db"` receives them (`tank/db=backup/db`:
- *   under another name, e.g. when its pool is named differently). A dataset has exactly one
- *   master; every problem is reported and only the affected dataset gets no job.
+ *   `zcsi.dev/replication-source: "tank/k8s/apps/db,tank/k8s/apps/www"` masters those
+ *   datasets, a replica node annotated `zcsi.dev/replication-replica: "tank/k8s/apps/db"`
+ *   receives them (`tank/k8s/apps/db=backup/k8s/apps/db`: under another name, e.g. when its
+ *   pool is named differently). Datasets are below the host's parentDataset, not directly
+ *   (see datasetProblem). A dataset has exactly one master; every problem is reported and only
+ *   the affected dataset gets no job.
  *
  * Job ids are stable: a readable part and a hash of (source host, source dataset, target host,
  * target dataset), so the same configuration always yields the same id (hold tags, metrics,
@@ -127,9 +129,11 @@ function entries(annotation: string | undefined): string[] {
 }
 
 /**
- * Why `dataset` cannot be replicated on `host` by annotation, or undefined. It must be a valid
- * name strictly below the host's pool (a pool's root cannot be received into), and not at or
- * below the host's parentDataset: those are volumes, replicated per StorageClass.
+ * Why `dataset` cannot be replicated on `host` by annotation, or undefined. zcsi touches only
+ * datasets below a pool host's parentDataset (the engine refuses anything else), and the
+ * direct children of parentDataset are volumes, replicated per StorageClass: so an annotated
+ * dataset lives at least two levels down (`tank/k8s/apps/db` for parentDataset `tank/k8s`),
+ * where no volume or volume replica can ever be.
  */
 function datasetProblem(dataset: string, host: PoolHostConfig): string | undefined {
   try {
@@ -137,10 +141,10 @@ function datasetProblem(dataset: string, host: PoolHostConfig): string | undefin
   } catch (err) {
     return errorMessage(err);
   }
-  const pool = poolOf(host.parentDataset);
-  if (!isBelow(pool, dataset)) return `${dataset} is not below pool ${pool} of pool host ${host.name}`;
-  if (dataset === host.parentDataset || isBelow(host.parentDataset, dataset)) {
-    return `${dataset} is zcsi's volume area (${host.parentDataset}); volumes are replicated with the StorageClass parameter replicateTo`;
+  const parent = host.parentDataset;
+  if (!isBelow(parent, dataset)) return `${dataset} is not below ${parent}, the parentDataset of pool host ${host.name} (zcsi replicates nothing outside it)`;
+  if (!dataset.slice(parent.length + 1).includes("/")) {
+    return `${dataset} is a direct child of ${parent}, where volumes live (they are replicated with the StorageClass parameter replicateTo); use a dataset one level deeper, e.g. ${parent}/apps/<name>`;
   }
   return undefined;
 }

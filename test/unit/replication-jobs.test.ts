@@ -29,7 +29,7 @@ describe("Node fixtures", () => {
     const info = node("node-pool-1-source");
     expect(info.name).toBe("pool-1");
     expect(info.labels["zcsi.dev/replication"]).toBe("true");
-    expect(info.annotations["zcsi.dev/replication-source"]).toBe("tank/db,tank/www");
+    expect(info.annotations["zcsi.dev/replication-source"]).toBe("tank/k8s/apps/db,tank/k8s/apps/www");
     const list = nodesFromList({ apiVersion: "v1", kind: "NodeList", metadata: { resourceVersion: "1051900" }, items: [k8sFixture("node-pool-1-source"), k8sFixture("node-pool-2-replica")] });
     expect(list.map((n) => n.name)).toEqual(["pool-1", "pool-2"]);
     expect(() => nodeFromObject({ kind: "Node" })).toThrow(/metadata.name/);
@@ -39,7 +39,7 @@ describe("Node fixtures", () => {
 describe("annotationJobs (recorded-shape Node objects)", () => {
   it("makes one job per replica entry from the datasets the source node masters", () => {
     const set = annotationJobs([node("node-pool-1-source"), node("node-pool-2-replica")], HOSTS, 15 * MINUTE);
-    expect(summary(set)).toEqual(["pool-1:tank/db -> pool-2:tank/db", "pool-1:tank/www -> pool-2:tank/replicas/www"]);
+    expect(summary(set)).toEqual(["pool-1:tank/k8s/apps/db -> pool-2:tank/k8s/apps/db", "pool-1:tank/k8s/apps/www -> pool-2:tank/k8s/replicas/www"]);
     expect(set.problems).toEqual([]);
     for (const { job, intervalSeconds } of set.jobs) {
       expect(job.origin).toEqual({ kind: "annotation", node: "pool-2" });
@@ -51,17 +51,17 @@ describe("annotationJobs (recorded-shape Node objects)", () => {
   it("changes the jobs when the annotations change (same node, newer object)", () => {
     const before = annotationJobs([node("node-pool-1-source"), node("node-pool-2-replica")], HOSTS, 15 * MINUTE);
     const after = annotationJobs([node("node-pool-1-source"), node("node-pool-2-replica-changed")], HOSTS, 15 * MINUTE);
-    expect(summary(after)).toEqual(["pool-1:tank/db -> pool-2:tank/db"]);
+    expect(summary(after)).toEqual(["pool-1:tank/k8s/apps/db -> pool-2:tank/k8s/apps/db"]);
     // The job that stays keeps its id (its holds and metrics stay its own); the other one is gone.
-    const db = (s: typeof before) => s.jobs.find((j) => j.job.source.dataset === "tank/db")!.job.id;
+    const db = (s: typeof before) => s.jobs.find((j) => j.job.source.dataset === "tank/k8s/apps/db")!.job.id;
     expect(db(after)).toBe(db(before));
-    expect(after.jobs.map((j) => j.job.id)).not.toContain(before.jobs.find((j) => j.job.source.dataset === "tank/www")!.job.id);
+    expect(after.jobs.map((j) => j.job.id)).not.toContain(before.jobs.find((j) => j.job.source.dataset === "tank/k8s/apps/www")!.job.id);
   });
 
   it("reports a dataset with two masters and makes no job for it, while other datasets keep theirs", () => {
     const set = annotationJobs([node("node-pool-1-source"), node("node-pool-2-replica"), node("node-pool-3-second-master")], HOSTS, 15 * MINUTE);
-    expect(summary(set)).toEqual(["pool-1:tank/www -> pool-2:tank/replicas/www", "pool-1:tank/www -> pool-3:tank/www"]);
-    expect(set.problems).toContainEqual({ where: "dataset tank/db", message: expect.stringMatching(/mastered by pool-1 and pool-3.*exactly one master/) });
+    expect(summary(set)).toEqual(["pool-1:tank/k8s/apps/www -> pool-2:tank/k8s/replicas/www", "pool-1:tank/k8s/apps/www -> pool-3:tank/k8s/apps/www"]);
+    expect(set.problems).toContainEqual({ where: "dataset tank/k8s/apps/db", message: expect.stringMatching(/mastered by pool-1 and pool-3.*exactly one master/) });
   });
 
   it("ignores a node without the label, and says so", () => {
@@ -73,51 +73,53 @@ describe("annotationJobs (recorded-shape Node objects)", () => {
   const labelled = (name: string, annotations: Record<string, string>): NodeInfo => ({ name, labels: { "zcsi.dev/replication": "true" }, annotations });
 
   it.each([
-    ["a dataset outside the host's pool", { "zcsi.dev/replication-source": "other/db" }, /not below pool tank/],
-    ["a pool's root", { "zcsi.dev/replication-source": "tank" }, /not below pool tank/],
-    ["zcsi's volume area", { "zcsi.dev/replication-source": "tank/k8s/pvc-1" }, /volume area/],
-    ["an invalid name", { "zcsi.dev/replication-source": "tank/a b" }, /invalid dataset name/],
-    ["an option-like name", { "zcsi.dev/replication-source": "tank/-R" }, /starts with "-"/],
+    ["a dataset outside the host's parentDataset", { "zcsi.dev/replication-source": "tank/db" }, /not below tank\/k8s, the parentDataset of pool host pool-1/],
+    ["a dataset in another pool", { "zcsi.dev/replication-source": "other/k8s/apps/db" }, /not below tank\/k8s/],
+    ["the parentDataset itself", { "zcsi.dev/replication-source": "tank/k8s" }, /not below tank\/k8s/],
+    ["a direct child of the parentDataset (a volume's place)", { "zcsi.dev/replication-source": "tank/k8s/pvc-1" }, /direct child of tank\/k8s, where volumes live/],
+    ["an invalid name", { "zcsi.dev/replication-source": "tank/k8s/a b" }, /invalid dataset name/],
+    ["an option-like name", { "zcsi.dev/replication-source": "tank/k8s/apps/-R" }, /starts with "-"/],
   ])("refuses %s as a source", (_what, annotations, message) => {
     const set = annotationJobs([labelled("pool-1", annotations), labelled("pool-2", { "zcsi.dev/replication-replica": annotations["zcsi.dev/replication-source"]! })], HOSTS, 900);
     expect(set.jobs).toEqual([]);
     expect(set.problems.map((p) => p.message)).toContainEqual(expect.stringMatching(message));
   });
 
-  it("refuses replicas nobody masters, on the master itself, onto invalid or doubly used targets, and chains", () => {
+  it("refuses replicas nobody masters, on the master itself, onto invalid or doubly used targets", () => {
     const set = annotationJobs(
       [
-        labelled("pool-1", { "zcsi.dev/replication-source": "tank/db,tank/a,tank/b", "zcsi.dev/replication-replica": "tank/db" }),
-        labelled("pool-2", { "zcsi.dev/replication-replica": "tank/nobody,tank/a=tank/x,tank/b=tank/x,tank/db=other/db", "zcsi.dev/replication-source": "tank/c" }),
-        labelled("pool-3", { "zcsi.dev/replication-replica": "tank/db=tank/c,tank/c" }),
-        labelled("elsewhere", { "zcsi.dev/replication-source": "tank/z" }),
+        labelled("pool-1", { "zcsi.dev/replication-source": "tank/k8s/a/db,tank/k8s/a/x,tank/k8s/a/y", "zcsi.dev/replication-replica": "tank/k8s/a/db" }),
+        labelled("pool-2", { "zcsi.dev/replication-replica": "tank/k8s/a/nobody,tank/k8s/a/x=tank/k8s/b/xy,tank/k8s/a/y=tank/k8s/b/xy,tank/k8s/a/db=other/k8s/a/db" }),
+        labelled("elsewhere", { "zcsi.dev/replication-source": "tank/k8s/a/z" }),
       ],
       HOSTS,
       900,
     );
-    const messages = set.problems.map((p) => `${p.where}: ${p.message}`);
-    expect(messages).toEqual(
+    expect(set.problems.map((p) => `${p.where}: ${p.message}`)).toEqual(
       expect.arrayContaining([
-        expect.stringMatching(/^node pool-1: .*mastered by this same node/),
-        expect.stringMatching(/^node pool-2: .*no labelled node masters "tank\/nobody"/),
-        expect.stringMatching(/^node pool-2: .*tank\/x would receive tank\/a and tank\/b/),
-        expect.stringMatching(/^node pool-2: .*other\/db is not below pool tank/),
+        expect.stringMatching(/^node pool-1: .*tank\/k8s\/a\/db is mastered by this same node/),
+        expect.stringMatching(/^node pool-2: .*no labelled node masters "tank\/k8s\/a\/nobody"/),
+        expect.stringMatching(/^node pool-2: .*tank\/k8s\/b\/xy would receive tank\/k8s\/a\/x and tank\/k8s\/a\/y/),
+        expect.stringMatching(/^node pool-2: .*other\/k8s\/a\/db is not below tank\/k8s/),
         expect.stringMatching(/^node elsewhere: .*not a pool host in the config/),
-        expect.stringMatching(/^node pool-3: .*tank\/c would receive tank\/db and tank\/c/),
       ]),
     );
-    // Every entry above had a problem: no job at all, rather than a guess.
+    // Every replica entry above had a problem: no job at all, rather than a guess.
     expect(summary(set)).toEqual([]);
   });
 
   it("does not replicate a replica onward", () => {
     const set = annotationJobs(
-      [labelled("pool-1", { "zcsi.dev/replication-source": "tank/db" }), labelled("pool-2", { "zcsi.dev/replication-replica": "tank/db=tank/copy", "zcsi.dev/replication-source": "tank/copy" }), labelled("pool-3", { "zcsi.dev/replication-replica": "tank/copy" })],
+      [
+        labelled("pool-1", { "zcsi.dev/replication-source": "tank/k8s/a/db" }),
+        labelled("pool-2", { "zcsi.dev/replication-replica": "tank/k8s/a/db=tank/k8s/a/copy", "zcsi.dev/replication-source": "tank/k8s/a/copy" }),
+        labelled("pool-3", { "zcsi.dev/replication-replica": "tank/k8s/a/copy" }),
+      ],
       HOSTS,
       900,
     );
-    expect(summary(set)).toEqual(["pool-1:tank/db -> pool-2:tank/copy"]);
-    expect(set.problems).toEqual([{ where: "dataset tank/copy", message: expect.stringMatching(/both receives a replica and is annotated as a source/) }]);
+    expect(summary(set)).toEqual(["pool-1:tank/k8s/a/db -> pool-2:tank/k8s/a/copy"]);
+    expect(set.problems).toEqual([{ where: "dataset tank/k8s/a/copy", message: expect.stringMatching(/both receives a replica and is annotated as a source/) }]);
   });
 });
 
@@ -160,6 +162,8 @@ describe("volumeJobs", () => {
         line("tank/k8s/replica", "zcsi:replicate-to", "pool-2", "received"),
         line("tank/k8s/pvc-3", "zcsi:csi-name", "pvc-3"),
         line("tank/k8s/pvc-3", "zcsi:replicate-to", "pool-2", "inherited from tank/k8s"),
+        line("tank/k8s/apps/db", "zcsi:csi-name", "pvc-deep"),
+        line("tank/k8s/apps/db", "zcsi:replicate-to", "pool-2"),
       ]),
       HOSTS,
     );
@@ -187,9 +191,9 @@ describe("volumeJobs", () => {
 
 describe("replicationJobId", () => {
   it("is stable, safe as a hold tag and metric label, and differs for different pairs", () => {
-    const a = replicationJobId({ host: "pool-1", dataset: "tank/db" }, { host: "pool-2", dataset: "tank/db" }, "tank/db.pool-2");
-    expect(a).toBe(replicationJobId({ host: "pool-1", dataset: "tank/db" }, { host: "pool-2", dataset: "tank/db" }, "tank/db.pool-2"));
-    expect(a).toMatch(/^tank_db\.pool-2-[0-9a-f]{8}$/);
-    expect(replicationJobId({ host: "pool-1", dataset: "tank/db" }, { host: "pool-2", dataset: "tank/db2" }, "tank/db.pool-2")).not.toBe(a);
+    const a = replicationJobId({ host: "pool-1", dataset: "tank/k8s/a/db" }, { host: "pool-2", dataset: "tank/k8s/a/db" }, "tank/k8s/a/db.pool-2");
+    expect(a).toBe(replicationJobId({ host: "pool-1", dataset: "tank/k8s/a/db" }, { host: "pool-2", dataset: "tank/k8s/a/db" }, "tank/k8s/a/db.pool-2"));
+    expect(a).toMatch(/^tank_k8s_a_db\.pool-2-[0-9a-f]{8}$/);
+    expect(replicationJobId({ host: "pool-1", dataset: "tank/k8s/a/db" }, { host: "pool-2", dataset: "tank/k8s/a/db2" }, "tank/k8s/a/db.pool-2")).not.toBe(a);
   });
 });
