@@ -1,7 +1,7 @@
 import { execFileSync } from "node:child_process";
 import { mkdirSync, writeFileSync, appendFileSync, existsSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { packageRoot } from "../src/util/package.js";
 
 /**
@@ -61,15 +61,18 @@ export function report(title: string, rows: readonly Row[], verdicts: readonly s
   ];
   const text = lines.join("\n");
   console.log(text);
-  const dir = join(packageRoot, "bench", "results");
-  mkdirSync(dir, { recursive: true });
-  appendFileSync(join(dir, "latest.md"), text + "\n");
+  appendFileSync(resultsFile(), text + "\n");
+}
+
+/** bench/results/latest.md, or BENCH_RESULTS_FILE (a trial run that should not replace the record). */
+function resultsFile(): string {
+  const file = process.env.BENCH_RESULTS_FILE ?? join(packageRoot, "bench", "results", "latest.md");
+  mkdirSync(dirname(file), { recursive: true });
+  return file;
 }
 
 export function startResults(): void {
-  const dir = join(packageRoot, "bench", "results");
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, "latest.md"), `# zcsi benchmark results\n\nRun ${new Date().toISOString()} by \`npm run bench\`.\n\n`);
+  writeFileSync(resultsFile(), `# zcsi benchmark results\n\nRun ${new Date().toISOString()} by \`npm run bench\`.\n\n`);
 }
 
 export const ratio = (a: number, b: number): string => `${(a / b).toFixed(2)}×`;

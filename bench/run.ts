@@ -1,6 +1,22 @@
 import { startResults } from "./lib.js";
 import { benchProvision } from "./provision.js";
+import { benchScale } from "./scale.js";
+import { benchDataPath } from "./datapath.js";
 
-/** `npm run bench`: every benchmark, results in bench/results/latest.md. */
+/**
+ * `npm run bench`: every benchmark, results in bench/results/latest.md.
+ * BENCH_ONLY=provision,scale,datapath,memory runs a subset (while developing one).
+ */
+const benchmarks: Record<string, () => Promise<void>> = {
+  provision: benchProvision,
+  scale: benchScale,
+  datapath: benchDataPath,
+};
+const only = process.env.BENCH_ONLY?.split(",").map((s) => s.trim());
 startResults();
-await benchProvision();
+for (const [name, bench] of Object.entries(benchmarks)) {
+  if (only && !only.includes(name)) continue;
+  const t0 = Date.now();
+  await bench();
+  console.log(`(${name}: ${((Date.now() - t0) / 1000).toFixed(0)} s)`);
+}
