@@ -181,22 +181,100 @@ export function zfsClone(snapshot: string, target: string, props: Props = {}, op
 }
 
 /**
- * `zfs send <snapshot>`: a full stream of one snapshot, no properties (`-p` would carry the
- * source's zcsi:* user properties along). Its stdout is the stream.
+ * `zfs send [-i <from>] <snapshot>`: a full stream of one snapshot, or with `incrementalFrom`
+ * the increment from an earlier snapshot of the same dataset (`-i`: only the two snapshots,
+ * not the ones in between; zfs-send(8)). No properties (`-p` would carry the source's zcsi:*
+ * user properties along). Its stdout is the stream.
  */
-export function zfsSend(snapshot: string): string[] {
+export function zfsSend(snapshot: string, opts: { incrementalFrom?: string } = {}): string[] {
   validateSnapshot(snapshot);
-  return ["zfs", "send", snapshot];
+  if (opts.incrementalFrom === undefined) return ["zfs", "send", snapshot];
+  validateSnapshot(opts.incrementalFrom);
+  if (datasetOf(opts.incrementalFrom) !== datasetOf(snapshot)) {
+    throw invalidArgument(`incremental send from ${opts.incrementalFrom} to ${snapshot}: both must be snapshots of the same dataset`);
+  }
+  if (opts.incrementalFrom === snapshot) throw invalidArgument(`incremental send from ${snapshot} to itself`);
+  return ["zfs", "send", "-i", opts.incrementalFrom, snapshot];
+}
+
+// A receive_resume_token is a version number, a checksum, the length and the hex of a
+// compressed nvlist, joined by "-" (libzfs zfs_send_resume_token_to_nvlist). Anything else
+// never came from zfs and must not reach an argv.
+const RESUME_TOKEN = /^[0-9]+-[0-9a-f]+-[0-9a-f]+-[0-9a-f]+$/;
+const MAX_RESUME_TOKEN_LENGTH = 64 * 1024;
+
+/** A `receive_resume_token` value as zfs prints it; returns it. */
+export function validateResumeToken(token: string): string {
+  if (typeof token !== "string" || token.length > MAX_RESUME_TOKEN_LENGTH || !RESUME_TOKEN.test(token)) {
+    const shown = typeof token === "string" ? JSON.stringify(token.length > 40 ? `${token.slice(0, 40)}…` : token) : `(${typeof token})`;
+    throw invalidArgument(`invalid receive_resume_token ${shown}: expected <version>-<hex>-<hex>-<hex>`);
+  }
+  return token;
+}
+
+/** `zfs send -t <token>`: the rest of an interrupted stream (OpenZFS ≥ 0.7; zfs-send(8)). */
+export function zfsSendResume(token: string): string[] {
+  return ["zfs", "send", "-t", validateResumeToken(token)];
 }
 
 /**
- * `zfs receive -u <dataset>`: a full stream into a new dataset, left unmounted (`-u`; zfs-fuse
- * accepts it though its usage text does not list it). No `-o`: zfs-fuse has none, so callers
- * set properties afterwards. No `-F`: never overwrite what exists.
+ * `zfs receive -u [-s] [-o k=v ...] <dataset>`: a stream into `dataset`, left unmounted (`-u`;
+ * zfs-fuse accepts it though its usage text does not list it). A full stream creates the
+ * dataset; an incremental one needs it to exist with the stream's base as its newest snapshot.
+ * `resumable` (`-s`, OpenZFS ≥ 0.7) keeps a cut stream's partial state and publishes
+ * receive_resume_token. `props` (`-o`, OpenZFS ≥ 0.8) are set as local properties of the
+ * received dataset; zfs-fuse has no `-o`, so there callers set them afterwards.
+ * No `-F`: never roll back or overwrite what exists.
  */
-export function zfsReceive(dataset: string): string[] {
+export function zfsReceive(dataset: string, opts: { resumable?: boolean; props?: Props } = {}): string[] {
   validateDataset(dataset);
-  return ["zfs", "receive", "-u", dataset];
+  return ["zfs", "receive", "-u", ...(opts.resumable ? ["-s"] : []), ...dashO(opts.props ?? {}), dataset];
+}
+
+/**
+ * `zfs receive -A <dataset>`: discards the partial state of an interrupted resumable receive
+ * (zfs-receive(8)). For an interrupted first (full) receive that state IS the dataset, which
+ * goes with it; callers must know it is theirs.
+ */
+export function zfsReceiveAbort(dataset: string): string[] {
+  validateDataset(dataset);
+  return ["zfs", "receive", "-A", dataset];
+}
+
+/**
+ * Hold tags are free text for ZFS (zfs-hold(8)); ours are one harmless argv word and one `-H`
+ * column: the dataset component charset, no leading "-", at most 200 characters.
+ */
+export function validateHoldTag(tag: string): string {
+  if (typeof tag !== "string" || tag.length === 0 || tag.length > 200 || tag.startsWith("-") || !/^[A-Za-z0-9_.:-]+$/.test(tag)) {
+    throw invalidArgument(`invalid hold tag ${JSON.stringify(tag)}: expected 1-200 of A-Z a-z 0-9 _ . : - not starting with "-"`);
+  }
+  return tag;
+}
+
+function snapshotsArgs(snapshots: readonly string[], what: string): readonly string[] {
+  if (snapshots.length === 0) throw invalidArgument(`zfs ${what} needs at least one snapshot`);
+  for (const s of snapshots) validateSnapshot(s);
+  return snapshots;
+}
+
+/** `zfs hold <tag> <snapshot...>`: a held snapshot cannot be destroyed (zfs-hold(8); pool version 18+). */
+export function zfsHold(tag: string, snapshots: readonly string[]): string[] {
+  return ["zfs", "hold", validateHoldTag(tag), ...snapshotsArgs(snapshots, "hold")];
+}
+
+/** `zfs release <tag> <snapshot...>`. */
+export function zfsRelease(tag: string, snapshots: readonly string[]): string[] {
+  return ["zfs", "release", validateHoldTag(tag), ...snapshotsArgs(snapshots, "release")];
+}
+
+/**
+ * `zfs holds -H <snapshot...>`: `name<TAB>tag<TAB>timestamp` per hold. OpenZFS only in practice:
+ * zfs-fuse's `holds` is a python script it does not ship ("pyzfs.py not found"); there the
+ * `userrefs` property (the number of holds) is what can be read.
+ */
+export function zfsHolds(snapshots: readonly string[]): string[] {
+  return ["zfs", "holds", "-H", ...snapshotsArgs(snapshots, "holds")];
 }
 
 /** `zfs promote <clone>`. */

@@ -10,9 +10,14 @@ import {
   zfsList,
   zfsMount,
   zfsPromote,
+  zfsHold,
+  zfsHolds,
   zfsReceive,
+  zfsReceiveAbort,
+  zfsRelease,
   zfsRename,
   zfsSend,
+  zfsSendResume,
   zfsSet,
   zfsSnapshot,
   zfsUnmount,
@@ -23,7 +28,7 @@ import {
   type Props,
 } from "./argv.js";
 import { capabilitiesFromProbe, type Capabilities } from "./capabilities.js";
-import { isBusy, onlyMissingDatasets, zfsError } from "./errors.js";
+import { isBusy, onlyMissingDatasets, zfsError, type ZfsError } from "./errors.js";
 import { validateDatasetOrSnapshot, validatePool } from "./names.js";
 import { parseExactInteger, parseGet, parseRows, type PropertyMap } from "./parse.js";
 
@@ -36,6 +41,25 @@ export interface ZfsOptions {
   readonly busyRetryBudgetMs?: number;
   /** Injected for tests; defaults to setTimeout. */
   readonly sleep?: (ms: number) => Promise<void>;
+}
+
+/**
+ * A zfs command started with live streams (`zfs send`, `zfs receive`) whose bytes the caller
+ * moves itself, e.g. between two hosts (replication/transfer.ts).
+ */
+export interface StreamedCommand {
+  readonly host: string;
+  /** As run (with `sudo -n` when configured), for logs and errors. */
+  readonly argv: readonly string[];
+  readonly stream: ExecStream;
+  /** The classified error for a result of this command that failed (stderr as collected by the caller). */
+  failure(result: ExecResult): ZfsError;
+}
+
+/** One user hold, as `zfs holds -H` prints it. */
+export interface Hold {
+  readonly snapshot: string;
+  readonly tag: string;
 }
 
 export interface PoolInfo {
@@ -321,6 +345,60 @@ export class Zfs {
     const [settled, argv, stderr] = firstFailure === "send" ? [sent, sendArgv, sendStderr] : [received, recvArgv, recvStderr];
     if (settled.status === "rejected") throw settled.reason;
     throw zfsError(this.exec.host, argv, { ...settled.value, stderr: stderr.text() });
+  }
+
+  private async start(argv: readonly string[]): Promise<StreamedCommand> {
+    const full = [...this.prefix, ...argv];
+    const stream = await this.exec.stream(full);
+    const host = this.exec.host;
+    return { host, argv: full, stream, failure: (result) => zfsError(host, full, result) };
+  }
+
+  /** Starts `zfs send [-i <from>] <snapshot>` (see argv.zfsSend); the stream is its stdout. */
+  startSend(snapshot: string, opts: { incrementalFrom?: string } = {}): Promise<StreamedCommand> {
+    return this.start(zfsSend(snapshot, opts));
+  }
+
+  /** Starts `zfs send -t <token>`: the rest of an interrupted resumable receive. */
+  startSendResume(token: string): Promise<StreamedCommand> {
+    return this.start(zfsSendResume(token));
+  }
+
+  /** Starts `zfs receive -u [-s] [-o k=v] <dataset>`; the stream goes to its stdin. */
+  startReceive(dataset: string, opts: { resumable?: boolean; props?: Props } = {}): Promise<StreamedCommand> {
+    return this.start(zfsReceive(dataset, opts));
+  }
+
+  /** `zfs receive -A <dataset>`: drops the partial state of an interrupted resumable receive. */
+  async receiveAbort(dataset: string): Promise<void> {
+    await this.run(zfsReceiveAbort(dataset));
+  }
+
+  /**
+   * `zfs hold <tag> <snapshot>`. Idempotent: a tag already on the snapshot ("tag already
+   * exists on this dataset") is success, so a retried run does not fail on its own hold.
+   */
+  async hold(tag: string, snapshot: string): Promise<void> {
+    const { argv, result } = await this.runRaw(zfsHold(tag, [snapshot]));
+    if (result.exitCode === 0 || /tag already exists/.test(result.stderr)) return;
+    throw zfsError(this.exec.host, argv, result);
+  }
+
+  /**
+   * `zfs release <tag> <snapshot>`, one snapshot per call (a multi-snapshot release fails as a
+   * whole when one lacks the tag). Returns false when the tag was not there: already released.
+   */
+  async release(tag: string, snapshot: string): Promise<boolean> {
+    const { argv, result } = await this.runRaw(zfsRelease(tag, [snapshot]));
+    if (result.exitCode === 0) return true;
+    if (/no such tag/.test(result.stderr)) return false;
+    throw zfsError(this.exec.host, argv, result);
+  }
+
+  /** `zfs holds -H <snapshots...>` (OpenZFS; zfs-fuse lacks it: Unimplemented/Internal there). */
+  async holds(snapshots: readonly string[]): Promise<Hold[]> {
+    const stdout = await this.run(zfsHolds(snapshots));
+    return parseRows(stdout, ["snapshot", "tag", "timestamp"], "zfs holds").map((r) => ({ snapshot: r.snapshot ?? "", tag: r.tag ?? "" }));
   }
 
   /** `zfs promote <clone>`; FailedPrecondition when it is not a clone; "busy" retried like rename. */

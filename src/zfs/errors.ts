@@ -59,6 +59,14 @@ export const CLASSIFICATION_TABLE: readonly Rule[] = [
   // A missing parent is a configuration problem, not a missing object: keep it out of NotFound so
   // that callers treating NotFound as "already gone" are never fooled by it.
   { pattern: /parent does not exist/i, kind: "FailedPrecondition", seen: "zfs-fuse: cannot create 'p/x/y': parent does not exist" },
+  // A hold tag that is not on the snapshot (zfs release): the hold is already gone.
+  { pattern: /no such tag on this dataset/i, kind: "NotFound", seen: "zfs-fuse: cannot release 'zcsi-repl-j2' from 'p/a@s1': no such tag on this dataset" },
+  // An incremental receive into a target written since its newest snapshot (without -F, which
+  // would roll it back). zfs-fuse wraps it: "...has been modified" / "since most recent snapshot".
+  { pattern: /has been modified$|has been modified since most recent snapshot/i, kind: "FailedPrecondition", seen: "zfs-fuse: cannot receive incremental stream: destination p/t/r has been modified\nsince most recent snapshot" },
+  // `zfs send -t` whose token no longer fits the source (libzfs zfs_send_resume_impl): the
+  // snapshot it names was destroyed or replaced, or the token is damaged.
+  { pattern: /cannot resume send|resume token is corrupt|resume token version/i, kind: "FailedPrecondition", seen: "OpenZFS 2.3: cannot resume send: 'p/a@s' used in the initial send no longer exists" },
   { pattern: /does not exist|no such pool|no such dataset|could not find any snapshots/i, kind: "NotFound", seen: "zfs-fuse: cannot open 'p/x': dataset does not exist; cannot open 'x': no such pool; OpenZFS: could not find any snapshots to destroy; check snapshot names." },
   { pattern: /already exists|^cannot receive new filesystem stream: destination '[^']*' exists$/i, kind: "AlreadyExists", seen: "zfs-fuse: cannot create 'p/a': dataset already exists; OpenZFS 2.3: cannot receive new filesystem stream: destination 'p/d' exists" },
   // Shrinking a quota below what is used: the request is out of the valid range for this dataset.
@@ -122,4 +130,14 @@ export function zfsError(host: string, argv: readonly string[], result: ExecResu
 export function onlyMissingDatasets(stderr: string): boolean {
   const all = lines(stderr);
   return all.length > 0 && all.every((l) => /^cannot open '[^']*': dataset does not exist$/.test(l));
+}
+
+/** A `zfs send -t` refused because its resume token no longer fits the source (see the table). */
+export function isStaleResumeToken(err: unknown): boolean {
+  return err instanceof ZfsError && err.kind === "FailedPrecondition" && /cannot resume send|resume token is corrupt|resume token version/i.test(err.stderr);
+}
+
+/** An incremental receive refused because the target was written after its newest snapshot. */
+export function isTargetModified(err: unknown): boolean {
+  return err instanceof ZfsError && /has been modified/i.test(err.stderr);
 }

@@ -7,10 +7,17 @@ import {
   zfsCreate,
   zfsDestroy,
   zfsGet,
+  zfsHold,
+  zfsHolds,
   zfsInherit,
   zfsList,
   zfsPromote,
+  zfsReceive,
+  zfsReceiveAbort,
+  zfsRelease,
   zfsRename,
+  zfsSend,
+  zfsSendResume,
   zfsSet,
   zfsSnapshot,
   zfsUnmount,
@@ -169,4 +176,44 @@ describe("snapshot, clone, promote, unmount, version, zpool list", () => {
 describe("property names", () => {
   it.each(["quota", "refquota", "receive_resume_token", "zcsi:name"])("accepts %s", (p) => expect(validatePropertyName(p)).toBe(p));
   it("accepts a value with = and spaces", () => expect(validatePropertyValue("zcsi:x", "a = b")).toBe("a = b"));
+});
+
+describe("replication: send, receive, resume, holds", () => {
+  it("sends a full stream, or the increment from an earlier snapshot of the same dataset with -i", () => {
+    expect(zfsSend("tank/k8s/a@zcsi-repl-2")).toEqual(["zfs", "send", "tank/k8s/a@zcsi-repl-2"]);
+    expect(zfsSend("tank/k8s/a@s2", { incrementalFrom: "tank/k8s/a@s1" })).toEqual(["zfs", "send", "-i", "tank/k8s/a@s1", "tank/k8s/a@s2"]);
+  });
+  it("refuses an increment across datasets, onto itself, or from a non-snapshot", () => {
+    expect(invalid(() => zfsSend("tank/a@s2", { incrementalFrom: "tank/b@s1" }))).toContain("same dataset");
+    expect(invalid(() => zfsSend("tank/a@s1", { incrementalFrom: "tank/a@s1" }))).toContain("itself");
+    invalid(() => zfsSend("tank/a@s2", { incrementalFrom: "tank/a" }));
+    invalid(() => zfsSend("tank/a@s2", { incrementalFrom: "-R" }));
+  });
+  it("resumes with -t and a token of zfs's own shape only", () => {
+    const token = "1-a1cb6b92d-c0-789c636064000310a500c4ec50360710e72765a526973030";
+    expect(zfsSendResume(token)).toEqual(["zfs", "send", "-t", token]);
+    for (const bad of ["", "-t", "1-abc", "1-ab-c0-78 9c", "1-ab-c0-78;id", "$(id)", `1-a-b-${"c".repeat(70_000)}`]) invalid(() => zfsSendResume(bad));
+  });
+  it("receives unmounted, with -s and -o only when asked, never with -F", () => {
+    expect(zfsReceive("tank/k8s/r")).toEqual(["zfs", "receive", "-u", "tank/k8s/r"]);
+    expect(zfsReceive("tank/k8s/r", { resumable: true, props: { "zcsi:replica-of": "alice:tank/k8s/a", readonly: "on" } })).toEqual([
+      "zfs", "receive", "-u", "-s", "-o", "zcsi:replica-of=alice:tank/k8s/a", "-o", "readonly=on", "tank/k8s/r",
+    ]);
+    expect(zfsReceive("tank/k8s/r", { resumable: true })).not.toContain("-F");
+    invalid(() => zfsReceive("tank/k8s/r@s"));
+    invalid(() => zfsReceive("tank/k8s/r", { props: { "bad key": "x" } }));
+  });
+  it("aborts an interrupted receive with -A on a dataset", () => {
+    expect(zfsReceiveAbort("tank/k8s/r")).toEqual(["zfs", "receive", "-A", "tank/k8s/r"]);
+    invalid(() => zfsReceiveAbort("-F"));
+  });
+  it("holds, releases and lists holds with validated tags and snapshots", () => {
+    expect(zfsHold("zcsi-repl-job-1", ["tank/a@s1"])).toEqual(["zfs", "hold", "zcsi-repl-job-1", "tank/a@s1"]);
+    expect(zfsRelease("zcsi-repl-job-1", ["tank/a@s1", "tank/a@s2"])).toEqual(["zfs", "release", "zcsi-repl-job-1", "tank/a@s1", "tank/a@s2"]);
+    expect(zfsHolds(["tank/a@s1"])).toEqual(["zfs", "holds", "-H", "tank/a@s1"]);
+    for (const tag of ["", "-r", "a b", "a;b", "x".repeat(201)]) invalid(() => zfsHold(tag, ["tank/a@s1"]));
+    invalid(() => zfsHold("t", []));
+    invalid(() => zfsRelease("t", ["tank/a"]));
+    invalid(() => zfsHolds([]));
+  });
 });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { ZcsiError } from "../../src/errors.js";
-import { classifyStderr, isBusy, onlyMissingDatasets, ZfsBusyError, ZfsError, zfsError } from "../../src/zfs/errors.js";
+import { classifyStderr, isBusy, isStaleResumeToken, isTargetModified, onlyMissingDatasets, ZfsBusyError, ZfsError, zfsError } from "../../src/zfs/errors.js";
 import { allFixtures, type Fixture } from "../fixtures/zfs/load.js";
 
 const failures = (source: Fixture["source"]): Fixture[] => allFixtures(source).filter((f) => f.expect !== "ok");
@@ -113,5 +113,36 @@ describe("onlyMissingDatasets", () => {
   it("is false for anything else", () => {
     expect(onlyMissingDatasets("")).toBe(false);
     expect(onlyMissingDatasets("cannot open 'a/b': dataset does not exist\nconnect: Permission denied\n")).toBe(false);
+  });
+});
+
+describe("replication failures (seen on zfs-fuse 0.7.0 and OpenZFS 2.3.2)", () => {
+  const fail = (argv: string[], stderr: string, exitCode = 1): ZfsError => zfsError("bob", argv, { stdout: "", stderr, exitCode });
+
+  it("reads a modified target as FailedPrecondition, also when zfs-fuse wraps the line", () => {
+    const fuse = fail(["zfs", "receive", "-u", "p/t/r"], "cannot receive incremental stream: destination p/t/r has been modified\nsince most recent snapshot\n");
+    const openzfs = fail(["zfs", "receive", "-u", "-s", "p/t/r"], "cannot receive incremental stream: destination p/t/r has been modified since most recent snapshot\n");
+    for (const e of [fuse, openzfs]) {
+      expect(e.kind).toBe("FailedPrecondition");
+      expect(isTargetModified(e)).toBe(true);
+      expect(isStaleResumeToken(e)).toBe(false);
+    }
+  });
+
+  it("reads a resume token the source no longer accepts as stale", () => {
+    for (const stderr of [
+      "cannot resume send: 'p/a@s1' used in the initial send no longer exists\n",
+      "cannot resume send: resume token is corrupt (incorrect checksum)\n",
+    ]) {
+      const e = fail(["zfs", "send", "-t", "1-a-b-c"], stderr, 255);
+      expect(e.kind).toBe("FailedPrecondition");
+      expect(isStaleResumeToken(e)).toBe(true);
+    }
+    expect(isStaleResumeToken(fail(["zfs", "send", "p/a@s"], "cannot open 'p/a@s': dataset does not exist\n"))).toBe(false);
+  });
+
+  it("reads a release of a tag that is not there as NotFound, and a held snapshot's destroy as FailedPrecondition on OpenZFS", () => {
+    expect(fail(["zfs", "release", "t", "p/a@s1"], "cannot release 't' from 'p/a@s1': no such tag on this dataset\n").kind).toBe("NotFound");
+    expect(fail(["zfs", "destroy", "p/a@s1"], "cannot destroy snapshot p/a@s1: it's being held. Run 'zfs holds -r p/a@s1' to see holders.\n").kind).toBe("FailedPrecondition");
   });
 });
