@@ -42,6 +42,13 @@ export const PROP = {
   replicationInterval: "zcsi:replication-interval",
   /** Set by the replicator: guid (or name) of the newest snapshot every target has received. */
   replicatedThrough: "zcsi:replicated-through",
+  /**
+   * On a replica (target) dataset: `<source pool host>:<source dataset>`. Set by the
+   * replicator's first receive; it receives only into datasets carrying its source's mark.
+   * (Per job, the source dataset also carries `zcsi:repl.<job id>` = `<base guid> <job id>`:
+   * the snapshot that job's target last confirmed; replication/engine.ts.)
+   */
+  replicaOf: "zcsi:replica-of",
 } as const;
 
 /**
