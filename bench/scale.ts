@@ -6,6 +6,7 @@ import { PROP, SIZE_PROPERTY } from "../src/volumes/properties.js";
 import { zfsGet, zfsList } from "../src/zfs/argv.js";
 import { startControllerEnv } from "../test/harness/controller.js";
 import { median, ratio, report, timeMs, type Row } from "./lib.js";
+import { controllerMemory } from "./memory.js";
 
 /**
  * Issue 8, benchmark 3: how the controller's listing calls scale with the number of volumes on
@@ -174,6 +175,8 @@ export async function benchScale(): Promise<void> {
       `volumes were created with raw \`zfs create -o zcsi:csi-name=… -o zcsi:state=ready -o zcsi:parameters={} -o refquota=… -o mountpoint=… -o canmount=noauto\` (${created} in ${(createMs / 1000).toFixed(1)} s, 4 in parallel), not CreateVolume; unmounted so that ${created} FUSE mounts do not load the shared machine. ${SCHEDULED} of them carry zcsi:snapshot-schedule=hourly=24.`,
     );
     report(`Scaling with volume count (${SIZES.join(", ")} volumes)`, rows, verdicts);
+    // Benchmark 6's controller half needs these volumes: a separate controller process on the same pool host.
+    await controllerMemory(host, created);
   } finally {
     await raw.close();
     await env.stop();
