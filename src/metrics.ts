@@ -1,5 +1,5 @@
 import { createServer, type Server } from "node:http";
-import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import { invalidArgument } from "./errors.js";
 import type { Logger } from "./log.js";
 
@@ -53,6 +53,84 @@ export class SnapshotMetrics {
     for (const volumeId of before) if (!samples.has(volumeId)) this.lastSuccess.remove(volumeId);
     for (const [volumeId, ms] of samples) this.lastSuccess.set({ volume_id: volumeId }, ms / 1000);
     this.volumesByHost.set(poolHost, new Set(samples.keys()));
+  }
+}
+
+/** Labels of one replication job: its id, its source (`<host>:<dataset>`, a volume id for volume jobs), the target host. */
+export type ReplicationLabels = "job_id" | "source" | "target";
+
+/** What the replicator reports (docs/replication.md lists them). */
+export class ReplicationMetrics {
+  readonly bytes: Counter<ReplicationLabels>;
+  readonly duration: Histogram<ReplicationLabels>;
+  /** Seconds between now and the creation of the newest snapshot the target has. */
+  readonly lag: Gauge<ReplicationLabels>;
+  readonly failures: Counter<ReplicationLabels | "reason">;
+  readonly runs: Counter<ReplicationLabels | "action">;
+  readonly jobs: Gauge<"origin">;
+  readonly configProblems: Gauge;
+  readonly leader: Gauge;
+
+  constructor(readonly registry: Registry) {
+    const labelNames: ReplicationLabels[] = ["job_id", "source", "target"];
+    this.bytes = new Counter({ name: "zcsi_replication_sent_bytes_total", help: "Stream bytes relayed from source to target.", labelNames, registers: [registry] });
+    this.duration = new Histogram({
+      name: "zcsi_replication_duration_seconds",
+      help: "Duration of replication runs (successful or not).",
+      labelNames,
+      // From an incremental with nothing new (a second) to a first full send of a large volume (hours).
+      buckets: [1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600],
+      registers: [registry],
+    });
+    this.lag = new Gauge({
+      name: "zcsi_replication_lag_seconds",
+      help: "Age of the newest snapshot the target has received (now minus its creation on the source); grows while runs fail. Alert when it exceeds a few intervals.",
+      labelNames,
+      registers: [registry],
+    });
+    this.failures = new Counter({
+      name: "zcsi_replication_failures_total",
+      help: "Failed replication runs, by reason (FailedPrecondition: divergence or a foreign target; Unavailable; Internal; ...).",
+      labelNames: [...labelNames, "reason"],
+      registers: [registry],
+    });
+    this.runs = new Counter({ name: "zcsi_replication_runs_total", help: "Successful replication runs, by action (full, incremental, resume, none).", labelNames: [...labelNames, "action"], registers: [registry] });
+    this.jobs = new Gauge({ name: "zcsi_replication_jobs", help: "Replication jobs known, by origin (volume, annotation).", labelNames: ["origin"], registers: [registry] });
+    this.configProblems = new Gauge({ name: "zcsi_replication_config_problems", help: "Replication configuration problems found in the last pass (see the replicator's log).", registers: [registry] });
+    this.leader = new Gauge({ name: "zcsi_replicator_leader", help: "1 while this replica holds the replicator Lease.", registers: [registry] });
+  }
+
+  /** Counts a failed run (and remembers the reason, so forget() can drop its series). */
+  failed(labels: Record<ReplicationLabels, string>, reason: string): void {
+    this.failures.inc({ ...labels, reason });
+    this.remember(labels.job_id, `reason\u0000${reason}`);
+  }
+
+  /** Counts a successful run by action. */
+  succeeded(labels: Record<ReplicationLabels, string>, action: string): void {
+    this.runs.inc({ ...labels, action });
+    this.remember(labels.job_id, `action\u0000${action}`);
+  }
+
+  /** Drops every series of a job that no longer exists, so dashboards do not show it forever. */
+  forget(labels: Record<ReplicationLabels, string>): void {
+    this.lag.remove(labels);
+    this.duration.remove(labels);
+    this.bytes.remove(labels);
+    for (const entry of this.extraLabels.get(labels.job_id) ?? []) {
+      const [name, value] = entry.split("\u0000") as [string, string];
+      if (name === "reason") this.failures.remove({ ...labels, reason: value });
+      else this.runs.remove({ ...labels, action: value });
+    }
+    this.extraLabels.delete(labels.job_id);
+  }
+
+  private readonly extraLabels = new Map<string, Set<string>>();
+
+  private remember(jobId: string, entry: string): void {
+    const set = this.extraLabels.get(jobId) ?? new Set<string>();
+    set.add(entry);
+    this.extraLabels.set(jobId, set);
   }
 }
 

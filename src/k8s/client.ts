@@ -1,12 +1,14 @@
 import { readFileSync } from "node:fs";
-import { ApiException, CoordinationV1Api, CoreV1Api, KubeConfig, V1MicroTime, type CoreV1Event, type V1Lease } from "@kubernetes/client-node";
+import { ApiException, CoordinationV1Api, CoreV1Api, KubeConfig, PatchStrategy, setHeaderOptions, V1MicroTime, type CoreV1Event, type V1Lease } from "@kubernetes/client-node";
 import { errorMessage, unavailable } from "../errors.js";
 import type { EventObject, EventSink } from "./events.js";
+import { nodeFromObject, REPLICATION_NODE_SELECTOR, type NodeInfo, type NodeSource } from "./nodes.js";
+import type { AnnotationPatch, PvAnnotator } from "./pv.js";
 import { leaseConflict, leaseExists, leaseFromObject, type LeaseSpec, type LeaseStore, type StoredLease } from "./lease.js";
 
 /**
  * The only module that imports @kubernetes/client-node. It implements the small interfaces
- * the rest of zcsi uses (LeaseStore, EventSink); everything else stays testable without a
+ * the rest of zcsi uses (LeaseStore, EventSink, NodeSource, PvAnnotator); everything else stays testable without a
  * cluster. client-node 1.x quirk worked around here: MicroTime fields (Lease acquireTime,
  * renewTime) are not in its type map, so they come back as plain strings although typed as
  * V1MicroTime; lease.ts accepts both, and we write real V1MicroTime objects (which serialise
@@ -164,6 +166,50 @@ export class KubeEventSink implements EventSink {
       await this.api.createNamespacedEvent({ namespace: event.metadata.namespace, body });
     } catch (err) {
       throw unavailable(`creating Event ${event.metadata.namespace}/${event.metadata.name}: ${describe(err)}`, { cause: err });
+    }
+  }
+}
+
+/** Nodes labelled zcsi.dev/replication=true, read fresh at every call (no cache, no watch). */
+export class KubeNodeSource implements NodeSource {
+  private readonly api: CoreV1Api;
+
+  constructor(kc: KubeConfig) {
+    this.api = kc.makeApiClient(CoreV1Api);
+  }
+
+  async listReplicationNodes(): Promise<NodeInfo[]> {
+    const nodes: NodeInfo[] = [];
+    let token: string | undefined;
+    try {
+      do {
+        // Paged, so a large cluster cannot make one answer huge; the selector keeps it small anyway.
+        const page = await this.api.listNode({ labelSelector: REPLICATION_NODE_SELECTOR, limit: 500, ...(token !== undefined && { _continue: token }) });
+        for (const item of page.items) nodes.push(nodeFromObject(item));
+        token = page.metadata?._continue || undefined;
+      } while (token !== undefined);
+    } catch (err) {
+      throw unavailable(`listing Nodes (${REPLICATION_NODE_SELECTOR}): ${describe(err)}`, { cause: err });
+    }
+    return nodes;
+  }
+}
+
+/** PV annotations by JSON merge patch: only the keys given change; null removes one. */
+export class KubePvAnnotator implements PvAnnotator {
+  private readonly api: CoreV1Api;
+
+  constructor(kc: KubeConfig) {
+    this.api = kc.makeApiClient(CoreV1Api);
+  }
+
+  async annotate(pvName: string, annotations: AnnotationPatch): Promise<boolean> {
+    try {
+      await this.api.patchPersistentVolume({ name: pvName, body: { metadata: { annotations } } }, setHeaderOptions("Content-Type", PatchStrategy.MergePatch));
+      return true;
+    } catch (err) {
+      if (statusOf(err) === 404) return false;
+      throw unavailable(`patching PersistentVolume ${pvName}: ${describe(err)}`, { cause: err });
     }
   }
 }

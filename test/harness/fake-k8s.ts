@@ -101,14 +101,28 @@ export interface FakeApiServer {
   readonly requests: RecordedRequest[];
   /** The Lease the server holds (wire form), or undefined for 404. */
   lease: WireObject | undefined;
-  /** PersistentVolumes by name. */
+  /** PersistentVolumes by name; a merge PATCH changes them as the API server would. */
   readonly pvs: Map<string, WireObject>;
+  /** Nodes, listed (with a `key=value` labelSelector) by GET /api/v1/nodes. */
+  nodes: WireObject[];
   close(): Promise<void>;
 }
 
 const LEASES = /^\/apis\/coordination\.k8s\.io\/v1\/namespaces\/([^/]+)\/leases(?:\/([^/]+))?$/;
 const PV = /^\/api\/v1\/persistentvolumes\/([^/]+)$/;
 const EVENTS = /^\/api\/v1\/namespaces\/([^/]+)\/events$/;
+const NODES = /^\/api\/v1\/nodes$/;
+
+/** RFC 7386 JSON merge patch: objects merge, null deletes, anything else replaces. */
+function mergePatch(target: unknown, patch: unknown): unknown {
+  if (typeof patch !== "object" || patch === null || Array.isArray(patch)) return patch;
+  const out: Record<string, unknown> = typeof target === "object" && target !== null && !Array.isArray(target) ? { ...(target as Record<string, unknown>) } : {};
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === null) delete out[k];
+    else out[k] = mergePatch(out[k], v);
+  }
+  return out;
+}
 
 function send(res: ServerResponse, code: number, body: unknown): void {
   res.writeHead(code, { "Content-Type": "application/json" }).end(JSON.stringify(body));
@@ -123,7 +137,7 @@ async function readBody(req: IncomingMessage): Promise<unknown> {
 
 /** Loopback only (127.0.0.1, an ephemeral port). */
 export async function startFakeApiServer(): Promise<FakeApiServer> {
-  const state: { lease: WireObject | undefined } = { lease: undefined };
+  const state: { lease: WireObject | undefined; nodes: WireObject[] } = { lease: undefined, nodes: [] };
   const requests: RecordedRequest[] = [];
   const pvs = new Map<string, WireObject>();
   const server = createServer((req, res) => {
@@ -157,6 +171,24 @@ export async function startFakeApiServer(): Promise<FakeApiServer> {
         const found = pvs.get(decodeURIComponent(pv[1] ?? ""));
         return found ? send(res, 200, found) : send(res, 404, k8sFixture("status-pv-not-found"));
       }
+      if (pv && req.method === "PATCH") {
+        const name = decodeURIComponent(pv[1] ?? "");
+        const found = pvs.get(name);
+        if (!found) return send(res, 404, k8sFixture("status-pv-not-found"));
+        if (req.headers["content-type"] !== "application/merge-patch+json") {
+          return send(res, 415, { kind: "Status", apiVersion: "v1", status: "Failure", code: 415, message: `the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml` });
+        }
+        const patched = mergePatch(found, body) as WireObject;
+        patched.metadata = { ...patched.metadata, resourceVersion: String(Number(found.metadata.resourceVersion ?? "1") + 1) };
+        pvs.set(name, patched);
+        return send(res, 200, patched);
+      }
+      if (NODES.test(path) && req.method === "GET") {
+        const selector = new URL(req.url ?? "", "http://x").searchParams.get("labelSelector");
+        const [key, value] = (selector ?? "").split("=");
+        const items = state.nodes.filter((n) => !selector || (n.metadata.labels as Record<string, string> | undefined)?.[key ?? ""] === value);
+        return send(res, 200, { kind: "NodeList", apiVersion: "v1", metadata: { resourceVersion: "1051900" }, items });
+      }
       const events = EVENTS.exec(path);
       if (events && req.method === "POST") {
         const obj = body as WireObject;
@@ -178,6 +210,12 @@ export async function startFakeApiServer(): Promise<FakeApiServer> {
       state.lease = v;
     },
     pvs,
+    get nodes() {
+      return state.nodes;
+    },
+    set nodes(v) {
+      state.nodes = v;
+    },
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();
