@@ -3,6 +3,7 @@ import type { Logger } from "../log.js";
 import { formatSnapshotId, formatVolumeId, type VolumeRef } from "./ids.js";
 import type { PoolHost, PoolHosts } from "./hosts.js";
 import type { VolumeParameters } from "./parameters.js";
+import { REPLICATION_SNAPSHOT_PREFIX } from "../replication/plan.js";
 import { AUTO_SNAPSHOT_PREFIX, CLONE_SNAPSHOT_PREFIX, PROP, RECEIVE_PREFIX, SIZE_PROPERTY, type VolumeState } from "./properties.js";
 import type { Snapshot } from "./snapshots.js";
 
@@ -21,6 +22,17 @@ export interface Volume {
   readonly contentSource?: string;
   /** ZFS `origin`: the snapshot this dataset is a clone of, if it is one. */
   readonly origin?: string;
+  /** Local zcsi:replicate-to: the hosts the replicator copies this volume to. */
+  readonly replicateTo?: string;
+}
+
+/**
+ * What DeleteVolume needs of replication (the engine implements it): the replicator holds
+ * the snapshot each target's next increment starts from (zfs-hold(8)), and a held snapshot
+ * cannot be destroyed, so the holds go first.
+ */
+export interface ReplicationHolds {
+  releaseHolds(source: { readonly host: string; readonly dataset: string }): Promise<void>;
 }
 
 /** Where a new volume's data comes from, already resolved and checked by the caller. */
@@ -46,7 +58,7 @@ export interface CreateSpec {
   readonly source?: ContentSource;
 }
 
-const VOLUME_PROPS = [PROP.csiName, PROP.state, PROP.parameters, PROP.contentSource, SIZE_PROPERTY, "referenced", "mountpoint", "mounted", "origin"];
+const VOLUME_PROPS = [PROP.csiName, PROP.state, PROP.parameters, PROP.contentSource, PROP.replicateTo, PROP.replicaOf, SIZE_PROPERTY, "referenced", "mountpoint", "mounted", "origin"];
 
 type PropertyMap = ReadonlyMap<string, { value: string; source: string }>;
 
@@ -76,6 +88,7 @@ function toVolume(host: PoolHost, dataset: string, props: PropertyMap): Volume |
     parameters: local(props, PROP.parameters) ?? "{}",
     ...optional("contentSource", local(props, PROP.contentSource)),
     ...optional("origin", props.get("origin")?.value),
+    ...optional("replicateTo", local(props, PROP.replicateTo)),
   };
 }
 
@@ -97,7 +110,19 @@ export class VolumeService {
   constructor(
     readonly hosts: PoolHosts,
     private readonly logger: Logger,
+    /** Absent: no replicator in this deployment, so no holds of its to release. */
+    private readonly replication?: ReplicationHolds,
   ) {}
+
+  /**
+   * A replica the replicator received here (zcsi:replica-of, set by its first receive, in any
+   * source): not a volume, and not a foreign dataset either, so it neither answers for a
+   * volume of that name nor blocks the volume's own CreateVolume on its real host.
+   */
+  private isReplica(props: PropertyMap): boolean {
+    const mark = props.get(PROP.replicaOf)?.value;
+    return mark !== undefined && mark !== "-" && mark !== "";
+  }
 
   datasetOf(host: PoolHost, leaf: string): string {
     return `${host.config.parentDataset}/${leaf}`;
@@ -132,7 +157,8 @@ export class VolumeService {
         const found = await host.zfs.get([parent, dataset], [...VOLUME_PROPS, "available"], { missingOk: true });
         const parentProps = found.get(parent);
         if (!parentProps) throw failedPrecondition(`parent dataset ${parent} does not exist on pool host ${host.config.name}; create it first (see docs/pool-host.md)`);
-        const props = found.get(dataset);
+        const entry = found.get(dataset);
+        const props = entry && !this.isReplica(entry) ? entry : undefined;
         const volume = props ? toVolume(host, dataset, props) : undefined;
         if (props && !volume) throw failedPrecondition(`dataset ${dataset} on ${host.config.name} exists but was not created by zcsi (no ${PROP.csiName}); refusing to touch it`);
         const available = parentProps.get("available")?.value ?? "0";
@@ -365,6 +391,11 @@ export class VolumeService {
     const volume = await this.get(ref);
     if (!volume) return false;
     const host = this.hosts.get(ref.poolHost);
+    if (volume.replicateTo !== undefined && this.replication !== undefined) {
+      // Replicas on the targets are kept (docs/replication.md): only the source's holds go.
+      await this.replication.releaseHolds({ host: ref.poolHost, dataset: ref.dataset });
+      this.logger.info({ op: "DeleteVolume", volumeId: volume.id, replicateTo: volume.replicateTo }, "released replication holds; replicas on the targets are kept");
+    }
     try {
       await host.zfs.destroy(ref.dataset);
     } catch (err) {
@@ -423,7 +454,8 @@ export class VolumeService {
       const clones = clonesOf.get(name) ?? [];
       const deferred = props.get("defer_destroy")?.value === "on";
       const holds = Number(props.get("userrefs")?.value ?? "0") || 0;
-      const ours = snap.startsWith(CLONE_SNAPSHOT_PREFIX) || snap.startsWith(AUTO_SNAPSHOT_PREFIX);
+      // The replicator's own snapshots (zcsi-repl-*) go with the volume, like the scheduler's.
+      const ours = snap.startsWith(CLONE_SNAPSHOT_PREFIX) || snap.startsWith(AUTO_SNAPSHOT_PREFIX) || snap.startsWith(REPLICATION_SNAPSHOT_PREFIX);
       if (local(props, PROP.snapshotName) !== undefined && !deferred) {
         blockers.push(`CSI snapshot ${formatSnapshotId({ poolHost: host.config.name, dataset, snapshot: snap })} (delete its VolumeSnapshot first)`);
       } else if (!deferred && !ours) {
