@@ -23,7 +23,9 @@ const SUBCOMMAND_PERMISSION: Readonly<Record<string, readonly string[]>> = {
   mount: ["mount"],
   unmount: ["mount"],
   send: ["send"],
+  sendresume: ["send"], // zfs send -t <token>
   receive: ["receive", "create", "mount"],
+  receiveabort: ["receive"], // zfs receive -A
   recv: ["receive", "create", "mount"],
   hold: ["hold"],
   release: ["release"],
@@ -32,7 +34,7 @@ const SUBCOMMAND_PERMISSION: Readonly<Record<string, readonly string[]>> = {
   diff: ["diff"],
 };
 /** Builders that need no permission of their own (set/inherit need the property's; see below). */
-const NO_PERMISSION = new Set(["get", "list", "version", "set", "inherit"]);
+const NO_PERMISSION = new Set(["get", "list", "version", "set", "inherit", "holds"]);
 
 function requiredPermissions(): Set<string> {
   const argv = read("src/zfs/argv.ts");

@@ -260,11 +260,12 @@ describe("driver wiring", () => {
     }
   });
 
-  it("runs every zcsi role: controller and snapshotter in the controller pod, node in the DaemonSet", () => {
+  it("runs every zcsi role: controller, snapshotter and replicator in the controller pod, node in the DaemonSet", () => {
     const roles = zcsiContainers(base()).map((c) => `${c.workload.kind}/${c.workload.metadata.name}: ${c.role}`);
     expect(roles.sort()).toEqual([
       "DaemonSet/zcsi-node: node",
       "Deployment/zcsi-controller: controller",
+      "Deployment/zcsi-controller: replicator",
       "Deployment/zcsi-controller: snapshotter",
     ]);
     const node = zcsiContainers(base()).find((c) => c.role === "node")!;
