@@ -360,7 +360,7 @@ describe("examples", () => {
       expect(() => parseVolumeParameters(params, hosts), sc.metadata.name).not.toThrow();
     }
     const protectedClass = find(all, "StorageClass", "zfs-protected");
-    expect(Object.keys(protectedClass.parameters as object)).toContain("snapshotSchedule");
+    expect(Object.keys(protectedClass.parameters as object)).toEqual(expect.arrayContaining(["snapshotSchedule", "replicateTo", "replicationInterval"]));
   });
 
   it("the PVC, the Deployment and the VolumeSnapshot refer to each other and to the classes", () => {
