@@ -28,6 +28,7 @@ const OPENZFS_VM_SUITES = [
   "test/integration/controller-faults.test.ts",
   "test/integration/snapshots.test.ts",
   "test/integration/snapshotter.test.ts",
+  "test/integration/replication.test.ts",
 ];
 
 const zfsFuse = {
