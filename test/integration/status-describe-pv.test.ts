@@ -160,7 +160,8 @@ describe("docs/describe-pv.md", () => {
     expect(mounted.stdout.split("\n").slice(0, 3)).toEqual([context.mountpoint, "yes", "default/data"]);
 
     // The docs use the names of deploy/base/config.yaml instead of the test pool's.
-    const normalize = (text: string): string => text.split(host.parent).join("tank/k8s").split(host.mountRoot).join("/tank/k8s");
+    // Mount root first: on the VM it contains the parent's name (`/mnt/<pool>/k8s`).
+    const normalize = (text: string): string => text.split(host.mountRoot).join("/tank/k8s").split(host.parent).join("tank/k8s");
     const pv = persistentVolume(res);
     const samples = {
       "pv-yaml": normalize(stringify(pv, { lineWidth: 0 }).trimEnd()),

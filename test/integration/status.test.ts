@@ -1,4 +1,3 @@
-import { writeFile } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { InstrumentedExecutor } from "../../src/exec/instrumented.js";
 import type { CreateVolumeRequest } from "../../src/gen/csi/v1/CreateVolumeRequest.js";
@@ -77,7 +76,7 @@ describe("zcsi status on real pool hosts", () => {
     // taken by hand, in the scheduler's name form, and of the parent itself.
     const r = await env.zfs("set", "compression=off", `${alice.parent}/pvc-st-1`);
     expect(r.exitCode).toBe(0);
-    await writeFile(`${alice.mountRoot}/pvc-st-1/blob`, Buffer.alloc(3 * MiB, 7));
+    await alice.pool.files.write(`${alice.mountRoot}/pvc-st-1/blob`, Buffer.alloc(3 * MiB, 7));
     for (const snap of [`${alice.parent}/pvc-st-1@by-hand`, `${alice.parent}/pvc-st-1@zcsi-auto-20260101T0000Z`, `${alice.parent}@parent-snap`]) {
       expect((await env.zfs("snapshot", snap)).exitCode).toBe(0);
     }
@@ -124,7 +123,7 @@ describe("zcsi status on real pool hosts", () => {
   });
 
   it("reports a pool host whose sshd is down and still reports the other one", async () => {
-    await env.hosts.find((h) => h.name === "bob")!.sshd.stop();
+    await env.hosts.find((h) => h.name === "bob")!.sshd.kill();
     const status = await collectStatus(env.poolHosts);
     const b = host(status.hosts, "bob");
     expect(b.health).toBeUndefined();
