@@ -18,8 +18,6 @@ if (!["zfs-fuse", "openzfs-vm", "both"].includes(requested)) {
  * - node.test.ts, node-faults.test.ts: the node stages by bind mount from a pool on this very
  *   machine, and its SSHFS path runs from a network namespace to a local sshd (node-env.ts
  *   makes zfs-fuse pools itself);
- * - status.test.ts, status-describe-pv.test.ts: they still write files through this machine's
- *   filesystem and compare zfs-fuse sizes (to port: `env.hosts[i].pool.files`, random data);
  * - zfs-harness.test.ts (the zfs-fuse harness itself), ssh-executor.test.ts (no ZFS).
  */
 const OPENZFS_VM_SUITES = [
@@ -28,6 +26,8 @@ const OPENZFS_VM_SUITES = [
   "test/integration/controller-faults.test.ts",
   "test/integration/snapshots.test.ts",
   "test/integration/snapshotter.test.ts",
+  "test/integration/status.test.ts",
+  "test/integration/status-describe-pv.test.ts",
   "test/integration/replication.test.ts",
 ];
 
