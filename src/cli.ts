@@ -13,6 +13,9 @@ Usage:
             [--state-dir /var/lib/zcsi/node] [--max-volumes-per-node 128] [--sshfs-launcher auto|systemd|detached]
   zcsi snapshotter --config config.yaml [--private-key-file F] [--metrics-address :9809] [--snapshot-interval 60]
                    [--lease-name zcsi-snapshotter] [--lease-namespace NS] [--no-leader-election]
+  zcsi replicator --config config.yaml [--private-key-file F] [--metrics-address :9810] [--concurrency 2]
+                  [--annotation-interval 15m] [--tick-interval 30]
+                  [--lease-name zcsi-replicator] [--lease-namespace NS] [--no-leader-election]
   zcsi status --config config.yaml [--private-key-file F] [--output text|json]
   zcsi demo [--keep]
   zcsi --version
@@ -38,6 +41,9 @@ async function main(argv: string[]): Promise<void> {
       "lease-namespace": { type: "string" },
       "no-leader-election": { type: "boolean" },
       "snapshot-interval": { type: "string" },
+      concurrency: { type: "string" },
+      "annotation-interval": { type: "string" },
+      "tick-interval": { type: "string" },
       "state-dir": { type: "string" },
       "max-volumes-per-node": { type: "string" },
       "sshfs-launcher": { type: "string" },
@@ -110,6 +116,22 @@ async function main(argv: string[]): Promise<void> {
       });
       // On SIGTERM the Lease is released, so the other replica takes over at once.
       stopOnSignal(logger, "stopping; releasing the snapshotter Lease", () => snapshotter.close());
+      return;
+    }
+    case "replicator": {
+      const { startReplicatorRole } = await import("./roles/replicator.js");
+      const replicator = await startReplicatorRole(config, logger, {
+        metricsAddress: values["metrics-address"] ?? process.env.ZCSI_METRICS_ADDRESS,
+        leaseName: values["lease-name"],
+        leaseNamespace: values["lease-namespace"] ?? process.env.POD_NAMESPACE,
+        leaderElection: !values["no-leader-election"],
+        concurrency: values.concurrency,
+        annotationInterval: values["annotation-interval"],
+        tickIntervalSeconds: values["tick-interval"],
+        identity: process.env.POD_NAME,
+      });
+      // On SIGTERM runs stop (a cut transfer resumes on the next leader) and the Lease is released.
+      stopOnSignal(logger, "stopping; releasing the replicator Lease", () => replicator.close());
       return;
     }
     case "status": {

@@ -1,3 +1,4 @@
+import { hostname } from "node:os";
 import type { Registry } from "prom-client";
 import type { Config } from "../config.js";
 import { errorMessage, invalidArgument, isZcsiError } from "../errors.js";
@@ -509,4 +510,55 @@ export function parseReplicatorFlags(flags: ReplicatorFlags): { concurrency: num
   const tick = flags.tickIntervalSeconds;
   if (tick !== undefined && !/^[1-9][0-9]{0,5}$/.test(tick)) throw invalidArgument("--tick-interval must be a whole number of seconds");
   return { concurrency, annotationIntervalSeconds: interval, ...(tick !== undefined && { tickIntervalMs: Number(tick) * 1000 }) };
+}
+
+/**
+ * The `zcsi replicator` command: SSH to the pool hosts, the engine, and (unless leader
+ * election is off) the Kubernetes Lease, Events, Node annotations and PV annotations.
+ */
+export async function startReplicatorRole(config: Config, logger: Logger, flags: ReplicatorFlags): Promise<{ close(): Promise<void> }> {
+  const parsed = parseReplicatorFlags(flags);
+  const { connectPoolHosts } = await import("./pool-hosts.js");
+  const { createReplicationEngine } = await import("../replication/engine.js");
+  const identity = flags.identity || `${hostname()}-${process.pid}`;
+  let lease: LeaderElector | undefined;
+  let events: EventRecorder | undefined;
+  let nodes: NodeSource | undefined;
+  let pvs: PvAnnotator | undefined;
+  if (flags.leaderElection) {
+    // Loaded only here: the other roles never load the Kubernetes client.
+    const { KubeEventSink, KubeLeaseStore, KubeNodeSource, KubePvAnnotator, loadKubeConfig, podNamespace } = await import("../k8s/client.js");
+    const { LeaderElector } = await import("../k8s/lease.js");
+    const { KubeEventRecorder } = await import("../k8s/events.js");
+    const kc = loadKubeConfig();
+    const namespace = flags.leaseNamespace || podNamespace() || "default";
+    lease = new LeaderElector({ store: new KubeLeaseStore(kc, namespace, flags.leaseName || "zcsi-replicator"), identity, clock: systemClock, logger });
+    events = new KubeEventRecorder(new KubeEventSink(kc), { clock: systemClock, logger, component: "zcsi-replicator", instance: identity });
+    nodes = new KubeNodeSource(kc);
+    pvs = new KubePvAnnotator(kc);
+  }
+  const hosts = connectPoolHosts(config, logger);
+  try {
+    const engine = createReplicationEngine(hosts, { logger, clock: systemClock });
+    const running = await startReplicator(config, hosts, engine, {
+      logger,
+      concurrency: parsed.concurrency,
+      annotationIntervalSeconds: parsed.annotationIntervalSeconds,
+      ...(parsed.tickIntervalMs !== undefined && { tickIntervalMs: parsed.tickIntervalMs }),
+      ...(lease && { lease }),
+      ...(events && { events }),
+      ...(nodes && { nodes }),
+      ...(pvs && { pvs }),
+      ...(flags.metricsAddress && { metricsAddress: flags.metricsAddress }),
+    });
+    return {
+      close: async () => {
+        await running.close();
+        await hosts.close();
+      },
+    };
+  } catch (err) {
+    await hosts.close();
+    throw err;
+  }
 }
