@@ -8,7 +8,7 @@ import { PROP } from "../volumes/properties.js";
 import type { Capabilities } from "../zfs/capabilities.js";
 import type { StreamedCommand } from "../zfs/client.js";
 import { isStaleResumeToken, isTargetModified } from "../zfs/errors.js";
-import { isBelow, validateDataset } from "../zfs/names.js";
+import { isBelow, parentOf, validateDataset } from "../zfs/names.js";
 import { ownUserPropertyValue, type DatasetProperties } from "../zfs/parse.js";
 import { bandwidthLimiter } from "./limiter.js";
 import { describeDivergence, isUnmarkedReplica, plan, REPLICATION_SNAPSHOT_PREFIX, type SnapshotEntry } from "./plan.js";
@@ -271,6 +271,7 @@ export class ZfsReplicationEngine implements ReplicationEngine {
       case "full":
       case "incremental": {
         const to = next.kind === "full" ? next.snapshot : next.to;
+        if (next.kind === "full") await this.ensureTargetParent(ctx);
         let bytes: number;
         try {
           bytes = await this.transfer(ctx, next.kind === "full" ? { kind: "full", to } : { kind: "incremental", from: next.from, to });
@@ -295,6 +296,21 @@ export class ZfsReplicationEngine implements ReplicationEngine {
         return this.finish(ctx, to, next.kind, bytes, started, abortedStaleToken);
       }
     }
+  }
+
+  /**
+   * A full receive creates the target but not its parents. A target deeper than one level
+   * below the target host's parentDataset (a node-annotation job's `tank/k8s/apps/db`) gets
+   * the missing datasets in between created, and only those: never the parentDataset itself,
+   * which is the operator's.
+   */
+  private async ensureTargetParent(ctx: RunContext): Promise<void> {
+    const parent = parentOf(ctx.job.target.dataset);
+    const root = ctx.tgt.config.parentDataset;
+    if (parent === undefined || parent === root || !isBelow(root, parent)) return;
+    if (await ctx.tgt.zfs.exists(parent)) return;
+    ctx.log.info({ dataset: parent }, "creating the target's parent datasets");
+    await ctx.tgt.zfs.create(parent, {}, { parents: true });
   }
 
   /**

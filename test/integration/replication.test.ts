@@ -459,6 +459,21 @@ describe("replication between two pool hosts", () => {
     expect(await replicaChecksums(j.target.dataset)).toEqual(await checksums(alice, src.dir));
   });
 
+  it("replicates a dataset nested below the parent (a node-annotation job), creating the target's missing parents", async () => {
+    await zfs(alice, "create", `${alice.parent}/apps`);
+    const src = await sourceVolume("apps/db");
+    await write(src.dir, { a: "db\n" });
+    const j: ReplicationJob = {
+      id: "annotated",
+      origin: { kind: "annotation", node: "alice" },
+      source: { host: "alice", dataset: src.dataset },
+      target: { host: "bob", dataset: `${bob.parent}/apps/db` },
+    };
+    expect((await engine.replicate(j)).action).toBe("full");
+    expect(await replicaChecksums(j.target.dataset)).toEqual(await checksums(alice, src.dir));
+    expect(await prop(bob, `${bob.parent}/apps`, "zcsi:replica-of")).toBe("-");
+  });
+
   it("refuses a job whose target is outside the target host's parentDataset, running nothing", async () => {
     const src = await sourceVolume("pvc-outside");
     const outside = `${bob.pool.pool}/elsewhere`;
