@@ -131,6 +131,17 @@ describe("zcsi replicator with two pool hosts", () => {
     // The provisioner's annotations are still there: only zcsi's key was patched.
     expect(api.pvs.get("pvc-repl-1")?.metadata.annotations).toMatchObject({ "pv.kubernetes.io/provisioned-by": "zfs.zcsi.dev" });
 
+    // The replica is not a volume: a retried CreateVolume still answers with the source, and
+    // ListVolumes does not show the copy.
+    const retried = await env.client.createVolume({
+      name: "pvc-repl-1",
+      capacityRange: { requiredBytes: String(32 * MiB) },
+      volumeCapabilities: [mountCap],
+      parameters: { poolHost: "alice", replicateTo: "bob", replicationInterval: "15m", "csi.storage.k8s.io/pv/name": "pvc-repl-1", "csi.storage.k8s.io/pvc/name": "data", "csi.storage.k8s.io/pvc/namespace": "default" },
+    });
+    expect(retried.volume?.volumeId).toBe(`alice:${source}`);
+    expect((await env.client.listVolumes({})).entries.map((e) => e.volume?.volumeId)).toEqual([`alice:${source}`]);
+
     // Not due again yet: nothing runs.
     const runs = running.replicator.outcomes.length;
     clock.advance(MIN);
