@@ -136,7 +136,7 @@ export class KubeLeaseStore implements LeaseStore {
   }
 }
 
-/** Events and PV lookups through the core/v1 API. */
+/** Events, and the PV and Node lookups they need, through the core/v1 API. */
 export class KubeEventSink implements EventSink {
   private readonly api: CoreV1Api;
 
@@ -150,6 +150,15 @@ export class KubeEventSink implements EventSink {
     } catch (err) {
       if (statusOf(err) === 404) return undefined;
       throw unavailable(`reading PersistentVolume ${name}: ${describe(err)}`, { cause: err });
+    }
+  }
+
+  async nodeUid(name: string): Promise<string | undefined> {
+    try {
+      return (await this.api.readNode({ name })).metadata?.uid;
+    } catch (err) {
+      if (statusOf(err) === 404) return undefined;
+      throw unavailable(`reading Node ${name}: ${describe(err)}`, { cause: err });
     }
   }
 

@@ -4,8 +4,9 @@ import type { Logger } from "../log.js";
 import type { Clock } from "../util/clock.js";
 
 /**
- * Kubernetes Events on PersistentVolumes, so `kubectl describe pv` shows why a volume's
- * snapshots are failing. Behind small interfaces: the roles see EventRecorder, the client-node
+ * Kubernetes Events on PersistentVolumes (and Nodes), so `kubectl describe pv` shows why a
+ * volume's snapshots or replication are failing, and `kubectl describe node` why a replication
+ * job from that Node's annotations is. Behind small interfaces: the roles see EventRecorder, the client-node
  * part (client.ts) implements EventSink, and tests replace either.
  */
 
@@ -17,9 +18,19 @@ export interface PvEvent {
   readonly message: string;
 }
 
-/** What the snapshotter calls. Never throws: an Event is a report, not part of the work. */
+/** An Event on a Node: replication jobs from Node annotations have no PersistentVolume. */
+export interface NodeEvent {
+  readonly nodeName: string;
+  readonly type: "Normal" | "Warning";
+  readonly reason: string;
+  readonly message: string;
+}
+
+/** What the snapshotter and replicator call. Never throws: an Event is a report, not part of the work. */
 export interface EventRecorder {
   record(event: PvEvent): Promise<void>;
+  /** Shown by `kubectl describe node`. Optional: recorders that only know PVs leave it out. */
+  recordOnNode?(event: NodeEvent): Promise<void>;
 }
 
 /** A core/v1 Event as sent to the API (JSON wire form). */
@@ -27,7 +38,7 @@ export interface EventObject {
   readonly apiVersion: "v1";
   readonly kind: "Event";
   readonly metadata: { readonly name: string; readonly namespace: string };
-  readonly involvedObject: { readonly apiVersion: "v1"; readonly kind: "PersistentVolume"; readonly name: string; readonly uid?: string };
+  readonly involvedObject: { readonly apiVersion: "v1"; readonly kind: "PersistentVolume" | "Node"; readonly name: string; readonly uid?: string };
   readonly reason: string;
   readonly message: string;
   readonly type: "Normal" | "Warning";
@@ -43,6 +54,8 @@ export interface EventObject {
 export interface EventSink {
   /** UID of the PV, or undefined when there is no such PV. */
   pvUid(name: string): Promise<string | undefined>;
+  /** UID of the Node, or undefined when there is no such Node (needed only for Node events). */
+  nodeUid?(name: string): Promise<string | undefined>;
   create(event: EventObject): Promise<void>;
 }
 
@@ -56,13 +69,27 @@ const MAX_MESSAGE = 1024;
 
 /** The Event object for `event`, pure (name suffix and uid passed in). */
 export function pvEventObject(event: PvEvent, opts: { uid?: string; at: Date; component: string; instance: string; suffix: string }): EventObject {
+  return eventObject("PersistentVolume", event.pvName, event, opts);
+}
+
+/** The Event object for an event on a Node; like PVs, Nodes are cluster-scoped and their Events go to `default`. */
+export function nodeEventObject(event: NodeEvent, opts: { uid?: string; at: Date; component: string; instance: string; suffix: string }): EventObject {
+  return eventObject("Node", event.nodeName, event, opts);
+}
+
+function eventObject(
+  kind: "PersistentVolume" | "Node",
+  name: string,
+  event: { type: "Normal" | "Warning"; reason: string; message: string },
+  opts: { uid?: string; at: Date; component: string; instance: string; suffix: string },
+): EventObject {
   const at = opts.at.toISOString().replace(/\.[0-9]{3}Z$/, "Z");
   return {
     apiVersion: "v1",
     kind: "Event",
     // client-go names events <object>.<unique hex>; the API server only needs it unique.
-    metadata: { name: `${event.pvName}.${opts.suffix}`, namespace: PV_EVENT_NAMESPACE },
-    involvedObject: { apiVersion: "v1", kind: "PersistentVolume", name: event.pvName, ...(opts.uid !== undefined && { uid: opts.uid }) },
+    metadata: { name: `${name}.${opts.suffix}`, namespace: PV_EVENT_NAMESPACE },
+    involvedObject: { apiVersion: "v1", kind, name, ...(opts.uid !== undefined && { uid: opts.uid }) },
     reason: event.reason,
     message: event.message.length > MAX_MESSAGE ? `${event.message.slice(0, MAX_MESSAGE - 1)}…` : event.message,
     type: event.type,
@@ -103,11 +130,7 @@ export class KubeEventRecorder implements EventRecorder {
 
   async record(event: PvEvent): Promise<void> {
     const now = this.options.clock.now();
-    const key = JSON.stringify([event.pvName, event.type, event.reason, event.message]);
-    const last = this.lastSent.get(key);
-    if (last !== undefined && now.getTime() - last < this.repeatWindowMs) return;
-    for (const [k, t] of this.lastSent) if (now.getTime() - t >= this.repeatWindowMs) this.lastSent.delete(k);
-    this.lastSent.set(key, now.getTime());
+    if (this.repeated(["PersistentVolume", event.pvName, event.type, event.reason, event.message], now)) return;
     try {
       const uid = await this.sink.pvUid(event.pvName);
       if (uid === undefined) {
@@ -119,5 +142,31 @@ export class KubeEventRecorder implements EventRecorder {
     } catch (err) {
       this.options.logger.warn({ op: "event", pv: event.pvName, reason: event.reason, err: errorMessage(err) }, "recording a Kubernetes event failed");
     }
+  }
+
+  async recordOnNode(event: NodeEvent): Promise<void> {
+    const now = this.options.clock.now();
+    if (this.sink.nodeUid === undefined || this.repeated(["Node", event.nodeName, event.type, event.reason, event.message], now)) return;
+    try {
+      const uid = await this.sink.nodeUid(event.nodeName);
+      if (uid === undefined) {
+        this.options.logger.info({ op: "event", node: event.nodeName, reason: event.reason }, "no such Node; event not recorded");
+        return;
+      }
+      const suffix = now.getTime().toString(16) + randomBytes(4).toString("hex");
+      await this.sink.create(nodeEventObject(event, { uid, at: now, component: this.options.component, instance: this.options.instance, suffix }));
+    } catch (err) {
+      this.options.logger.warn({ op: "event", node: event.nodeName, reason: event.reason, err: errorMessage(err) }, "recording a Kubernetes event failed");
+    }
+  }
+
+  /** True when the same event was sent within the window (and it is not sent again). */
+  private repeated(identity: readonly string[], now: Date): boolean {
+    const key = JSON.stringify(identity);
+    const last = this.lastSent.get(key);
+    if (last !== undefined && now.getTime() - last < this.repeatWindowMs) return true;
+    for (const [k, t] of this.lastSent) if (now.getTime() - t >= this.repeatWindowMs) this.lastSent.delete(k);
+    this.lastSent.set(key, now.getTime());
+    return false;
   }
 }

@@ -320,10 +320,18 @@ export class Replicator {
       metrics?.failed(labels, kind);
       metrics?.duration.observe(labels, Math.max(0, now.getTime() - startedAt) / 1000);
       log.warn({ ...context, kind, err: message }, "replication run failed");
+      const reason = kind === "FailedPrecondition" ? "ReplicationRefused" : "ReplicationFailed";
       if (sj.pvName !== undefined) {
-        const reason = kind === "FailedPrecondition" ? "ReplicationRefused" : "ReplicationFailed";
         await this.options.events?.record({ pvName: sj.pvName, type: "Warning", reason, message: `replication to ${job.target.host} (${job.target.dataset}) failed: ${shortError(message)}` });
         await this.patchPv(sj, replicaAnnotationValue(now, this.state.get(job.id)?.lastGood, message));
+      } else if (job.origin.kind === "annotation") {
+        // No PV: the Event goes on the Node whose annotation asked for this replica.
+        await this.options.events?.recordOnNode?.({
+          nodeName: job.origin.node,
+          type: "Warning",
+          reason,
+          message: `replication of ${job.source.host}:${job.source.dataset} to ${job.target.dataset} failed: ${shortError(message)}`,
+        });
       }
       return;
     }

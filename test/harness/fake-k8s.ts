@@ -103,7 +103,7 @@ export interface FakeApiServer {
   lease: WireObject | undefined;
   /** PersistentVolumes by name; a merge PATCH changes them as the API server would. */
   readonly pvs: Map<string, WireObject>;
-  /** Nodes, listed (with a `key=value` labelSelector) by GET /api/v1/nodes. */
+  /** Nodes, listed (with a `key=value` labelSelector) by GET /api/v1/nodes, read one by one by GET /api/v1/nodes/NAME. */
   nodes: WireObject[];
   close(): Promise<void>;
 }
@@ -182,6 +182,11 @@ export async function startFakeApiServer(): Promise<FakeApiServer> {
         patched.metadata = { ...patched.metadata, resourceVersion: String(Number(found.metadata.resourceVersion ?? "1") + 1) };
         pvs.set(name, patched);
         return send(res, 200, patched);
+      }
+      const oneNode = /^\/api\/v1\/nodes\/([^/]+)$/.exec(path);
+      if (oneNode && req.method === "GET") {
+        const found = state.nodes.find((n) => n.metadata.name === decodeURIComponent(oneNode[1] ?? ""));
+        return found ? send(res, 200, found) : send(res, 404, { kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", message: `nodes "${oneNode[1]}" not found`, reason: "NotFound", details: { name: oneNode[1], kind: "nodes" }, code: 404 });
       }
       if (NODES.test(path) && req.method === "GET") {
         const selector = new URL(req.url ?? "", "http://x").searchParams.get("labelSelector");

@@ -1,7 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { isZcsiError } from "../../src/errors.js";
-import { kubeConfigFor, KubeNodeSource, KubePvAnnotator } from "../../src/k8s/client.js";
-import { k8sFixture, startFakeApiServer, type FakeApiServer } from "../harness/fake-k8s.js";
+import { KubeEventSink, kubeConfigFor, KubeNodeSource, KubePvAnnotator } from "../../src/k8s/client.js";
+import { KubeEventRecorder } from "../../src/k8s/events.js";
+import { silentLogger } from "../../src/log.js";
+import { k8sFixture, ManualClock, startFakeApiServer, type FakeApiServer } from "../harness/fake-k8s.js";
 
 /** The replicator's client-node adapters against a loopback API server serving the fixtures. */
 
@@ -44,6 +46,21 @@ describe("KubeNodeSource and KubePvAnnotator", () => {
     expect(await pvs.annotate(PV_NAME, { "zcsi.dev/replica.pool-2": null })).toBe(true);
     expect(annotations()["zcsi.dev/replica.pool-2"]).toBeUndefined();
     expect(await pvs.annotate("pvc-00000000-0000-0000-0000-000000000000", { "zcsi.dev/replica.pool-2": "x" })).toBe(false);
+  });
+
+  it("records a Warning Event on a Node (an annotation job has no PV), with the Node's uid, in namespace default", async () => {
+    api.nodes = [k8sFixture("node-pool-2-replica")];
+    const recorder = new KubeEventRecorder(new KubeEventSink(kc()), { clock: new ManualClock("2026-11-22T01:00:12Z"), logger: silentLogger, component: "zcsi-replicator", instance: "zcsi-controller-7c9d6b5f4-abcde" });
+    await recorder.recordOnNode({ nodeName: "pool-2", type: "Warning", reason: "ReplicationFailed", message: "replication of pool-1:tank/k8s/apps/db to tank/k8s/apps/db failed: ssh pool-1: connect ECONNREFUSED" });
+    await recorder.recordOnNode({ nodeName: "no-such-node", type: "Warning", reason: "ReplicationFailed", message: "x" });
+    const posts = api.requests.filter((r) => r.method === "POST" && r.path === "/api/v1/namespaces/default/events");
+    expect(posts).toHaveLength(1);
+    expect(posts[0]?.body).toMatchObject({
+      involvedObject: { apiVersion: "v1", kind: "Node", name: "pool-2", uid: "a71c2e94-3d5b-4f0a-8e16-7b9c0d2f4e58" },
+      reason: "ReplicationFailed",
+      type: "Warning",
+      source: { component: "zcsi-replicator" },
+    });
   });
 
   it("reports an unreachable API server as Unavailable", async () => {

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { parseConfig } from "../../src/config.js";
 import { aborted, failedPrecondition, unavailable } from "../../src/errors.js";
 import type { ExecResult, Executor } from "../../src/exec/executor.js";
-import type { EventRecorder, PvEvent } from "../../src/k8s/events.js";
+import type { EventRecorder, NodeEvent, PvEvent } from "../../src/k8s/events.js";
 import { LeaderElector } from "../../src/k8s/lease.js";
 import { nodeFromObject, type NodeInfo, type NodeSource } from "../../src/k8s/nodes.js";
 import { replicaAnnotationKey, type AnnotationPatch, type PvAnnotator } from "../../src/k8s/pv.js";
@@ -126,8 +126,12 @@ class Pvs implements PvAnnotator {
 
 class Events implements EventRecorder {
   readonly events: PvEvent[] = [];
+  readonly nodeEvents: NodeEvent[] = [];
   async record(e: PvEvent): Promise<void> {
     this.events.push(e);
+  }
+  async recordOnNode(e: NodeEvent): Promise<void> {
+    this.nodeEvents.push(e);
   }
 }
 
@@ -267,6 +271,19 @@ describe("Replicator: what users see", () => {
     await t.replicator.tick();
     await t.replicator.idle();
     expect(t.events.events.at(-1)?.reason).toBe("ReplicationFailed");
+  });
+
+  it("puts the Warning Event of a failed annotation job on the replica's Node (it has no PV)", async () => {
+    const t = setup();
+    t.nodes.nodes = [nodeFromObject(k8sFixture("node-pool-1-source")), nodeFromObject(k8sFixture("node-pool-2-replica-changed"))];
+    t.engine.failWith = unavailable("ssh pool-1: connect ECONNREFUSED");
+    await t.replicator.tick();
+    await t.replicator.idle();
+    expect(t.events.events).toEqual([]);
+    expect(t.pvs.patches).toEqual([]);
+    expect(t.events.nodeEvents).toEqual([
+      { nodeName: "pool-2", type: "Warning", reason: "ReplicationFailed", message: "replication of pool-1:tank/k8s/apps/db to tank/k8s/apps/db failed: ssh pool-1: connect ECONNREFUSED" },
+    ]);
   });
 
   it("says only `error=` when no run has succeeded yet, and keeps the message to one short line", () => {
