@@ -6,6 +6,7 @@ import { KeyedLocks } from "../util/locks.js";
 import type { PoolHost, PoolHosts } from "../volumes/hosts.js";
 import { PROP } from "../volumes/properties.js";
 import type { Capabilities } from "../zfs/capabilities.js";
+import type { SendFlags } from "../zfs/argv.js";
 import type { StreamedCommand } from "../zfs/client.js";
 import { isStaleResumeToken, isTargetModified } from "../zfs/errors.js";
 import { isBelow, parentOf, validateDataset } from "../zfs/names.js";
@@ -274,7 +275,7 @@ export class ZfsReplicationEngine implements ReplicationEngine {
         if (next.kind === "full") await this.ensureTargetParent(ctx);
         let bytes: number;
         try {
-          bytes = await this.transfer(ctx, next.kind === "full" ? { kind: "full", to } : { kind: "incremental", from: next.from, to });
+          bytes = await this.transfer(ctx, source, next.kind === "full" ? { kind: "full", to } : { kind: "incremental", from: next.from, to });
         } catch (err) {
           if (await this.arrived(ctx, to)) {
             // The receive finished and the snapshot is on the target: `zfs receive` checks the
@@ -352,7 +353,7 @@ export class ZfsReplicationEngine implements ReplicationEngine {
   private async resume(ctx: RunContext, token: string, started: number): Promise<ReplicationResult> {
     const { job } = ctx;
     ctx.log.info({ action: "resume" }, "resuming an interrupted receive");
-    const bytes = await this.transfer(ctx, { kind: "resume", token });
+    const bytes = await this.transfer(ctx, await this.readSource(ctx), { kind: "resume", token });
     const after = await this.readTarget(ctx);
     const newest = after.snapshots[after.snapshots.length - 1];
     const fresh = await this.readSource(ctx);
@@ -362,8 +363,23 @@ export class ZfsReplicationEngine implements ReplicationEngine {
   }
 
   /** One stream from the source host into the target host, limited when the job says so. */
+  /**
+   * Stream options: none unless both ends are OpenZFS (zfs-fuse knows none, and a stream with
+   * them cannot be received there). Between OpenZFS hosts: large blocks, embedded and
+   * compressed blocks as stored (less to move, nothing to recompress), and an encrypted source
+   * raw, so the replica stays encrypted and the replicator never needs its key. Every run of a
+   * job decides the same way, so a raw full is followed by raw increments. (A resumed send
+   * takes its options from the token.)
+   */
+  private sendFlags(ctx: RunContext, source: Side): SendFlags {
+    if (ctx.srcCaps.implementation !== "openzfs" || ctx.tgtCaps.implementation !== "openzfs") return {};
+    const encryption = value(source.props, "encryption");
+    return { largeBlocks: true, embedded: true, compressed: true, ...(encryption !== undefined && encryption !== "off" && { raw: true }) };
+  }
+
   private async transfer(
     ctx: RunContext,
+    source: Side,
     what: { kind: "full"; to: SnapshotEntry } | { kind: "incremental"; from: SnapshotEntry; to: SnapshotEntry } | { kind: "resume"; token: string },
   ): Promise<number> {
     const { job, src, tgt } = ctx;
@@ -375,7 +391,10 @@ export class ZfsReplicationEngine implements ReplicationEngine {
       send =
         what.kind === "resume"
           ? await src.zfs.startSendResume(what.token)
-          : await src.zfs.startSend(`${job.source.dataset}@${what.to.name}`, what.kind === "incremental" ? { incrementalFrom: `${job.source.dataset}@${what.from.name}` } : {});
+          : await src.zfs.startSend(`${job.source.dataset}@${what.to.name}`, {
+              ...this.sendFlags(ctx, source),
+              ...(what.kind === "incremental" && { incrementalFrom: `${job.source.dataset}@${what.from.name}` }),
+            });
     } catch (err) {
       receive.stream.stdin.end();
       receive.stream.kill();
@@ -524,7 +543,7 @@ export class ZfsReplicationEngine implements ReplicationEngine {
   // ---- reading ------------------------------------------------------------------------------
 
   private readSource(ctx: RunContext): Promise<Side> {
-    return this.readSide(ctx.src, ctx.job.source.dataset, ctx.srcCaps.implementation === "openzfs" ? ["written"] : []);
+    return this.readSide(ctx.src, ctx.job.source.dataset, ctx.srcCaps.implementation === "openzfs" ? ["written", "encryption"] : []);
   }
 
   private readTarget(ctx: RunContext): Promise<Side> {

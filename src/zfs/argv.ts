@@ -181,20 +181,38 @@ export function zfsClone(snapshot: string, target: string, props: Props = {}, op
 }
 
 /**
- * `zfs send [-i <from>] <snapshot>`: a full stream of one snapshot, or with `incrementalFrom`
+ * Stream options of OpenZFS (zfs-send(8)); zfs-fuse has none of them, so callers ask only
+ * when both ends are OpenZFS. `-L` keeps blocks over 128 KiB whole, `-e` sends embedded
+ * (tiny, compressed-in-pointer) blocks as they are, `-c` sends compressed blocks without
+ * decompressing them, `-w` sends an encrypted dataset raw (still encrypted, no key needed).
+ */
+export interface SendFlags {
+  readonly largeBlocks?: boolean;
+  readonly embedded?: boolean;
+  readonly compressed?: boolean;
+  readonly raw?: boolean;
+}
+
+function sendFlags(opts: SendFlags): string[] {
+  return [...(opts.largeBlocks ? ["-L"] : []), ...(opts.embedded ? ["-e"] : []), ...(opts.compressed ? ["-c"] : []), ...(opts.raw ? ["-w"] : [])];
+}
+
+/**
+ * `zfs send [-L] [-e] [-c] [-w] [-i <from>] <snapshot>`: a full stream of one snapshot, or with `incrementalFrom`
  * the increment from an earlier snapshot of the same dataset (`-i`: only the two snapshots,
  * not the ones in between; zfs-send(8)). No properties (`-p` would carry the source's zcsi:*
  * user properties along). Its stdout is the stream.
  */
-export function zfsSend(snapshot: string, opts: { incrementalFrom?: string } = {}): string[] {
+export function zfsSend(snapshot: string, opts: { incrementalFrom?: string } & SendFlags = {}): string[] {
   validateSnapshot(snapshot);
-  if (opts.incrementalFrom === undefined) return ["zfs", "send", snapshot];
+  const flags = sendFlags(opts);
+  if (opts.incrementalFrom === undefined) return ["zfs", "send", ...flags, snapshot];
   validateSnapshot(opts.incrementalFrom);
   if (datasetOf(opts.incrementalFrom) !== datasetOf(snapshot)) {
     throw invalidArgument(`incremental send from ${opts.incrementalFrom} to ${snapshot}: both must be snapshots of the same dataset`);
   }
   if (opts.incrementalFrom === snapshot) throw invalidArgument(`incremental send from ${snapshot} to itself`);
-  return ["zfs", "send", "-i", opts.incrementalFrom, snapshot];
+  return ["zfs", "send", ...flags, "-i", opts.incrementalFrom, snapshot];
 }
 
 // A receive_resume_token is a version number, a checksum, the length and the hex of a

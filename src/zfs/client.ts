@@ -26,6 +26,7 @@ import {
   ZPOOL_LIST_COLUMNS,
   type ListType,
   type Props,
+  type SendFlags,
 } from "./argv.js";
 import { capabilitiesFromProbe, type Capabilities } from "./capabilities.js";
 import { isBusy, onlyMissingDatasets, zfsError, type ZfsError } from "./errors.js";
@@ -355,7 +356,7 @@ export class Zfs {
   }
 
   /** Starts `zfs send [-i <from>] <snapshot>` (see argv.zfsSend); the stream is its stdout. */
-  startSend(snapshot: string, opts: { incrementalFrom?: string } = {}): Promise<StreamedCommand> {
+  startSend(snapshot: string, opts: { incrementalFrom?: string } & SendFlags = {}): Promise<StreamedCommand> {
     return this.start(zfsSend(snapshot, opts));
   }
 

@@ -347,6 +347,24 @@ describe("replication between two pool hosts", () => {
     expect(await replicaChecksums(j.target.dataset)).toEqual(await checksums(alice, src.dir));
   });
 
+  it.skipIf(backend === "zfs-fuse")("sends an encrypted volume raw: the replica stays encrypted without its key, and with the key it is identical", async () => {
+    const passphrase = "correct horse battery staple\n";
+    const dataset = `${alice.parent}/pvc-crypt`;
+    const created = await alice.pool.exec.run(["zfs", "create", "-o", "encryption=on", "-o", "keyformat=passphrase", "-o", "keylocation=prompt", dataset], { stdin: passphrase });
+    expect(created.stderr).toBe("");
+    const dir = await mountpoint(alice, dataset);
+    await write(dir, { secret: randomBytes(256 * 1024) });
+    const j = job("crypt", dataset);
+    expect((await engine.replicate(j)).action).toBe("full");
+    await write(dir, { more: "x\n" });
+    expect((await engine.replicate(j)).action).toBe("incremental");
+    expect(await prop(bob, j.target.dataset, "encryption")).not.toBe("off");
+    expect(await prop(bob, j.target.dataset, "keystatus")).toBe("unavailable");
+    const loaded = await bob.pool.exec.run(["zfs", "load-key", j.target.dataset], { stdin: passphrase });
+    expect(loaded.exitCode).toBe(0);
+    expect(await replicaChecksums(j.target.dataset)).toEqual(await checksums(alice, dir));
+  });
+
   it("refuses a target with a snapshot the source lacks, destroying nothing on either side", async () => {
     const src = await sourceVolume("pvc-div-snap");
     await write(src.dir, { a: "1\n" });

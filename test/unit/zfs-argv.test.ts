@@ -183,6 +183,13 @@ describe("replication: send, receive, resume, holds", () => {
     expect(zfsSend("tank/k8s/a@zcsi-repl-2")).toEqual(["zfs", "send", "tank/k8s/a@zcsi-repl-2"]);
     expect(zfsSend("tank/k8s/a@s2", { incrementalFrom: "tank/k8s/a@s1" })).toEqual(["zfs", "send", "-i", "tank/k8s/a@s1", "tank/k8s/a@s2"]);
   });
+  it("puts OpenZFS stream options before the snapshots, only when asked", () => {
+    expect(zfsSend("tank/a@s2", { incrementalFrom: "tank/a@s1", largeBlocks: true, embedded: true, compressed: true, raw: true })).toEqual([
+      "zfs", "send", "-L", "-e", "-c", "-w", "-i", "tank/a@s1", "tank/a@s2",
+    ]);
+    expect(zfsSend("tank/a@s2", { compressed: true })).toEqual(["zfs", "send", "-c", "tank/a@s2"]);
+    expect(zfsSend("tank/a@s2", { raw: false })).toEqual(["zfs", "send", "tank/a@s2"]);
+  });
   it("refuses an increment across datasets, onto itself, or from a non-snapshot", () => {
     expect(invalid(() => zfsSend("tank/a@s2", { incrementalFrom: "tank/b@s1" }))).toContain("same dataset");
     expect(invalid(() => zfsSend("tank/a@s1", { incrementalFrom: "tank/a@s1" }))).toContain("itself");
