@@ -179,11 +179,21 @@ export class ZfsReplicationEngine implements ReplicationEngine {
     });
   }
 
+  /**
+   * For one job this takes the job's lock (Aborted while a run of it is in flight: that run
+   * would hold its new base again right after). For all jobs of a source (DeleteVolume) there
+   * is no single lock to take; a run still in flight there fails when its source goes.
+   */
   async releaseHolds(source: DatasetRef, jobId?: string): Promise<void> {
     validateDataset(source.dataset);
     if (jobId !== undefined && !JOB_ID.test(jobId)) throw invalidArgument(`invalid replication job id ${JSON.stringify(jobId)}`);
     const src = this.hosts.get(source.host);
     this.checkBelowParent(src, source.dataset, "source");
+    if (jobId === undefined) return this.release(src, source, undefined);
+    return this.locks.run(jobId, "release-holds", () => this.release(src, source, jobId));
+  }
+
+  private async release(src: PoolHost, source: DatasetRef, jobId: string | undefined): Promise<void> {
     const log = this.logger.child({ op: "release-holds", poolHost: source.host, dataset: source.dataset, ...(jobId !== undefined && { jobId }) });
     const [side, props] = await Promise.all([this.readSide(src, source.dataset, []), this.userProperties(src, source.dataset)]);
     if (!side.exists) return;
