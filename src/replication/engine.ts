@@ -9,11 +9,11 @@ import type { Capabilities } from "../zfs/capabilities.js";
 import type { SendFlags } from "../zfs/argv.js";
 import type { StreamedCommand } from "../zfs/client.js";
 import { isStaleResumeToken, isTargetModified } from "../zfs/errors.js";
+import { relay } from "../zfs/relay.js";
 import { isBelow, parentOf, validateDataset } from "../zfs/names.js";
 import { ownUserPropertyValue, type DatasetProperties } from "../zfs/parse.js";
 import { bandwidthLimiter } from "./limiter.js";
 import { describeDivergence, isUnmarkedReplica, plan, REPLICATION_SNAPSHOT_PREFIX, type SnapshotEntry } from "./plan.js";
-import { relay } from "./transfer.js";
 import type { DatasetRef, ReplicationAction, ReplicationEngine, ReplicationJob, ReplicationResult } from "./types.js";
 
 /**

@@ -31,6 +31,7 @@ import {
 import { capabilitiesFromProbe, type Capabilities } from "./capabilities.js";
 import { isBusy, onlyMissingDatasets, zfsError, type ZfsError } from "./errors.js";
 import { validateDatasetOrSnapshot, validatePool } from "./names.js";
+import { relay } from "./relay.js";
 import { parseExactInteger, parseGet, parseRows, type PropertyMap } from "./parse.js";
 
 export interface ZfsOptions {
@@ -73,22 +74,6 @@ export interface PoolInfo {
   readonly freeBytes: bigint;
   /** `used` of the root dataset (includes all descendants, snapshots and reservations). */
   readonly allocatedBytes: bigint;
-}
-
-/** Collects a stream's text (stderr of a streamed command), bounded so a chatty command cannot grow it without limit. */
-function collect(stream: NodeJS.ReadableStream): { text: () => string; ended: Promise<void> } {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  stream.on("data", (chunk: Buffer) => {
-    if (size < 64 * 1024) chunks.push(chunk);
-    size += chunk.length;
-  });
-  const ended = new Promise<void>((resolve) => {
-    stream.once("end", resolve);
-    stream.once("close", resolve);
-    stream.once("error", () => resolve());
-  });
-  return { text: () => Buffer.concat(chunks).toString("utf8"), ended };
 }
 
 const defaultSleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -291,61 +276,17 @@ export class Zfs {
    * No timeout: a copy takes as long as the data needs.
    */
   async sendReceive(snapshot: string, target: string): Promise<void> {
-    const sendArgv = [...this.prefix, ...zfsSend(snapshot)];
-    const recvArgv = [...this.prefix, ...zfsReceive(target)];
-    const recv = await this.exec.stream(recvArgv);
-    let send: ExecStream;
+    const recv = await this.startReceive(target);
+    let send: StreamedCommand;
     try {
-      send = await this.exec.stream(sendArgv);
+      send = await this.startSend(snapshot);
     } catch (err) {
-      recv.stdin.end();
-      recv.kill();
-      await recv.done.catch(() => undefined);
+      recv.stream.stdin.end();
+      recv.stream.kill();
+      await recv.stream.done.catch(() => undefined);
       throw err;
     }
-    const sendStderr = collect(send.stderr);
-    const recvStderr = collect(recv.stderr);
-    // zfs send reads no input; recv writes no output. Close/drain them so neither channel waits.
-    send.stdin.on("error", () => undefined);
-    recv.stdin.on("error", () => undefined);
-    send.stdout.on("error", () => undefined);
-    send.stdin.end();
-    recv.stdout.resume();
-    send.stdout.pipe(recv.stdin);
-    // The first end to fail is the root cause: a receive that fails after the send did only
-    // complains about the cut stream, and a send killed because the receive failed only dies.
-    let firstFailure: "send" | "receive" | undefined;
-    const sendDone = send.done.then(
-      (r) => {
-        if (r.exitCode !== 0) firstFailure ??= "send";
-        return r;
-      },
-      (err: unknown) => {
-        firstFailure ??= "send";
-        throw err;
-      },
-    );
-    const recvFailed = (): void => {
-      firstFailure ??= "receive";
-      send.kill();
-    };
-    const recvDone = recv.done.then(
-      (r) => {
-        if (r.exitCode !== 0) recvFailed();
-        return r;
-      },
-      (err: unknown) => {
-        recvFailed();
-        throw err;
-      },
-    );
-    const [sent, received] = await Promise.allSettled([sendDone, recvDone]);
-    // Over SSH, stderr is its own stream and may end just after the channel reports its exit.
-    await Promise.all([sendStderr.ended, recvStderr.ended]);
-    if (firstFailure === undefined) return;
-    const [settled, argv, stderr] = firstFailure === "send" ? [sent, sendArgv, sendStderr] : [received, recvArgv, recvStderr];
-    if (settled.status === "rejected") throw settled.reason;
-    throw zfsError(this.exec.host, argv, { ...settled.value, stderr: stderr.text() });
+    await relay(send, recv);
   }
 
   private async start(argv: readonly string[]): Promise<StreamedCommand> {

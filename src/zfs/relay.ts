@@ -1,14 +1,15 @@
 import { Transform, type TransformCallback } from "node:stream";
 import { aborted } from "../errors.js";
 import type { ExecResult } from "../exec/executor.js";
-import type { StreamedCommand } from "../zfs/client.js";
+import type { StreamedCommand } from "./client.js";
 
 /**
- * Moves one `zfs send` stream into one `zfs receive`, possibly on two different hosts, through
- * this process: `Zfs.sendReceive` (one host) generalised to two executors, with a byte count
- * and optional transforms (the bandwidth limiter) in between.
+ * Moves one `zfs send` stream into one `zfs receive`, on one host (`Zfs.sendReceive`, a
+ * copy-mode restore) or on two (replication), through this process, with a byte count and
+ * optional transforms (the replicator's bandwidth limiter) in between. Argv only on both ends,
+ * so no name ever meets a shell.
  *
- * The rules are those of sendReceive:
+ * The rules:
  * - both exit codes count: a send that dies after writing part of a stream can leave a receive
  *   that read a clean EOF, and that must not pass for a copy;
  * - when the receive fails first, the send is killed so it cannot block forever on a full pipe;
