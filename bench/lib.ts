@@ -64,6 +64,10 @@ export function report(title: string, rows: readonly Row[], verdicts: readonly s
   appendFileSync(resultsFile(), text + "\n");
 }
 
+export function appendResults(text: string): void {
+  appendFileSync(resultsFile(), text + "\n");
+}
+
 /** bench/results/latest.md, or BENCH_RESULTS_FILE (a trial run that should not replace the record). */
 function resultsFile(): string {
   const file = process.env.BENCH_RESULTS_FILE ?? join(packageRoot, "bench", "results", "latest.md");

@@ -1,4 +1,4 @@
-import { startResults } from "./lib.js";
+import { appendResults, startResults } from "./lib.js";
 import { benchProvision } from "./provision.js";
 import { benchScale } from "./scale.js";
 import { benchDataPath } from "./datapath.js";
@@ -20,6 +20,15 @@ startResults();
 for (const [name, bench] of Object.entries(benchmarks)) {
   if (only && !only.includes(name)) continue;
   const t0 = Date.now();
-  await bench();
+  try {
+    await bench();
+  } catch (err) {
+    // One benchmark failing (e.g. a command timing out on a loaded machine) must not cost the
+    // others: say so in the results and go on. Each benchmark cleans up in its own finally.
+    process.exitCode = 1;
+    const message = err instanceof Error ? (err.stack ?? err.message) : String(err);
+    console.error(`benchmark ${name} failed: ${message}`);
+    appendResults(`## ${name}: FAILED\n\n\`\`\`\n${message.split("\n").slice(0, 6).join("\n")}\n\`\`\`\n`);
+  }
   console.log(`(${name}: ${((Date.now() - t0) / 1000).toFixed(0)} s)`);
 }
