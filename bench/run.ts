@@ -3,10 +3,11 @@ import { benchProvision } from "./provision.js";
 import { benchScale } from "./scale.js";
 import { benchDataPath } from "./datapath.js";
 import { benchMemory } from "./memory.js";
+import { benchReplication } from "./replication.js";
 
 /**
  * `npm run bench`: every benchmark, results in bench/results/latest.md.
- * BENCH_ONLY=provision,scale,datapath,memory runs a subset (while developing one). The controller's
+ * BENCH_ONLY=provision,scale,datapath,memory,replication runs a subset (while developing one). The controller's
  * memory (benchmark 6) is measured inside `scale`, which has made the 1000 volumes it needs.
  */
 const benchmarks: Record<string, () => Promise<void>> = {
@@ -14,6 +15,7 @@ const benchmarks: Record<string, () => Promise<void>> = {
   scale: benchScale,
   datapath: benchDataPath,
   memory: benchMemory,
+  replication: benchReplication,
 };
 const only = process.env.BENCH_ONLY?.split(",").map((s) => s.trim());
 startResults();
