@@ -14,6 +14,7 @@ import { systemClock, type Clock } from "../util/clock.js";
 import type { PoolHosts } from "../volumes/hosts.js";
 import type { PropertyMap } from "../zfs/parse.js";
 import { durationSeconds, formatDuration, MIN_REPLICATION_INTERVAL_SECONDS } from "../volumes/parameters.js";
+import { PeriodicTasks } from "../util/periodic.js";
 
 /**
  * The replicator role (`zcsi replicator`, a sidecar in the controller pod): which replication
@@ -430,22 +431,8 @@ export async function startReplicator(config: Config, hosts: PoolHosts, engine: 
     return tick;
   };
 
-  const timers = new Set<NodeJS.Timeout>();
-  let closed = false;
-  const every = (ms: number, work: () => Promise<unknown>): void => {
-    const loop = (): void => {
-      const t = setTimeout(() => {
-        timers.delete(t);
-        work()
-          .catch((err: unknown) => logger.error({ op: "replicator", err: errorMessage(err) }, "replicator loop failed"))
-          .finally(() => {
-            if (!closed) loop();
-          });
-      }, ms);
-      timers.add(t);
-    };
-    loop();
-  };
+  const tasks = new PeriodicTasks(logger, "replicator");
+  const every = (ms: number, work: () => Promise<unknown>): void => tasks.every(ms, work);
   if (options.autoStart ?? true) {
     if (lease !== undefined) {
       void renew();
@@ -479,9 +466,7 @@ export async function startReplicator(config: Config, hosts: PoolHosts, engine: 
       return report;
     },
     close: async () => {
-      closed = true;
-      for (const t of timers) clearTimeout(t);
-      timers.clear();
+      tasks.stop();
       await ticking?.catch(() => undefined);
       // An interrupted transfer is resumed by the next leader (receive -s), or restarted.
       replicator.stop("shutting down");

@@ -1,7 +1,7 @@
 import { hostname } from "node:os";
 import type { Registry } from "prom-client";
 import type { Config } from "../config.js";
-import { errorMessage, invalidArgument } from "../errors.js";
+import { invalidArgument } from "../errors.js";
 import type { EventRecorder } from "../k8s/events.js";
 import type { LeaderElector } from "../k8s/lease.js";
 import type { Logger } from "../log.js";
@@ -9,6 +9,7 @@ import { createRegistry, SnapshotMetrics, startMetricsServer, type MetricsServer
 import { SnapshotScheduler, type TickReport } from "../snapshots/scheduler.js";
 import { systemClock, type Clock } from "../util/clock.js";
 import type { PoolHosts } from "../volumes/hosts.js";
+import { PeriodicTasks } from "../util/periodic.js";
 
 /**
  * The snapshotter role (`zcsi snapshotter`, a sidecar in the controller pod): every tick, the
@@ -78,22 +79,8 @@ export async function startSnapshotter(config: Config, hosts: PoolHosts, options
     return tick;
   };
 
-  const timers = new Set<NodeJS.Timeout>();
-  let closed = false;
-  const every = (ms: number, work: () => Promise<unknown>): void => {
-    const loop = (): void => {
-      const t = setTimeout(() => {
-        timers.delete(t);
-        work()
-          .catch((err: unknown) => logger.error({ op: "snapshotter", err: errorMessage(err) }, "snapshotter loop failed"))
-          .finally(() => {
-            if (!closed) loop();
-          });
-      }, ms);
-      timers.add(t);
-    };
-    loop();
-  };
+  const tasks = new PeriodicTasks(logger, "snapshotter");
+  const every = (ms: number, work: () => Promise<unknown>): void => tasks.every(ms, work);
   if (options.autoStart ?? true) {
     if (lease !== undefined) {
       void renew();
@@ -117,9 +104,7 @@ export async function startSnapshotter(config: Config, hosts: PoolHosts, options
       return tickIfLeading();
     },
     close: async () => {
-      closed = true;
-      for (const t of timers) clearTimeout(t);
-      timers.clear();
+      tasks.stop();
       await running?.catch(() => undefined);
       await lease?.release();
       metrics.leader.set(0);
