@@ -14,7 +14,7 @@ Usage:
   zcsi snapshotter --config config.yaml [--private-key-file F] [--metrics-address :9809] [--snapshot-interval 60]
                    [--lease-name zcsi-snapshotter] [--lease-namespace NS] [--no-leader-election]
   zcsi replicator --config config.yaml [--private-key-file F] [--metrics-address :9810] [--concurrency 2]
-                  [--annotation-interval 15m] [--tick-interval 30]
+                  [--annotation-interval 15m] [--annotation-bandwidth 50Mi] [--tick-interval 30]
                   [--lease-name zcsi-replicator] [--lease-namespace NS] [--no-leader-election]
   zcsi status --config config.yaml [--private-key-file F] [--output text|json]
   zcsi demo [--keep]
@@ -43,6 +43,7 @@ async function main(argv: string[]): Promise<void> {
       "snapshot-interval": { type: "string" },
       concurrency: { type: "string" },
       "annotation-interval": { type: "string" },
+      "annotation-bandwidth": { type: "string" },
       "tick-interval": { type: "string" },
       "state-dir": { type: "string" },
       "max-volumes-per-node": { type: "string" },
@@ -127,6 +128,7 @@ async function main(argv: string[]): Promise<void> {
         leaderElection: !values["no-leader-election"],
         concurrency: values.concurrency,
         annotationInterval: values["annotation-interval"],
+        annotationBandwidth: values["annotation-bandwidth"],
         tickIntervalSeconds: values["tick-interval"],
         identity: process.env.POD_NAME,
       });

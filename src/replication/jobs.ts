@@ -3,7 +3,7 @@ import type { PoolHostConfig } from "../config.js";
 import { errorMessage } from "../errors.js";
 import { REPLICA_ANNOTATION, REPLICATION_LABEL, SOURCE_ANNOTATION, type NodeInfo } from "../k8s/nodes.js";
 import { formatVolumeId } from "../volumes/ids.js";
-import { DEFAULT_REPLICATION_INTERVAL, durationSeconds, MIN_REPLICATION_INTERVAL_SECONDS } from "../volumes/parameters.js";
+import { DEFAULT_REPLICATION_INTERVAL, durationSeconds, MIN_REPLICATION_BANDWIDTH, MIN_REPLICATION_INTERVAL_SECONDS } from "../volumes/parameters.js";
 import { PROP } from "../volumes/properties.js";
 import { isBelow, validateDataset } from "../zfs/names.js";
 import type { PropertyMap } from "../zfs/parse.js";
@@ -30,7 +30,7 @@ import type { ReplicationJob } from "./types.js";
  */
 
 /** What one discovery command per pool host asks for. */
-export const VOLUME_DISCOVERY_PROPS = [PROP.csiName, PROP.pv, PROP.replicateTo, PROP.replicationInterval] as const;
+export const VOLUME_DISCOVERY_PROPS = [PROP.csiName, PROP.pv, PROP.replicateTo, PROP.replicationInterval, PROP.replicationBandwidth] as const;
 
 export interface ScheduledJob {
   readonly job: ReplicationJob;
@@ -93,6 +93,14 @@ export function volumeJobs(host: PoolHostConfig, all: PropertyMap, hosts: readon
       // Replicate on the default rather than not at all: the copy is the point.
       problems.push({ where, message: `${PROP.replicationInterval}=${JSON.stringify(intervalText)} is not a duration of at least 1m; using ${DEFAULT_REPLICATION_INTERVAL}` });
     }
+    const bandwidthText = local(props, PROP.replicationBandwidth);
+    let bandwidthBytesPerSec: number | undefined;
+    if (bandwidthText !== undefined) {
+      const n = Number(bandwidthText);
+      if (/^[0-9]+$/.test(bandwidthText) && Number.isSafeInteger(n) && n >= MIN_REPLICATION_BANDWIDTH) bandwidthBytesPerSec = n;
+      // Unlimited rather than not at all, as with a bad interval; reported so someone fixes it.
+      else problems.push({ where, message: `${PROP.replicationBandwidth}=${JSON.stringify(bandwidthText)} is not a whole number of bytes per second of at least ${MIN_REPLICATION_BANDWIDTH}; replicating without a limit` });
+    }
     // zcsi:pv is set with --extra-create-metadata; without it the PV is named after the CSI
     // name (the external-provisioner passes the PV name as the CSI name: pvc-<uid>).
     const pvName = local(props, PROP.pv) ?? csiName;
@@ -111,7 +119,13 @@ export function volumeJobs(host: PoolHostConfig, all: PropertyMap, hosts: readon
       const source = { host: host.name, dataset };
       const targetRef = { host: targetHost, dataset: `${target.parentDataset}/${leaf}` };
       jobs.push({
-        job: { id: replicationJobId(source, targetRef, `${leaf}.${targetHost}`), origin: { kind: "volume", volumeId }, source, target: targetRef },
+        job: {
+          id: replicationJobId(source, targetRef, `${leaf}.${targetHost}`),
+          origin: { kind: "volume", volumeId },
+          source,
+          target: targetRef,
+          ...(bandwidthBytesPerSec !== undefined && { bandwidthBytesPerSec }),
+        },
         intervalSeconds,
         pvName,
       });
@@ -150,11 +164,12 @@ function datasetProblem(dataset: string, host: PoolHostConfig): string | undefin
 }
 
 /**
- * Jobs from Node objects. `intervalSeconds` applies to all of them (`--annotation-interval`).
+ * Jobs from Node objects. `intervalSeconds` applies to all of them (`--annotation-interval`),
+ * and so does `bandwidthBytesPerSec` when set (`--annotation-bandwidth`).
  * Nodes without the label are ignored, with a problem when they carry the annotations anyway
  * (the usual mistake).
  */
-export function annotationJobs(nodes: readonly NodeInfo[], hosts: readonly PoolHostConfig[], intervalSeconds: number): JobSet {
+export function annotationJobs(nodes: readonly NodeInfo[], hosts: readonly PoolHostConfig[], intervalSeconds: number, bandwidthBytesPerSec?: number): JobSet {
   const problems: ConfigProblem[] = [];
   const hostOf = new Map(hosts.map((h) => [h.name, h]));
   const participants: { node: NodeInfo; host: PoolHostConfig }[] = [];
@@ -247,6 +262,7 @@ export function annotationJobs(nodes: readonly NodeInfo[], hosts: readonly PoolH
         origin: { kind: "annotation", node: p.node },
         source: p.source,
         target: p.target,
+        ...(bandwidthBytesPerSec !== undefined && { bandwidthBytesPerSec }),
       },
       intervalSeconds,
     });

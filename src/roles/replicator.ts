@@ -13,7 +13,7 @@ import type { ReplicationEngine, ReplicationJob, ReplicationResult } from "../re
 import { systemClock, type Clock } from "../util/clock.js";
 import type { PoolHosts } from "../volumes/hosts.js";
 import type { PropertyMap } from "../zfs/parse.js";
-import { durationSeconds, formatDuration, MIN_REPLICATION_INTERVAL_SECONDS } from "../volumes/parameters.js";
+import { durationSeconds, formatDuration, MIN_REPLICATION_INTERVAL_SECONDS, parseBandwidth } from "../volumes/parameters.js";
 import { PeriodicTasks } from "../util/periodic.js";
 
 /**
@@ -52,6 +52,8 @@ export interface ReplicatorCoreOptions {
   readonly concurrency?: number;
   /** Interval of annotation jobs. Default 15 minutes. */
   readonly annotationIntervalSeconds?: number;
+  /** Bandwidth limit of each annotation job's runs, bytes per second. Default unlimited. */
+  readonly annotationBandwidthBytesPerSec?: number;
 }
 
 export interface TickReport {
@@ -172,7 +174,7 @@ export class Replicator {
     );
     if (this.options.nodes !== undefined) {
       try {
-        const set = annotationJobs(await this.options.nodes.listReplicationNodes(), this.hosts.configs, this.annotationIntervalSeconds);
+        const set = annotationJobs(await this.options.nodes.listReplicationNodes(), this.hosts.configs, this.annotationIntervalSeconds, this.options.annotationBandwidthBytesPerSec);
         for (const j of set.jobs) next.set(j.job.id, j);
         problems.push(...set.problems);
       } catch (err) {
@@ -402,6 +404,7 @@ export async function startReplicator(config: Config, hosts: PoolHosts, engine: 
     ...(options.pvs && { pvs: options.pvs }),
     ...(options.concurrency !== undefined && { concurrency: options.concurrency }),
     ...(options.annotationIntervalSeconds !== undefined && { annotationIntervalSeconds: options.annotationIntervalSeconds }),
+    ...(options.annotationBandwidthBytesPerSec !== undefined && { annotationBandwidthBytesPerSec: options.annotationBandwidthBytesPerSec }),
   });
   let server: MetricsServer | undefined;
   if (options.metricsAddress !== undefined) server = await startMetricsServer(options.metricsAddress, registry, logger);
@@ -489,20 +492,33 @@ export interface ReplicatorFlags {
   readonly concurrency?: string | undefined;
   /** `--annotation-interval` (a duration: 15m, 1h), default 15m. */
   readonly annotationInterval?: string | undefined;
+  /** `--annotation-bandwidth` (bytes per second, a quantity: 50Mi), default unlimited. */
+  readonly annotationBandwidth?: string | undefined;
   /** `--tick-interval` in seconds, default 30. */
   readonly tickIntervalSeconds?: string | undefined;
   readonly identity?: string | undefined;
 }
 
 /** Validates the flags before anything connects (a bad flag stops zcsi at start, clearly). */
-export function parseReplicatorFlags(flags: ReplicatorFlags): { concurrency: number; annotationIntervalSeconds: number; tickIntervalMs?: number } {
+export function parseReplicatorFlags(flags: ReplicatorFlags): {
+  concurrency: number;
+  annotationIntervalSeconds: number;
+  annotationBandwidthBytesPerSec?: number;
+  tickIntervalMs?: number;
+} {
   const concurrency = flags.concurrency === undefined ? 2 : Number(flags.concurrency);
   if (!/^[1-9][0-9]{0,2}$/.test(flags.concurrency ?? "2")) throw invalidArgument("--concurrency must be a whole number from 1 to 999");
   const interval = flags.annotationInterval === undefined ? 900 : durationSeconds(flags.annotationInterval);
   if (interval === undefined || interval < MIN_REPLICATION_INTERVAL_SECONDS) throw invalidArgument("--annotation-interval must be a duration of at least 1m, such as 15m or 1h");
   const tick = flags.tickIntervalSeconds;
   if (tick !== undefined && !/^[1-9][0-9]{0,5}$/.test(tick)) throw invalidArgument("--tick-interval must be a whole number of seconds");
-  return { concurrency, annotationIntervalSeconds: interval, ...(tick !== undefined && { tickIntervalMs: Number(tick) * 1000 }) };
+  const bandwidth = flags.annotationBandwidth === undefined ? undefined : parseBandwidth(flags.annotationBandwidth, "--annotation-bandwidth");
+  return {
+    concurrency,
+    annotationIntervalSeconds: interval,
+    ...(bandwidth !== undefined && { annotationBandwidthBytesPerSec: bandwidth }),
+    ...(tick !== undefined && { tickIntervalMs: Number(tick) * 1000 }),
+  };
 }
 
 /**
@@ -537,6 +553,7 @@ export async function startReplicatorRole(config: Config, logger: Logger, flags:
       logger,
       concurrency: parsed.concurrency,
       annotationIntervalSeconds: parsed.annotationIntervalSeconds,
+      ...(parsed.annotationBandwidthBytesPerSec !== undefined && { annotationBandwidthBytesPerSec: parsed.annotationBandwidthBytesPerSec }),
       ...(parsed.tickIntervalMs !== undefined && { tickIntervalMs: parsed.tickIntervalMs }),
       ...(lease && { lease }),
       ...(events && { events }),

@@ -33,6 +33,8 @@ export interface VolumeParameters {
   readonly replicateTo?: readonly string[];
   /** Time between replication runs, in normal form (`15m`, `1h30m`); set whenever replicateTo is. */
   readonly replicationInterval?: string;
+  /** Bandwidth limit of each replication run (per target), bytes per second; absent: unlimited. */
+  readonly replicationBandwidth?: number;
   /** Normalised zcsi parameters (sidecar keys excluded): what a retried request must match. */
   readonly canonical: string;
   readonly pvcName?: string;
@@ -57,6 +59,11 @@ export const DEFAULT_REPLICATION_INTERVAL = "15m";
 /** Shorter intervals would mostly take and prune snapshots: each run snapshots the source. */
 export const MIN_REPLICATION_INTERVAL_SECONDS = 60;
 const DURATION = /^([0-9]{1,7}[smhd])+$/;
+/** A Kubernetes-style quantity of bytes (per second): `50Mi`, `10M`, `1Gi`, `500000`. */
+const BANDWIDTH = /^([1-9][0-9]{0,12})(Ki|Mi|Gi|k|M|G)?$/;
+const BANDWIDTH_UNIT: Readonly<Record<string, number>> = { "": 1, k: 1e3, M: 1e6, G: 1e9, Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30 };
+/** Below this a run of even an idle volume (an empty increment is a few KiB) would crawl. */
+export const MIN_REPLICATION_BANDWIDTH = 64 * 1024;
 const UNIT_SECONDS: Readonly<Record<string, number>> = { d: 86400, h: 3600, m: 60, s: 1 };
 const POOL_HOST = /^[A-Za-z0-9][-A-Za-z0-9_.]{0,252}$/;
 
@@ -138,7 +145,20 @@ export const PARAMETERS: Readonly<Record<string, Parser>> = {
     return [...names].sort().join(",");
   },
   replicationInterval: (value, key) => parseReplicationInterval(value, `parameter ${key}`),
+  // Normalised to bytes per second, so "1Mi" and "1048576" are the same class for a retry.
+  replicationBandwidth: (value, key) => String(parseBandwidth(value, `parameter ${key}`)),
 };
+
+/** Bytes per second from a quantity such as `50Mi`; InvalidArgument naming `what` otherwise. */
+export function parseBandwidth(value: string, what: string): number {
+  const m = BANDWIDTH.exec(value.trim());
+  const bytes = m ? Number(m[1]) * (BANDWIDTH_UNIT[m[2] ?? ""] ?? NaN) : NaN;
+  if (!Number.isSafeInteger(bytes)) {
+    throw invalidArgument(`${what}=${JSON.stringify(value)}: must be bytes per second as a quantity such as 50Mi, 10M or 1048576`);
+  }
+  if (bytes < MIN_REPLICATION_BANDWIDTH) throw invalidArgument(`${what}=${JSON.stringify(value)}: must be at least 64Ki (bytes per second)`);
+  return bytes;
+}
 
 const ZFS_NATIVE = ["compression", "recordsize", "atime"] as const;
 
@@ -174,9 +194,11 @@ export function parseVolumeParameters(raw: Readonly<Record<string, string>> | nu
     if (normalized.poolHost !== undefined && replicateTo.includes(normalized.poolHost)) {
       throw invalidArgument(`parameter replicateTo=${JSON.stringify(normalized.replicateTo)}: names the volume's own pool host ${normalized.poolHost} (poolHost); a replica must be on another host`);
     }
-  } else if (normalized.replicationInterval !== undefined) {
-    // Refused rather than ignored: a class that sets an interval surely meant to replicate.
-    throw invalidArgument(`parameter replicationInterval=${JSON.stringify(normalized.replicationInterval)} needs replicateTo (the pool hosts to replicate to)`);
+  } else {
+    // Refused rather than ignored: a class that sets these surely meant to replicate.
+    for (const key of ["replicationInterval", "replicationBandwidth"]) {
+      if (normalized[key] !== undefined) throw invalidArgument(`parameter ${key}=${JSON.stringify(raw?.[key])} needs replicateTo (the pool hosts to replicate to)`);
+    }
   }
   const zfsProperties: Record<string, string> = {};
   for (const prop of ZFS_NATIVE) if (normalized[prop] !== undefined) zfsProperties[prop] = normalized[prop];
@@ -189,6 +211,7 @@ export function parseVolumeParameters(raw: Readonly<Record<string, string>> | nu
     restoreMode: normalized.restoreMode === "copy" ? "copy" : "clone",
     ...(normalized.snapshotSchedule !== undefined && { snapshotSchedule: normalized.snapshotSchedule }),
     ...(replicateTo !== undefined && { replicateTo, replicationInterval: normalized.replicationInterval ?? DEFAULT_REPLICATION_INTERVAL }),
+    ...(normalized.replicationBandwidth !== undefined && { replicationBandwidth: Number(normalized.replicationBandwidth) }),
     canonical: JSON.stringify(normalized),
     ...(pvcName !== undefined && { pvcName }),
     ...(pvcNamespace !== undefined && { pvcNamespace }),

@@ -40,6 +40,11 @@ export const PROP = {
    * set with zcsi:replicate-to at creation (StorageClass replicationInterval, default 15m).
    */
   replicationInterval: "zcsi:replication-interval",
+  /**
+   * Bandwidth limit of each replication run of the volume, bytes per second (decimal integer);
+   * set with zcsi:replicate-to at creation when the StorageClass has replicationBandwidth.
+   */
+  replicationBandwidth: "zcsi:replication-bandwidth",
   /** Set by the replicator: guid (or name) of the newest snapshot every target has received. */
   replicatedThrough: "zcsi:replicated-through",
   /**

@@ -241,6 +241,7 @@ export class VolumeService {
         [PROP.replicateTo]: spec.params.replicateTo.join(","),
         [PROP.replicationInterval]: spec.params.replicationInterval ?? "",
       }),
+      ...(spec.params.replicationBandwidth !== undefined && { [PROP.replicationBandwidth]: String(spec.params.replicationBandwidth) }),
     };
     try {
       if (!source) await host.zfs.create(dataset, props);

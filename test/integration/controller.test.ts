@@ -338,12 +338,13 @@ describe("CreateVolume with replicateTo (two pool hosts)", () => {
   const get = async (dataset: string, property: string): Promise<string> => (await two.zfs("get", "-H", "-o", "value,source", property, dataset)).stdout.trim();
   const exists = async (dataset: string): Promise<boolean> => (await two.zfs("list", "-H", "-o", "name", dataset)).exitCode === 0;
 
-  it("records the targets and the interval on the dataset, for the replicator to read", async () => {
-    const res = await two.client.createVolume(req("pvc-repl-1", { parameters: { poolHost: "alice", replicateTo: "bob", replicationInterval: "60m" } }));
+  it("records the targets, the interval and the bandwidth limit on the dataset, for the replicator to read", async () => {
+    const res = await two.client.createVolume(req("pvc-repl-1", { parameters: { poolHost: "alice", replicateTo: "bob", replicationInterval: "60m", replicationBandwidth: "50Mi" } }));
     const dataset = `${host("alice").parent}/pvc-repl-1`;
     expect(res.volume?.volumeId).toBe(`alice:${dataset}`);
     expect(await get(dataset, "zcsi:replicate-to")).toBe("bob\tlocal");
     expect(await get(dataset, "zcsi:replication-interval")).toBe("1h\tlocal");
+    expect(await get(dataset, "zcsi:replication-bandwidth")).toBe(`${50 * 2 ** 20}\tlocal`);
     // CreateVolume makes no replica itself: the replicator's first run does.
     expect(await exists(`${host("bob").parent}/pvc-repl-1`)).toBe(false);
   });
@@ -353,6 +354,7 @@ describe("CreateVolume with replicateTo (two pool hosts)", () => {
     const dataset = `${host("bob").parent}/pvc-repl-2`;
     expect(res.volume?.volumeId).toBe(`bob:${dataset}`);
     expect(await get(dataset, "zcsi:replication-interval")).toBe("15m\tlocal");
+    expect(await get(dataset, "zcsi:replication-bandwidth")).toBe("-\t-"); // unlimited
   });
 
   it("returns ALREADY_EXISTS when a retry asks for other targets or another interval, and changes nothing", async () => {
@@ -370,6 +372,8 @@ describe("CreateVolume with replicateTo (two pool hosts)", () => {
       { poolHost: "alice", replicateTo: "alice" },
       { replicateTo: "alice,bob" },
       { poolHost: "alice", replicateTo: "bob", replicationInterval: "10s" },
+      { poolHost: "alice", replicateTo: "bob", replicationBandwidth: "fast" },
+      { poolHost: "alice", replicationBandwidth: "50Mi" },
     ];
     for (const parameters of refused) {
       expect(await code(two.client.createVolume(req("pvc-repl-bad", { parameters }))), JSON.stringify(parameters)).toBe(status.INVALID_ARGUMENT);

@@ -153,6 +153,32 @@ describe("volumeJobs", () => {
     expect(new Set(set.jobs.map((j) => j.job.id)).size).toBe(2);
   });
 
+  it("carries the volume's bandwidth limit into each of its jobs; a bad stored value replicates unlimited and is reported", () => {
+    const set = volumeJobs(
+      host,
+      discovery([
+        line("tank/k8s/pvc-1", "zcsi:csi-name", "pvc-1"),
+        line("tank/k8s/pvc-1", "zcsi:replicate-to", "pool-2,pool-3"),
+        line("tank/k8s/pvc-1", "zcsi:replication-bandwidth", "52428800"),
+        line("tank/k8s/pvc-2", "zcsi:csi-name", "pvc-2"),
+        line("tank/k8s/pvc-2", "zcsi:replicate-to", "pool-2"),
+        line("tank/k8s/pvc-2", "zcsi:replication-bandwidth", "50Mi"),
+      ]),
+      HOSTS,
+    );
+    const limits = Object.fromEntries(set.jobs.map((j) => [`${j.job.source.dataset}->${j.job.target.host}`, j.job.bandwidthBytesPerSec]));
+    expect(limits).toEqual({ "tank/k8s/pvc-1->pool-2": 52428800, "tank/k8s/pvc-1->pool-3": 52428800, "tank/k8s/pvc-2->pool-2": undefined });
+    expect(set.problems).toEqual([{ where: "volume pool-1:tank/k8s/pvc-2", message: expect.stringMatching(/zcsi:replication-bandwidth="50Mi" .*without a limit/) }]);
+  });
+
+  it("gives annotation jobs the role's bandwidth limit when one is set", () => {
+    const nodes = [node("node-pool-1-source"), node("node-pool-2-replica")];
+    const limited = annotationJobs(nodes, HOSTS, 15 * MINUTE, 8 * 2 ** 20).jobs;
+    expect(limited.length).toBeGreaterThan(0);
+    expect(limited.map((j) => j.job.bandwidthBytesPerSec)).toEqual(limited.map(() => 8 * 2 ** 20));
+    expect(annotationJobs(nodes, HOSTS, 15 * MINUTE).jobs.map((j) => j.job.bandwidthBytesPerSec)).toEqual(limited.map(() => undefined));
+  });
+
   it("ignores datasets zcsi did not create, received or inherited targets, and deeper datasets", () => {
     const set = volumeJobs(
       host,

@@ -418,11 +418,14 @@ describe("parseReplicatorFlags", () => {
   it("defaults to 2 runs at once and 15 minutes for annotation jobs", () => {
     expect(parseReplicatorFlags({ leaderElection: true })).toEqual({ concurrency: 2, annotationIntervalSeconds: 900 });
     expect(parseReplicatorFlags({ leaderElection: true, concurrency: "4", annotationInterval: "1h", tickIntervalSeconds: "10" })).toEqual({ concurrency: 4, annotationIntervalSeconds: 3600, tickIntervalMs: 10_000 });
+    expect(parseReplicatorFlags({ leaderElection: true, annotationBandwidth: "8Mi" })).toEqual({ concurrency: 2, annotationIntervalSeconds: 900, annotationBandwidthBytesPerSec: 8 * 2 ** 20 });
   });
   it.each([
     [{ concurrency: "0" }, /--concurrency/],
     [{ concurrency: "two" }, /--concurrency/],
     [{ annotationInterval: "30s" }, /--annotation-interval/],
+    [{ annotationBandwidth: "lots" }, /--annotation-bandwidth/],
+    [{ annotationBandwidth: "1k" }, /--annotation-bandwidth.*at least 64Ki/],
     [{ annotationInterval: "soon" }, /--annotation-interval/],
     [{ tickIntervalSeconds: "0" }, /--tick-interval/],
   ])("refuses %j", (flags, message) => {

@@ -67,7 +67,23 @@ describe("replication parameters", () => {
     expect(parseVolumeParameters({}, THREE).canonical).not.toBe(base);
   });
 
+  it("reads replicationBandwidth as bytes per second in one normal form; absent means unlimited", () => {
+    const a = parseVolumeParameters({ replicateTo: "bob", replicationBandwidth: "50Mi" }, THREE);
+    expect(a.replicationBandwidth).toBe(50 * 2 ** 20);
+    expect(a.canonical).toBe(parseVolumeParameters({ replicateTo: "bob", replicationBandwidth: "52428800" }, THREE).canonical);
+    expect(parseVolumeParameters({ replicateTo: "bob", replicationBandwidth: "10M" }, THREE).replicationBandwidth).toBe(10_000_000);
+    expect(parseVolumeParameters({ replicateTo: "bob", replicationBandwidth: "1Gi" }, THREE).replicationBandwidth).toBe(2 ** 30);
+    expect(parseVolumeParameters({ replicateTo: "bob" }, THREE).replicationBandwidth).toBeUndefined();
+    expect(parseVolumeParameters({ replicateTo: "bob", replicationBandwidth: "20Mi" }, THREE).canonical).not.toBe(a.canonical);
+  });
+
   it.each([
+    [{ replicateTo: "bob", replicationBandwidth: "fast" }, /replicationBandwidth.*bytes per second/],
+    [{ replicateTo: "bob", replicationBandwidth: "50MB" }, /replicationBandwidth.*bytes per second/],
+    [{ replicateTo: "bob", replicationBandwidth: "0" }, /replicationBandwidth/],
+    [{ replicateTo: "bob", replicationBandwidth: "-1Mi" }, /replicationBandwidth/],
+    [{ replicateTo: "bob", replicationBandwidth: "1k" }, /replicationBandwidth.*at least 64Ki/],
+    [{ replicationBandwidth: "50Mi" }, /replicationBandwidth="50Mi" needs replicateTo/],
     [{ replicateTo: "dave" }, /replicateTo.*no such pool host in the config: dave/],
     [{ replicateTo: "bob,bob" }, /replicateTo.*bob is listed twice/],
     [{ replicateTo: "bob,,carol" }, /replicateTo.*"" is not a pool host name/],
