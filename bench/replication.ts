@@ -14,7 +14,8 @@ import { median, report, timeMs } from "./lib.js";
  *   same snapshot into a second target;
  * - incremental after rewriting 10% of the data: raw `send -i` of the change first, then the
  *   engine's run (its own snapshot, the same change), ROUNDS times;
- * - an idle run (nothing changed) vs the time of two `zfs get` round trips on an open connection.
+ * - an idle run (nothing changed) vs the time of two `zfs get` round trips on an open connection;
+ * - a full send under a bandwidth limit of a quarter of the unlimited rate: the rate achieved.
  *
  * BENCH_REPL_MIB sets the data size (default 256 MiB: 1 GiB does not fit the time budget of
  * `npm run bench` on zfs-fuse; the output says which size ran). Random data, compression off.
@@ -97,6 +98,20 @@ export async function benchReplication(): Promise<void> {
     }
     const twoRoundTrips = 2 * median(gets);
 
+    // Bandwidth limit: a full send of the same data into a third target, limited to a rate well
+    // below what the unlimited run reached; the limiter's arithmetic is unit-tested with a fake
+    // clock, this is the real stream against the wall clock.
+    const limit = Math.max(1, Math.round(((bytes / 2 ** 20) / (engineFull / 1000)) / 4)) * 2 ** 20;
+    let limitedBytes = 0;
+    const limited = await timeMs(async () => {
+      const r = await engine.replicate({ ...job, id: "bench-limited", target: { host: "bob", dataset: `${bob.parent}/bench-limited` }, bandwidthBytesPerSec: limit });
+      limitedBytes = r.bytes;
+    });
+    const limitedRate = limitedBytes / (limited / 1000);
+    // The bucket starts full with one second's worth (bandwidthLimiter's default burst): the
+    // promise is bytes(t) ≤ burst + rate·t, so the rate to check is the one beyond that burst.
+    const sustainedRate = (limitedBytes - limit) / (limited / 1000);
+
     const perRoundIncr = engineIncr.map((e, i) => e / (rawIncr[i] ?? NaN));
     const fullRatio = rawFull / engineFull; // throughput ratio: engine / raw
     const incrRatio = 1 / median(perRoundIncr);
@@ -111,11 +126,13 @@ export async function benchReplication(): Promise<void> {
         { what: "raw: `send -i` of the same change", median: median(rawIncr), unit: "ms", ratio: "1.00×", note: `${rawIncr.map((t) => t.toFixed(0)).join(", ")} ms` },
         { what: "engine: run with nothing changed", median: median(idle), unit: "ms", note: `actions: ${idleActions.join(", ")}` },
         { what: "two `zfs get` round trips on an open connection", median: twoRoundTrips, unit: "ms" },
+        { what: `engine: full send limited to ${mib(limit)}/s`, median: limited, unit: "ms", note: `${mib(limitedBytes)} at ${mib(limitedRate)}/s (whole run, snapshot and confirm included)` },
       ],
       [
         `data: ${sizeMiB} MiB of random data in ${FILES} files (issue 8 asks for 1 GiB; BENCH_REPL_MIB=1024 runs that)`,
         `full: engine throughput / raw = ${x(fullRatio)} (target ≥ 0.9×): ${fullRatio >= 0.9 ? "met" : "MISSED"}`,
         `incremental: engine throughput / raw = ${x(incrRatio)} (median of per-round ratios ${perRoundIncr.map((r) => (1 / r).toFixed(2)).join(", ")}; target ≥ 0.9×): ${incrRatio >= 0.9 ? "met" : "MISSED"}`,
+        `bandwidth limit ${mib(limit)}/s: ${mib(limitedRate)}/s over the whole run, ${mib(sustainedRate)}/s beyond the first second's burst = ${(sustainedRate / limit).toFixed(2)}× the limit (must not exceed 1×): ${sustainedRate <= limit ? "held" : "EXCEEDED"}`,
         `idle run = ${(median(idle) / twoRoundTrips).toFixed(1)}× two zfs round trips (target < 1×): ${median(idle) < twoRoundTrips ? "met" : "MISSED"} — an idle run reads both sides, snapshots, sends an empty increment (zfs-fuse has no \`written\` to skip it), confirms, moves the hold and prunes: each a zfs command`,
       ],
     );
