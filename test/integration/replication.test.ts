@@ -326,6 +326,9 @@ describe("replication between two pool hosts", () => {
     expect(repl(await snapshots(alice, src.dataset))).toEqual([next.snapshot]);
   });
 
+  // zfs-fuse (pool v23) has no resumable receive, so no token to go stale: its capability probe
+  // reports resumableSend false (zfs-client.test.ts) and the cut-stream test above covers its
+  // clean restart instead. Runs on the OpenZFS VM backend.
   it.skipIf(backend === "zfs-fuse")("drops a stale resume token (recv -A) and falls back to a fresh incremental", async () => {
     const src = await sourceVolume("pvc-stale");
     await write(src.dir, { small: "x\n" });
@@ -347,6 +350,7 @@ describe("replication between two pool hosts", () => {
     expect(await replicaChecksums(j.target.dataset)).toEqual(await checksums(alice, src.dir));
   });
 
+  // zfs-fuse (pool v23) predates native encryption; runs on the OpenZFS VM backend.
   it.skipIf(backend === "zfs-fuse")("sends an encrypted volume raw: the replica stays encrypted without its key, and with the key it is identical", async () => {
     const passphrase = "correct horse battery staple\n";
     const dataset = `${alice.parent}/pvc-crypt`;
