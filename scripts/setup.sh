@@ -37,10 +37,12 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   # bundler); the registry mirror these machines reach serves only linux-x64 builds, so no
   # lock written here can list them. Then `npm install`, which still installs the versions
   # the lock pins.
-  if ! npm ci --no-audit --no-fund 2>/tmp/zcsi-npm-ci.log; then
-    grep -q "Missing: @rollup/" /tmp/zcsi-npm-ci.log || { cat /tmp/zcsi-npm-ci.log >&2; exit 1; }
+  npm_log=$(mktemp)
+  if ! npm ci --no-audit --no-fund 2>"$npm_log"; then
+    grep -q "Missing: @rollup/" "$npm_log" || { cat "$npm_log" >&2; rm -f "$npm_log"; exit 1; }
     echo "setup: npm ci refused the lock for rollup's foreign platform builds; using npm install"
     npm install --no-audit --no-fund
   fi
+  rm -f "$npm_log"
 fi
 npm run --silent build
