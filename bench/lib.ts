@@ -2,7 +2,9 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, writeFileSync, appendFileSync, existsSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { dirname, join } from "node:path";
+import { SshExecutor } from "../src/exec/ssh.js";
 import { packageRoot } from "../src/util/package.js";
+import type { PoolHostEnv } from "../test/harness/controller.js";
 
 /**
  * Benchmarks are not tests: they print medians and ratios against a baseline measured in the
@@ -80,3 +82,16 @@ export function startResults(): void {
 }
 
 export const ratio = (a: number, b: number): string => `${(a / b).toFixed(2)}×`;
+
+/** The physical floor: a bare ssh2 connection to the pool host's sshd, commands under sudo, no driver. */
+export function rawExecutor(host: PoolHostEnv): SshExecutor {
+  return new SshExecutor({
+    host: "raw",
+    address: host.sshd.address,
+    port: host.sshd.port,
+    user: host.sshd.user,
+    privateKey: host.sshd.privateKey,
+    hostKeys: [host.sshd.hostKeyLine],
+    sudo: true,
+  });
+}

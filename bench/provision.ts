@@ -1,11 +1,10 @@
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
-import { SshExecutor } from "../src/exec/ssh.js";
 import { commandName, type InstrumentedExecutor } from "../src/exec/instrumented.js";
 import { PROP, SIZE_PROPERTY } from "../src/volumes/properties.js";
 import { zfsGet } from "../src/zfs/argv.js";
 import { startControllerEnv } from "../test/harness/controller.js";
-import { median, percentile, ratio, report, timeMs } from "./lib.js";
+import { median, percentile, ratio, report, timeMs, rawExecutor } from "./lib.js";
 
 /**
  * Issue 8, benchmarks 1 and 2: CreateVolume+DeleteVolume through gRPC → SSH → zfs, against
@@ -23,15 +22,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 export async function benchProvision(): Promise<void> {
   const env = await startControllerEnv({ poolSizeMiB: 1024 });
   const host = env.hosts[0]!;
-  const raw = new SshExecutor({
-    host: "raw",
-    address: host.sshd.address,
-    port: host.sshd.port,
-    user: host.sshd.user,
-    privateKey: host.sshd.privateKey,
-    hostKeys: [host.sshd.hostKeyLine],
-    sudo: true,
-  });
+  const raw = rawExecutor(host);
   const freshSsh = (args: string[]) =>
     run("ssh", ["-i", host.sshd.privateKeyPath, "-o", `UserKnownHostsFile=${host.sshd.knownHostsPath}`, "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-p", String(host.sshd.port), `${host.sshd.user}@${host.sshd.address}`, ...args]);
   const exec = env.poolHosts.get("alice").exec as InstrumentedExecutor;

@@ -1,11 +1,10 @@
 import { pino } from "pino";
-import { SshExecutor } from "../src/exec/ssh.js";
 import type { InstrumentedExecutor } from "../src/exec/instrumented.js";
 import { SnapshotScheduler } from "../src/snapshots/scheduler.js";
 import { PROP, SIZE_PROPERTY } from "../src/volumes/properties.js";
 import { zfsGet, zfsList } from "../src/zfs/argv.js";
 import { startControllerEnv } from "../test/harness/controller.js";
-import { median, ratio, report, timeMs, type Row } from "./lib.js";
+import { median, ratio, report, timeMs, type Row, rawExecutor } from "./lib.js";
 import { controllerMemory } from "./memory.js";
 
 /**
@@ -48,15 +47,7 @@ async function paired(times: number, driver: () => Promise<unknown>, raw: () => 
 export async function benchScale(): Promise<void> {
   const env = await startControllerEnv({ poolSizeMiB: 2048 });
   const host = env.hosts[0]!;
-  const raw = new SshExecutor({
-    host: "raw",
-    address: host.sshd.address,
-    port: host.sshd.port,
-    user: host.sshd.user,
-    privateKey: host.sshd.privateKey,
-    hostKeys: [host.sshd.hostKeyLine],
-    sudo: true,
-  });
+  const raw = rawExecutor(host);
   const exec = env.poolHosts.get("alice").exec as InstrumentedExecutor;
   const rawRun = async (argv: string[]): Promise<string> => {
     const r = await raw.run(argv);
