@@ -3,7 +3,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { mkdtemp, open, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { CsiClient } from "../src/csi/client.js";
+import { CsiClient } from "../test/harness/csi-client.js";
 import { packageRoot } from "../src/util/package.js";
 import type { PoolHostEnv } from "../test/harness/controller.js";
 import { RWX, startNodeEnv } from "../test/harness/node-env.js";

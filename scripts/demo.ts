@@ -1,10 +1,10 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { LocalExecutor } from "./exec/local.js";
-import { parseMountInfo } from "./mount/mountinfo.js";
+import { LocalExecutor } from "../src/exec/local.js";
+import { parseMountInfo } from "../src/mount/mountinfo.js";
 
 /**
- * `zcsi demo`: a throwaway pool host on this machine (a file-backed zfs-fuse pool behind a
+ * The demo (`bash scripts/demo.sh [--keep]`): a throwaway pool host on this machine (a file-backed zfs-fuse pool behind a
  * real sshd), the real controller and node plugins on unix sockets (one node is the pool host,
  * one is a "remote" node in a network namespace), and a real gRPC client walking a volume's
  * life: create → mount on the pool host → write → move to the other node (SSHFS) → read →
@@ -28,7 +28,7 @@ async function mountOf(path: string): Promise<string> {
   return m ? `${m.fsType} from ${m.source}` : "not mounted";
 }
 
-export async function runDemo(options: { keep: boolean }): Promise<void> {
+async function runDemo(options: { keep: boolean }): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error("the demo mounts filesystems and starts sshd: run it as root (bash scripts/demo.sh)");
   // The lab pieces are the test harness's: the demo exercises exactly what the tests do.
   const { startNodeEnv } = await import("../test/harness/node-env.js");
@@ -130,3 +130,8 @@ export async function runDemo(options: { keep: boolean }): Promise<void> {
   }
   console.log("\nDemo finished.");
 }
+
+runDemo({ keep: process.argv.slice(2).includes("--keep") }).catch((err: unknown) => {
+  console.error(`demo: ${err instanceof Error ? err.message : String(err)}`);
+  process.exitCode = 1;
+});

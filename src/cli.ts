@@ -17,7 +17,6 @@ Usage:
                   [--annotation-interval 15m] [--annotation-bandwidth 50Mi] [--tick-interval 30]
                   [--lease-name zcsi-replicator] [--lease-namespace NS] [--no-leader-election]
   zcsi status --config config.yaml [--private-key-file F] [--output text|json]
-  zcsi demo [--keep]
   zcsi --version
 
 Environment (used when the flag is absent): CSI_ENDPOINT, ZCSI_CONFIG, ZCSI_PRIVATE_KEY_FILE,
@@ -33,7 +32,6 @@ async function main(argv: string[]): Promise<void> {
       "private-key-file": { type: "string" },
       "driver-name": { type: "string" },
       "log-level": { type: "string" },
-      keep: { type: "boolean" },
       "node-id": { type: "string" },
       output: { type: "string", short: "o" },
       "metrics-address": { type: "string" },
@@ -63,11 +61,6 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   const logger = createLogger({ level: values["log-level"], name: `zcsi-${role}` });
-  if (role === "demo") {
-    const { runDemo } = await import("./demo.js");
-    await runDemo({ keep: values.keep ?? false });
-    return;
-  }
   const endpoint = values.endpoint ?? process.env.CSI_ENDPOINT ?? "unix:///csi/csi.sock";
   const configPath = values.config ?? process.env.ZCSI_CONFIG;
   if (!configPath) throw new Error("--config (or ZCSI_CONFIG) is required");
@@ -137,22 +130,11 @@ async function main(argv: string[]): Promise<void> {
       return;
     }
     case "status": {
-      // Reads the pool hosts straight from ZFS over SSH: no Kubernetes API, no CSI socket, so
-      // it works when the cluster does not. stdout is the report; per-host failures are in it.
+      // stdout is the report; per-host failures are in it (roles/status.ts).
       const output = values.output ?? "text";
       if (output !== "text" && output !== "json") throw new Error("--output must be text or json");
-      const { connectPoolHosts } = await import("./roles/pool-hosts.js");
-      const { collectStatus, renderStatus } = await import("./status/status.js");
-      const { silentLogger } = await import("./log.js");
-      const hosts = connectPoolHosts(config, silentLogger);
-      try {
-        const status = await collectStatus(hosts);
-        process.stdout.write(renderStatus(status, output));
-        // Non-zero when a pool host could not be read in full, for scripts and probes.
-        if (status.hosts.some((h) => h.errors.length > 0)) process.exitCode = 1;
-      } finally {
-        await hosts.close();
-      }
+      const { runStatusRole } = await import("./roles/status.js");
+      process.exitCode = await runStatusRole(config, output, (text) => process.stdout.write(text));
       return;
     }
     default:

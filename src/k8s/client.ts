@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { ApiException, CoordinationV1Api, CoreV1Api, KubeConfig, PatchStrategy, setHeaderOptions, V1MicroTime, type CoreV1Event, type V1Lease } from "@kubernetes/client-node";
 import { errorMessage, unavailable } from "../errors.js";
 import type { EventObject, EventSink } from "./events.js";
-import { nodeFromObject, REPLICATION_NODE_SELECTOR, type NodeInfo, type NodeSource } from "./nodes.js";
+import { nodeFromObject, type NodeInfo, type NodeSource } from "./nodes.js";
 import type { AnnotationPatch, PvAnnotator } from "./pv.js";
 import { leaseConflict, leaseExists, leaseFromObject, type LeaseSpec, type LeaseStore, type StoredLease } from "./lease.js";
 
@@ -187,18 +187,18 @@ export class KubeNodeSource implements NodeSource {
     this.api = kc.makeApiClient(CoreV1Api);
   }
 
-  async listReplicationNodes(): Promise<NodeInfo[]> {
+  async listNodes(labelSelector: string): Promise<NodeInfo[]> {
     const nodes: NodeInfo[] = [];
     let token: string | undefined;
     try {
       do {
         // Paged, so a large cluster cannot make one answer huge; the selector keeps it small anyway.
-        const page = await this.api.listNode({ labelSelector: REPLICATION_NODE_SELECTOR, limit: 500, ...(token !== undefined && { _continue: token }) });
+        const page = await this.api.listNode({ labelSelector, limit: 500, ...(token !== undefined && { _continue: token }) });
         for (const item of page.items) nodes.push(nodeFromObject(item));
         token = page.metadata?._continue || undefined;
       } while (token !== undefined);
     } catch (err) {
-      throw unavailable(`listing Nodes (${REPLICATION_NODE_SELECTOR}): ${describe(err)}`, { cause: err });
+      throw unavailable(`listing Nodes (${labelSelector}): ${describe(err)}`, { cause: err });
     }
     return nodes;
   }

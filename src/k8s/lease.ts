@@ -100,32 +100,6 @@ export function leaseFromObject(obj: unknown): StoredLease {
   };
 }
 
-/** MicroTime wire form: RFC 3339 with exactly six fractional digits. */
-export function formatMicroTime(d: Date): string {
-  return d.toISOString().replace(/\.([0-9]{3})Z$/, ".$1000Z");
-}
-
-/** The JSON body of a create/replace (resourceVersion only on replace). */
-export function leaseToObject(name: string, namespace: string, spec: LeaseSpec, current?: StoredLease): Record<string, unknown> {
-  return {
-    apiVersion: "coordination.k8s.io/v1",
-    kind: "Lease",
-    metadata: {
-      name,
-      namespace,
-      ...(current && { resourceVersion: current.resourceVersion }),
-      ...(current?.labels && { labels: current.labels }),
-      ...(current?.annotations && { annotations: current.annotations }),
-    },
-    spec: {
-      ...(spec.holderIdentity !== undefined && { holderIdentity: spec.holderIdentity }),
-      ...(spec.leaseDurationSeconds !== undefined && { leaseDurationSeconds: spec.leaseDurationSeconds }),
-      ...(spec.acquireTime && { acquireTime: formatMicroTime(spec.acquireTime) }),
-      ...(spec.renewTime && { renewTime: formatMicroTime(spec.renewTime) }),
-      ...(spec.leaseTransitions !== undefined && { leaseTransitions: spec.leaseTransitions }),
-    },
-  };
-}
 
 export interface LeaderElectorOptions {
   readonly store: LeaseStore;

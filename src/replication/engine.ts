@@ -4,7 +4,7 @@ import { silentLogger, type Logger } from "../log.js";
 import { systemClock, type Clock } from "../util/clock.js";
 import { KeyedLocks } from "../util/locks.js";
 import type { PoolHost, PoolHosts } from "../volumes/hosts.js";
-import { PROP } from "../volumes/properties.js";
+import { PROP, REPLICATION_SNAPSHOT_PREFIX } from "../volumes/properties.js";
 import type { Capabilities } from "../zfs/capabilities.js";
 import type { SendFlags } from "../zfs/argv.js";
 import type { StreamedCommand } from "../zfs/client.js";
@@ -13,7 +13,7 @@ import { relay } from "../zfs/relay.js";
 import { isBelow, parentOf, validateDataset } from "../zfs/names.js";
 import { ownUserPropertyValue, type DatasetProperties } from "../zfs/parse.js";
 import { bandwidthLimiter } from "./limiter.js";
-import { describeDivergence, isUnmarkedReplica, plan, REPLICATION_SNAPSHOT_PREFIX, type SnapshotEntry } from "./plan.js";
+import { describeDivergence, isUnmarkedReplica, plan, type SnapshotEntry } from "./plan.js";
 import type { DatasetRef, ReplicationAction, ReplicationEngine, ReplicationJob, ReplicationResult } from "./types.js";
 
 /**

@@ -1,13 +1,23 @@
 import { createHash } from "node:crypto";
 import type { PoolHostConfig } from "../config.js";
 import { errorMessage } from "../errors.js";
-import { REPLICA_ANNOTATION, REPLICATION_LABEL, SOURCE_ANNOTATION, type NodeInfo } from "../k8s/nodes.js";
+import type { NodeInfo } from "../k8s/nodes.js";
 import { formatVolumeId } from "../volumes/ids.js";
-import { DEFAULT_REPLICATION_INTERVAL, durationSeconds, MIN_REPLICATION_BANDWIDTH, MIN_REPLICATION_INTERVAL_SECONDS } from "../volumes/parameters.js";
+import { durationSeconds } from "../util/units.js";
+import { DEFAULT_REPLICATION_INTERVAL, MIN_REPLICATION_BANDWIDTH, MIN_REPLICATION_INTERVAL_SECONDS } from "../volumes/parameters.js";
 import { PROP } from "../volumes/properties.js";
 import { isBelow, validateDataset } from "../zfs/names.js";
 import type { PropertyMap } from "../zfs/parse.js";
 import type { ReplicationJob } from "./types.js";
+
+/** The label that opts a node in: only labelled nodes are read for replication annotations. */
+export const REPLICATION_LABEL = "zcsi.dev/replication";
+/** On a source node: the datasets it masters, comma-separated (`tank/db,tank/www`). */
+export const SOURCE_ANNOTATION = "zcsi.dev/replication-source";
+/** On a replica node: the datasets it receives (`tank/db`, or `tank/db=backup/db` to receive under another name). */
+export const REPLICA_ANNOTATION = "zcsi.dev/replication-replica";
+/** The label selector for the nodes whose annotations are read. */
+export const REPLICATION_NODE_SELECTOR = `${REPLICATION_LABEL}=true`;
 
 /**
  * Which replication jobs exist (pure: plain values in, plain values out). Two sources:

@@ -7,6 +7,8 @@
  * destroyed and retaken under the same name, or one taken by hand on the target).
  */
 
+import { REPLICATION_SNAPSHOT_PREFIX } from "../volumes/properties.js";
+
 export interface SnapshotEntry {
   /** Short name, after `@`. */
   readonly name: string;
@@ -114,8 +116,6 @@ export function describeDivergence(target: string, d: Divergence): string {
   }
 }
 
-/** The prefix of the replicator's own snapshots, on both sides. */
-export const REPLICATION_SNAPSHOT_PREFIX = "zcsi-repl-";
 
 /**
  * True when a target that lacks zcsi:replica-of is nevertheless provably a replica this

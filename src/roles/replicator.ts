@@ -8,12 +8,13 @@ import type { NodeSource } from "../k8s/nodes.js";
 import { replicaAnnotationKey, type PvAnnotator } from "../k8s/pv.js";
 import type { Logger } from "../log.js";
 import { createRegistry, ReplicationMetrics, startMetricsServer, type MetricsServer, type ReplicationLabels } from "../metrics.js";
-import { annotationJobs, VOLUME_DISCOVERY_PROPS, volumeJobs, type ConfigProblem, type ScheduledJob } from "../replication/jobs.js";
+import { annotationJobs, REPLICATION_NODE_SELECTOR, VOLUME_DISCOVERY_PROPS, volumeJobs, type ConfigProblem, type ScheduledJob } from "../replication/jobs.js";
 import type { ReplicationEngine, ReplicationJob, ReplicationResult } from "../replication/types.js";
 import { systemClock, type Clock } from "../util/clock.js";
 import type { PoolHosts } from "../volumes/hosts.js";
 import type { PropertyMap } from "../zfs/parse.js";
-import { durationSeconds, formatDuration, MIN_REPLICATION_INTERVAL_SECONDS, parseBandwidth } from "../volumes/parameters.js";
+import { durationSeconds, formatDuration } from "../util/units.js";
+import { MIN_REPLICATION_INTERVAL_SECONDS, parseBandwidth } from "../volumes/parameters.js";
 import { PeriodicTasks } from "../util/periodic.js";
 
 /**
@@ -174,7 +175,7 @@ export class Replicator {
     );
     if (this.options.nodes !== undefined) {
       try {
-        const set = annotationJobs(await this.options.nodes.listReplicationNodes(), this.hosts.configs, this.annotationIntervalSeconds, this.options.annotationBandwidthBytesPerSec);
+        const set = annotationJobs(await this.options.nodes.listNodes(REPLICATION_NODE_SELECTOR), this.hosts.configs, this.annotationIntervalSeconds, this.options.annotationBandwidthBytesPerSec);
         for (const j of set.jobs) next.set(j.job.id, j);
         problems.push(...set.problems);
       } catch (err) {

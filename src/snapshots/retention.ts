@@ -1,5 +1,5 @@
 import { AUTO_SNAPSHOT_PREFIX } from "../volumes/properties.js";
-import { DEFAULT_FREQUENT_MINUTES, type Bucket, type BucketName, type RetentionPolicy } from "./policy.js";
+import { DEFAULT_FREQUENT_MINUTES, type Bucket, type BucketName, type RetentionPolicy } from "../volumes/schedule.js";
 
 /**
  * Pure retention math: given a policy, the time now and a volume's automatic snapshots, which

@@ -8,7 +8,7 @@ import { formatVolumeId } from "../volumes/ids.js";
 import { PROP } from "../volumes/properties.js";
 import { isBusy } from "../zfs/errors.js";
 import type { PropertyMap } from "../zfs/parse.js";
-import { formatPolicy, parsePolicy, type RetentionPolicy } from "./policy.js";
+import { formatPolicy, parsePolicy, type RetentionPolicy } from "../volumes/schedule.js";
 import { parseAutoSnapshotName, planRetention, type AutoSnapshot } from "./retention.js";
 
 /**

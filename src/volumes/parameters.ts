@@ -1,5 +1,6 @@
 import { invalidArgument } from "../errors.js";
-import { normalizePolicy } from "../snapshots/policy.js";
+import { durationSeconds, formatDuration, quantityBytes } from "../util/units.js";
+import { normalizePolicy } from "./schedule.js";
 
 /**
  * StorageClass parameters zcsi understands. Each entry validates and normalises one value;
@@ -58,35 +59,9 @@ type Parser = (value: string, key: string) => string;
 export const DEFAULT_REPLICATION_INTERVAL = "15m";
 /** Shorter intervals would mostly take and prune snapshots: each run snapshots the source. */
 export const MIN_REPLICATION_INTERVAL_SECONDS = 60;
-const DURATION = /^([0-9]{1,7}[smhd])+$/;
-/** A Kubernetes-style quantity of bytes (per second): `50Mi`, `10M`, `1Gi`, `500000`. */
-const BANDWIDTH = /^([1-9][0-9]{0,12})(Ki|Mi|Gi|k|M|G)?$/;
-const BANDWIDTH_UNIT: Readonly<Record<string, number>> = { "": 1, k: 1e3, M: 1e6, G: 1e9, Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30 };
 /** Below this a run of even an idle volume (an empty increment is a few KiB) would crawl. */
 export const MIN_REPLICATION_BANDWIDTH = 64 * 1024;
-const UNIT_SECONDS: Readonly<Record<string, number>> = { d: 86400, h: 3600, m: 60, s: 1 };
 const POOL_HOST = /^[A-Za-z0-9][-A-Za-z0-9_.]{0,252}$/;
-
-/** `15m`, `1h30m`, `90s`, `1d` → seconds; undefined when the text is not a duration. */
-export function durationSeconds(text: string): number | undefined {
-  if (!DURATION.test(text)) return undefined;
-  let total = 0;
-  for (const m of text.matchAll(/([0-9]+)([smhd])/g)) total += Number(m[1]) * (UNIT_SECONDS[m[2] ?? "s"] ?? 1);
-  return total;
-}
-
-/** Seconds in the normal form `1d2h3m4s` (zero parts left out; `0s` for zero). */
-export function formatDuration(seconds: number): string {
-  let rest = Math.max(0, Math.floor(seconds));
-  let out = "";
-  for (const [unit, size] of Object.entries(UNIT_SECONDS)) {
-    if (rest >= size) {
-      out += `${Math.floor(rest / size)}${unit}`;
-      rest %= size;
-    }
-  }
-  return out === "" ? "0s" : out;
-}
 
 /** A replication interval: a duration of at least a minute, in normal form. */
 export function parseReplicationInterval(value: string, what: string): string {
@@ -151,11 +126,8 @@ export const PARAMETERS: Readonly<Record<string, Parser>> = {
 
 /** Bytes per second from a quantity such as `50Mi`; InvalidArgument naming `what` otherwise. */
 export function parseBandwidth(value: string, what: string): number {
-  const m = BANDWIDTH.exec(value.trim());
-  const bytes = m ? Number(m[1]) * (BANDWIDTH_UNIT[m[2] ?? ""] ?? NaN) : NaN;
-  if (!Number.isSafeInteger(bytes)) {
-    throw invalidArgument(`${what}=${JSON.stringify(value)}: must be bytes per second as a quantity such as 50Mi, 10M or 1048576`);
-  }
+  const bytes = quantityBytes(value);
+  if (bytes === undefined) throw invalidArgument(`${what}=${JSON.stringify(value)}: must be bytes per second as a quantity such as 50Mi, 10M or 1048576`);
   if (bytes < MIN_REPLICATION_BANDWIDTH) throw invalidArgument(`${what}=${JSON.stringify(value)}: must be at least 64Ki (bytes per second)`);
   return bytes;
 }

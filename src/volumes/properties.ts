@@ -29,7 +29,7 @@ export const PROP = {
   volumeSnapshot: "zcsi:volumesnapshot",
   /** On a snapshot: the VolumeSnapshotContent name. */
   volumeSnapshotContent: "zcsi:volumesnapshotcontent",
-  /** Snapshot schedule in normal form (snapshots/policy.ts); set at creation, changed only by `zfs set`. */
+  /** Snapshot schedule in normal form (volumes/schedule.ts); set at creation, changed only by `zfs set`. */
   snapshotSchedule: "zcsi:snapshot-schedule",
   /** On a snapshot: marks it as taken by the snapshotter (value: the schedule it was taken under). */
   autoSnapshot: "zcsi:auto-snapshot",
@@ -76,3 +76,5 @@ export const RESERVED_PREFIX = "zcsi-";
 export const CLONE_SNAPSHOT_PREFIX = "zcsi-clone-";
 export const AUTO_SNAPSHOT_PREFIX = "zcsi-auto-";
 export const RECEIVE_PREFIX = "zcsi-recv-";
+/** `<volume>@zcsi-repl-<...>`: snapshots of the replicator (replication/engine.ts). */
+export const REPLICATION_SNAPSHOT_PREFIX = "zcsi-repl-";

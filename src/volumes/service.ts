@@ -3,8 +3,7 @@ import type { Logger } from "../log.js";
 import { formatSnapshotId, formatVolumeId, type VolumeRef } from "./ids.js";
 import type { PoolHost, PoolHosts } from "./hosts.js";
 import type { VolumeParameters } from "./parameters.js";
-import { REPLICATION_SNAPSHOT_PREFIX } from "../replication/plan.js";
-import { AUTO_SNAPSHOT_PREFIX, CLONE_SNAPSHOT_PREFIX, PROP, RECEIVE_PREFIX, SIZE_PROPERTY, type VolumeState } from "./properties.js";
+import { AUTO_SNAPSHOT_PREFIX, CLONE_SNAPSHOT_PREFIX, PROP, RECEIVE_PREFIX, REPLICATION_SNAPSHOT_PREFIX, SIZE_PROPERTY, type VolumeState } from "./properties.js";
 import type { Snapshot } from "./snapshots.js";
 
 export interface Volume {

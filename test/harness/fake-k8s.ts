@@ -11,8 +11,35 @@ import { createServer, type IncomingMessage, type ServerResponse } from "node:ht
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { unavailable } from "../../src/errors.js";
-import { leaseConflict, leaseExists, leaseFromObject, leaseToObject, type LeaseSpec, type LeaseStore, type StoredLease } from "../../src/k8s/lease.js";
+import { leaseConflict, leaseExists, leaseFromObject, type LeaseSpec, type LeaseStore, type StoredLease } from "../../src/k8s/lease.js";
 import type { Clock } from "../../src/util/clock.js";
+
+/** MicroTime wire form: RFC 3339 with exactly six fractional digits. */
+export function formatMicroTime(d: Date): string {
+  return d.toISOString().replace(/\.([0-9]{3})Z$/, ".$1000Z");
+}
+
+/** The JSON body of a create/replace (resourceVersion only on replace). */
+function leaseToObject(name: string, namespace: string, spec: LeaseSpec, current?: StoredLease): Record<string, unknown> {
+  return {
+    apiVersion: "coordination.k8s.io/v1",
+    kind: "Lease",
+    metadata: {
+      name,
+      namespace,
+      ...(current && { resourceVersion: current.resourceVersion }),
+      ...(current?.labels && { labels: current.labels }),
+      ...(current?.annotations && { annotations: current.annotations }),
+    },
+    spec: {
+      ...(spec.holderIdentity !== undefined && { holderIdentity: spec.holderIdentity }),
+      ...(spec.leaseDurationSeconds !== undefined && { leaseDurationSeconds: spec.leaseDurationSeconds }),
+      ...(spec.acquireTime && { acquireTime: formatMicroTime(spec.acquireTime) }),
+      ...(spec.renewTime && { renewTime: formatMicroTime(spec.renewTime) }),
+      ...(spec.leaseTransitions !== undefined && { leaseTransitions: spec.leaseTransitions }),
+    },
+  };
+}
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures", "k8s");
 

@@ -18,7 +18,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
 import { parseConfig, type Config } from "../../src/config.js";
-import { CsiClient } from "../../src/csi/client.js";
+import { CsiClient } from "./csi-client.js";
 import type { RunningServer } from "../../src/csi/server.js";
 import { LocalExecutor } from "../../src/exec/local.js";
 import { parseMountInfo } from "../../src/mount/mountinfo.js";

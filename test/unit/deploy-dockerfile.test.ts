@@ -110,11 +110,8 @@ describe("Dockerfile build stage, rehearsed on the build context", () => {
     const context = join(dir, "build");
     for (const path of ["package.json", "package-lock.json", "tsconfig.json", "proto", "src"]) cpSync(join(REPO_ROOT, path), join(context, path), { recursive: true });
     symlinkSync(join(REPO_ROOT, "node_modules"), join(context, "node_modules"), "dir");
-    // The stub the Dockerfile writes over src/demo.ts (printf '%s\n' 'line' 'line' ... > src/demo.ts).
-    const stub = all.find((i) => i.op === "RUN" && i.args.includes("> src/demo.ts"));
-    expect(stub, "the RUN that replaces src/demo.ts").toBeDefined();
-    const printf = /printf '%s\\n'((?:\s+'[^']*')+)\s*> src\/demo\.ts/.exec(stub!.args);
-    writeFileSync(join(context, "src/demo.ts"), [...printf![1]!.matchAll(/'([^']*)'/g)].map((m) => `${m[1]}\n`).join(""));
+    // src/ compiles exactly as committed: no RUN rewrites a file of it.
+    for (const run of all.filter((i) => i.op === "RUN")) expect(run.args, "a RUN that writes into src/").not.toMatch(/>\s*src\//);
     const tsc = spawnSync(process.execPath, [join(REPO_ROOT, "node_modules/typescript/bin/tsc"), "-p", "tsconfig.json"], { cwd: context, encoding: "utf8" });
     expect(tsc.stdout + tsc.stderr, "tsc in the build stage").toBe("");
     expect(tsc.status).toBe(0);
@@ -134,8 +131,9 @@ describe("Dockerfile build stage, rehearsed on the build context", () => {
     });
     expect(proto.stderr).toBe("");
     expect(proto.stdout.trim()).toBe("function");
+    // The demo is not a role of the image (it lives in scripts/, beside the harness it drives).
     const demo = spawnSync(process.execPath, [join(app, "dist/src/cli.js"), "demo"], { cwd: "/", encoding: "utf8" });
-    expect(demo.status).toBe(1);
-    expect(demo.stderr).toMatch(/zcsi demo needs the test harness/);
+    expect(demo.status).not.toBe(0);
+    expect(existsSync(join(app, "dist/scripts"))).toBe(false);
   });
 });

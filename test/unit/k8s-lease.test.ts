@@ -2,12 +2,12 @@ import { describe, expect, it } from "vitest";
 import type { PoolHostConfig } from "../../src/config.js";
 import { unavailable } from "../../src/errors.js";
 import type { ExecResult, Executor } from "../../src/exec/executor.js";
-import { formatMicroTime, LeaderElector, leaseFromObject } from "../../src/k8s/lease.js";
+import { LeaderElector, leaseFromObject } from "../../src/k8s/lease.js";
 import { silentLogger } from "../../src/log.js";
 import { createRegistry } from "../../src/metrics.js";
 import { startSnapshotter } from "../../src/roles/snapshotter.js";
 import { PoolHosts } from "../../src/volumes/hosts.js";
-import { FakeLeaseStore, k8sFixture, ManualClock } from "../harness/fake-k8s.js";
+import { FakeLeaseStore, formatMicroTime, k8sFixture, ManualClock } from "../harness/fake-k8s.js";
 
 const ME = "zcsi-controller-7c9d6b5f4-abcde";
 const OTHER = "zcsi-controller-7c9d6b5f4-x2k9p";

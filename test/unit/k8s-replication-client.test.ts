@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { isZcsiError } from "../../src/errors.js";
 import { KubeEventSink, kubeConfigFor, KubeNodeSource, KubePvAnnotator } from "../../src/k8s/client.js";
 import { KubeEventRecorder } from "../../src/k8s/events.js";
+import { REPLICATION_NODE_SELECTOR } from "../../src/replication/jobs.js";
 import { silentLogger } from "../../src/log.js";
 import { k8sFixture, ManualClock, startFakeApiServer, type FakeApiServer } from "../harness/fake-k8s.js";
 
@@ -22,7 +23,7 @@ describe("KubeNodeSource and KubePvAnnotator", () => {
   it("lists only the nodes labelled zcsi.dev/replication=true, with their annotations, fresh on every call", async () => {
     api.nodes = [k8sFixture("node-pool-1-source"), k8sFixture("node-pool-2-replica"), k8sFixture("node-worker-unlabelled")];
     const source = new KubeNodeSource(kc());
-    const nodes = await source.listReplicationNodes();
+    const nodes = await source.listNodes(REPLICATION_NODE_SELECTOR);
     expect(nodes.map((n) => [n.name, n.annotations["zcsi.dev/replication-source"] ?? n.annotations["zcsi.dev/replication-replica"]])).toEqual([
       ["pool-1", "tank/k8s/apps/db,tank/k8s/apps/www"],
       ["pool-2", "tank/k8s/apps/db, tank/k8s/apps/www=tank/k8s/replicas/www"],
@@ -30,7 +31,7 @@ describe("KubeNodeSource and KubePvAnnotator", () => {
     const get = api.requests.filter((r) => r.method === "GET" && r.path === "/api/v1/nodes");
     expect(get).toHaveLength(1);
     api.nodes = [k8sFixture("node-pool-1-source"), k8sFixture("node-pool-2-replica-changed")];
-    expect((await source.listReplicationNodes()).find((n) => n.name === "pool-2")?.annotations["zcsi.dev/replication-replica"]).toBe("tank/k8s/apps/db");
+    expect((await source.listNodes(REPLICATION_NODE_SELECTOR)).find((n) => n.name === "pool-2")?.annotations["zcsi.dev/replication-replica"]).toBe("tank/k8s/apps/db");
   });
 
   it("merge-patches one annotation of a PV, removes it with null, and answers false for a missing PV", async () => {
@@ -65,7 +66,7 @@ describe("KubeNodeSource and KubePvAnnotator", () => {
 
   it("reports an unreachable API server as Unavailable", async () => {
     const dead = kubeConfigFor("http://127.0.0.1:9", { skipTLSVerify: true });
-    await expect(new KubeNodeSource(dead).listReplicationNodes()).rejects.toSatisfy((e: unknown) => isZcsiError(e, "Unavailable"));
+    await expect(new KubeNodeSource(dead).listNodes(REPLICATION_NODE_SELECTOR)).rejects.toSatisfy((e: unknown) => isZcsiError(e, "Unavailable"));
     await expect(new KubePvAnnotator(dead).annotate(PV_NAME, { a: "b" })).rejects.toSatisfy((e: unknown) => isZcsiError(e, "Unavailable"));
   });
 });

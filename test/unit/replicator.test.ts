@@ -103,7 +103,7 @@ class RecordingEngine implements ReplicationEngine {
 class Nodes implements NodeSource {
   nodes: NodeInfo[] = [];
   failing = false;
-  async listReplicationNodes(): Promise<NodeInfo[]> {
+  async listNodes(): Promise<NodeInfo[]> {
     if (this.failing) throw unavailable("listing Nodes: HTTP 503");
     return this.nodes;
   }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { isZcsiError } from "../../src/errors.js";
-import { formatPolicy, normalizePolicy, parsePolicy } from "../../src/snapshots/policy.js";
+import { formatPolicy, normalizePolicy, parsePolicy } from "../../src/volumes/schedule.js";
 import { parseVolumeParameters } from "../../src/volumes/parameters.js";
 
 describe("parsePolicy", () => {

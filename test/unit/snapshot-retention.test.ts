@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parsePolicy } from "../../src/snapshots/policy.js";
+import { parsePolicy } from "../../src/volumes/schedule.js";
 import { autoSnapshotName, isDue, parseAutoSnapshotName, periodStart, planRetention, type AutoSnapshot } from "../../src/snapshots/retention.js";
 
 const HOUR = 3_600_000;
