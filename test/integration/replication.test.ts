@@ -37,6 +37,8 @@ const backend = zfsBackend();
 class CuttingExecutor implements Executor {
   private cutAfter: number | undefined;
   cuts = 0;
+  /** Every `zfs hold` run through this executor, with how it ended. */
+  readonly holds: { snapshot: string; exitCode: number | null; stderr: string }[] = [];
   constructor(private readonly inner: Executor) {}
   get host(): string {
     return this.inner.host;
@@ -44,8 +46,11 @@ class CuttingExecutor implements Executor {
   cutNextSendAfter(bytes: number): void {
     this.cutAfter = bytes;
   }
-  run(argv: readonly string[], options?: ExecOptions): Promise<ExecResult> {
-    return this.inner.run(argv, options);
+  async run(argv: readonly string[], options?: ExecOptions): Promise<ExecResult> {
+    const result = await this.inner.run(argv, options);
+    const i = argv.indexOf("zfs");
+    if (argv[i + 1] === "hold") this.holds.push({ snapshot: argv[argv.length - 1] ?? "", exitCode: result.exitCode, stderr: result.stderr.trim() });
+    return result;
   }
   async stream(argv: readonly string[]): Promise<ExecStream> {
     const running = await this.inner.stream(argv);
@@ -282,6 +287,33 @@ describe("replication between two pool hosts", () => {
       expect(idle.action).toBe("incremental");
     }
     expect(await replicaChecksums(j.target.dataset)).toEqual(await checksums(alice, src.dir));
+  });
+
+  it("holds each new snapshot once per run: no second hold that fails with 'tag already exists'", async () => {
+    const src = await sourceVolume("pvc-one-hold");
+    await write(src.dir, { a: "1\n" });
+    const j = job("one-hold", src.dataset);
+    const holdsOf = async (): Promise<{ snapshot: string; exitCode: number | null; stderr: string }[]> => {
+      const from = alice.exec.holds.length;
+      const run = await engine.replicate(j);
+      const holds = alice.exec.holds.slice(from);
+      // The run's snapshot is held (userrefs 1) by exactly the holds it ran.
+      expect(await prop(alice, `${src.dataset}@${run.snapshot}`, "userrefs")).toBe("1");
+      return holds;
+    };
+    const full = await holdsOf();
+    expect(full).toHaveLength(1);
+    expect(full[0]!.exitCode).toBe(0);
+    await write(src.dir, { a: "2\n" });
+    const incremental = await holdsOf();
+    expect(incremental).toHaveLength(1);
+    expect(incremental[0]!.exitCode).toBe(0);
+    expect(incremental[0]!.snapshot).not.toBe(full[0]!.snapshot);
+    // Nothing written: OpenZFS sends nothing and holds nothing (the base is held already);
+    // zfs-fuse sends an empty increment, holding its new snapshot once.
+    const idle = await holdsOf();
+    expect(idle.filter((h) => h.exitCode !== 0)).toEqual([]);
+    expect(idle).toHaveLength(backend === "openzfs-vm" ? 0 : 1);
   });
 
   it("after a stream cut at half way, the next run resumes (OpenZFS) or restarts cleanly (zfs-fuse) and ends identical", async () => {

@@ -1,0 +1,150 @@
+import { failedPrecondition, internal, isZcsiError } from "../errors.js";
+import type { PoolHost } from "../volumes/hosts.js";
+import { PROP } from "../volumes/properties.js";
+import { isBelow, parentOf } from "../zfs/names.js";
+import { ownUserPropertyValue, type DatasetProperties } from "../zfs/parse.js";
+import { parseJobStates, replicaMark, replicationSnapshotName, type HeldSnapshot, type JobState } from "./bookkeeping.js";
+import { isUnmarkedReplica, type PlanInput } from "./plan.js";
+import type { TransferContext } from "./transfer.js";
+
+/**
+ * The two sides of a replication job: reading one (its dataset and snapshots) in one `zfs get`
+ * into the plain values plan.ts and bookkeeping.ts decide on, and preparing them for a send
+ * (ownership check, the target's parents, the source's new snapshot).
+ */
+
+export interface Snapshot extends HeldSnapshot {
+  /** Bytes written between the previous snapshot and this one (OpenZFS `written`); undefined where unknown. */
+  readonly written?: bigint;
+}
+
+export interface Side {
+  readonly exists: boolean;
+  readonly props: DatasetProperties | undefined;
+  /** Oldest first. */
+  readonly snapshots: readonly Snapshot[];
+}
+
+/** A property's value, undefined for zfs's "none" (`-`) and empty. */
+export function value(props: DatasetProperties | undefined, name: string): string | undefined {
+  const v = props?.get(name)?.value;
+  return v === undefined || v === "-" || v === "" ? undefined : v;
+}
+
+/** A property's value as a whole number, undefined when it is not one. */
+export function integer(props: DatasetProperties | undefined, name: string): bigint | undefined {
+  const v = value(props, name);
+  return v !== undefined && /^[0-9]+$/.test(v) ? BigInt(v) : undefined;
+}
+
+/** The dataset and its snapshots in one `zfs get -Hp -d 1` (missing dataset: exists false). */
+export async function readSide(host: PoolHost, dataset: string, extra: readonly string[]): Promise<Side> {
+  const props = ["type", "guid", "createtxg", "creation", "userrefs", ...extra];
+  const all = await host.zfs.get([dataset], props, { depth: 1, missingOk: true });
+  const own = all.get(dataset);
+  const snapshots: Snapshot[] = [];
+  const prefix = `${dataset}@`;
+  for (const [name, p] of all) {
+    if (!name.startsWith(prefix)) continue;
+    const guid = value(p, "guid");
+    const createtxg = integer(p, "createtxg");
+    if (guid === undefined || createtxg === undefined) continue;
+    const written = integer(p, "written");
+    snapshots.push({
+      name: name.slice(prefix.length),
+      guid,
+      createtxg,
+      creation: Number(integer(p, "creation") ?? 0n),
+      userrefs: Number(integer(p, "userrefs") ?? 0n),
+      ...(written !== undefined && { written }),
+    });
+  }
+  snapshots.sort((a, b) => (a.createtxg < b.createtxg ? -1 : a.createtxg > b.createtxg ? 1 : 0));
+  return { exists: own !== undefined, props: own, snapshots };
+}
+
+/**
+ * Every property of the dataset itself (`zfs get all`), to find the per-job `zcsi:repl.*`
+ * records, whose names are not known in advance. (zfs-fuse's `all` lacks guid and createtxg,
+ * so snapshots are read by readSide.) Undefined when the dataset does not exist.
+ */
+export async function userProperties(host: PoolHost, dataset: string): Promise<DatasetProperties | undefined> {
+  return (await host.zfs.get([dataset], ["all"], { missingOk: true })).get(dataset);
+}
+
+/** The per-job base records among a dataset's properties (set locally): property → state. */
+export function jobStates(props: DatasetProperties | undefined): Map<string, JobState> {
+  return parseJobStates([...(props ?? [])].map(([name, entry]) => [name, ownUserPropertyValue(entry)] as const));
+}
+
+/** What plan() needs of the two sides. */
+export function planInput(source: Side, target: Side): PlanInput {
+  const token = value(target.props, "receive_resume_token");
+  const written = integer(target.props, "written");
+  return {
+    source: source.snapshots,
+    target: target.exists ? target.snapshots : undefined,
+    ...(token !== undefined && { targetResumeToken: token }),
+    // `written` of a target with no snapshot yet (an interrupted first receive) means nothing.
+    ...(written !== undefined && target.snapshots.length > 0 && { targetWrittenBytes: written }),
+  };
+}
+
+/**
+ * Refuses a target that exists and is not zcsi's replica of this source (FailedPrecondition),
+ * except one provably made by this replicator from this source (plan.isUnmarkedReplica): marked.
+ */
+export async function checkOwnership(ctx: TransferContext, source: Side, target: Side): Promise<void> {
+  if (!target.exists) return;
+  const expected = replicaMark(ctx.job.source);
+  const mark = ownUserPropertyValue(target.props?.get(PROP.replicaOf));
+  if (mark === expected) return;
+  if (mark === undefined && isUnmarkedReplica(source.snapshots, target.snapshots)) {
+    ctx.log.info({ target: replicaMark(ctx.job.target) }, "target is an unmarked replica of this source (every snapshot ours, by guid); marking it");
+    await ctx.tgt.zfs.set(ctx.job.target.dataset, { [PROP.replicaOf]: expected, readonly: "on" });
+    return;
+  }
+  throw failedPrecondition(
+    `replication target ${replicaMark(ctx.job.target)} exists and is not zcsi's replica of ${expected}` +
+      `${mark === undefined ? ` (no ${PROP.replicaOf})` : ` (${PROP.replicaOf}=${mark})`}; refusing to receive into it`,
+  );
+}
+
+/**
+ * A full receive creates the target but not its parents. A target deeper than one level
+ * below the target host's parentDataset (a node-annotation job's `tank/k8s/apps/db`) gets
+ * the missing datasets in between created, and only those: never the parentDataset itself,
+ * which is the operator's.
+ */
+export async function ensureTargetParent(ctx: TransferContext): Promise<void> {
+  const parent = parentOf(ctx.job.target.dataset);
+  const root = ctx.tgt.config.parentDataset;
+  if (parent === undefined || parent === root || !isBelow(root, parent)) return;
+  if (await ctx.tgt.zfs.exists(parent)) return;
+  ctx.log.info({ dataset: parent }, "creating the target's parent datasets");
+  await ctx.tgt.zfs.create(parent, {}, { parents: true });
+}
+
+/**
+ * `zfs snapshot <source>@zcsi-repl-<UTC second>`; when that name is taken (a second run, or
+ * another job of the same source, within the same second) `-2`, `-3`, ... is appended. Never
+ * reuse the existing one: it may predate writes this run must carry.
+ */
+export async function takeSnapshot(ctx: TransferContext, target: Side, now: Date): Promise<string> {
+  const base = replicationSnapshotName(now);
+  // Not a name the target still has either: the source may have pruned an older snapshot of
+  // that name (runs seconds apart), and the receive would then refuse ("destination already exists").
+  const onTarget = new Set(target.snapshots.map((s) => s.name));
+  for (let n = 1; ; n++) {
+    if (n > 50) throw internal(`replication ${ctx.job.id}: no free snapshot name after ${base}-50`);
+    const name = n === 1 ? base : `${base}-${n}`;
+    if (onTarget.has(name)) continue;
+    const snapshot = `${ctx.job.source.dataset}@${name}`;
+    try {
+      await ctx.src.zfs.snapshot(snapshot);
+      return snapshot;
+    } catch (err) {
+      if (!isZcsiError(err, "AlreadyExists")) throw err;
+    }
+  }
+}
