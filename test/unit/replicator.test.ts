@@ -9,7 +9,8 @@ import { replicaAnnotationKey, type AnnotationPatch, type PvAnnotator } from "..
 import { silentLogger } from "../../src/log.js";
 import { createRegistry, ReplicationMetrics } from "../../src/metrics.js";
 import type { DatasetRef, ReplicationEngine, ReplicationJob, ReplicationResult } from "../../src/replication/types.js";
-import { parseReplicatorFlags, replicaAnnotationValue, Replicator, startReplicator } from "../../src/roles/replicator.js";
+import { replicaAnnotationValue, Replicator } from "../../src/replication/scheduler.js";
+import { parseReplicatorFlags, startReplicator } from "../../src/roles/replicator.js";
 import { PoolHosts } from "../../src/volumes/hosts.js";
 import { FakeLeaseStore, k8sFixture, ManualClock } from "../harness/fake-k8s.js";
 
