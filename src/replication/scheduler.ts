@@ -5,6 +5,7 @@ import { replicaAnnotationKey, type PvAnnotator } from "../k8s/pv.js";
 import type { Logger } from "../log.js";
 import type { ReplicationLabels, ReplicationMetrics } from "../metrics.js";
 import type { Clock } from "../util/clock.js";
+import { ConditionLog } from "../util/periodic.js";
 import { formatDuration } from "../util/units.js";
 import type { PoolHosts } from "../volumes/hosts.js";
 import type { PropertyMap } from "../zfs/parse.js";
@@ -112,6 +113,8 @@ export class Replicator {
   /** Jobs that went away and whose holds are not released yet (retried every tick). */
   private readonly releases = new Map<string, ScheduledJob>();
   private problemsKey = "";
+  /** A host or the API that stays unreadable is logged when that starts, changes or ends (and hourly), not every tick. */
+  private readonly conditions = new ConditionLog();
   private active: () => boolean = () => true;
   /** Every finished run, in order (bounded): what tests and runOnce() look at. */
   readonly outcomes: RunOutcome[] = [];
@@ -158,11 +161,13 @@ export class Replicator {
             if (!isZcsiError(err, "NotFound")) throw err;
             all = new Map();
           }
+          this.ended(`list:${poolHost}`, { poolHost }, "listing replicated volumes works again");
           const set = volumeJobs(host.config, all, this.hosts.configs);
           for (const j of set.jobs) next.set(j.job.id, j);
           problems.push(...set.problems);
         } catch (err) {
-          log.warn({ op: "replicator", poolHost, err: errorMessage(err) }, "listing replicated volumes failed; keeping this host's jobs as they were");
+          const condition = this.conditions.observe("replicator", `list:${poolHost}`, errorMessage(err), at);
+          if (condition !== undefined) log.warn({ op: "replicator", poolHost, err: errorMessage(err), condition }, "listing replicated volumes failed; keeping this host's jobs as they were");
           for (const j of this.jobs.values()) if (j.job.origin.kind === "volume" && j.job.source.host === poolHost) next.set(j.job.id, j);
         }
       }),
@@ -170,10 +175,12 @@ export class Replicator {
     if (this.options.nodes !== undefined) {
       try {
         const set = annotationJobs(await this.options.nodes.listNodes(REPLICATION_NODE_SELECTOR), this.hosts.configs, this.annotationIntervalSeconds, this.options.annotationBandwidthBytesPerSec);
+        this.ended("list-nodes", {}, "listing Nodes works again");
         for (const j of set.jobs) next.set(j.job.id, j);
         problems.push(...set.problems);
       } catch (err) {
-        log.warn({ op: "replicator", err: errorMessage(err) }, "listing Nodes failed; keeping the annotation jobs as they were");
+        const condition = this.conditions.observe("replicator", "list-nodes", errorMessage(err), at);
+        if (condition !== undefined) log.warn({ op: "replicator", err: errorMessage(err), condition }, "listing Nodes failed; keeping the annotation jobs as they were");
         for (const j of this.jobs.values()) if (j.job.origin.kind === "annotation") next.set(j.job.id, j);
       }
     }
@@ -232,6 +239,11 @@ export class Replicator {
   stop(reason: string): void {
     this.queue.length = 0;
     for (const r of this.running.values()) r.controller.abort(new Error(reason));
+  }
+
+  private ended(key: string, context: Record<string, string>, message: string): void {
+    const was = this.conditions.end(key);
+    if (was !== undefined) this.options.logger.info({ op: "replicator", ...context, was, condition: "ended" }, message);
   }
 
   private reportProblems(problems: readonly ConfigProblem[]): void {

@@ -3,6 +3,7 @@ import type { EventRecorder } from "../k8s/events.js";
 import type { Logger } from "../log.js";
 import type { SnapshotMetrics, SnapshotOperation } from "../metrics.js";
 import type { Clock } from "../util/clock.js";
+import { ConditionLog } from "../util/periodic.js";
 import type { PoolHost, PoolHosts } from "../volumes/hosts.js";
 import { formatVolumeId } from "../volumes/ids.js";
 import { PROP } from "../volumes/properties.js";
@@ -185,6 +186,13 @@ export interface SnapshotSchedulerOptions {
   readonly events?: EventRecorder;
   /** Volumes worked on at once per host (each runs one command at a time). Default 4. */
   readonly concurrency?: number;
+  /**
+   * A condition met on every tick (an unreadable schedule, a host that cannot be listed) is
+   * logged when it starts, changes or ends, and again at most this often while it lasts.
+   * Default one hour. (Its Event and failure count still come every tick; the recorder
+   * de-duplicates Events.)
+   */
+  readonly conditionRepeatMs?: number;
 }
 
 async function forEachLimited<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
@@ -200,12 +208,14 @@ async function forEachLimited<T>(items: readonly T[], limit: number, work: (item
 
 export class SnapshotScheduler {
   private readonly concurrency: number;
+  private readonly conditions: ConditionLog;
 
   constructor(
     private readonly hosts: PoolHosts,
     private readonly options: SnapshotSchedulerOptions,
   ) {
     this.concurrency = options.concurrency ?? 4;
+    this.conditions = new ConditionLog(options.conditionRepeatMs);
   }
 
   /**
@@ -235,22 +245,32 @@ export class SnapshotScheduler {
 
   private async tickHost(host: PoolHost, now: Date, active: () => boolean): Promise<HostTick> {
     const poolHost = host.config.name;
+    const log = this.options.logger;
     let volumes: ManagedVolume[];
     try {
       volumes = await this.discover(host);
     } catch (err) {
       this.options.metrics?.failed.inc({ pool_host: poolHost, operation: "discover" });
-      this.options.logger.warn({ op: "snapshotter", poolHost, err: errorMessage(err) }, "listing volumes and snapshots failed; nothing done on this host");
+      const condition = this.conditions.observe(poolHost, `discover:${poolHost}`, errorMessage(err), now);
+      if (condition !== undefined) log.warn({ op: "snapshotter", poolHost, err: errorMessage(err), condition }, "listing volumes and snapshots failed; nothing done on this host");
       return { poolHost, error: errorMessage(err), volumes: [] };
     }
+    const unlisted = this.conditions.end(`discover:${poolHost}`);
+    if (unlisted !== undefined) log.info({ op: "snapshotter", poolHost, was: unlisted, condition: "ended" }, "listing volumes and snapshots works again");
     const reports: VolumeTick[] = [];
+    let covered = true;
     await forEachLimited(
       volumes.filter((v) => v.schedule !== undefined),
       this.concurrency,
       async (volume) => {
         if (active()) reports.push(await this.tickVolume(host, volume, now));
+        else covered = false;
       },
     );
+    // Only a pass that looked at every volume of the host can tell a condition has ended.
+    if (covered) {
+      for (const ended of this.conditions.settle(poolHost)) log.info({ op: "snapshotter", poolHost, condition: "ended", key: ended.key, was: ended.message }, "condition ended");
+    }
     reports.sort((a, b) => (a.volumeId < b.volumeId ? -1 : 1));
     const takenBy = new Map(reports.map((r) => [r.volumeId, r.taken]));
     const lastSuccess = new Map<string, number>();
@@ -271,17 +291,20 @@ export class SnapshotScheduler {
     const volumeId = formatVolumeId({ poolHost, dataset: volume.dataset });
     const log = this.options.logger;
     const failures: { operation: SnapshotOperation; error: string }[] = [];
-    const fail = async (operation: SnapshotOperation, reason: string, message: string): Promise<void> => {
+    const fail = async (operation: SnapshotOperation, reason: string, message: string, persisting = false): Promise<void> => {
       failures.push({ operation, error: message });
       this.options.metrics?.failed.inc({ pool_host: poolHost, operation });
-      log.warn({ op: "snapshotter", volumeId, operation, err: message }, `${operation} failed`);
+      // A persisting condition (the schedule stays unreadable until someone fixes it) is
+      // logged when it starts, changes or ends, not on every tick.
+      const condition = persisting ? this.conditions.observe(poolHost, `${operation}:${volumeId}`, message, now) : "failed";
+      if (condition !== undefined) log.warn({ op: "snapshotter", volumeId, operation, err: message, ...(persisting && { condition }) }, `${operation} failed`);
       if (volume.pv !== undefined) await this.options.events?.record({ pvName: volume.pv, type: "Warning", reason, message });
     };
     let policy: RetentionPolicy;
     try {
       policy = parsePolicy(volume.schedule ?? "", PROP.snapshotSchedule);
     } catch (err) {
-      await fail("policy", "AutoSnapshotPolicyInvalid", `${volume.dataset}: ${errorMessage(err)}; no snapshots are taken or pruned until it is fixed (zfs set ${PROP.snapshotSchedule}=...)`);
+      await fail("policy", "AutoSnapshotPolicyInvalid", `${volume.dataset}: ${errorMessage(err)}; no snapshots are taken or pruned until it is fixed (zfs set ${PROP.snapshotSchedule}=...)`, true);
       return { volumeId, dataset: volume.dataset, policy: volume.schedule ?? "", pruned: [], protected: [], failures };
     }
     const normal = formatPolicy(policy);

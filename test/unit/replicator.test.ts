@@ -1,3 +1,4 @@
+import { pino, type Logger } from "pino";
 import { describe, expect, it } from "vitest";
 import { parseConfig } from "../../src/config.js";
 import { aborted, failedPrecondition, unavailable } from "../../src/errors.js";
@@ -138,7 +139,7 @@ class Events implements EventRecorder {
 
 const flush = (): Promise<void> => new Promise((r) => setImmediate(r));
 
-function setup(options: { concurrency?: number; annotationIntervalSeconds?: number } = {}) {
+function setup(options: { concurrency?: number; annotationIntervalSeconds?: number; logger?: Logger } = {}) {
   const doubles = new Map(config.poolHosts.map((h) => [h.name, new PoolHostDouble(h.name)]));
   const hosts = new PoolHosts(config.poolHosts.map((h) => ({ config: h, exec: doubles.get(h.name)! })));
   const clock = new ManualClock(T0);
@@ -392,6 +393,28 @@ describe("Replicator: jobs follow node annotations and volumes, without a restar
     const during = await t.replicator.tick();
     expect(during.jobs).toEqual(before.jobs);
     expect(t.engine.releases).toEqual([]);
+  });
+
+  it("logs a pool host or the Node list it cannot read when that starts and ends, not on every tick", async () => {
+    const lines: Record<string, unknown>[] = [];
+    const logger = pino({ level: "info" }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
+    const t = setup({ logger });
+    t.host("pool-1").volumes = [{ leaf: "pvc-1", replicateTo: "pool-2" }];
+    t.host("pool-1").failing = "ssh: connect to host pool-1 port 22: Connection refused";
+    t.nodes.failing = true;
+    for (let i = 0; i < 10; i++) {
+      await t.replicator.tick();
+      t.clock.advance(30_000);
+    }
+    expect(lines.filter((l) => l["level"] === 40).map((l) => l["msg"])).toEqual([
+      "listing replicated volumes failed; keeping this host's jobs as they were",
+      "listing Nodes failed; keeping the annotation jobs as they were",
+    ]);
+    t.host("pool-1").failing = undefined;
+    t.nodes.failing = false;
+    await t.replicator.tick();
+    await t.replicator.tick();
+    expect(lines.filter((l) => l["condition"] === "ended").map((l) => l["msg"])).toEqual(["listing replicated volumes works again", "listing Nodes works again"]);
   });
 });
 

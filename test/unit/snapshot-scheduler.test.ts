@@ -1,3 +1,4 @@
+import { pino, type Logger } from "pino";
 import { describe, expect, it } from "vitest";
 import type { PoolHostConfig } from "../../src/config.js";
 import type { ExecResult, Executor } from "../../src/exec/executor.js";
@@ -144,7 +145,7 @@ class ScriptedHost implements Executor {
   readonly host = "alice";
   readonly argvs: string[][] = [];
   constructor(
-    private readonly discovery: string,
+    public discovery: string,
     private readonly results: Record<string, ExecResult>,
   ) {}
   async run(argv: readonly string[]): Promise<ExecResult> {
@@ -224,5 +225,80 @@ describe("SnapshotScheduler failures", () => {
     const report = await scheduler.tick();
     expect(report.hosts[0]?.error).toBeDefined();
     expect(await registry.metrics()).toMatch(/operation="discover"\} 1$/m);
+  });
+});
+
+/** A logger that keeps every line (as parsed JSON) for the test to read. */
+function recordingLogger(): { logger: Logger; lines: Record<string, unknown>[] } {
+  const lines: Record<string, unknown>[] = [];
+  const logger = pino({ level: "debug" }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
+  return { logger, lines };
+}
+
+describe("a condition that persists across ticks", () => {
+  const BROKEN = rows([
+    [V, "type", "filesystem", "-"],
+    [V, "zcsi:csi-name", "pvc-x", "local"],
+    [V, "zcsi:pv", "pvc-x", "local"],
+    [V, "zcsi:snapshot-schedule", "hourly=banana", "local"],
+  ]);
+
+  it("logs an unreadable schedule when it starts, hourly while it lasts, and when it ends; the Event and count still come every tick", async () => {
+    const exec = new ScriptedHost(BROKEN, {});
+    const clock = new ManualClock("2026-11-22T01:00:00Z");
+    const { logger, lines } = recordingLogger();
+    const events = new Events();
+    const registry = createRegistry({ processMetrics: false });
+    const scheduler = new SnapshotScheduler(new PoolHosts([{ config: HOST, exec }], {}), { clock, logger, events, metrics: new SnapshotMetrics(registry) });
+    const warnings = (): Record<string, unknown>[] => lines.filter((l) => l["level"] === 40);
+
+    // 23 ticks in 4 minutes (what a real snapshotter did): one warning, not 23.
+    for (let i = 0; i < 23; i++) {
+      const report = await scheduler.tick();
+      expect(report.hosts[0]?.volumes[0]?.failures.map((f) => f.operation)).toEqual(["policy"]);
+      clock.advance(10_000);
+    }
+    expect(warnings()).toHaveLength(1);
+    expect(warnings()[0]).toMatchObject({ volumeId: `alice:${V}`, operation: "policy", condition: "started" });
+    expect(events.events).toHaveLength(23);
+    expect(await registry.metrics()).toMatch(/^zcsi_snapshot_failures_total\{pool_host="alice",operation="policy"\} 23$/m);
+
+    // Still broken an hour after it was first logged: logged once more.
+    clock.set("2026-11-22T02:00:00Z");
+    await scheduler.tick();
+    await scheduler.tick();
+    expect(warnings()).toHaveLength(2);
+    expect(warnings()[1]).toMatchObject({ condition: "persists" });
+
+    // A different mistake is a change: logged at once.
+    exec.discovery = BROKEN.replace("hourly=banana", "weekly=x");
+    await scheduler.tick();
+    expect(warnings()).toHaveLength(3);
+    expect(warnings()[2]).toMatchObject({ condition: "changed" });
+
+    // Fixed: one line says so, and nothing more is logged about it.
+    exec.discovery = BROKEN.replace("hourly=banana", "hourly=1");
+    await scheduler.tick();
+    await scheduler.tick();
+    expect(warnings()).toHaveLength(3);
+    expect(lines.filter((l) => l["condition"] === "ended")).toEqual([expect.objectContaining({ key: `policy:alice:${V}`, level: 30 })]);
+  });
+
+  it("logs a pool host it cannot list once, not every tick, and says when listing works again", async () => {
+    const exec = new ScriptedHost(ONE_VOLUME, {});
+    const reachable = exec.run.bind(exec);
+    let down = true;
+    exec.run = async (argv) => (down ? { stdout: "", stderr: "ssh: connect to host alice port 22: Connection refused", exitCode: 255 } : reachable(argv));
+    const clock = new ManualClock("2026-11-22T01:00:20Z");
+    const { logger, lines } = recordingLogger();
+    const scheduler = new SnapshotScheduler(new PoolHosts([{ config: HOST, exec }]), { clock, logger });
+    for (let i = 0; i < 5; i++) {
+      expect((await scheduler.tick()).hosts[0]?.error).toBeDefined();
+      clock.advance(60_000);
+    }
+    expect(lines.filter((l) => l["level"] === 40)).toHaveLength(1);
+    down = false;
+    expect((await scheduler.tick()).hosts[0]?.error).toBeUndefined();
+    expect(lines.filter((l) => l["condition"] === "ended")).toHaveLength(1);
   });
 });
