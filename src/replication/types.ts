@@ -1,7 +1,8 @@
 /**
- * The contract between the replication engine (plan.ts, transfer.ts, engine.ts: one run of one
- * job) and the replicator role (jobs.ts, roles/replicator.ts: which jobs exist, when they run,
- * what users see). The role never runs a zfs command itself; the engine never talks to Kubernetes.
+ * The contract between the replication engine (plan.ts, bookkeeping.ts, transfer.ts, engine.ts:
+ * one run of one job) and the replication scheduler (jobs.ts, scheduler.ts: which jobs exist,
+ * when they run, what users see; roles/replicator.ts wires it). The scheduler never runs a zfs
+ * command itself; the engine never talks to Kubernetes.
  */
 
 /** A dataset on a configured pool host. */
