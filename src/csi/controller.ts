@@ -1,4 +1,4 @@
-import { invalidArgument, unimplemented, alreadyExists, notFound } from "../errors.js";
+import { invalidArgument, unimplemented, alreadyExists, notFound, outOfRange } from "../errors.js";
 import type { Config } from "../config.js";
 import type { Logger } from "../log.js";
 import type { ControllerHandlers } from "../gen/csi/v1/Controller.js";
@@ -352,10 +352,15 @@ export class ControllerService {
     return this.locks.run(ref.leaf, "ControllerExpandVolume", async () => {
       const volume = await this.volumes.get(ref);
       if (!volume) throw notFound(`volume ${req.volumeId} does not exist`);
-      const target = resolveCapacity(req.capacityRange, volume.capacityBytes);
-      // Already big enough and within the limit: nothing to do (a retried expand is a no-op).
-      const fits = capacityFits(volume.capacityBytes, req.capacityRange);
-      const resized = fits ? volume : await this.volumes.resize(volume, target);
+      // Expansion never shrinks. CSI spec, ControllerExpandVolume: a volume already at or above
+      // required_bytes answers OK with its current size; a limit_bytes below the current size
+      // cannot be honoured without shrinking, so it is OUT_OF_RANGE and nothing changes.
+      const target = resolveCapacity(req.capacityRange, volume.capacityBytes); // validates both bounds first
+      const limit = BigInt(String(req.capacityRange?.limitBytes ?? "") || "0");
+      if (limit > 0n && limit < volume.capacityBytes) {
+        throw outOfRange(`volume ${req.volumeId} is ${volume.capacityBytes} bytes; limit_bytes ${limit} would shrink it, and zcsi never shrinks a volume`);
+      }
+      const resized = target > volume.capacityBytes ? await this.volumes.resize(volume, target) : volume;
       // The quota grows on the pool host; bind mounts and SSHFS see it at once.
       return { capacityBytes: resized.capacityBytes.toString(), nodeExpansionRequired: false };
     });

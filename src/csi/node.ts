@@ -1,6 +1,6 @@
 import { posix } from "node:path";
 import type { Config } from "../config.js";
-import { invalidArgument, unavailable } from "../errors.js";
+import { invalidArgument, notFound, unavailable } from "../errors.js";
 import type { NodeHandlers } from "../gen/csi/v1/Node.js";
 import type { NodeExpandVolumeRequest__Output } from "../gen/csi/v1/NodeExpandVolumeRequest.js";
 import type { NodeExpandVolumeResponse } from "../gen/csi/v1/NodeExpandVolumeResponse.js";
@@ -16,6 +16,7 @@ import type { NodeUnstageVolumeRequest__Output } from "../gen/csi/v1/NodeUnstage
 import type { VolumeCapability__Output } from "../gen/csi/v1/VolumeCapability.js";
 import type { Logger } from "../log.js";
 import { parseMountFlags, type MountFlags } from "../mount/flags.js";
+import { readMountInfo } from "../mount/mountinfo.js";
 import type { NodeVolume, VolumeMounts } from "../mount/volume-mounts.js";
 import { KeyedLocks } from "../util/locks.js";
 import { parseVolumeId } from "../volumes/ids.js";
@@ -76,7 +77,9 @@ export class NodeService {
   ) {}
 
   /**
-   * The volume behind an id. The mountpoint comes from volume_context (what CreateVolume
+   * The volume behind an id: the first thing every call checks, so an id that cannot name a
+   * volume is NOT_FOUND whatever else is wrong with the request (an empty id is
+   * INVALID_ARGUMENT; parseVolumeId decides both). The mountpoint comes from volume_context (what CreateVolume
    * returned), else `<mountRoot>/<leaf>`; either way it must be that path, so a hand-made
    * PV cannot point the node at another directory of the pool host.
    */
@@ -96,11 +99,26 @@ export class NodeService {
     return { id: volumeId, host: ref.host, dataset: ref.dataset, mountpoint, local: ref.host.name === this.options.nodeId };
   }
 
+  /**
+   * volume_path of NodeGetVolumeStats / NodeExpandVolume. CSI spec: NOT_FOUND when the volume
+   * does not exist on the node; a caller checks the volume first, so an odd path of a volume
+   * mounted nowhere on this node is NOT_FOUND too, and INVALID_ARGUMENT only for a volume
+   * that is here.
+   */
+  private async requireVolumePath(volume: NodeVolume, value: string): Promise<string> {
+    try {
+      return requirePath(value, "volume_path");
+    } catch (err) {
+      const here = (await readMountInfo()).some((m) => this.mounts.matches(m, volume));
+      if (!here) throw notFound(`volume ${volume.id} is not mounted on node ${this.options.nodeId}`);
+      throw err;
+    }
+  }
+
   async nodeStageVolume(req: NodeStageVolumeRequest__Output): Promise<Record<string, never>> {
-    if (req.volumeId === "") throw invalidArgument("volume_id is required");
+    const volume = this.resolveVolume(req.volumeId, req.volumeContext);
     const stagingPath = requirePath(req.stagingTargetPath, "staging_target_path");
     const { flags } = requireCapability(req.volumeCapability);
-    const volume = this.resolveVolume(req.volumeId, req.volumeContext);
     await this.locks.run(req.volumeId, "NodeStageVolume", async () => {
       const outcome = await this.mounts.stage(volume, stagingPath, flags.sshfs);
       this.logger.info({ op: "NodeStageVolume", volumeId: volume.id, stagingPath, via: volume.local ? "bind" : "sshfs", outcome }, outcome);
@@ -109,21 +127,19 @@ export class NodeService {
   }
 
   async nodeUnstageVolume(req: NodeUnstageVolumeRequest__Output): Promise<Record<string, never>> {
-    if (req.volumeId === "") throw invalidArgument("volume_id is required");
-    const stagingPath = requirePath(req.stagingTargetPath, "staging_target_path");
     const volume = this.resolveVolume(req.volumeId);
+    const stagingPath = requirePath(req.stagingTargetPath, "staging_target_path");
     await this.locks.run(req.volumeId, "NodeUnstageVolume", () => this.mounts.unstage(volume, stagingPath));
     return {};
   }
 
   async nodePublishVolume(req: NodePublishVolumeRequest__Output): Promise<Record<string, never>> {
-    if (req.volumeId === "") throw invalidArgument("volume_id is required");
+    const volume = this.resolveVolume(req.volumeId, req.volumeContext);
     const targetPath = requirePath(req.targetPath, "target_path");
     // With STAGE_UNSTAGE_VOLUME the CO must pass the staging path (CSI spec, NodePublishVolume).
     const stagingPath = requirePath(req.stagingTargetPath, "staging_target_path");
     if (targetPath === stagingPath) throw invalidArgument("target_path must differ from staging_target_path");
     const { cap, flags } = requireCapability(req.volumeCapability);
-    const volume = this.resolveVolume(req.volumeId, req.volumeContext);
     const readOnly = req.readonly || flags.readOnly || READ_ONLY_MODES.has(cap.accessMode?.mode ?? "");
     await this.locks.run(req.volumeId, "NodePublishVolume", async () => {
       const outcome = await this.mounts.publish(volume, stagingPath, targetPath, { readOnly, bindFlags: flags.bind });
@@ -133,9 +149,8 @@ export class NodeService {
   }
 
   async nodeUnpublishVolume(req: NodeUnpublishVolumeRequest__Output): Promise<Record<string, never>> {
-    if (req.volumeId === "") throw invalidArgument("volume_id is required");
-    const targetPath = requirePath(req.targetPath, "target_path");
     const volume = this.resolveVolume(req.volumeId);
+    const targetPath = requirePath(req.targetPath, "target_path");
     await this.locks.run(req.volumeId, "NodeUnpublishVolume", () => this.mounts.unpublish(volume, targetPath));
     return {};
   }
@@ -146,9 +161,8 @@ export class NodeService {
    * usage is still filled (zeros), because kubelet discards a response without usage.
    */
   async nodeGetVolumeStats(req: NodeGetVolumeStatsRequest__Output): Promise<NodeGetVolumeStatsResponse> {
-    if (req.volumeId === "") throw invalidArgument("volume_id is required");
-    const volumePath = requirePath(req.volumePath, "volume_path");
     const volume = this.resolveVolume(req.volumeId);
+    const volumePath = await this.requireVolumePath(volume, req.volumePath);
     const usage = await this.mounts.usage(volume, volumePath);
     if ("problem" in usage) {
       return {
@@ -175,10 +189,9 @@ export class NodeService {
    * the capacity the pod now sees (statfs through the mount).
    */
   async nodeExpandVolume(req: NodeExpandVolumeRequest__Output): Promise<NodeExpandVolumeResponse> {
-    if (req.volumeId === "") throw invalidArgument("volume_id is required");
-    const volumePath = requirePath(req.volumePath, "volume_path");
-    if (req.volumeCapability) requireCapability(req.volumeCapability);
     const volume = this.resolveVolume(req.volumeId);
+    const volumePath = await this.requireVolumePath(volume, req.volumePath);
+    if (req.volumeCapability) requireCapability(req.volumeCapability);
     const usage = await this.mounts.usage(volume, volumePath);
     if ("problem" in usage) throw unavailable(usage.problem);
     return { capacityBytes: usage.stats.totalBytes.toString() };

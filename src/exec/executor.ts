@@ -14,6 +14,8 @@ export interface ExecOptions {
   readonly timeoutMs?: number;
   /** Written to the command's stdin, which is then closed. */
   readonly stdin?: string | Buffer;
+  /** Non-zero exit codes the caller expects (e.g. a lookup that may find nothing): logged at debug, not warn. */
+  readonly expectedExitCodes?: readonly number[];
 }
 
 /**

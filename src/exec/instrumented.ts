@@ -46,7 +46,7 @@ export class InstrumentedExecutor implements Executor {
     const stdinBytes = options?.stdin === undefined ? undefined : Buffer.byteLength(options.stdin);
     try {
       const result = await this.inner.run(argv, options);
-      this.logResult(argv, started, result, stdinBytes);
+      this.logResult(argv, started, result, stdinBytes, options?.expectedExitCodes);
       return result;
     } catch (err) {
       this.logFailure(argv, started, err);
@@ -81,7 +81,7 @@ export class InstrumentedExecutor implements Executor {
     this.counts.set(name, (this.counts.get(name) ?? 0) + 1);
   }
 
-  private logResult(argv: readonly string[], started: number, result: ExecResult, stdinBytes: number | undefined): void {
+  private logResult(argv: readonly string[], started: number, result: ExecResult, stdinBytes: number | undefined, expected?: readonly number[]): void {
     const line = {
       op: "exec",
       host: this.host,
@@ -92,6 +92,7 @@ export class InstrumentedExecutor implements Executor {
       durationMs: Math.round((performance.now() - started) * 10) / 10,
     };
     if (result.exitCode === 0) this.logger.debug(line, "exec");
+    else if (result.exitCode !== null && expected?.includes(result.exitCode)) this.logger.debug({ ...line, stderr: result.stderr.slice(0, STDERR_LOG_CHARS) }, "exec exited non-zero, as the caller expects");
     else this.logger.warn({ ...line, stderr: result.stderr.slice(0, STDERR_LOG_CHARS) }, "exec exited non-zero");
   }
 

@@ -130,13 +130,8 @@ export class VolumeService {
   /** The volume at `ref`; undefined when no dataset is there. Throws FailedPrecondition for a dataset zcsi did not create. */
   async get(ref: VolumeRef): Promise<Volume | undefined> {
     const host = this.hosts.get(ref.poolHost);
-    let props: PropertyMap | undefined;
-    try {
-      props = (await host.zfs.get([ref.dataset], VOLUME_PROPS)).get(ref.dataset);
-    } catch (err) {
-      if (isZcsiError(err, "NotFound")) return undefined;
-      throw err;
-    }
+    // A volume that is not there is an answer (DeleteVolume retries, NOT_FOUND), not a failure.
+    const props = (await host.zfs.get([ref.dataset], VOLUME_PROPS, { missingOk: true })).get(ref.dataset);
     if (!props) return undefined;
     const volume = toVolume(host, ref.dataset, props);
     if (!volume) throw failedPrecondition(`dataset ${ref.dataset} on ${ref.poolHost} exists but was not created by zcsi (no ${PROP.csiName}); refusing to touch it`);

@@ -100,9 +100,9 @@ export class Zfs {
   }
 
   /** Runs argv; returns the result whatever the exit code. */
-  private async runRaw(argv: readonly string[]): Promise<{ argv: readonly string[]; result: ExecResult }> {
+  private async runRaw(argv: readonly string[], expectedExitCodes?: readonly number[]): Promise<{ argv: readonly string[]; result: ExecResult }> {
     const full = [...this.prefix, ...argv];
-    const result = await this.exec.run(full, this.options.timeoutMs === undefined ? {} : { timeoutMs: this.options.timeoutMs });
+    const result = await this.exec.run(full, { ...(this.options.timeoutMs !== undefined && { timeoutMs: this.options.timeoutMs }), ...(expectedExitCodes && { expectedExitCodes }) });
     return { argv: full, result };
   }
 
@@ -180,7 +180,8 @@ export class Zfs {
     props: readonly string[],
     opts: { recursive?: boolean; depth?: number; missingOk?: boolean } = {},
   ): Promise<PropertyMap> {
-    const { argv, result } = await this.runRaw(zfsGet(names, props, opts));
+    // With missingOk, "does not exist" (exit 1) is an answer the caller expects, not a warning.
+    const { argv, result } = await this.runRaw(zfsGet(names, props, opts), opts.missingOk ? [1] : undefined);
     if (result.exitCode !== 0) {
       if (!(opts.missingOk && result.exitCode === 1 && onlyMissingDatasets(result.stderr))) {
         throw zfsError(this.exec.host, argv, result);

@@ -271,6 +271,17 @@ describe("ControllerExpandVolume", () => {
     expect(await prop(`${parent}/pvc-shrink`, "refquota")).toBe(String(16 * MiB));
   });
 
+  it("never shrinks: a smaller request answers the current size, a limit below it is OUT_OF_RANGE", async () => {
+    const id = (await env.client.createVolume(req("pvc-noshrink", { capacityRange: { requiredBytes: String(16 * MiB) } }))).volume!.volumeId;
+    const smaller = await env.client.controllerExpandVolume({ volumeId: id, capacityRange: { requiredBytes: String(4 * MiB) } });
+    expect(smaller.capacityBytes).toBe(String(16 * MiB));
+    expect(await prop(`${parent}/pvc-noshrink`, "refquota")).toBe(String(16 * MiB));
+    // The volume holds almost nothing, so the old code would have shrunk it to the limit.
+    const c = await code(env.client.controllerExpandVolume({ volumeId: id, capacityRange: { requiredBytes: String(4 * MiB), limitBytes: String(8 * MiB) } }));
+    expect(c).toBe(status.OUT_OF_RANGE);
+    expect(await prop(`${parent}/pvc-noshrink`, "refquota")).toBe(String(16 * MiB));
+  });
+
   it("returns NOT_FOUND for a volume that does not exist", async () => {
     expect(await code(env.client.controllerExpandVolume({ volumeId: `alice:${parent}/pvc-nope`, capacityRange: { requiredBytes: String(MiB) } }))).toBe(status.NOT_FOUND);
   });

@@ -302,6 +302,20 @@ describe("idempotency and conflicts", () => {
     expect(await code(bob.client.nodeGetVolumeStats({ volumeId: ghost.volumeId, volumePath: paths.target }))).toBe(status.NOT_FOUND);
   });
 
+  it("checks the volume before the path: an unknown volume with an odd path is NOT_FOUND, a known one INVALID_ARGUMENT", async () => {
+    const unknownHost = `nobody:${env.parent}/x`;
+    const notHere = `${other.volumeId}-never-created`;
+    for (const volumeId of [unknownHost, notHere]) {
+      expect(await code(bob.client.nodeGetVolumeStats({ volumeId, volumePath: "relative/path" }))).toBe(status.NOT_FOUND);
+      expect(await code(bob.client.nodeExpandVolume({ volumeId, volumePath: "/tmp/../etc" }))).toBe(status.NOT_FOUND);
+    }
+    expect(await code(bob.client.nodeUnpublishVolume({ volumeId: unknownHost, targetPath: "relative/path" }))).toBe(status.NOT_FOUND);
+    expect(await code(bob.client.nodeUnstageVolume({ volumeId: unknownHost, stagingTargetPath: "" }))).toBe(status.NOT_FOUND);
+    expect(await code(stage(bob, { ...volume, volumeId: unknownHost, volumeContext: {} }, "relative/path"))).toBe(status.NOT_FOUND);
+    // volume is published at paths.target on bob, so the odd path is the request's fault.
+    expect(await code(bob.client.nodeGetVolumeStats({ volumeId: volume.volumeId, volumePath: "relative/path" }))).toBe(status.INVALID_ARGUMENT);
+  });
+
   it.each([
     ["no volume_id", { volumeId: "" }],
     ["a relative staging path", { stagingTargetPath: "relative/path" }],
