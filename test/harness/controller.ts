@@ -12,8 +12,8 @@ import type { OpenZfsVm } from "../hosts/openzfs-vm/vm.js";
 import { createPoolHost, zfsBackend, type PoolHost, type ZfsBackendName } from "./backend.js";
 import { startSshd, type Sshd } from "./sshd.js";
 
-/** What the controller needs on the pool host through sudo: zfs, and `install -d` for ownership. */
-export const POOL_HOST_SUDO = ["/usr/sbin/zfs", "/usr/sbin/zpool", "/usr/bin/install"];
+/** What the controller needs on the pool host through sudo: zfs, `install -d` for ownership, `rmdir` for a deleted volume's mountpoint. */
+export const POOL_HOST_SUDO = ["/usr/sbin/zfs", "/usr/sbin/zpool", "/usr/bin/install", "/usr/bin/rmdir"];
 
 export interface PoolHostEnv {
   readonly name: string;

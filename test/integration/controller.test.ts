@@ -193,6 +193,32 @@ describe("DeleteVolume", () => {
     await env.client.deleteVolume({ volumeId: res.volume!.volumeId });
   });
 
+  it("removes the volume's empty mountpoint directory on the pool host", async () => {
+    const res = await env.client.createVolume(req("pvc-del-dir"));
+    const mountpoint = res.volume!.volumeContext!["mountpoint"]!;
+    expect(await env.hosts[0]!.pool.files.exists(mountpoint)).toBe(true);
+    await env.client.deleteVolume({ volumeId: res.volume!.volumeId });
+    expect(await env.hosts[0]!.pool.files.exists(mountpoint)).toBe(false);
+  });
+
+  it("leaves a mountpoint directory that is not empty, or one zcsi did not set", async () => {
+    const files = env.hosts[0]!.pool.files;
+    // Not empty: a file written into the directory while the dataset was unmounted.
+    const full = await env.client.createVolume(req("pvc-del-full"));
+    const fullDir = full.volume!.volumeContext!["mountpoint"]!;
+    await env.zfs("unmount", `${parent}/pvc-del-full`);
+    await files.write(join(fullDir, "left-by-someone"), "data");
+    await env.client.deleteVolume({ volumeId: full.volume!.volumeId });
+    expect(await files.read(join(fullDir, "left-by-someone"))).toBe("data");
+    // Foreign: an operator pointed the dataset elsewhere; that directory is not zcsi's.
+    const moved = await env.client.createVolume(req("pvc-del-moved"));
+    const elsewhere = `${env.hosts[0]!.mountRoot}/operator-dir`;
+    await env.zfs("set", `mountpoint=${elsewhere}`, `${parent}/pvc-del-moved`);
+    await env.client.deleteVolume({ volumeId: moved.volume!.volumeId });
+    expect((await datasets()).some((d) => d.endsWith("/pvc-del-moved"))).toBe(false);
+    expect(await files.exists(elsewhere)).toBe(true);
+  });
+
   it("is OK for an id that cannot be a zcsi volume, and runs nothing", async () => {
     const commands = commandCount();
     await env.client.deleteVolume({ volumeId: "nobody:tank/x" });

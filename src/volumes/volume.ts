@@ -1,0 +1,109 @@
+import type { PoolHost } from "./hosts.js";
+import { formatVolumeId, type VolumeRef } from "./ids.js";
+import type { VolumeParameters } from "./parameters.js";
+import { CLONE_SNAPSHOT_PREFIX, PROP, SIZE_PROPERTY, type VolumeState } from "./properties.js";
+import type { Snapshot } from "./snapshots.js";
+
+export interface Volume {
+  readonly id: string;
+  readonly ref: VolumeRef;
+  readonly csiName: string;
+  readonly capacityBytes: bigint;
+  readonly usedBytes: bigint;
+  readonly mountpoint: string;
+  readonly mounted: boolean;
+  readonly state: VolumeState;
+  /** Canonical parameters the volume was created with. */
+  readonly parameters: string;
+  /** `snapshot:<snapshot_id>` or `volume:<volume_id>` when the volume was made from one (see PROP.contentSource). */
+  readonly contentSource?: string;
+  /** ZFS `origin`: the snapshot this dataset is a clone of, if it is one. */
+  readonly origin?: string;
+  /** Local zcsi:replicate-to: the hosts the replicator copies this volume to. */
+  readonly replicateTo?: string;
+}
+
+/**
+ * What DeleteVolume needs of replication (the engine implements it): the replicator holds
+ * the snapshot each target's next increment starts from (zfs-hold(8)), and a held snapshot
+ * cannot be destroyed, so the holds go first.
+ */
+export interface ReplicationHolds {
+  releaseHolds(source: { readonly host: string; readonly dataset: string }): Promise<void>;
+}
+
+/** Where a new volume's data comes from, already resolved and checked by the caller. */
+export type ContentSource = { readonly kind: "snapshot"; readonly snapshot: Snapshot } | { readonly kind: "volume"; readonly volume: Volume };
+
+/** The value of PROP.contentSource for a source: what a retried CreateVolume must match. */
+export function contentSourceKey(source: ContentSource | undefined): string | undefined {
+  if (!source) return undefined;
+  return source.kind === "snapshot" ? `snapshot:${source.snapshot.id}` : `volume:${source.volume.id}`;
+}
+
+/** The answer of VolumeService.lookup: an existing volume, and free bytes per pool host. */
+export interface Placement {
+  readonly existing?: Volume;
+  readonly free: ReadonlyMap<string, bigint>;
+}
+
+export interface CreateSpec {
+  readonly csiName: string;
+  readonly leaf: string;
+  readonly capacityBytes: bigint;
+  readonly params: VolumeParameters;
+  readonly source?: ContentSource;
+}
+
+export const VOLUME_PROPS = [PROP.csiName, PROP.state, PROP.parameters, PROP.contentSource, PROP.replicateTo, PROP.replicaOf, SIZE_PROPERTY, "referenced", "mountpoint", "mounted", "origin"];
+
+export type PropertyMap = ReadonlyMap<string, { value: string; source: string }>;
+
+/** A user property counts only where it is set on the dataset itself, not inherited. */
+export function local(props: PropertyMap, name: string): string | undefined {
+  const p = props.get(name);
+  return p && p.source === "local" && p.value !== "-" ? p.value : undefined;
+}
+
+export function toVolume(host: PoolHost, dataset: string, props: PropertyMap): Volume | undefined {
+  const csiName = local(props, PROP.csiName);
+  if (csiName === undefined) return undefined;
+  const ref = { poolHost: host.config.name, dataset };
+  const number = (name: string): bigint => {
+    const v = props.get(name)?.value ?? "0";
+    return /^[0-9]+$/.test(v) ? BigInt(v) : 0n;
+  };
+  return {
+    id: formatVolumeId(ref),
+    ref,
+    csiName,
+    capacityBytes: number(SIZE_PROPERTY),
+    usedBytes: number("referenced"),
+    mountpoint: props.get("mountpoint")?.value ?? "",
+    mounted: props.get("mounted")?.value === "yes",
+    state: local(props, PROP.state) === "ready" ? "ready" : "creating",
+    parameters: local(props, PROP.parameters) ?? "{}",
+    ...optional("contentSource", local(props, PROP.contentSource)),
+    ...optional("origin", props.get("origin")?.value),
+    ...optional("replicateTo", local(props, PROP.replicateTo)),
+  };
+}
+
+function optional<K extends string>(key: K, value: string | undefined): { [P in K]?: string } {
+  return (value === undefined || value === "-" || value === "" ? {} : { [key]: value }) as { [P in K]?: string };
+}
+
+/** The hidden snapshot a PVC-to-PVC clone named `leaf` is made from. */
+export function cloneSnapshotName(sourceDataset: string, leaf: string): string {
+  return `${sourceDataset}@${CLONE_SNAPSHOT_PREFIX}${leaf}`;
+}
+
+/**
+ * A replica the replicator received here (zcsi:replica-of, set by its first receive, in any
+ * source): not a volume, and not a foreign dataset either, so it neither answers for a
+ * volume of that name nor blocks the volume's own CreateVolume on its real host.
+ */
+export function isReplica(props: PropertyMap): boolean {
+  const mark = props.get(PROP.replicaOf)?.value;
+  return mark !== undefined && mark !== "-" && mark !== "";
+}
