@@ -37,6 +37,7 @@ import { KeyedLocks } from "../util/locks.js";
 import { capabilityProblem, requireCapabilities } from "./capabilities.js";
 import { unary } from "./server.js";
 import { decodeToken, page } from "./tokens.js";
+import { volumeTopology } from "./topology.js";
 
 const CAPABILITIES = [
   "CREATE_DELETE_VOLUME",
@@ -64,9 +65,15 @@ function toContentSource(stored: string | undefined): VolumeContentSource | unde
   return undefined;
 }
 
-function toCsiVolume(volume: Volume): CsiVolume {
+function toCsiVolume(volume: Volume, driverName: string): CsiVolume {
   const contentSource = toContentSource(volume.contentSource);
-  return { volumeId: volume.id, capacityBytes: volume.capacityBytes.toString(), volumeContext: volumeContext(volume), ...(contentSource && { contentSource }) };
+  return {
+    volumeId: volume.id,
+    capacityBytes: volume.capacityBytes.toString(),
+    volumeContext: volumeContext(volume),
+    accessibleTopology: volumeTopology(driverName),
+    ...(contentSource && { contentSource }),
+  };
 }
 
 /** What `kubectl describe volumesnapshotcontent` shows: handle, restore size, creation time. */
@@ -142,9 +149,9 @@ export class ControllerService {
         if (existing.contentSource !== wanted?.key) {
           throw alreadyExists(`volume ${req.name} exists with content source ${existing.contentSource ?? "none"}; this request asks for ${wanted?.key ?? "none"}`);
         }
-        return { volume: toCsiVolume(await this.volumes.settle(existing, params)) };
+        return { volume: toCsiVolume(await this.volumes.settle(existing, params), this.config.driverName) };
       }
-      if (!wanted) return { volume: toCsiVolume(await this.volumes.create({ csiName: req.name, leaf, capacityBytes, params }, placement)) };
+      if (!wanted) return { volume: toCsiVolume(await this.volumes.create({ csiName: req.name, leaf, capacityBytes, params }, placement), this.config.driverName) };
       const source = await this.resolveSource(wanted, params);
       const size = resolveRestoreCapacity(
         req.capacityRange,
@@ -152,7 +159,7 @@ export class ControllerService {
         source.kind === "snapshot" ? source.snapshot.sizeBytes : source.volume.usedBytes,
         source.kind === "snapshot" ? `snapshot ${source.snapshot.id}` : `what volume ${source.volume.id} holds`,
       );
-      return { volume: toCsiVolume(await this.volumes.create({ csiName: req.name, leaf, capacityBytes: size, params, source })) };
+      return { volume: toCsiVolume(await this.volumes.create({ csiName: req.name, leaf, capacityBytes: size, params, source }), this.config.driverName) };
     });
   }
 
@@ -311,12 +318,13 @@ export class ControllerService {
   async listVolumes(req: ListVolumesRequest__Output): Promise<ListVolumesResponse> {
     if (req.maxEntries < 0) throw invalidArgument("max_entries must not be negative");
     if (req.startingToken) decodeToken("volumes", req.startingToken); // a bad token is ABORTED before any command
-    const all = await this.volumes.list();
-    const problems = new Map<string, string | undefined>();
-    await Promise.all(this.volumes.hosts.all().map(async (h) => problems.set(h.config.name, await this.volumes.hostProblem(h))));
+    // One host down degrades its own volumes only: they are listed as last seen, abnormal,
+    // and the other hosts' volumes are listed as usual (VolumeService.listTolerant).
+    const [problems, { volumes: all, unreachable }] = await Promise.all([this.volumes.checkHosts(), this.volumes.listTolerant()]);
+    const problemOf = (host: string): string | undefined => problems.get(host) ?? unreachable.get(host);
     const { page: entries, nextToken } = page(all, (v) => v.id, "volumes", req.maxEntries, req.startingToken);
     return {
-      entries: entries.map((v) => ({ volume: toCsiVolume(v), status: { publishedNodeIds: [], volumeCondition: this.condition(v, problems.get(v.ref.poolHost)) } })),
+      entries: entries.map((v) => ({ volume: toCsiVolume(v, this.config.driverName), status: { publishedNodeIds: [], volumeCondition: this.condition(v, problemOf(v.ref.poolHost)) } })),
       nextToken,
     };
   }
@@ -369,8 +377,8 @@ export class ControllerService {
   async controllerGetVolume(req: ControllerGetVolumeRequest__Output): Promise<ControllerGetVolumeResponse> {
     if (req.volumeId === "") throw invalidArgument("volume_id is required");
     const volume = await this.requireVolume(req.volumeId);
-    const problem = await this.volumes.hostProblem(this.volumes.hosts.get(volume.ref.poolHost));
-    return { volume: toCsiVolume(volume), status: { publishedNodeIds: [], volumeCondition: this.condition(volume, problem) } };
+    const problem = await this.volumes.checkHost(this.volumes.hosts.get(volume.ref.poolHost));
+    return { volume: toCsiVolume(volume, this.config.driverName), status: { publishedNodeIds: [], volumeCondition: this.condition(volume, problem) } };
   }
 
   handlers(): ControllerHandlers {

@@ -13,9 +13,10 @@ export interface IdentityOptions {
 }
 
 export function identityHandlers(options: IdentityOptions, logger: Logger): IdentityHandlers {
-  const capabilities: PluginCapability[] = options.controller
-    ? [{ service: { type: "CONTROLLER_SERVICE" } }, { volumeExpansion: { type: "ONLINE" } }]
-    : [{ volumeExpansion: { type: "ONLINE" } }];
+  // VOLUME_ACCESSIBILITY_CONSTRAINTS: NodeGetInfo and every volume report topology, which the
+  // spec allows only with this capability (see topology.ts: a volume is reachable from every node).
+  const common: PluginCapability[] = [{ service: { type: "VOLUME_ACCESSIBILITY_CONSTRAINTS" } }, { volumeExpansion: { type: "ONLINE" } }];
+  const capabilities: PluginCapability[] = options.controller ? [{ service: { type: "CONTROLLER_SERVICE" } }, ...common] : common;
   return {
     GetPluginInfo: unary(logger, "GetPluginInfo", async () => ({ name: options.driverName, vendorVersion: packageVersion })),
     GetPluginCapabilities: unary(logger, "GetPluginCapabilities", async () => ({ capabilities })),

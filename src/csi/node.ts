@@ -22,6 +22,7 @@ import { KeyedLocks } from "../util/locks.js";
 import { parseVolumeId } from "../volumes/ids.js";
 import { capabilityProblem } from "./capabilities.js";
 import { unary } from "./server.js";
+import { nodeTopology } from "./topology.js";
 
 const CAPABILITIES = ["STAGE_UNSTAGE_VOLUME", "GET_VOLUME_STATS", "VOLUME_CONDITION", "SINGLE_NODE_MULTI_WRITER", "EXPAND_VOLUME"] as const;
 
@@ -37,10 +38,6 @@ export interface NodeServiceOptions {
   readonly maxVolumesPerNode: number;
 }
 
-/** `<driver name>/node`: a valid label key, since the driver name is a DNS subdomain. */
-export function topologyKey(driverName: string): string {
-  return `${driverName}/node`;
-}
 
 const READ_ONLY_MODES = new Set(["SINGLE_NODE_READER_ONLY", "MULTI_NODE_READER_ONLY"]);
 
@@ -201,7 +198,7 @@ export class NodeService {
     return {
       nodeId: this.options.nodeId,
       maxVolumesPerNode: String(this.options.maxVolumesPerNode),
-      accessibleTopology: { segments: { [topologyKey(this.config.driverName)]: this.options.nodeId } },
+      accessibleTopology: nodeTopology(this.config.driverName, this.options.nodeId),
     };
   }
 

@@ -18,7 +18,8 @@ export async function startController(config: Config, hosts: PoolHosts, endpoint
     {
       driverName: config.driverName,
       controller: true,
-      readiness: async () => (await Promise.all(hosts.all().map((h) => volumes.hostProblem(h)))).filter((p): p is string => p !== undefined),
+      // Ready while at least one pool host can be served (health per host: VolumeService.readiness).
+      readiness: () => volumes.readiness(),
     },
     logger,
   );

@@ -12,10 +12,57 @@ export interface PoolHost {
   readonly pool: string;
 }
 
+/** What zcsi last saw of a pool host: up (it answered, pool ONLINE, parent present) or down, and why. */
+export interface PoolHostState {
+  readonly up: boolean;
+  /** Why the host is down; absent while it is up. */
+  readonly problem?: string;
+  /** When this state began (ms since the epoch, from the injected clock). */
+  readonly since: number;
+}
+
+/**
+ * Health per pool host, not per process (ARCHITECTURE, key decisions): one unreachable host
+ * degrades its own volumes only. Fed by every host check (Probe, ListVolumes,
+ * ControllerGetVolume) and read by VolumeCondition, Probe, `zcsi status` and the
+ * `zcsi_pool_host_up{host}` gauge (util/pool-host-metrics.ts). A host never checked has no state.
+ */
+export class PoolHostHealth {
+  private readonly states = new Map<string, PoolHostState>();
+
+  constructor(
+    readonly hosts: readonly string[],
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Records a check's outcome; returns the new state when it differs from the last one (a start, change or end of a problem). */
+  record(host: string, problem: string | undefined): PoolHostState | undefined {
+    const before = this.states.get(host);
+    if (before && before.up === (problem === undefined) && before.problem === problem) return undefined;
+    const state: PoolHostState = problem === undefined ? { up: true, since: this.now() } : { up: false, problem, since: this.now() };
+    this.states.set(host, state);
+    return state;
+  }
+
+  state(host: string): PoolHostState | undefined {
+    return this.states.get(host);
+  }
+
+  /** 1 up, 0 down, undefined not checked yet: what the gauge shows. */
+  isUp(host: string): boolean | undefined {
+    return this.states.get(host)?.up;
+  }
+}
+
 export class PoolHosts {
   private readonly byName: Map<string, PoolHost>;
+  readonly health: PoolHostHealth;
 
-  constructor(hosts: readonly { config: PoolHostConfig; exec: Executor }[], options: { timeoutMs?: number } = {}) {
+  constructor(hosts: readonly { config: PoolHostConfig; exec: Executor }[], options: { timeoutMs?: number; now?: () => number } = {}) {
+    this.health = new PoolHostHealth(
+      hosts.map((h) => h.config.name),
+      options.now,
+    );
     this.byName = new Map(
       hosts.map(({ config, exec }) => [
         config.name,

@@ -1,10 +1,11 @@
-import { alreadyExists, failedPrecondition, invalidArgument, isZcsiError, notFound, outOfRange, resourceExhausted, unavailable } from "../errors.js";
+import { alreadyExists, errorMessage, failedPrecondition, invalidArgument, isZcsiError, notFound, outOfRange, resourceExhausted, unavailable } from "../errors.js";
 import type { Logger } from "../log.js";
 import { VolumeDestroyer } from "./delete.js";
 import { formatVolumeId, type VolumeRef } from "./ids.js";
 import type { PoolHost, PoolHosts } from "./hosts.js";
 import type { VolumeParameters } from "./parameters.js";
 import { PROP, SIZE_PROPERTY } from "./properties.js";
+import { requireHostCanHonour } from "./host-limits.js";
 import { ContentCopies } from "./sources.js";
 import { cloneSnapshotName, contentSourceKey, isReplica, toVolume, VOLUME_PROPS, type CreateSpec, type Placement, type PropertyMap, type ReplicationHolds, type Volume } from "./volume.js";
 
@@ -28,6 +29,8 @@ export class VolumeService {
 
   private readonly copies: ContentCopies;
   private readonly destroyer: VolumeDestroyer;
+  /** Each host's volumes at its last successful listing: what ListVolumes shows while it is down. */
+  private readonly lastListed = new Map<string, Volume[]>();
 
   datasetOf(host: PoolHost, leaf: string): string {
     return `${host.config.parentDataset}/${leaf}`;
@@ -48,25 +51,43 @@ export class VolumeService {
    * Where a new volume named `leaf` stands: the volume if it already exists on some host (a
    * volume may live on any), and each host's free space under its parent. One `zfs get` per
    * host (in parallel) answers both, so a CreateVolume costs this and its `zfs create`.
+   *
+   * A host that cannot answer (unreachable, pool gone, no parent dataset) is left out of
+   * `free`, so new volumes go to the others (health per host: one host down does not stop
+   * provisioning on the rest); a request pinned to it (poolHost, a source on it) then fails
+   * there with its own error. Only when no host answers does the lookup fail. The price,
+   * logged: a retry of a CreateVolume whose first attempt landed on a host that is down now
+   * cannot see that volume, and makes another one elsewhere.
    */
   async lookup(leaf: string): Promise<Placement> {
     const results = await Promise.all(
       this.hosts.all().map(async (host) => {
+        const name = host.config.name;
         const parent = host.config.parentDataset;
         const dataset = this.datasetOf(host, leaf);
-        const found = await host.zfs.get([parent, dataset], [...VOLUME_PROPS, "available"], { missingOk: true });
+        let found: ReadonlyMap<string, PropertyMap>;
+        try {
+          found = await host.zfs.get([parent, dataset], [...VOLUME_PROPS, "available"], { missingOk: true });
+        } catch (err) {
+          return { host: name, unusable: err as unknown, free: undefined, volume: undefined };
+        }
         const parentProps = found.get(parent);
-        if (!parentProps) throw failedPrecondition(`parent dataset ${parent} does not exist on pool host ${host.config.name}; create it first (see docs/pool-host.md)`);
+        if (!parentProps) return { host: name, unusable: failedPrecondition(`parent dataset ${parent} does not exist on pool host ${name}; create it first (see docs/pool-host.md)`) as unknown, free: undefined, volume: undefined };
         const entry = found.get(dataset);
         const props = entry && !isReplica(entry) ? entry : undefined;
         const volume = props ? toVolume(host, dataset, props) : undefined;
-        if (props && !volume) throw failedPrecondition(`dataset ${dataset} on ${host.config.name} exists but was not created by zcsi (no ${PROP.csiName}); refusing to touch it`);
+        if (props && !volume) throw failedPrecondition(`dataset ${dataset} on ${name} exists but was not created by zcsi (no ${PROP.csiName}); refusing to touch it`);
         const available = parentProps.get("available")?.value ?? "0";
-        return { host: host.config.name, free: /^[0-9]+$/.test(available) ? BigInt(available) : 0n, volume };
+        return { host: name, free: /^[0-9]+$/.test(available) ? BigInt(available) : 0n, volume, unusable: undefined };
       }),
     );
-    const existing = results.find((r) => r.volume !== undefined)?.volume;
-    return { ...(existing && { existing }), free: new Map(results.map((r) => [r.host, r.free])) };
+    type Usable = { host: string; free: bigint; volume: Volume | undefined };
+    const usable = results.flatMap((r): Usable[] => (r.free !== undefined ? [{ host: r.host, free: r.free, volume: r.volume }] : []));
+    const unusable = results.flatMap((r) => (r.unusable !== undefined ? [{ host: r.host, unusable: r.unusable as unknown }] : []));
+    if (usable.length === 0 && unusable[0]) throw unusable[0].unusable;
+    for (const r of unusable) this.logger.warn({ op: "CreateVolume", leaf, poolHost: r.host, err: errorMessage(r.unusable) }, "pool host left out of placement: it cannot answer");
+    const existing = usable.find((r) => r.volume !== undefined)?.volume;
+    return { ...(existing && { existing }), free: new Map(usable.map((r) => [r.host, r.free])) };
   }
 
   /** Space available for new volumes on a host: the parent dataset's `available`. */
@@ -117,6 +138,7 @@ export class VolumeService {
     const host = source
       ? this.hosts.get(source.kind === "snapshot" ? source.snapshot.ref.poolHost : source.volume.ref.poolHost)
       : await this.chooseHost(spec.params.poolHost, known?.free, spec.params.replicateTo);
+    await requireHostCanHonour(host, spec.params);
     const dataset = this.datasetOf(host, spec.leaf);
     const needsSetup = spec.params.uid !== undefined || spec.params.gid !== undefined || spec.params.mode !== undefined;
     const free = known?.free.get(host.config.name) ?? (await this.available(host));
@@ -228,26 +250,81 @@ export class VolumeService {
 
   /** Every zcsi volume on every host, ordered by id: one `zfs get` per host. */
   async list(): Promise<Volume[]> {
-    const perHost = await Promise.all(
-      this.hosts.all().map(async (host) => {
-        const parent = host.config.parentDataset;
-        let all: ReadonlyMap<string, PropertyMap>;
-        try {
-          all = await host.zfs.get([parent], VOLUME_PROPS, { depth: 1 });
-        } catch (err) {
-          if (isZcsiError(err, "NotFound")) return [];
-          throw err;
-        }
-        const volumes: Volume[] = [];
-        for (const [dataset, props] of all) {
-          if (dataset === parent || !dataset.startsWith(parent + "/") || dataset.slice(parent.length + 1).includes("/")) continue;
-          const volume = toVolume(host, dataset, props);
-          if (volume) volumes.push(volume);
-        }
-        return volumes;
-      }),
-    );
+    const perHost = await Promise.all(this.hosts.all().map((host) => this.listHost(host)));
     return perHost.flat().sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  private async listHost(host: PoolHost): Promise<Volume[]> {
+    const parent = host.config.parentDataset;
+    let all: ReadonlyMap<string, PropertyMap>;
+    try {
+      all = await host.zfs.get([parent], VOLUME_PROPS, { depth: 1 });
+    } catch (err) {
+      if (isZcsiError(err, "NotFound")) return [];
+      throw err;
+    }
+    const volumes: Volume[] = [];
+    for (const [dataset, props] of all) {
+      if (dataset === parent || !dataset.startsWith(parent + "/") || dataset.slice(parent.length + 1).includes("/")) continue;
+      const volume = toVolume(host, dataset, props);
+      if (volume) volumes.push(volume);
+    }
+    return volumes;
+  }
+
+  /**
+   * Every volume, tolerating hosts that cannot answer: a host whose listing fails reports the
+   * volumes it had at its last successful listing (none before the first), with the reason in
+   * `unreachable`, so one host down neither hides nor blocks the others' volumes. Throws only
+   * when no host answered.
+   */
+  async listTolerant(): Promise<{ volumes: Volume[]; unreachable: Map<string, string> }> {
+    const hosts = this.hosts.all();
+    const settled = await Promise.allSettled(hosts.map((host) => this.listHost(host)));
+    const unreachable = new Map<string, string>();
+    const volumes: Volume[] = [];
+    settled.forEach((result, i) => {
+      const name = hosts[i]?.config.name ?? "";
+      if (result.status === "fulfilled") {
+        this.lastListed.set(name, result.value);
+        volumes.push(...result.value);
+      } else {
+        unreachable.set(name, errorMessage(result.reason));
+        volumes.push(...(this.lastListed.get(name) ?? []));
+      }
+    });
+    const firstFailure = settled.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (firstFailure && unreachable.size === hosts.length) throw firstFailure.reason;
+    return { volumes: volumes.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)), unreachable };
+  }
+
+  /**
+   * Checks a host and records the outcome in hosts.health; logs when a problem starts, changes
+   * or ends, not on every check (Probe runs every 30 s).
+   */
+  async checkHost(host: PoolHost): Promise<string | undefined> {
+    const problem = await this.hostProblem(host);
+    const changed = this.hosts.health.record(host.config.name, problem);
+    if (changed?.up === false) this.logger.warn({ op: "health", poolHost: host.config.name, problem }, "pool host down: its volumes are degraded, the other hosts serve on");
+    else if (changed?.up === true) this.logger.info({ op: "health", poolHost: host.config.name }, "pool host up");
+    return problem;
+  }
+
+  /** Every host checked at once: name → problem (undefined when up). */
+  async checkHosts(): Promise<Map<string, string | undefined>> {
+    const hosts = this.hosts.all();
+    const problems = await Promise.all(hosts.map((h) => this.checkHost(h)));
+    return new Map(hosts.map((h, i) => [h.config.name, problems[i]]));
+  }
+
+  /**
+   * Probe's answer: the controller is ready while it can serve at least one pool host. With
+   * some hosts down it is degraded, not dead (their volumes answer UNAVAILABLE and show an
+   * abnormal condition); only when every host is down are the reasons returned (not ready).
+   */
+  async readiness(): Promise<string[]> {
+    const problems = [...(await this.checkHosts()).entries()].flatMap(([name, p]) => (p === undefined ? [] : [`${name}: ${p}`]));
+    return problems.length === this.hosts.names.length ? problems : [];
   }
 
   /** Why a host is not fit to serve, or undefined when it is (pool ONLINE, parent present). */

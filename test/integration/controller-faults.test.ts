@@ -88,3 +88,55 @@ describe("pool host outages", () => {
     expect((await env.client.probe({})).ready?.value).toBe(true);
   });
 });
+
+describe("one pool host down of two", () => {
+  let env: ControllerEnv;
+  const capOf = (name: string, poolHost?: string): CreateVolumeRequest => ({ ...req(name), ...(poolHost && { parameters: { poolHost } }) });
+  beforeAll(async () => {
+    env = await startControllerEnv({ hostNames: ["alice", "bob"] });
+  });
+  afterAll(() => env?.stop());
+
+  it("degrades only that host's volumes: Probe stays ready, the other host provisions, lists and serves", async () => {
+    const onAlice = (await env.client.createVolume(capOf("pvc-on-alice", "alice"))).volume!.volumeId;
+    const onBob = (await env.client.createVolume(capOf("pvc-on-bob", "bob"))).volume!.volumeId;
+    expect((await env.client.listVolumes({})).entries).toHaveLength(2); // remembered as last seen
+    await env.hosts[1]!.sshd.kill();
+    try {
+      expect((await env.client.probe({})).ready?.value).toBe(true);
+      // Unpinned: placed on the host that answers.
+      const placed = await env.client.createVolume(req("pvc-while-bob-down"));
+      expect(placed.volume!.volumeId).toBe(`alice:${env.hosts[0]!.parent}/pvc-while-bob-down`);
+      // Pinned to the down host, or about one of its volumes: UNAVAILABLE naming it.
+      const pinned = await failure(env.client.createVolume(capOf("pvc-pinned-to-bob", "bob")));
+      expect(pinned.code).toBe(status.UNAVAILABLE);
+      expect(pinned.details).toMatch(/bob/);
+      expect((await failure(env.client.controllerGetVolume({ volumeId: onBob }))).code).toBe(status.UNAVAILABLE);
+      expect((await env.client.controllerGetVolume({ volumeId: onAlice })).status?.volumeCondition?.abnormal).toBe(false);
+      // ListVolumes: alice's volumes as usual, bob's as last seen and abnormal with the reason.
+      const listed = new Map((await env.client.listVolumes({})).entries.map((e) => [e.volume!.volumeId, e.status!.volumeCondition!]));
+      expect([...listed.keys()].sort()).toEqual([onAlice, placed.volume!.volumeId, onBob].sort());
+      expect(listed.get(onAlice)?.abnormal).toBe(false);
+      expect(listed.get(onBob)?.abnormal).toBe(true);
+      expect(listed.get(onBob)?.message).toMatch(/bob/);
+      // Both down: the controller can serve nothing, and says so.
+      await env.hosts[0]!.sshd.kill();
+      try {
+        expect((await env.client.probe({})).ready?.value).toBe(false);
+      } finally {
+        await env.hosts[0]!.sshd.restart();
+      }
+    } finally {
+      await env.hosts[1]!.sshd.restart();
+    }
+    // Back: bob's volume answers again (the executor retries after its backoff; so do we).
+    let condition;
+    for (let attempt = 0; attempt < 60 && !condition; attempt++) {
+      condition = await env.client.controllerGetVolume({ volumeId: onBob }).then(
+        (r) => r.status?.volumeCondition,
+        async () => new Promise<undefined>((r) => setTimeout(() => r(undefined), 250)),
+      );
+    }
+    expect(condition?.abnormal).toBe(false);
+  });
+});

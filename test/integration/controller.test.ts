@@ -57,6 +57,16 @@ describe("Identity", () => {
     expect(caps.capabilities.map((c) => c.service?.type).filter(Boolean)).toContain("CONTROLLER_SERVICE");
   });
 
+  it("advertises topology, and every volume is reachable from every zcsi node", async () => {
+    const caps = await env.client.getPluginCapabilities({});
+    // CSI spec: accessible_topology (on volumes and from NodeGetInfo) requires this capability.
+    expect(caps.capabilities.map((c) => c.service?.type).filter(Boolean)).toContain("VOLUME_ACCESSIBILITY_CONSTRAINTS");
+    const created = await env.client.createVolume(req("pvc-topology"));
+    const everywhere = [{ segments: { "zfs.zcsi.dev/access": "any-node" } }];
+    expect(created.volume?.accessibleTopology).toEqual(everywhere);
+    expect((await env.client.controllerGetVolume({ volumeId: created.volume!.volumeId })).volume?.accessibleTopology).toEqual(everywhere);
+  });
+
   it("is ready when the pool is ONLINE", async () => {
     expect((await env.client.probe({})).ready?.value).toBe(true);
   });

@@ -421,8 +421,11 @@ describe("identity and node info", () => {
     expect(await bob.client.nodeGetInfo({})).toEqual({
       nodeId: "bob",
       maxVolumesPerNode: "128",
-      accessibleTopology: { segments: { [`${env.nodeConfig.driverName}/node`]: "bob" } },
+      // Where the node is, and the key every zcsi node carries (every volume's accessible_topology).
+      accessibleTopology: { segments: { [`${env.nodeConfig.driverName}/node`]: "bob", [`${env.nodeConfig.driverName}/access`]: "any-node" } },
     });
+    const plugin = (await bob.client.getPluginCapabilities({})).capabilities.map((c) => c.service?.type).filter(Boolean);
+    expect(plugin).toEqual(["VOLUME_ACCESSIBILITY_CONSTRAINTS"]);
     const caps = (await alice.client.nodeGetCapabilities({})).capabilities.map((c) => c.rpc?.type);
     expect(caps.sort()).toEqual(["EXPAND_VOLUME", "GET_VOLUME_STATS", "SINGLE_NODE_MULTI_WRITER", "STAGE_UNSTAGE_VOLUME", "VOLUME_CONDITION"]);
   });
