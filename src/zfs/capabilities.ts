@@ -101,3 +101,44 @@ export function capabilitiesFromProbe(result: ExecResult): Capabilities | undefi
   if (/unrecognized command/i.test(result.stderr)) return capabilitiesFromUsage(result.stderr);
   return undefined;
 }
+
+/**
+ * What StorageClass properties a host can honour, for CreateVolume to refuse up front what
+ * `zfs create` would refuse later (as INTERNAL): compression algorithms and the largest
+ * recordsize. Undefined when the implementation is not known well enough to say (then zfs
+ * itself decides).
+ *
+ * - zfs-fuse 0.7.0 (pool version 23, zfsprops of that era): compression on, off, lzjb, gzip,
+ *   gzip-1..9, zle; recordsize 512 to 128K ("512 to 128k, power of 2" in its usage table).
+ * - OpenZFS: lz4 everywhere (0.6.x), zstd from 2.0, recordsize up to 1M (large_blocks), 16M
+ *   from 2.2 (zfs_max_recordsize's default). Read from the CLI version; the pool's feature
+ *   flags are not probed (a pool created with `-d` or an old `compatibility` can still refuse
+ *   zstd or large blocks, and zfs then says so).
+ */
+export interface PropertyLimits {
+  /** Compression families the host accepts (`gzip` covers gzip-1..9, `zstd` zstd-N and zstd-fast). */
+  readonly compression: readonly string[];
+  readonly maxRecordsizeBytes: number;
+  /** How the host is named in an error: `zfs-fuse (pool version 23)`, `OpenZFS 2.1.5`. */
+  readonly what: string;
+}
+
+export function propertyLimits(caps: Capabilities): PropertyLimits | undefined {
+  if (caps.implementation === "zfs-fuse") return { compression: ["on", "off", "lzjb", "gzip", "zle"], maxRecordsizeBytes: 128 * 1024, what: "zfs-fuse (pool version 23)" };
+  if (caps.implementation !== "openzfs" || caps.version === undefined) return undefined;
+  const m = /^(\d+)\.(\d+)/.exec(caps.version);
+  if (!m) return undefined;
+  const major = Number(m[1]);
+  const minor = Number(m[2]);
+  const atLeast = (a: number, b: number): boolean => major > a || (major === a && minor >= b);
+  return {
+    compression: ["on", "off", "lzjb", "gzip", "zle", "lz4", ...(atLeast(2, 0) ? ["zstd"] : [])],
+    maxRecordsizeBytes: atLeast(2, 2) ? 16 * 1024 * 1024 : 1024 * 1024,
+    what: `OpenZFS ${caps.version}`,
+  };
+}
+
+/** `gzip-9` → gzip, `zstd-fast` / `zstd-3` → zstd: the family a compression value belongs to. */
+export function compressionFamily(value: string): string {
+  return value.replace(/-(fast|[0-9]+)$/, "").replace(/-fast$/, "");
+}

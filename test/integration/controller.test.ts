@@ -88,6 +88,30 @@ describe("CreateVolume", () => {
     expect(await prop(dataset, "mounted")).toBe("yes");
   });
 
+  it("refuses a compression or recordsize the pool host cannot do, naming the host and what it can, and creates nothing", async () => {
+    if (env.backend === "zfs-fuse") {
+      // Pool version 23: no lz4 (a feature flag), no zstd (OpenZFS 2.0), recordsize at most 128K.
+      for (const [parameters, supported] of [
+        [{ compression: "lz4" }, /alice.*zfs-fuse.*lzjb, gzip, zle/],
+        [{ compression: "zstd-3" }, /alice.*zfs-fuse.*lzjb, gzip, zle/],
+        [{ recordsize: "1M" }, /alice.*zfs-fuse.*131072/],
+      ] as const) {
+        const err = await env.client.createVolume(req("pvc-cannot", { parameters })).then(() => undefined, (e: { code: number; details: string }) => e);
+        expect(err?.code).toBe(status.INVALID_ARGUMENT);
+        expect(err?.details).toMatch(supported);
+      }
+      expect((await datasets()).some((d) => d.endsWith("/pvc-cannot"))).toBe(false);
+      await env.client.createVolume(req("pvc-can", { parameters: { compression: "gzip-9", recordsize: "128K" } }));
+      expect(await prop(`${parent}/pvc-can`, "compression")).toBe("gzip-9");
+    } else {
+      // OpenZFS 2.x does both, and large records.
+      await env.client.createVolume(req("pvc-can", { parameters: { compression: "zstd-3", recordsize: "1M" } }));
+      expect(await prop(`${parent}/pvc-can`, "compression")).toBe("zstd-3");
+      await env.client.createVolume(req("pvc-can-lz4", { parameters: { compression: "lz4" } }));
+      expect(await prop(`${parent}/pvc-can-lz4`, "compression")).toBe("lz4");
+    }
+  });
+
   it("costs two pool-host commands: one zfs get (exists? free space?) and one zfs create", async () => {
     const exec = env.poolHosts.get("alice").exec as InstrumentedExecutor;
     const before = new Map(exec.counts);

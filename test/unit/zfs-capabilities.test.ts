@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { capabilitiesFromProbe, capabilitiesFromUsage, usageEntries } from "../../src/zfs/capabilities.js";
+import { capabilitiesFromProbe, capabilitiesFromUsage, compressionFamily, propertyLimits, usageEntries } from "../../src/zfs/capabilities.js";
 import { zfsError } from "../../src/zfs/errors.js";
 import { fixture, fixtureText } from "../fixtures/zfs/load.js";
 
@@ -61,5 +61,29 @@ describe("capabilities from `zfs version`", () => {
     const usage = "\tget [-rHp] [-d max]\n\t    [-t type[,...]] <props>\n\tgetter x\n\treceive|recv [-vnsFu] <fs>\n";
     expect(usageEntries(usage, "get")).toEqual(["get [-rHp] [-d max] [-t type[,...]] <props>"]);
     expect(usageEntries(usage, "recv")).toEqual(["receive|recv [-vnsFu] <fs>"]);
+  });
+});
+
+describe("property limits from the capabilities", () => {
+  it("zfs-fuse: no lz4 or zstd, records up to 128K", () => {
+    const limits = propertyLimits(capabilitiesFromProbe(fixture("zfs-fuse", "zfs-version"))!);
+    expect(limits).toEqual({ compression: ["on", "off", "lzjb", "gzip", "zle"], maxRecordsizeBytes: 131072, what: "zfs-fuse (pool version 23)" });
+  });
+
+  it("OpenZFS: lz4 always, zstd from 2.0, records up to 1M, 16M from 2.2", () => {
+    const at = (version: string) => propertyLimits({ implementation: "openzfs", version, listParsable: true, resumableSend: true, bookmarks: true, getTypeFilter: true, multiPropertySet: true });
+    expect(at("2.3.2-2~bpo12+2")).toMatchObject({ maxRecordsizeBytes: 16 * 1024 * 1024, what: "OpenZFS 2.3.2-2~bpo12+2" });
+    expect(at("2.3.2-2~bpo12+2")?.compression).toContain("zstd");
+    expect(at("2.1.5-1")).toMatchObject({ maxRecordsizeBytes: 1024 * 1024 });
+    expect(at("0.8.6-1")?.compression).toContain("lz4");
+    expect(at("0.8.6-1")?.compression).not.toContain("zstd");
+  });
+
+  it("an implementation it cannot name gets no limits (zfs decides)", () => {
+    expect(propertyLimits(capabilitiesFromUsage(fixtureText("openzfs", "usage-zol-0.7.txt")))).toBeUndefined();
+  });
+
+  it("groups compression values into families", () => {
+    expect(["gzip-9", "zstd-19", "zstd-fast", "zstd", "lz4", "on"].map(compressionFamily)).toEqual(["gzip", "zstd", "zstd", "zstd", "lz4", "on"]);
   });
 });
