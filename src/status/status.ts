@@ -74,6 +74,12 @@ export interface PoolHostStatus {
   readonly poolUsedBytes?: bigint;
   /** What new volumes can still get: `available` of the parent dataset (what GetCapacity reports). */
   readonly availableBytes?: bigint;
+  /**
+   * The controller's rule (health per pool host, zcsi_pool_host_up): the host answered, its
+   * pool is ONLINE and its parent dataset is there. False: its volumes are degraded, the other
+   * hosts' are not.
+   */
+  readonly up: boolean;
   readonly volumes: readonly VolumeStatus[];
   /** Why (part of) this host could not be read; the other hosts are reported anyway. */
   readonly errors: readonly string[];
@@ -175,6 +181,7 @@ async function collectHost(host: PoolHost): Promise<PoolHostStatus> {
       poolUsedBytes: poolInfo.allocatedBytes,
     }),
     ...(availableBytes !== undefined && { availableBytes }),
+    up: poolInfo?.health === "ONLINE" && availableBytes !== undefined && errors.length === 0,
     volumes,
     errors,
   };
@@ -256,7 +263,7 @@ function renderText(status: Status): string {
   } else {
     parts.push("No volumes.");
   }
-  const problems = status.hosts.flatMap((h) => h.errors.map((e) => `${h.name}: ${e}`));
+  const problems = status.hosts.flatMap((h) => [...(h.up ? [] : [`${h.name}: DOWN (its volumes are degraded; the other pool hosts serve on)`]), ...h.errors.map((e) => `${h.name}: ${e}`)]);
   if (problems.length > 0) parts.push(["Problems:", ...problems.map((p) => `  ${p}`)].join("\n"));
   return parts.join("\n\n") + "\n";
 }

@@ -92,7 +92,7 @@ describe("collectStatus", () => {
     expect(exec.calls).toContainEqual(["zfs", "list", "-H", "-o", "name", "-t", "snapshot", "-d", "2", "tank/k8s"]);
     expect(status.collectedAt).toBe("2026-01-02T03:04:05.000Z");
     const [host] = status.hosts;
-    expect(host).toMatchObject({ name: "alice", pool: "tank", health: "ONLINE", poolSizeBytes: 10n * GiB, poolFreeBytes: 8n * GiB, availableBytes: 8n * GiB, errors: [] });
+    expect(host).toMatchObject({ name: "alice", pool: "tank", health: "ONLINE", poolSizeBytes: 10n * GiB, poolFreeBytes: 8n * GiB, availableBytes: 8n * GiB, up: true, errors: [] });
     expect(host?.volumes.map((v) => v.csiName)).toEqual(["pvc-a", "pvc-b"]);
     expect(host?.volumes[1]).toEqual({
       id: "alice:tank/k8s/pvc-b",
@@ -129,6 +129,7 @@ describe("collectStatus", () => {
     expect(status.hosts[0]?.volumes).toHaveLength(2);
     const bob = status.hosts[1];
     expect(bob?.health).toBeUndefined();
+    expect([status.hosts[0]?.up, bob?.up]).toEqual([true, false]);
     expect(bob?.volumes).toEqual([]);
     expect(bob?.errors).toEqual([
       "pool tank: bob: connect ECONNREFUSED 192.0.2.11:22",
@@ -136,7 +137,7 @@ describe("collectStatus", () => {
     ]);
     const text = renderStatus(status, "text");
     expect(text).toMatch(/^bob +192\.0\.2\.10:22 +tank +UNREACHABLE/m);
-    expect(text).toContain("Problems:\n  bob: pool tank: bob: connect ECONNREFUSED");
+    expect(text).toContain("Problems:\n  bob: DOWN (its volumes are degraded; the other pool hosts serve on)\n  bob: pool tank: bob: connect ECONNREFUSED");
   });
 
   it("names a missing parent dataset once", async () => {
