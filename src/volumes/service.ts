@@ -85,7 +85,8 @@ export class VolumeService {
     const usable = results.flatMap((r): Usable[] => (r.free !== undefined ? [{ host: r.host, free: r.free, volume: r.volume }] : []));
     const unusable = results.flatMap((r) => (r.unusable !== undefined ? [{ host: r.host, unusable: r.unusable as unknown }] : []));
     if (usable.length === 0 && unusable[0]) throw unusable[0].unusable;
-    for (const r of unusable) this.logger.warn({ op: "CreateVolume", leaf, poolHost: r.host, err: errorMessage(r.unusable) }, "pool host left out of placement: it cannot answer");
+    // Debug only: the host's being down is logged once when it starts (checkHost), not per call.
+    for (const r of unusable) this.logger.debug({ op: "CreateVolume", leaf, poolHost: r.host, err: errorMessage(r.unusable) }, "pool host left out of placement: it cannot answer");
     const existing = usable.find((r) => r.volume !== undefined)?.volume;
     return { ...(existing && { existing }), free: new Map(usable.map((r) => [r.host, r.free])) };
   }
