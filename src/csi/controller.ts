@@ -16,7 +16,6 @@ import type { ControllerExpandVolumeRequest__Output } from "../gen/csi/v1/Contro
 import type { ControllerExpandVolumeResponse } from "../gen/csi/v1/ControllerExpandVolumeResponse.js";
 import type { ControllerGetVolumeRequest__Output } from "../gen/csi/v1/ControllerGetVolumeRequest.js";
 import type { ControllerGetVolumeResponse } from "../gen/csi/v1/ControllerGetVolumeResponse.js";
-import type { Volume as CsiVolume } from "../gen/csi/v1/Volume.js";
 import type { VolumeCondition } from "../gen/csi/v1/VolumeCondition.js";
 import type { ControllerServiceCapability } from "../gen/csi/v1/ControllerServiceCapability.js";
 import type { CreateSnapshotRequest__Output } from "../gen/csi/v1/CreateSnapshotRequest.js";
@@ -26,8 +25,6 @@ import type { ListSnapshotsRequest__Output } from "../gen/csi/v1/ListSnapshotsRe
 import type { ListSnapshotsResponse } from "../gen/csi/v1/ListSnapshotsResponse.js";
 import type { GetSnapshotRequest__Output } from "../gen/csi/v1/GetSnapshotRequest.js";
 import type { GetSnapshotResponse } from "../gen/csi/v1/GetSnapshotResponse.js";
-import type { Snapshot as CsiSnapshot } from "../gen/csi/v1/Snapshot.js";
-import type { VolumeContentSource, VolumeContentSource__Output } from "../gen/csi/v1/VolumeContentSource.js";
 import { MIN_VOLUME_BYTES, capacityFits, resolveCapacity, resolveRestoreCapacity } from "../volumes/capacity.js";
 import { parseSnapshotId, parseVolumeId, snapshotNameFromCsi, volumeLeafFromName } from "../volumes/ids.js";
 import { parseSnapshotParameters, parseVolumeParameters, type VolumeParameters } from "../volumes/parameters.js";
@@ -36,8 +33,8 @@ import type { Snapshot, SnapshotService } from "../volumes/snapshots.js";
 import { KeyedLocks } from "../util/locks.js";
 import { capabilityProblem, requireCapabilities } from "./capabilities.js";
 import { unary } from "./server.js";
+import { requestedSource, toCsiSnapshot, toCsiVolume, volumeContext, type RequestedSource } from "./messages.js";
 import { decodeToken, page } from "./tokens.js";
-import { volumeTopology } from "./topology.js";
 
 const CAPABILITIES = [
   "CREATE_DELETE_VOLUME",
@@ -52,61 +49,6 @@ const CAPABILITIES = [
   "CLONE_VOLUME",
   "GET_SNAPSHOT",
 ] as const;
-
-/** What `kubectl describe pv` shows under VolumeAttributes. */
-export function volumeContext(volume: Volume): Record<string, string> {
-  return { poolHost: volume.ref.poolHost, dataset: volume.ref.dataset, mountpoint: volume.mountpoint };
-}
-
-/** A stored PROP.contentSource (`snapshot:<id>` / `volume:<id>`) as the CSI message. */
-function toContentSource(stored: string | undefined): VolumeContentSource | undefined {
-  if (stored?.startsWith("snapshot:")) return { snapshot: { snapshotId: stored.slice("snapshot:".length) } };
-  if (stored?.startsWith("volume:")) return { volume: { volumeId: stored.slice("volume:".length) } };
-  return undefined;
-}
-
-function toCsiVolume(volume: Volume, driverName: string): CsiVolume {
-  const contentSource = toContentSource(volume.contentSource);
-  return {
-    volumeId: volume.id,
-    capacityBytes: volume.capacityBytes.toString(),
-    volumeContext: volumeContext(volume),
-    accessibleTopology: volumeTopology(driverName),
-    ...(contentSource && { contentSource }),
-  };
-}
-
-/** What `kubectl describe volumesnapshotcontent` shows: handle, restore size, creation time. */
-export function toCsiSnapshot(snapshot: Snapshot): CsiSnapshot {
-  return {
-    snapshotId: snapshot.id,
-    sourceVolumeId: snapshot.sourceVolumeId,
-    sizeBytes: snapshot.sizeBytes.toString(),
-    creationTime: { seconds: snapshot.creationSeconds.toString(), nanos: 0 },
-    // A ZFS snapshot is complete when `zfs snapshot` returns: there is no upload phase.
-    readyToUse: true,
-  };
-}
-
-interface RequestedSource {
-  readonly kind: "snapshot" | "volume";
-  readonly id: string;
-  /** What PROP.contentSource holds for it. */
-  readonly key: string;
-}
-
-function requestedSource(source: VolumeContentSource__Output | null | undefined): RequestedSource | undefined {
-  if (!source) return undefined;
-  if (source.snapshot) {
-    if (source.snapshot.snapshotId === "") throw invalidArgument("volume_content_source.snapshot.snapshot_id is required");
-    return { kind: "snapshot", id: source.snapshot.snapshotId, key: `snapshot:${source.snapshot.snapshotId}` };
-  }
-  if (source.volume) {
-    if (source.volume.volumeId === "") throw invalidArgument("volume_content_source.volume.volume_id is required");
-    return { kind: "volume", id: source.volume.volumeId, key: `volume:${source.volume.volumeId}` };
-  }
-  throw invalidArgument("volume_content_source names neither a snapshot nor a volume");
-}
 
 /** Snapshot locks share the map with volume leaves; the prefix keeps `pvc-1` the volume and `pvc-1` the snapshot apart. */
 function snapshotLockKey(name: string): string {
