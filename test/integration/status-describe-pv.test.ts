@@ -66,6 +66,16 @@ function persistentVolume(res: CreateVolumeResponse__Output): Record<string, unk
         volumeHandle: volume.volumeId,
         volumeAttributes: { ...volume.volumeContext, "storage.kubernetes.io/csiProvisionerIdentity": PROVISIONER_IDENTITY },
       },
+      // GenerateVolumeNodeAffinity: one term per accessible topology, `In` per segment.
+      ...(volume.accessibleTopology.length > 0 && {
+        nodeAffinity: {
+          required: {
+            nodeSelectorTerms: volume.accessibleTopology.map((t) => ({
+              matchExpressions: Object.entries(t.segments).map(([key, value]) => ({ key, operator: "In", values: [value] })),
+            })),
+          },
+        },
+      }),
       persistentVolumeReclaimPolicy: storageClass.reclaimPolicy,
       storageClassName: storageClass.metadata.name,
       volumeMode: "Filesystem",
@@ -85,6 +95,7 @@ function describePv(pv: Record<string, unknown>): string {
     capacity: { storage: string };
     claimRef: { namespace: string; name: string };
     csi: { driver: string; volumeHandle: string; volumeAttributes: Record<string, string> };
+    nodeAffinity?: { required: { nodeSelectorTerms: { matchExpressions: { key: string; operator: string; values: string[] }[] }[] } };
     persistentVolumeReclaimPolicy: string;
     storageClassName: string;
     volumeMode: string;
@@ -106,7 +117,18 @@ function describePv(pv: Record<string, unknown>): string {
     ["Access Modes:", "RWX"],
     ["VolumeMode:", spec.volumeMode],
     ["Capacity:", spec.capacity.storage],
-    ["Node Affinity:", "<none>"],
+    // printVolumeNodeAffinity / printNodeSelectorTermsMultilineWithIndent.
+    ...((): Array<[string, string]> => {
+      const terms = spec.nodeAffinity?.required.nodeSelectorTerms;
+      if (!terms) return [["Node Affinity:", "<none>"]];
+      return [
+        ["Node Affinity:", ""],
+        ["  Required Terms:", ""],
+        ...terms.flatMap((term, i) =>
+          term.matchExpressions.map((e, j): [string, string] => [j === 0 ? `    Term ${i}:` : "    ", `${e.key} ${e.operator.toLowerCase()} [${e.values.join(", ")}]`]),
+        ),
+      ];
+    })(),
     ["Message:", ""],
   ]);
   const attributes = Object.entries(spec.csi.volumeAttributes).sort(([a], [b]) => (a < b ? -1 : 1));
