@@ -1,3 +1,4 @@
+import { status as grpcStatus } from "@grpc/grpc-js";
 import { execFileSync } from "node:child_process";
 import { mkdirSync, writeFileSync, appendFileSync, existsSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
@@ -94,4 +95,22 @@ export function rawExecutor(host: PoolHostEnv): SshExecutor {
     hostKeys: [host.sshd.hostKeyLine],
     sudo: true,
   });
+}
+
+/**
+ * What went wrong in a batch of calls, grouped: `12× UNAVAILABLE: alice … not started …`, most
+ * frequent first. A benchmark that counts failures prints this too, so a failure count
+ * always comes with its reasons.
+ */
+export function failureSummary(results: readonly PromiseSettledResult<unknown>[]): string[] {
+  const counts = new Map<string, number>();
+  for (const r of results) {
+    if (r.status !== "rejected") continue;
+    const err = r.reason as { code?: unknown; details?: unknown; message?: unknown };
+    const code = typeof err.code === "number" ? (grpcStatus[err.code] ?? `code ${err.code}`) : "error";
+    const text = String(typeof err.details === "string" && err.details !== "" ? err.details : (err.message ?? err)).slice(0, 300);
+    const key = `${code}: ${text}`;
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+  }
+  return [...counts].sort((a, b) => b[1] - a[1]).map(([key, n]) => `${n}× ${key}`);
 }

@@ -7,7 +7,7 @@ import { CsiClient } from "../test/harness/csi-client.js";
 import { packageRoot } from "../src/util/package.js";
 import type { PoolHostEnv } from "../test/harness/controller.js";
 import { RWX, startNodeEnv } from "../test/harness/node-env.js";
-import { report, type Row } from "./lib.js";
+import { failureSummary, report, type Row } from "./lib.js";
 
 /**
  * Issue 8, benchmark 6: peak RSS (VmHWM) of a real `zcsi controller` process serving a pool
@@ -107,7 +107,9 @@ export async function controllerMemory(host: PoolHostEnv, volumes: number): Prom
     at(`controller, after one unpaged ListVolumes (${volumes} entries in one reply)`);
     const settled = await Promise.allSettled(Array.from({ length: 100 }, (_, i) => c.createVolume({ name: `mem-${i}`, capacityRange: { requiredBytes: String(8 << 20) }, volumeCapabilities: [CAP] })));
     const created = settled.flatMap((r) => (r.status === "fulfilled" && r.value.volume ? [r.value.volume.volumeId] : []));
-    at(`controller, after 100 parallel CreateVolume (${100 - created.length} failed)`);
+    const createFailures = failureSummary(settled);
+    for (const line of createFailures) console.error(`memory: CreateVolume failed: ${line}`);
+    at(`controller, after 100 parallel CreateVolume (${100 - created.length} failed${createFailures.length > 0 ? `: ${createFailures.slice(0, 3).join("; ")}` : ""})`);
     await Promise.allSettled(created.map((volumeId) => c.deleteVolume({ volumeId })));
     at("controller, after 100 parallel DeleteVolume");
     const peak = Math.max(...rows.slice(1).map((r) => r.median));

@@ -4,7 +4,7 @@ import { commandName, type InstrumentedExecutor } from "../src/exec/instrumented
 import { PROP, SIZE_PROPERTY } from "../src/volumes/properties.js";
 import { zfsGet } from "../src/zfs/argv.js";
 import { startControllerEnv } from "../test/harness/controller.js";
-import { median, percentile, ratio, report, timeMs, rawExecutor } from "./lib.js";
+import { failureSummary, median, percentile, ratio, report, timeMs, rawExecutor } from "./lib.js";
 
 /**
  * Issue 8, benchmarks 1 and 2: CreateVolume+DeleteVolume through gRPC → SSH → zfs, against
@@ -151,6 +151,7 @@ export async function benchProvision(): Promise<void> {
     const seqs: number[] = [];
     const pars: number[] = [];
     let failures = 0;
+    const failed: PromiseSettledResult<unknown>[] = [];
     for (let round = 0; round < ROUNDS; round++) {
       seqs.push(
         await timeMs(async () => {
@@ -163,6 +164,7 @@ export async function benchProvision(): Promise<void> {
             Array.from({ length: N }, (_, i) => env.client.createVolume({ name: `par-${round}-${i}`, capacityRange: { requiredBytes: String(8 << 20) }, volumeCapabilities: [CAP] })),
           );
           failures += results.filter((r) => r.status === "rejected").length;
+          failed.push(...results.filter((r) => r.status === "rejected"));
         }),
       );
     }
@@ -174,7 +176,10 @@ export async function benchProvision(): Promise<void> {
         { what: "zcsi: 100 parallel CreateVolume (distinct names)", median: median(pars), unit: "ms total", ratio: "1.00×", note: `${ROUNDS} rounds: ${pars.map((p) => p.toFixed(0)).join(", ")} ms; ${failures} failed` },
         { what: "raw: 100 sequential zfs create on one connection", median: median(seqs), unit: "ms total", ratio: x(1 / parRatio), note: `${seqs.map((q) => q.toFixed(0)).join(", ")} ms` },
       ],
-      [`parallel / sequential raw = ${x(parRatio)} (median of per-round ratios ${perRound.map((r) => r.toFixed(2)).join(", ")}; target ≤ 1.0×): ${parRatio <= 1 ? "met" : "MISSED"}; channel errors: ${failures === 0 ? "none" : failures}`],
+      [
+        `parallel / sequential raw = ${x(parRatio)} (median of per-round ratios ${perRound.map((r) => r.toFixed(2)).join(", ")}; target ≤ 1.0×): ${parRatio <= 1 ? "met" : "MISSED"}; failed calls: ${failures === 0 ? "none" : failures}`,
+        ...failureSummary(failed).map((line) => `failed: ${line}`),
+      ],
     );
   } finally {
     await raw.close();

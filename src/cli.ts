@@ -9,8 +9,10 @@ const USAGE = `zcsi ${packageVersion}: a CSI driver for ZFS pool hosts reached o
 
 Usage:
   zcsi controller --endpoint unix:///csi/csi.sock --config config.yaml [--private-key-file F] [--driver-name N]
+                  [--metrics-address :9811]
   zcsi node --endpoint unix:///csi/csi.sock --node-id NAME --config config.yaml [--private-key-file F]
             [--state-dir /var/lib/zcsi/node] [--max-volumes-per-node 128] [--sshfs-launcher auto|systemd|detached]
+            [--metrics-address :29664]
   zcsi snapshotter --config config.yaml [--private-key-file F] [--metrics-address :9809] [--snapshot-interval 60]
                    [--lease-name zcsi-snapshotter] [--lease-namespace NS] [--no-leader-election]
   zcsi replicator --config config.yaml [--private-key-file F] [--metrics-address :9810] [--concurrency 2]
@@ -20,7 +22,9 @@ Usage:
   zcsi --version
 
 Environment (used when the flag is absent): CSI_ENDPOINT, ZCSI_CONFIG, ZCSI_PRIVATE_KEY_FILE,
-ZCSI_DRIVER_NAME, ZCSI_LOG_LEVEL, ZCSI_METRICS_ADDRESS, POD_NAME, POD_NAMESPACE; for node: NODE_ID or NODE_NAME, ZCSI_STATE_DIR.`;
+ZCSI_DRIVER_NAME, ZCSI_LOG_LEVEL, ZCSI_METRICS_ADDRESS, POD_NAME, POD_NAMESPACE; for node: NODE_ID or NODE_NAME, ZCSI_STATE_DIR.
+/metrics is served only when --metrics-address (or ZCSI_METRICS_ADDRESS) is given; for controller and node an
+empty value turns it off.`;
 
 async function main(argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
@@ -67,13 +71,17 @@ async function main(argv: string[]): Promise<void> {
   const privateKeyFile = values["private-key-file"] ?? process.env.ZCSI_PRIVATE_KEY_FILE;
   const driverName = values["driver-name"] ?? process.env.ZCSI_DRIVER_NAME;
   const config = loadConfig(configPath, { ...(privateKeyFile && { privateKeyFile }), ...(driverName && { driverName }) });
+  // Controller and node: absent or empty → no metrics server (the off-switch when the environment sets one).
+  const metricsAddress = (values["metrics-address"] ?? process.env.ZCSI_METRICS_ADDRESS) || undefined;
   switch (role) {
     // Each role loads only its own modules: the node role never loads the SSH client.
     case "controller": {
       const { connectPoolHosts } = await import("./roles/pool-hosts.js");
       const { startController } = await import("./roles/controller.js");
-      const hosts = connectPoolHosts(config, logger);
-      const server = await startController(config, hosts, endpoint, logger);
+      const { CommandMetrics, createRegistry } = await import("./metrics.js");
+      const registry = createRegistry();
+      const hosts = connectPoolHosts(config, logger, { commandMetrics: new CommandMetrics(registry) });
+      const server = await startController(config, hosts, endpoint, logger, { ...(metricsAddress && { metricsAddress, registry }) });
       stopOnSignal(logger, "stopping", async () => {
         await server.close();
         await hosts.close();
@@ -93,6 +101,7 @@ async function main(argv: string[]): Promise<void> {
         ...(stateDir && { stateDir }),
         ...(maxVolumes !== undefined && { maxVolumesPerNode: Number(maxVolumes) }),
         ...(launcher !== undefined && { launcher }),
+        ...(metricsAddress && { metricsAddress }),
       });
       // Stopping serves no more calls and touches no mount: pods keep their data (docs/node.md).
       stopOnSignal(logger, "stopping; mounts stay in place", () => server.close());

@@ -16,6 +16,12 @@ export interface PoolHostConfig {
   readonly hostKeys: readonly string[];
   /** Prefix zfs/zpool with `sudo -n` (for a non-root user without `zfs allow`). */
   readonly sudo: boolean;
+  /**
+   * Commands a process runs on this host at once; more wait their turn. zfs-fuse wedged
+   * (every FUSE call hanging) under 10 concurrent `zfs create` into a pool of 1000 datasets.
+   * parseConfig always sets it; absent (a config built by hand): DEFAULT_MAX_CONCURRENT_COMMANDS.
+   */
+  readonly maxConcurrentCommands?: number;
 }
 
 export interface Config {
@@ -30,6 +36,9 @@ export interface Config {
 }
 
 export const DEFAULT_DRIVER_NAME = "zfs.zcsi.dev";
+export const DEFAULT_MAX_CONCURRENT_COMMANDS = 4;
+/** SSH channels per pool host connection: below sshd's default MaxSessions (10), leaving room for an operator's session. */
+export const MAX_SSH_CHANNELS = 8;
 export const DEFAULT_CAPACITY_BYTES = 1n << 30n; // 1 GiB
 
 // CSI driver names follow the DNS-1123 subdomain form (CSI spec, GetPluginInfo).
@@ -70,7 +79,11 @@ function parsePoolHost(raw: unknown, index: number): PoolHostConfig {
     throw invalidArgument(`config: ${where}.hostKey must be the pool host's public key ("ssh-ed25519 AAAA..."); zcsi never connects without a pinned host key`);
   }
   const sudo = raw.sudo === undefined ? false : raw.sudo === true;
-  return { name, address, port, user, parentDataset, mountRoot: mountRoot.replace(/\/+$/, "") || "/", hostKeys, sudo };
+  const maxConcurrentCommands = raw.maxConcurrentCommands === undefined ? DEFAULT_MAX_CONCURRENT_COMMANDS : raw.maxConcurrentCommands;
+  if (typeof maxConcurrentCommands !== "number" || !Number.isInteger(maxConcurrentCommands) || maxConcurrentCommands < 1 || maxConcurrentCommands > MAX_SSH_CHANNELS) {
+    throw invalidArgument(`config: ${where}.maxConcurrentCommands must be an integer from 1 to ${MAX_SSH_CHANNELS} (the SSH channels zcsi opens per host), got ${JSON.stringify(maxConcurrentCommands)}`);
+  }
+  return { name, address, port, user, parentDataset, mountRoot: mountRoot.replace(/\/+$/, "") || "/", hostKeys, sudo, maxConcurrentCommands };
 }
 
 /** Validates a parsed config document. Every problem names the field. */

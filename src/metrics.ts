@@ -134,6 +134,34 @@ export class ReplicationMetrics {
   }
 }
 
+/** How a command ended: exit 0, another exit (or a signal), its timeout, or it could not run or never started. */
+export type CommandOutcome = "ok" | "nonzero" | "timeout" | "error";
+
+/**
+ * `zcsi_command_duration_seconds{host,command,outcome}`: every external command (zfs, mount,
+ * sshfs, install, ...) as exec/instrumented.ts sees it, from the call to its end, so time spent
+ * waiting for a free slot on a busy pool host counts. `command` is `commandName()` of the argv
+ * ("zfs create", "mount", "sshfs"): a small, fixed set.
+ */
+export class CommandMetrics {
+  readonly duration: Histogram<"host" | "command" | "outcome">;
+
+  constructor(readonly registry: Registry) {
+    this.duration = new Histogram({
+      name: "zcsi_command_duration_seconds",
+      help: "Duration of external commands (zfs, zpool, mount, sshfs, ...) by host, command and outcome (ok, nonzero, timeout, error), waiting for a slot on the host included.",
+      labelNames: ["host", "command", "outcome"],
+      // From a local `zfs get` (a few ms) to a slow `zfs destroy` or an sshfs mount (tens of seconds).
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+      registers: [registry],
+    });
+  }
+
+  observe(host: string, command: string, outcome: CommandOutcome, seconds: number): void {
+    this.duration.observe({ host, command, outcome }, seconds);
+  }
+}
+
 export interface MetricsServer {
   readonly address: string;
   readonly port: number;

@@ -3,6 +3,7 @@ import { existsSync, lstatSync, mkdirSync, unlinkSync } from "node:fs";
 import { connect } from "node:net";
 import { dirname } from "node:path";
 import { failedPrecondition, invalidArgument } from "../errors.js";
+import { deadlineSignal, withCallSignal } from "../exec/call-context.js";
 import type { Logger } from "../log.js";
 import type { ControllerHandlers } from "../gen/csi/v1/Controller.js";
 import type { IdentityHandlers } from "../gen/csi/v1/Identity.js";
@@ -59,21 +60,26 @@ export function unary<Req, Res>(
   return (call, callback) => {
     const started = process.hrtime.bigint();
     const fields = { op, ...labels(call.request) };
-    handler(call.request).then(
-      (response) => {
-        logger.info({ ...fields, durationMs: Number(process.hrtime.bigint() - started) / 1e6, code: "OK" }, `${op} ok`);
-        callback(null, response);
-      },
-      (err: unknown) => {
-        const mapped = toServiceError(err);
-        const level = mapped.code === status.INTERNAL || mapped.code === status.UNAVAILABLE ? "error" : "warn";
-        logger[level](
-          { ...fields, durationMs: Number(process.hrtime.bigint() - started) / 1e6, code: status[mapped.code], err: mapped.details },
-          `${op} failed`,
-        );
-        callback(mapped, null);
-      },
-    );
+    // The call's deadline or cancellation reaches every command it starts: a command still
+    // waiting for a slot on its pool host gives up instead of running after the caller left.
+    const { signal, dispose } = deadlineSignal(call.getDeadline(), (onCancel) => call.on("cancelled", onCancel));
+    withCallSignal(signal, () => handler(call.request))
+      .finally(dispose)
+      .then(
+        (response) => {
+          logger.info({ ...fields, durationMs: Number(process.hrtime.bigint() - started) / 1e6, code: "OK" }, `${op} ok`);
+          callback(null, response);
+        },
+        (err: unknown) => {
+          const mapped = toServiceError(err);
+          const level = mapped.code === status.INTERNAL || mapped.code === status.UNAVAILABLE ? "error" : "warn";
+          logger[level](
+            { ...fields, durationMs: Number(process.hrtime.bigint() - started) / 1e6, code: status[mapped.code], err: mapped.details },
+            `${op} failed`,
+          );
+          callback(mapped, null);
+        },
+      );
   };
 }
 

@@ -16,6 +16,21 @@ export interface ExecOptions {
   readonly stdin?: string | Buffer;
   /** Non-zero exit codes the caller expects (e.g. a lookup that may find nothing): logged at debug, not warn. */
   readonly expectedExitCodes?: readonly number[];
+  /**
+   * Gives up *waiting* (for a free slot on the host, for the connection) when this fires; a
+   * command that already started is not cut by it. Defaults to the signal of the call being
+   * served (`withCallSignal` in call-context.ts).
+   */
+  readonly signal?: AbortSignal;
+  /**
+   * For a command that leaves a daemon behind (sshfs): start it in its own session (so a
+   * kill of our process group does not reach it) with stdout and stderr appended to
+   * `outputPath` instead of pipes (a daemon writing to a pipe whose reader has exited would
+   * die of SIGPIPE). `run` resolves when the command itself exits; its stdout/stderr are
+   * empty: read the file. On timeout the command's whole process group is killed.
+   * Only the local executor can do this; the others reject with InvalidArgument.
+   */
+  readonly detach?: { readonly outputPath: string };
 }
 
 /**

@@ -1,5 +1,6 @@
 import { errorMessage, isZcsiError } from "../errors.js";
 import type { Logger } from "../log.js";
+import type { CommandMetrics, CommandOutcome } from "../metrics.js";
 import type { ExecOptions, ExecResult, ExecStream, Executor } from "./executor.js";
 
 /** How much of a failing command's stderr goes into its log line. */
@@ -7,11 +8,20 @@ const STDERR_LOG_CHARS = 500;
 
 /**
  * `zfs create -o a=b tank/x` → "zfs create"; `id -u` → "id". The subcommand is what tells
- * ZFS calls apart, so it is part of the name when argv[1] looks like one.
+ * ZFS calls apart, so it is part of the name when argv[1] looks like one. Launchers are seen
+ * through: `sudo -n zfs list` is "zfs list", `systemd-run --scope … -- sshfs …` is "sshfs".
  */
 export function commandName(argv: readonly string[]): string {
-  const program = (argv[0] ?? "").split("/").pop() ?? "";
-  const sub = argv[1];
+  const base = (word: string | undefined): string => (word ?? "").split("/").pop() ?? "";
+  let start = 0;
+  if (base(argv[0]) === "systemd-run" && argv.includes("--")) start = argv.indexOf("--") + 1;
+  else if (base(argv[0]) === "sudo") {
+    start = 1;
+    while (argv[start]?.startsWith("-")) start += 1;
+  }
+  const rest = argv.slice(start);
+  const program = base(rest[0]);
+  const sub = rest[1];
   return sub !== undefined && /^[a-z][a-z-]*$/.test(sub) ? `${program} ${sub}` : program;
 }
 
@@ -30,6 +40,7 @@ export class InstrumentedExecutor implements Executor {
   constructor(
     readonly inner: Executor,
     private readonly logger: Logger,
+    private readonly metrics?: Pick<CommandMetrics, "observe">,
   ) {
     this.host = inner.host;
   }
@@ -81,7 +92,12 @@ export class InstrumentedExecutor implements Executor {
     this.counts.set(name, (this.counts.get(name) ?? 0) + 1);
   }
 
+  private observe(argv: readonly string[], started: number, outcome: CommandOutcome): void {
+    this.metrics?.observe(this.host, commandName(argv), outcome, (performance.now() - started) / 1000);
+  }
+
   private logResult(argv: readonly string[], started: number, result: ExecResult, stdinBytes: number | undefined, expected?: readonly number[]): void {
+    this.observe(argv, started, result.exitCode === 0 ? "ok" : "nonzero");
     const line = {
       op: "exec",
       host: this.host,
@@ -97,6 +113,7 @@ export class InstrumentedExecutor implements Executor {
   }
 
   private logFailure(argv: readonly string[], started: number, err: unknown): void {
+    this.observe(argv, started, isZcsiError(err, "DeadlineExceeded") ? "timeout" : "error");
     this.logger.warn(
       {
         op: "exec",

@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { open } from "node:fs/promises";
 import { deadlineExceeded, unavailable } from "../errors.js";
 import type { ExecOptions, ExecResult, ExecStream, Executor } from "./executor.js";
 
@@ -11,6 +12,7 @@ export class LocalExecutor implements Executor {
   }
 
   async run(argv: readonly string[], options: ExecOptions = {}): Promise<ExecResult> {
+    if (options.detach) return this.runDetached(argv, options.detach.outputPath, options.timeoutMs);
     const s = await this.stream(argv);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
@@ -47,4 +49,34 @@ export class LocalExecutor implements Executor {
   }
 
   async close(): Promise<void> {}
+
+  /** See `ExecOptions.detach`: own session, output to a file, the process group killed on timeout. */
+  private async runDetached(argv: readonly string[], outputPath: string, timeoutMs: number | undefined): Promise<ExecResult> {
+    const [command, ...args] = argv;
+    if (command === undefined) throw new TypeError("argv must not be empty");
+    const output = await open(outputPath, "w", 0o600);
+    try {
+      const child = spawn(command, args, { shell: false, detached: true, stdio: ["ignore", output.fd, output.fd] });
+      return await new Promise<ExecResult>((resolve, reject) => {
+        const timer =
+          timeoutMs === undefined
+            ? undefined
+            : setTimeout(() => {
+                // The process group: the command and what it started (sshfs and its ssh).
+                if (child.pid !== undefined) process.kill(-child.pid, "SIGKILL");
+                reject(deadlineExceeded(`${this.host}: ${command} did not finish within ${timeoutMs} ms`));
+              }, timeoutMs);
+        child.once("error", (err) => {
+          clearTimeout(timer);
+          reject(unavailable(`${this.host}: cannot run ${command}: ${err.message}`, { cause: err }));
+        });
+        child.once("exit", (code, signal) => {
+          clearTimeout(timer);
+          resolve({ stdout: "", stderr: "", exitCode: code, signal });
+        });
+      });
+    } finally {
+      await output.close();
+    }
+  }
 }

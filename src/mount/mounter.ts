@@ -1,7 +1,6 @@
-import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { open, readFile } from "node:fs/promises";
-import { deadlineExceeded, failedPrecondition, internal, notFound, unavailable, type ZcsiError } from "../errors.js";
+import { readFile } from "node:fs/promises";
+import { deadlineExceeded, failedPrecondition, internal, isZcsiError, notFound, unavailable, ZcsiError } from "../errors.js";
 import type { Executor } from "../exec/executor.js";
 import type { Logger } from "../log.js";
 
@@ -141,43 +140,24 @@ export class Mounter {
 
   /**
    * Starts sshfs (argv from sshfs.ts) so that the FUSE server outlives this process, and
-   * waits for the mount to be in place (sshfs exits 0 once it is, leaving its daemon).
-   * stdout/stderr of sshfs and its ssh go to `logPath`, not a pipe: ssh lives on after we
-   * exit, and a write to a pipe whose reader is gone would kill it with SIGPIPE.
+   * waits for the mount to be in place (sshfs exits 0 once it is, leaving its daemon). It
+   * runs through the executor like every command (logged, counted), detached: in its own
+   * session, its and its ssh's output in `logPath`, not a pipe (ssh lives on after we exit,
+   * and a write to a pipe whose reader is gone would kill it with SIGPIPE).
    */
   async sshfs(argv: readonly string[], logPath: string, context: string): Promise<void> {
     const full = this.launcher === "systemd" ? ["systemd-run", "--scope", "--quiet", "--collect", `--description=zcsi sshfs ${argv[2] ?? ""}`, "--", ...argv] : [...argv];
-    const log = await open(logPath, "w", 0o600);
-    const started = performance.now();
-    let exit: { code: number | null; signal: NodeJS.Signals | null };
+    let result;
     try {
-      const [command, ...args] = full as [string, ...string[]];
-      const child = spawn(command, args, { detached: true, stdio: ["ignore", log.fd, log.fd] });
-      exit = await new Promise((resolve, reject) => {
-        const timer = setTimeout(() => {
-          // The process group: sshfs and the ssh it started for the mount.
-          if (child.pid !== undefined) process.kill(-child.pid, "SIGKILL");
-          reject(deadlineExceeded(`${context}: sshfs did not mount within ${this.timeoutMs} ms`));
-        }, this.timeoutMs);
-        child.once("error", (err) => {
-          clearTimeout(timer);
-          reject(unavailable(`${context}: cannot run ${command}: ${err.message}`, { cause: err }));
-        });
-        child.once("exit", (code, signal) => {
-          clearTimeout(timer);
-          resolve({ code, signal });
-        });
-      });
-    } finally {
-      await log.close();
+      result = await this.exec.run(full, { timeoutMs: this.timeoutMs, detach: { outputPath: logPath } });
+    } catch (err) {
+      if (isZcsiError(err, "DeadlineExceeded")) throw deadlineExceeded(`${context}: sshfs did not mount within ${this.timeoutMs} ms`, { cause: err });
+      if (isZcsiError(err)) throw new ZcsiError(err.kind, `${context}: ${err.message}`, { cause: err });
+      throw err;
     }
-    const durationMs = Math.round((performance.now() - started) * 10) / 10;
-    if (exit.code === 0) {
-      this.logger.info({ op: "exec", argv: full, exitCode: 0, durationMs }, "sshfs mounted");
-      return;
-    }
+    if (result.exitCode === 0) return;
     const text = await readFile(logPath, "utf8").catch(() => "");
-    this.logger.warn({ op: "exec", argv: full, exitCode: exit.code, signal: exit.signal, durationMs, stderr: text.slice(0, 500) }, "sshfs failed");
+    this.logger.warn({ op: "sshfs", exitCode: result.exitCode, signal: result.signal, output: text.slice(0, 500) }, "sshfs failed");
     throw classifySshfsFailure(text, context);
   }
 }

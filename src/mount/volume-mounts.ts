@@ -1,13 +1,13 @@
-import { createHash } from "node:crypto";
-import { mkdir, readdir, readFile, rename, rm, rmdir, stat, writeFile } from "node:fs/promises";
+import { mkdir, rmdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { PoolHostConfig } from "../config.js";
-import { alreadyExists, errorMessage, failedPrecondition, isZcsiError, notFound } from "../errors.js";
+import { alreadyExists, errorMessage, failedPrecondition, internal, isZcsiError, notFound } from "../errors.js";
 import type { Logger } from "../log.js";
-import { BIND_FLAGS, parseMountFlags, type BindFlag } from "./flags.js";
+import { BIND_FLAGS, type BindFlag } from "./flags.js";
 import type { FsStats, Mounter } from "./mounter.js";
 import { isReadOnly, isSshfsMount, isZfsMount, mountAt, readMountInfo, sameView, type MountInfo } from "./mountinfo.js";
 import { SSHFS_DEFAULTS, knownHostsText, sshfsArgv, sshfsSource, type SshfsOwner, type SshfsTuning } from "./sshfs.js";
+import { StageRecords, writeAtomically, type StageRecord } from "./stage-records.js";
 
 /** A volume as the node sees it: where its data lives and whether that is this machine. */
 export interface NodeVolume {
@@ -30,18 +30,6 @@ export interface VolumeMountsOptions {
   readonly sftpServerPath: string;
   /** How long statfs may take before a mount counts as dead. */
   readonly probeTimeoutMs: number;
-}
-
-/**
- * What NodeStageVolume set up, kept in stateDir so a restarted plugin can mount a dead
- * SSHFS staging again with the same settings (they are not derivable from the mount table).
- */
-interface StageRecord {
-  readonly volumeId: string;
-  readonly stagingPath: string;
-  readonly mountpoint: string;
-  readonly tuning?: Partial<SshfsTuning>;
-  readonly owner?: SshfsOwner;
 }
 
 export interface RepairReport {
@@ -68,8 +56,7 @@ function bindFlagsOf(mount: MountInfo): string[] {
  * not this volume's is never touched.
  */
 export class VolumeMounts {
-  private readonly recordDir: string;
-  private readonly logDir: string;
+  private readonly records: StageRecords;
   private readonly knownHostsDir: string;
 
   constructor(
@@ -78,31 +65,21 @@ export class VolumeMounts {
     private readonly options: VolumeMountsOptions,
     private readonly logger: Logger,
   ) {
-    this.recordDir = join(options.stateDir, "staged");
-    this.logDir = join(options.stateDir, "sshfs");
+    this.records = new StageRecords(options.stateDir, logger);
     this.knownHostsDir = join(options.stateDir, "known_hosts");
   }
 
   /** Creates the state dirs and writes one known_hosts file per remote pool host from its pinned keys. */
   async init(): Promise<void> {
-    await Promise.all([this.recordDir, this.logDir, this.knownHostsDir].map((d) => mkdir(d, { recursive: true, mode: 0o700 })));
+    await this.records.init();
+    await mkdir(this.knownHostsDir, { recursive: true, mode: 0o700 });
     for (const host of this.hosts) {
-      if (host.name !== this.options.nodeId) await this.writeAtomically(this.knownHostsFile(host), knownHostsText(host));
+      if (host.name !== this.options.nodeId) await writeAtomically(this.knownHostsFile(host), knownHostsText(host));
     }
   }
 
   private knownHostsFile(host: PoolHostConfig): string {
     return join(this.knownHostsDir, host.name);
-  }
-
-  private key(stagingPath: string): string {
-    return createHash("sha256").update(stagingPath).digest("hex").slice(0, 32);
-  }
-
-  private async writeAtomically(path: string, text: string): Promise<void> {
-    const tmp = `${path}.tmp${process.pid}`;
-    await writeFile(tmp, text, { mode: 0o600 });
-    await rename(tmp, path);
   }
 
   /** True when `mount` is this volume's: a dataset mount (pool host) or its SSHFS mount. */
@@ -123,19 +100,19 @@ export class VolumeMounts {
       if (!this.matches(current, volume)) throw alreadyExists(`staging_target_path ${stagingPath} already holds ${describe(current)}, not volume ${volume.id}`);
       if ((await this.mounter.statfs(stagingPath, this.options.probeTimeoutMs)).ok) {
         // A lost record is written again, so a later repair knows the volume.
-        if ((await this.readRecord(stagingPath))?.volumeId !== volume.id) await this.saveRecord(record);
+        if ((await this.records.read(stagingPath))?.volumeId !== volume.id) await this.records.save(record);
         return "already staged";
       }
-      await this.repairStaging(volume, (await this.readRecord(stagingPath)) ?? record, current, mounts);
+      await this.repairStaging(volume, (await this.records.read(stagingPath)) ?? record, current, mounts);
       return "repaired";
     }
     // The record comes first: a plugin that dies right after the mount still finds it.
-    await this.saveRecord(record);
+    await this.records.save(record);
     try {
       const owner = await this.mountStaging(volume, record, mounts);
-      if (owner) await this.saveRecord({ ...record, owner });
+      if (owner) await this.records.save({ ...record, owner });
     } catch (err) {
-      await this.removeRecord(stagingPath);
+      await this.records.remove(stagingPath);
       throw err;
     }
     return "staged";
@@ -173,7 +150,7 @@ export class VolumeMounts {
         sudoPath: this.options.sudoPath,
         sftpServerPath: this.options.sftpServerPath,
       });
-      await this.mounter.sshfs(argv, join(this.logDir, `${this.key(stagingPath)}.log`), `volume ${volume.id}: sshfs from ${volume.host.name}`);
+      await this.mounter.sshfs(argv, this.records.logPath(stagingPath), `volume ${volume.id}: sshfs from ${volume.host.name}`);
     };
     if (record.owner) {
       await mountSshfs(record.owner);
@@ -212,7 +189,7 @@ export class VolumeMounts {
     this.logger.warn({ op: "repair", volumeId: volume.id, stagingPath: record.stagingPath, targets: targets.map((t) => t.mountPoint) }, "staging mount is dead; mounting it again");
     await this.mounter.unmount(record.stagingPath);
     const owner = await this.mountStaging(volume, record, await readMountInfo());
-    if (owner && !record.owner) await this.saveRecord({ ...record, owner });
+    if (owner && !record.owner) await this.records.save({ ...record, owner });
     for (const target of targets) {
       await this.mounter.unmount(target.mountPoint);
       await this.mounter.bind(record.stagingPath, target.mountPoint);
@@ -225,7 +202,7 @@ export class VolumeMounts {
   async unstage(volume: NodeVolume, stagingPath: string): Promise<void> {
     await this.unmountOwn(volume, stagingPath, "staging_target_path");
     // The staging directory belongs to the CO (CSI spec, NodeStageVolume); only our record goes.
-    await this.removeRecord(stagingPath);
+    await this.records.remove(stagingPath);
   }
 
   /** Unmounts every mount of this volume stacked at `path`; refuses at anything else. */
@@ -248,7 +225,7 @@ export class VolumeMounts {
       throw failedPrecondition(`volume ${volume.id} is not staged at ${stagingPath}${staging ? ` (it holds ${describe(staging)})` : ""}; NodeStageVolume comes first`);
     }
     if (!(await this.mounter.statfs(stagingPath, this.options.probeTimeoutMs)).ok) {
-      const record = await this.readRecord(stagingPath);
+      const record = await this.records.read(stagingPath);
       if (!record || record.volumeId !== volume.id) throw failedPrecondition(`the staging mount of volume ${volume.id} at ${stagingPath} is dead and has no stage record to repair it from; stage it again`);
       await this.repairStaging(volume, record, staging, mounts);
       mounts = await readMountInfo();
@@ -278,16 +255,37 @@ export class VolumeMounts {
     // that FUSE mounts always carry (a bind remount replaces the whole set).
     const inherited: string[] = staging.options.filter((o) => o === "nosuid" || o === "nodev" || o === "noexec");
     const flags = [...new Set([access.readOnly ? "ro" : "rw", ...inherited, ...access.bindFlags])];
-    if (access.readOnly || access.bindFlags.some((f) => !inherited.includes(f))) {
-      try {
-        await this.mounter.remountBind(targetPath, flags);
-      } catch (err) {
-        // Never leave a read-write bind where read-only was asked for.
-        await this.mounter.unmount(targetPath).catch(() => undefined);
-        throw err;
-      }
+    try {
+      if (access.readOnly || access.bindFlags.some((f) => !inherited.includes(f))) await this.mounter.remountBind(targetPath, flags);
+      // Read-only is enforced or the publish fails: trust the mount table, not mount's exit code.
+      const published = mountAt(await readMountInfo(), targetPath);
+      if (access.readOnly && (!published || !isReadOnly(published))) throw internal(`the bind of volume ${volume.id} at ${targetPath} is not read-only after the remount`);
+    } catch (err) {
+      await this.withdrawBind(volume, targetPath, err);
+      throw err;
     }
     return "published";
+  }
+
+  /**
+   * Takes back a bind that failed to get its flags, so no read-write bind stays where
+   * read-only was asked for. When that fails too, the error says both: the caller must know
+   * the target may still hold a read-write bind.
+   */
+  private async withdrawBind(volume: NodeVolume, targetPath: string, cause: unknown): Promise<void> {
+    let cleanup: unknown;
+    try {
+      await this.unmountOwn(volume, targetPath, "target_path");
+    } catch (err) {
+      cleanup = err;
+    }
+    const left = mountAt(await readMountInfo(), targetPath);
+    if (cleanup === undefined && (!left || !this.matches(left, volume))) return;
+    throw internal(
+      `publishing volume ${volume.id} at ${targetPath} failed (${errorMessage(cause)}), and removing its bind failed too` +
+        `${cleanup === undefined ? "" : ` (${errorMessage(cleanup)})`}: ${left && this.matches(left, volume) ? `${targetPath} still holds a ${isReadOnly(left) ? "read-only" : "read-write"} bind of it; unmount it by hand` : "check the target by hand"}`,
+      { cause },
+    );
   }
 
   async unpublish(volume: NodeVolume, targetPath: string): Promise<void> {
@@ -340,7 +338,7 @@ export class VolumeMounts {
    * again when a pod needs it.
    */
   async repairAll(resolve: (volumeId: string, mountpoint: string) => NodeVolume): Promise<RepairReport> {
-    const records = await this.listRecords();
+    const records = await this.records.list();
     const report: RepairReport = { checked: records.length, repaired: [], failed: [] };
     const mounts = await readMountInfo();
     await Promise.all(
@@ -352,7 +350,7 @@ export class VolumeMounts {
               () => true,
               (err: unknown) => errno(err) !== "ENOENT",
             );
-            if (!exists) await this.removeRecord(record.stagingPath);
+            if (!exists) await this.records.remove(record.stagingPath);
             return;
           }
           const volume = resolve(record.volumeId, record.mountpoint);
@@ -366,53 +364,6 @@ export class VolumeMounts {
       }),
     );
     return report;
-  }
-
-  // ---- records ----------------------------------------------------------------------------
-
-  private recordPath(stagingPath: string): string {
-    return join(this.recordDir, `${this.key(stagingPath)}.json`);
-  }
-
-  private async saveRecord(record: StageRecord): Promise<void> {
-    await this.writeAtomically(this.recordPath(record.stagingPath), JSON.stringify(record) + "\n");
-  }
-
-  private async readRecord(stagingPath: string): Promise<StageRecord | undefined> {
-    return this.parseRecord(this.recordPath(stagingPath));
-  }
-
-  private async parseRecord(path: string): Promise<StageRecord | undefined> {
-    let text: string;
-    try {
-      text = await readFile(path, "utf8");
-    } catch (err) {
-      if (errno(err) === "ENOENT") return undefined;
-      throw err;
-    }
-    try {
-      const value = JSON.parse(text) as Partial<StageRecord>;
-      if (typeof value.volumeId !== "string" || typeof value.stagingPath !== "string" || typeof value.mountpoint !== "string") throw new Error("fields missing");
-      // Settings from disk pass the same allow-list as settings from a request.
-      const tuning = value.tuning ? parseMountFlags(Object.entries(value.tuning).map(([k, v]) => `${k}=${String(v)}`)).sshfs : undefined;
-      const owner = value.owner;
-      if (owner !== undefined && !(Number.isInteger(owner.uid) && Number.isInteger(owner.gid) && owner.uid >= 0 && owner.gid >= 0)) throw new Error("bad owner");
-      return { volumeId: value.volumeId, stagingPath: value.stagingPath, mountpoint: value.mountpoint, ...(tuning && { tuning }), ...(owner && { owner }) };
-    } catch (err) {
-      this.logger.warn({ op: "records", path, err: errorMessage(err) }, "unreadable stage record ignored");
-      return undefined;
-    }
-  }
-
-  private async listRecords(): Promise<StageRecord[]> {
-    const names = (await readdir(this.recordDir).catch(() => [] as string[])).filter((n) => n.endsWith(".json"));
-    const records = await Promise.all(names.map((n) => this.parseRecord(join(this.recordDir, n))));
-    return records.filter((r): r is StageRecord => r !== undefined);
-  }
-
-  private async removeRecord(stagingPath: string): Promise<void> {
-    await rm(this.recordPath(stagingPath), { force: true });
-    await rm(join(this.logDir, `${this.key(stagingPath)}.log`), { force: true });
   }
 
   private async requireDirectory(path: string, field: string): Promise<void> {

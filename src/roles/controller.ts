@@ -1,15 +1,30 @@
+import type { Registry } from "prom-client";
 import type { Config } from "../config.js";
 import { ControllerService } from "../csi/controller.js";
 import { identityHandlers } from "../csi/identity.js";
 import { startCsiServer, type RunningServer } from "../csi/server.js";
 import type { Logger } from "../log.js";
+import { startMetricsServer, type MetricsServer } from "../metrics.js";
 import { createReplicationEngine } from "../replication/engine.js";
+import { registerPoolHostMetrics } from "../util/pool-host-metrics.js";
 import type { PoolHosts } from "../volumes/hosts.js";
 import { VolumeService } from "../volumes/service.js";
 import { SnapshotService } from "../volumes/snapshots.js";
 
-/** The controller role: Identity + Controller services over the pool hosts. */
-export async function startController(config: Config, hosts: PoolHosts, endpoint: string, logger: Logger): Promise<RunningServer> {
+export interface ControllerRoleOptions {
+  /** `host:port` to serve /metrics on (`registry`'s metrics); absent → no metrics server. */
+  readonly metricsAddress?: string;
+  /** The registry the pool hosts' CommandMetrics write to (connectPoolHosts). */
+  readonly registry?: Registry;
+}
+
+export interface RunningController extends RunningServer {
+  /** The bound metrics port (useful with port 0), when serving. */
+  readonly metricsPort?: number;
+}
+
+/** The controller role: Identity + Controller services over the pool hosts, and /metrics when asked. */
+export async function startController(config: Config, hosts: PoolHosts, endpoint: string, logger: Logger, options: ControllerRoleOptions = {}): Promise<RunningController> {
   // DeleteVolume releases the replicator's holds on a replicated volume before destroying it.
   const volumes = new VolumeService(hosts, logger, createReplicationEngine(hosts, { logger }));
   const snapshots = new SnapshotService(hosts, logger);
@@ -23,5 +38,24 @@ export async function startController(config: Config, hosts: PoolHosts, endpoint
     },
     logger,
   );
-  return startCsiServer(endpoint, { identity, controller: controller.handlers() }, logger);
+  let metrics: MetricsServer | undefined;
+  if (options.metricsAddress !== undefined) {
+    if (!options.registry) throw new TypeError("startController: metricsAddress needs the registry the pool hosts report to");
+    registerPoolHostMetrics(options.registry, hosts.health);
+    metrics = await startMetricsServer(options.metricsAddress, options.registry, logger);
+  }
+  try {
+    const server = await startCsiServer(endpoint, { identity, controller: controller.handlers() }, logger);
+    return {
+      socketPath: server.socketPath,
+      ...(metrics && { metricsPort: metrics.port }),
+      close: async () => {
+        await server.close();
+        await metrics?.close();
+      },
+    };
+  } catch (err) {
+    await metrics?.close();
+    throw err;
+  }
 }

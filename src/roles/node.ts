@@ -9,6 +9,7 @@ import { startCsiServer, type RunningServer } from "../csi/server.js";
 import { InstrumentedExecutor } from "../exec/instrumented.js";
 import { LocalExecutor } from "../exec/local.js";
 import type { Logger } from "../log.js";
+import { CommandMetrics, createRegistry, startMetricsServer, type MetricsServer } from "../metrics.js";
 import { Mounter, type SshfsLauncher } from "../mount/mounter.js";
 import { checkRemoteCommandPath } from "../mount/sshfs.js";
 import { VolumeMounts, type RepairReport } from "../mount/volume-mounts.js";
@@ -22,6 +23,8 @@ export interface NodeRoleOptions {
   readonly sudoPath?: string;
   readonly sftpServerPath?: string;
   readonly probeTimeoutMs?: number;
+  /** `host:port` to serve /metrics on (mount, umount, sshfs, stat durations); absent → none. */
+  readonly metricsAddress?: string;
 }
 
 export const DEFAULT_STATE_DIR = "/var/lib/zcsi/node";
@@ -29,6 +32,8 @@ export const DEFAULT_STATE_DIR = "/var/lib/zcsi/node";
 export interface RunningNode extends RunningServer {
   /** What the start-up scan found and mended. */
   readonly repair: RepairReport;
+  /** The bound metrics port (useful with port 0), when serving. */
+  readonly metricsPort?: number;
 }
 
 const NODE_ID = /^[A-Za-z0-9]([-A-Za-z0-9_.]{0,251}[A-Za-z0-9])?$/;
@@ -62,7 +67,8 @@ async function readiness(config: Config, nodeId: string, stateDir: string): Prom
 export async function startNode(config: Config, nodeId: string, endpoint: string, logger: Logger, options: NodeRoleOptions = {}): Promise<RunningNode> {
   if (!NODE_ID.test(nodeId)) throw invalidArgument(`node id ${JSON.stringify(nodeId)} must be the Kubernetes node name (--node-id or NODE_NAME)`);
   const stateDir = options.stateDir ?? DEFAULT_STATE_DIR;
-  const exec = new InstrumentedExecutor(new LocalExecutor({ host: nodeId }), logger);
+  const registry = createRegistry();
+  const exec = new InstrumentedExecutor(new LocalExecutor({ host: nodeId }), logger, new CommandMetrics(registry));
   const mounter = new Mounter(exec, logger, { ...(options.launcher && { launcher: options.launcher }) });
   const volumeMounts = new VolumeMounts(
     config.poolHosts,
@@ -82,6 +88,17 @@ export async function startNode(config: Config, nodeId: string, endpoint: string
   const repair = await volumeMounts.repairAll((volumeId, mountpoint) => node.resolveVolume(volumeId, { mountpoint }));
   logger[repair.failed.length > 0 ? "error" : "info"]({ op: "repair", launcher: mounter.launcher, ...repair }, "start-up scan of staged volumes done");
   const identity = identityHandlers({ driverName: config.driverName, controller: false, readiness: () => readiness(config, nodeId, stateDir) }, logger);
-  const server = await startCsiServer(endpoint, { identity, node: node.handlers() }, logger);
-  return { socketPath: server.socketPath, close: () => server.close(), repair };
+  let metrics: MetricsServer | undefined;
+  if (options.metricsAddress !== undefined) metrics = await startMetricsServer(options.metricsAddress, registry, logger);
+  try {
+    const server = await startCsiServer(endpoint, { identity, node: node.handlers() }, logger);
+    const close = async (): Promise<void> => {
+      await server.close();
+      await metrics?.close();
+    };
+    return { socketPath: server.socketPath, close, repair, ...(metrics && { metricsPort: metrics.port }) };
+  } catch (err) {
+    await metrics?.close();
+    throw err;
+  }
 }

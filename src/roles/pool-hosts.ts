@@ -1,13 +1,19 @@
 import { readFileSync } from "node:fs";
-import type { Config } from "../config.js";
+import { DEFAULT_MAX_CONCURRENT_COMMANDS, MAX_SSH_CHANNELS, type Config } from "../config.js";
 import { failedPrecondition } from "../errors.js";
 import { InstrumentedExecutor } from "../exec/instrumented.js";
 import { SshExecutor } from "../exec/ssh.js";
 import type { Logger } from "../log.js";
+import type { CommandMetrics } from "../metrics.js";
 import { PoolHosts } from "../volumes/hosts.js";
 
-/** One pooled, instrumented SSH executor per configured pool host. */
-export function connectPoolHosts(config: Config, logger: Logger): PoolHosts {
+export interface PoolHostsOptions {
+  /** Where every command's duration goes (`zcsi_command_duration_seconds`); absent: logs only. */
+  readonly commandMetrics?: CommandMetrics;
+}
+
+/** One pooled, instrumented SSH executor per configured pool host, bounded by its `maxConcurrentCommands`. */
+export function connectPoolHosts(config: Config, logger: Logger, options: PoolHostsOptions = {}): PoolHosts {
   let privateKey: Buffer;
   try {
     privateKey = readFileSync(config.privateKeyFile);
@@ -27,10 +33,13 @@ export function connectPoolHosts(config: Config, logger: Logger): PoolHosts {
           privateKey,
           hostKeys: host.hostKeys,
           sudo: host.sudo,
+          maxChannels: MAX_SSH_CHANNELS,
+          maxCommands: host.maxConcurrentCommands ?? DEFAULT_MAX_CONCURRENT_COMMANDS,
           defaultTimeoutMs: config.commandTimeoutMs,
           logger,
         }),
         logger,
+        options.commandMetrics,
       ),
     })),
     { timeoutMs: config.commandTimeoutMs },

@@ -6,7 +6,7 @@ import type { LeaderElector } from "../k8s/lease.js";
 import type { NodeSource } from "../k8s/nodes.js";
 import type { PvAnnotator } from "../k8s/pv.js";
 import type { Logger } from "../log.js";
-import { createRegistry, ReplicationMetrics } from "../metrics.js";
+import { CommandMetrics, createRegistry, ReplicationMetrics } from "../metrics.js";
 import { Replicator, type ReplicatorCoreOptions, type TickReport } from "../replication/scheduler.js";
 import type { ReplicationEngine } from "../replication/types.js";
 import { systemClock, type Clock } from "../util/clock.js";
@@ -163,11 +163,14 @@ export async function startReplicatorRole(config: Config, logger: Logger, flags:
     nodes = new kube.k8s.KubeNodeSource(kube.kc);
     pvs = new kube.k8s.KubePvAnnotator(kube.kc);
   }
-  const hosts = connectPoolHosts(config, logger);
+  // One registry for the role: its own metrics and every pool-host command it runs.
+  const registry = createRegistry();
+  const hosts = connectPoolHosts(config, logger, { commandMetrics: new CommandMetrics(registry) });
   try {
     const engine = createReplicationEngine(hosts, { logger, clock: systemClock });
     const running = await startReplicator(config, hosts, engine, {
       logger,
+      registry,
       concurrency: parsed.concurrency,
       annotationIntervalSeconds: parsed.annotationIntervalSeconds,
       ...(parsed.annotationBandwidthBytesPerSec !== undefined && { annotationBandwidthBytesPerSec: parsed.annotationBandwidthBytesPerSec }),

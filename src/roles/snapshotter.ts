@@ -4,7 +4,7 @@ import { invalidArgument } from "../errors.js";
 import type { EventRecorder } from "../k8s/events.js";
 import type { LeaderElector } from "../k8s/lease.js";
 import type { Logger } from "../log.js";
-import { createRegistry, SnapshotMetrics } from "../metrics.js";
+import { CommandMetrics, createRegistry, SnapshotMetrics } from "../metrics.js";
 import { SnapshotScheduler, type TickReport } from "../snapshots/scheduler.js";
 import { systemClock, type Clock } from "../util/clock.js";
 import type { PoolHosts } from "../volumes/hosts.js";
@@ -101,10 +101,13 @@ export async function startSnapshotterRole(config: Config, logger: Logger, flags
   let lease: LeaderElector | undefined;
   let events: EventRecorder | undefined;
   if (flags.leaderElection) ({ lease, events } = await sidecarKube(flags, "zcsi-snapshotter", logger));
-  const hosts = connectPoolHosts(config, logger);
+  // One registry for the role: its own metrics and every pool-host command it runs.
+  const registry = createRegistry();
+  const hosts = connectPoolHosts(config, logger, { commandMetrics: new CommandMetrics(registry) });
   try {
     const running = await startSnapshotter(config, hosts, {
       logger,
+      registry,
       ...(lease && { lease }),
       ...(events && { events }),
       ...(flags.metricsAddress && { metricsAddress: flags.metricsAddress }),

@@ -4,8 +4,8 @@ import { join } from "node:path";
 import { pino } from "pino";
 import { parseConfig, type Config } from "../../src/config.js";
 import { CsiClient } from "./csi-client.js";
-import type { RunningServer } from "../../src/csi/server.js";
-import { startController } from "../../src/roles/controller.js";
+import { CommandMetrics, createRegistry } from "../../src/metrics.js";
+import { startController, type RunningController } from "../../src/roles/controller.js";
 import { connectPoolHosts } from "../../src/roles/pool-hosts.js";
 import type { PoolHosts } from "../../src/volumes/hosts.js";
 import type { OpenZfsVm } from "../hosts/openzfs-vm/vm.js";
@@ -33,6 +33,8 @@ export interface ControllerEnv {
   readonly poolHosts: PoolHosts;
   readonly client: CsiClient;
   readonly endpoint: string;
+  /** The port /metrics is served on, when `metricsAddress` was given. */
+  readonly metricsPort?: number;
   /**
    * Runs `zfs ...` (or `zpool ...` when the first argument is "zpool") on the pool host directly,
    * to check the pool behind the driver's back: on the host whose pool an argument names
@@ -55,13 +57,15 @@ export interface ControllerEnvOptions {
   configExtra?: Record<string, unknown>;
   /** Pin this host key instead of the sshd's real one (to test a mismatch). */
   pinnedHostKey?: string;
+  /** Serve /metrics here (e.g. `127.0.0.1:0`), as `zcsi controller --metrics-address` does. */
+  metricsAddress?: string;
 }
 
 export async function startControllerEnv(options: ControllerEnvOptions = {}): Promise<ControllerEnv> {
   const dir = await mkdtemp(join(tmpdir(), "zcsi-ctl-"));
   const hosts: PoolHostEnv[] = [];
   const cleanups: (() => Promise<unknown>)[] = [() => rm(dir, { recursive: true, force: true })];
-  let server: RunningServer | undefined;
+  let server: RunningController | undefined;
   let poolHosts: PoolHosts | undefined;
   let client: CsiClient | undefined;
   const stop = async (): Promise<void> => {
@@ -113,9 +117,11 @@ export async function startControllerEnv(options: ControllerEnvOptions = {}): Pr
     // Each pool host has its own key pair in the harness; the controller reads one key file,
     // so all sshds trust the first host's user key too.
     for (const h of hosts.slice(1)) await h.sshd.authorize(first.sshd.publicKeyLine);
-    poolHosts = connectPoolHosts(config, logger);
+    const registry = createRegistry();
+    poolHosts = connectPoolHosts(config, logger, { commandMetrics: new CommandMetrics(registry) });
     const endpoint = `unix://${join(dir, "csi.sock")}`;
-    server = await startController(config, poolHosts, endpoint, logger);
+    const metricsAddress = options.metricsAddress;
+    server = await startController(config, poolHosts, endpoint, logger, { ...(metricsAddress !== undefined && { metricsAddress, registry }) });
     client = new CsiClient(endpoint);
     const hostFor = (args: readonly string[]): PoolHostEnv => {
       const named = hosts.find((h) => args.some((a) => a === h.pool.pool || a.startsWith(`${h.pool.pool}/`) || a.startsWith(`${h.pool.pool}@`)));
@@ -128,6 +134,7 @@ export async function startControllerEnv(options: ControllerEnvOptions = {}): Pr
       poolHosts,
       client,
       endpoint,
+      ...(server.metricsPort !== undefined && { metricsPort: server.metricsPort }),
       zfs: async (...args) => {
         const res = await hostFor(args).pool.exec.run(args[0] === "zpool" ? args : ["zfs", ...args]);
         return { stdout: res.stdout, stderr: res.stderr, exitCode: res.exitCode };

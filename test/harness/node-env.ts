@@ -256,7 +256,8 @@ export async function startNodeEnv(options: { poolSizeMiB?: number } = {}): Prom
       POOL_HOST,
       `unix://${join(dir, "alice-node.sock")}`,
       pino({ level: "debug", base: undefined }, pino.destination({ dest: localLogPath, sync: true })),
-      { stateDir: localStateDir },
+      // Serves /metrics on a free loopback port (server.metricsPort), as --metrics-address does.
+      { stateDir: localStateDir, metricsAddress: "127.0.0.1:0" },
     );
     cleanups.push(() => localServer.close());
     const localClient = new CsiClient(`unix://${join(dir, "alice-node.sock")}`);

@@ -9,6 +9,7 @@ import { promisify } from "node:util";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ZcsiError } from "../../src/errors.js";
+import { withCallSignal } from "../../src/exec/call-context.js";
 import { InstrumentedExecutor } from "../../src/exec/instrumented.js";
 import { SshExecutor, type SshExecutorOptions } from "../../src/exec/ssh.js";
 import { DEFAULT_SUDO_COMMANDS, startSshd, type Sshd } from "../harness/sshd.js";
@@ -229,6 +230,35 @@ describe("SshExecutor.run", () => {
     const err = await rejection(ex.run(["true"], { timeoutMs: 200 }));
     expect(err.kind).toBe("DeadlineExceeded");
     expect((await blocker).exitCode).toBe(0);
+    expect(ex.stats().queued).toBe(0);
+  });
+
+  it("runs at most maxCommands commands at once; the rest wait their turn and all complete", async () => {
+    const ex = executor({ maxChannels: 8, maxCommands: 2 });
+    const dir = `/tmp/zcsi-running-${process.pid}-${Date.now()}`;
+    await ex.run(["mkdir", dir]);
+    // Each command reports how many others were running when it started.
+    const script = 'n=$(ls "$1" | wc -l); touch "$1/$$"; sleep 0.2; rm "$1/$$"; echo $n';
+    const results = await Promise.all(Array.from({ length: 8 }, () => ex.run(["sh", "-c", script, "sh", dir])));
+    await ex.run(["rmdir", dir]);
+    expect(results.every((r) => r.exitCode === 0)).toBe(true);
+    expect(Math.max(...results.map((r) => Number(r.stdout.trim())))).toBeLessThanOrEqual(1);
+    expect(ex.stats()).toMatchObject({ peakCommands: 2, runningCommands: 0, queued: 0 });
+  });
+
+  it("a command whose call is cancelled while it waits for a slot never starts and rejects Unavailable", async () => {
+    const ex = executor({ maxCommands: 1 });
+    const marker = `/tmp/zcsi-never-${process.pid}-${Date.now()}`;
+    const blocker = ex.run(["sleep", "1"]);
+    const call = new AbortController();
+    const pending = rejection(withCallSignal(call.signal, () => ex.run(["touch", marker])));
+    await waitFor(() => ex.stats().queued === 1, 2000);
+    call.abort(new Error("the call's deadline passed"));
+    const err = await pending;
+    expect(err.kind).toBe("Unavailable");
+    expect(err.message).toMatch(/alice .*touch was not started: the call's deadline passed while it waited for the pool host \(1 commands running, 0 waiting\)/);
+    expect((await blocker).exitCode).toBe(0);
+    expect((await ex.run(["test", "-e", marker])).exitCode).toBe(1);
     expect(ex.stats().queued).toBe(0);
   });
 
