@@ -6,6 +6,7 @@ import ssh2, { type Client as SshClient, type ClientChannel, type ServerHostKeyA
 const { Client, utils } = ssh2;
 import { deadlineExceeded, errorMessage, invalidArgument, unavailable, type ZcsiError } from "../errors.js";
 import { silentLogger, type Logger } from "../log.js";
+import { systemClock, type Clock } from "../util/clock.js";
 import type { ExecOptions, ExecResult, ExecStream, Executor } from "./executor.js";
 import { quoteArgv } from "./quote.js";
 
@@ -31,6 +32,8 @@ export interface SshExecutorOptions {
   /** Delay after the first failed connection attempt; doubles per failure up to `backoffMaxMs`. */
   readonly backoffInitialMs?: number;
   readonly backoffMaxMs?: number;
+  /** Where the backoff reads the time (tests inject a manual clock). */
+  readonly clock?: Clock;
   readonly logger?: Logger;
 }
 
@@ -418,7 +421,7 @@ export class SshExecutor implements Executor {
     if (this.closed) return Promise.reject(unavailable(`${this.target}: the SSH executor was closed`));
     if (this.connection && !this.connection.lost) return Promise.resolve(this.connection);
     if (this.connecting) return this.connecting;
-    const wait = this.retryAt - Date.now();
+    const wait = this.retryAt - (this.options.clock ?? systemClock).now().getTime();
     if (wait > 0 && this.lastFailure) {
       return Promise.reject(unavailable(`${this.lastFailure.message}; next connection attempt in ${wait} ms`, { cause: this.lastFailure }));
     }
@@ -438,7 +441,7 @@ export class SshExecutor implements Executor {
         this.connecting = undefined;
         this.failures += 1;
         const backoff = Math.min(this.options.backoffMaxMs ?? 5000, (this.options.backoffInitialMs ?? 250) * 2 ** (this.failures - 1));
-        this.retryAt = Date.now() + backoff;
+        this.retryAt = (this.options.clock ?? systemClock).now().getTime() + backoff;
         this.lastFailure = err;
         this.log.warn({ err: err.message, backoffMs: backoff }, "ssh connection failed");
         throw err;
