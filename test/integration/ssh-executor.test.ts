@@ -15,6 +15,8 @@ import { ManualClock } from "../harness/fake-k8s.js";
 import { DEFAULT_SUDO_COMMANDS, startSshd, type Sshd } from "../harness/sshd.js";
 
 const run = promisify(execFile);
+/** A decimal suffix unique to this run: two runs at once must not see each other's sleeps. */
+const RUN_ID = String(process.pid);
 
 let sshd: Sshd;
 let scratch: string;
@@ -202,13 +204,13 @@ describe("SshExecutor.run", () => {
     const ex = executor({ maxChannels: 1 });
     await ex.run(["true"]); // connected first: the timeout below is the command's alone
     // A sleep far longer than the test: only the timeout can end it, so its end proves the kill.
-    const pending = rejection(ex.run(["sleep", "7310"], { timeoutMs: 3000 }));
-    await waitFor(() => processesRunning("sleep 7310").length > 0, 30_000);
+    const pending = rejection(ex.run(["sleep", `7310.${RUN_ID}`], { timeoutMs: 3000 }));
+    await waitFor(() => processesRunning(`sleep 7310.${RUN_ID}`).length > 0, 30_000);
     const err = await pending;
     expect(err.kind).toBe("DeadlineExceeded");
     expect(err.message).toContain("alice");
     await waitFor(() => ex.stats().openChannels === 0, 30_000);
-    await waitFor(() => processesRunning("sleep 7310").length === 0, 30_000);
+    await waitFor(() => processesRunning(`sleep 7310.${RUN_ID}`).length === 0, 30_000);
     // The only slot is free again.
     expect((await ex.run(["echo", "after"])).stdout).toBe("after\n");
   });
@@ -216,12 +218,12 @@ describe("SshExecutor.run", () => {
   it("on timeout kills the command behind sudo, not only sudo", async () => {
     const ex = executor({ sudo: true });
     await ex.run(["true"]);
-    const pending = rejection(ex.run(["sleep", "7320"], { timeoutMs: 3000 }));
-    await waitFor(() => processesRunning("sleep 7320").length > 0, 30_000); // it did start, as root
+    const pending = rejection(ex.run(["sleep", `7320.${RUN_ID}`], { timeoutMs: 3000 }));
+    await waitFor(() => processesRunning(`sleep 7320.${RUN_ID}`).length > 0, 30_000); // it did start, as root
     const err = await pending;
     expect(err.kind).toBe("DeadlineExceeded");
     await waitFor(() => ex.stats().openChannels === 0, 30_000);
-    await waitFor(() => processesRunning("sleep 7320").length === 0 && processesRunning("sudo -n sleep 7320").length === 0, 30_000);
+    await waitFor(() => processesRunning(`sleep 7320.${RUN_ID}`).length === 0 && processesRunning(`sudo -n sleep 7320.${RUN_ID}`).length === 0, 30_000);
   });
 
   it("counts queueing time against the timeout", async () => {
@@ -297,8 +299,8 @@ describe("SshExecutor transport failures", () => {
       const clock = new ManualClock(Date.parse("2026-01-01T00:00:00Z"));
       const ex = executor({ backoffInitialMs: 300, backoffMaxMs: 1000, clock }, server);
       expect((await ex.run(["true"])).exitCode).toBe(0);
-      const inFlight = rejection(ex.run(["sleep", "5.41"]));
-      await waitFor(() => processesRunning("sleep 5.41").length > 0, 30_000);
+      const inFlight = rejection(ex.run(["sleep", `5.41${RUN_ID}`]));
+      await waitFor(() => processesRunning(`sleep 5.41${RUN_ID}`).length > 0, 30_000);
       await server.kill();
       const lost = await inFlight;
       expect(lost.kind).toBe("Unavailable");
