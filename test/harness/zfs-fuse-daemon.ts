@@ -204,6 +204,8 @@ export interface RecoveryReport {
   unmounted: string[];
   /** Stale harness pools destroyed. */
   destroyed: string[];
+  /** Stale harness pools that would not be destroyed, with zpool's reason. */
+  failed: string[];
   /** The daemon now running, when recovery started it or it was started by a harness run that is dead (adopt it). */
   daemon?: StartedDaemon;
 }
@@ -234,7 +236,7 @@ function harnessDaemon(host: ZfsFuseHost, pid: number): StartedDaemon | undefine
  */
 export async function recoverZfsFuse(host: ZfsFuseHost, options: RecoveryOptions = {}): Promise<RecoveryReport> {
   const probeTimeoutMs = options.probeTimeoutMs ?? 15_000;
-  const report: RecoveryReport = { wedged: false, killed: [], unmounted: [], destroyed: [] };
+  const report: RecoveryReport = { wedged: false, killed: [], unmounted: [], destroyed: [], failed: [] };
   let pids = zfsFuseDaemons(host);
   if (pids.length > 0) {
     let answered = false;
@@ -270,8 +272,17 @@ export async function recoverZfsFuse(host: ZfsFuseHost, options: RecoveryOptions
     if (dir === undefined || dirs.some((d) => d !== dir)) continue;
     const stale = vdevs.some((v) => !existsSync(v)) || ownerDead(dir);
     if (!stale) continue;
-    const r = await runOn(host, ["zpool", "destroy", "-f", pool], 60_000);
-    if (r.code !== 0) throw new Error(`zpool destroy -f ${pool} (stale, from a killed run): ${r.stderr.trim()}`);
+    // "pool is busy" right after a restart's re-import settles within moments: retry briefly.
+    // A pool that still will not go is reported and left: it costs memory, not the run.
+    let r = await runOn(host, ["zpool", "destroy", "-f", pool], 60_000);
+    for (let attempt = 0; attempt < 10 && r.code !== 0 && /busy/.test(r.stderr); attempt++) {
+      await sleep(500);
+      r = await runOn(host, ["zpool", "destroy", "-f", pool], 60_000);
+    }
+    if (r.code !== 0) {
+      report.failed.push(`${pool}: ${r.stderr.trim() || (r.timedOut ? "timed out" : `exit ${r.code}`)}`);
+      continue;
+    }
     report.destroyed.push(pool);
     const under = (await zfsFuseMounts(host)).filter((m) => m === dir || m.startsWith(`${dir}/`));
     report.unmounted.push(...(await lazyUnmount(host, under)));

@@ -121,6 +121,7 @@ export async function holdZfsFuseDaemon(): Promise<() => Promise<void>> {
     const report = await recoverZfsFuse(localZfsFuseHost);
     // A daemon recovery started, or one a dead run started: ours to stop at the end.
     if (report.daemon) daemon.started = report.daemon;
+    if (report.failed.length > 0) console.warn(`zfs-fuse: stale pools left in place: ${report.failed.join("; ")}`);
     if (report.wedged || report.destroyed.length > 0 || report.unmounted.length > 0) {
       console.log(
         `zfs-fuse: recovered from an earlier run: ${report.wedged ? `killed wedged daemon ${report.killed.join(",")}, ` : ""}` +

@@ -109,6 +109,7 @@ describe("zfs-fuse recovery at harness start", () => {
     expect(report.wedged).toBe(false);
     expect(report.daemon).toBeDefined();
     expect(report.destroyed.sort()).toEqual([stale.pool, orphan.pool].sort());
+    expect(report.failed).toEqual([]);
     const pools = await poolNames();
     expect(pools).not.toContain(stale.pool);
     expect(pools).not.toContain(orphan.pool);
