@@ -29,6 +29,8 @@ const OPENZFS_VM_SUITES = [
   "test/integration/status.test.ts",
   "test/integration/status-describe-pv.test.ts",
   "test/integration/replication.test.ts",
+  "test/integration/replicator.test.ts",
+  "test/integration/node-sshfs.test.ts",
 ];
 
 const zfsFuse = {
