@@ -233,7 +233,8 @@ export async function createTestPool(opts: TestPoolOptions = {}): Promise<TestPo
     const r = await zpoolExclusive(["create", "-m", mountRoot, pool, image]);
     if (r.code !== 0) throw new Error(`zpool create ${pool}: ${r.stderr.trim()}`);
     // The root dataset's FUSE mount appears a moment after `zpool create` returns.
-    for (let i = 0; i < 100 && !mountsUnder(mountRoot).includes(mountRoot); i++) await sleep(50);
+    // Bounded generously: a loaded machine is slow, and the bound only turns a hang into an error.
+    for (const until = Date.now() + 30_000; !mountsUnder(mountRoot).includes(mountRoot) && Date.now() < until; ) await sleep(50);
     if (!mountsUnder(mountRoot).includes(mountRoot)) throw new Error(`pool ${pool} did not mount at ${mountRoot}`);
     const poolDir = dir;
     let destroyed: Promise<void> | undefined;

@@ -331,9 +331,10 @@ describe("SshExecutor transport failures", () => {
 
   it("close() rejects queued and running work and later calls", async () => {
     const ex = executor({ maxChannels: 1 });
-    const running = rejection(ex.run(["sleep", "2"]));
+    // Longer than any wait here: only close() can end it while the test looks.
+    const running = rejection(ex.run(["sleep", "20"]));
     const queued = rejection(ex.run(["true"]));
-    await waitFor(() => ex.stats().queued === 1, 2000);
+    await waitFor(() => ex.stats().queued === 1, 30_000);
     await ex.close();
     expect((await queued).kind).toBe("Unavailable");
     expect((await running).kind).toBe("Unavailable");
@@ -376,12 +377,12 @@ describe("SshExecutor.stream", () => {
     s.stdout.on("data", (c: Buffer) => chunks.push(c));
     s.stderr.resume();
     s.stdin.write("ping\n");
-    await waitFor(() => Buffer.concat(chunks).toString() === "ping\n", 2000);
+    await waitFor(() => Buffer.concat(chunks).toString() === "ping\n", 30_000);
     s.kill();
     const result = await s.done;
     expect(result.exitCode).toBeNull();
     expect(result.signal).toBe("SIGTERM");
-    await waitFor(() => ex.stats().openChannels === 0, 2000);
+    await waitFor(() => ex.stats().openChannels === 0, 30_000);
   });
 });
 
