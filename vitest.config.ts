@@ -17,7 +17,7 @@ if (!["zfs-fuse", "openzfs-vm", "both"].includes(requested)) {
  * only through its executor. Not here:
  * - node.test.ts, node-faults.test.ts: the node stages by bind mount from a pool on this very
  *   machine, and its SSHFS path runs from a network namespace to a local sshd (node-env.ts
- *   makes zfs-fuse pools itself);
+ *   makes zfs-fuse pools itself); node-sshfs.test.ts runs the SSHFS path against the VM;
  * - zfs-harness.test.ts (the zfs-fuse harness itself), ssh-executor.test.ts (no ZFS).
  */
 const OPENZFS_VM_SUITES = [
@@ -29,6 +29,8 @@ const OPENZFS_VM_SUITES = [
   "test/integration/status.test.ts",
   "test/integration/status-describe-pv.test.ts",
   "test/integration/replication.test.ts",
+  "test/integration/replicator.test.ts",
+  "test/integration/node-sshfs.test.ts",
 ];
 
 const zfsFuse = {

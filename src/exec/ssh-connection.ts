@@ -3,6 +3,7 @@ import ssh2 from "ssh2";
 import { errorMessage, unavailable, type ZcsiError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { backoffDelay } from "../util/backoff.js";
+import { systemClock, type Clock } from "../util/clock.js";
 import type { Connection } from "./ssh-channel.js";
 import { hostKeyAlgorithms, hostKeyMismatch, type PinnedKey } from "./ssh-keys.js";
 
@@ -17,6 +18,8 @@ export interface ConnectorOptions {
   readonly keepaliveIntervalMs?: number;
   readonly backoffInitialMs?: number;
   readonly backoffMaxMs?: number;
+  /** Where the backoff reads the time (tests inject a manual clock). */
+  readonly clock?: Clock;
 }
 
 /**
@@ -51,7 +54,7 @@ export class SshConnector {
     if (this.closed) return Promise.reject(unavailable(`${this.target}: the SSH executor was closed`));
     if (this.connection && !this.connection.lost) return Promise.resolve(this.connection);
     if (this.connecting) return this.connecting;
-    const wait = this.retryAt - Date.now();
+    const wait = this.retryAt - (this.options.clock ?? systemClock).now().getTime();
     if (wait > 0 && this.lastFailure) {
       return Promise.reject(unavailable(`${this.lastFailure.message}; next connection attempt in ${wait} ms`, { cause: this.lastFailure }));
     }
@@ -71,7 +74,7 @@ export class SshConnector {
         this.connecting = undefined;
         const backoff = backoffDelay(this.failures, { initialMs: this.options.backoffInitialMs ?? 250, maxMs: this.options.backoffMaxMs ?? 5000 });
         this.failures += 1;
-        this.retryAt = Date.now() + backoff;
+        this.retryAt = (this.options.clock ?? systemClock).now().getTime() + backoff;
         this.lastFailure = err;
         this.log.warn({ err: err.message, backoffMs: backoff }, "ssh connection failed");
         throw err;

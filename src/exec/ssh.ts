@@ -2,6 +2,7 @@ import ssh2 from "ssh2";
 import { deadlineExceeded, errorMessage, invalidArgument, isZcsiError, unavailable } from "../errors.js";
 import { silentLogger, type Logger } from "../log.js";
 import { backoffDelay, sleep } from "../util/backoff.js";
+import type { Clock } from "../util/clock.js";
 import { Semaphore, type Release } from "../util/limiter.js";
 import { currentCallSignal } from "./call-context.js";
 import type { ExecOptions, ExecResult, ExecStream, Executor } from "./executor.js";
@@ -44,6 +45,8 @@ export interface SshExecutorOptions {
   /** Delay after the first failed connection attempt; doubles per failure up to `backoffMaxMs`. */
   readonly backoffInitialMs?: number;
   readonly backoffMaxMs?: number;
+  /** Where the backoff reads the time (tests inject a manual clock). */
+  readonly clock?: Clock;
   readonly logger?: Logger;
 }
 

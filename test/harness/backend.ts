@@ -68,12 +68,19 @@ export function poolHostFiles(exec: Executor): PoolHostFiles {
       const script = 'cd "$1" || exit 1; sleep 120 </dev/null >/dev/null 2>&1 & echo $!';
       const pid = (await must(exec, ["sh", "-c", script, "sh", dir])).stdout.trim();
       if (!/^\d+$/.test(pid)) throw new Error(`hold ${dir}: no pid (${pid})`);
-      // Give the process a moment to be in the directory before the caller tests the mount.
-      await new Promise((r) => setTimeout(r, 200));
+      // No wait needed: the shell forked the sleep after its `cd`, so the sleep's working
+      // directory is `dir` from its first instant, before `$!` could be printed.
       return {
         release: async () => {
           await exec.run(["kill", "-9", pid]);
-          await new Promise((r) => setTimeout(r, 200));
+          // Released once the process has exited (gone, or a zombie: neither holds a directory).
+          for (const until = Date.now() + 30_000; ; ) {
+            const stat = await exec.run(["cat", `/proc/${pid}/stat`]);
+            const state = stat.stdout.slice(stat.stdout.lastIndexOf(")") + 2).split(" ")[0];
+            if (stat.exitCode !== 0 || state === "Z" || state === "X") break;
+            if (Date.now() > until) throw new Error(`hold ${dir}: process ${pid} survived kill -9`);
+            await new Promise((r) => setTimeout(r, 20));
+          }
         },
       };
     },

@@ -83,7 +83,8 @@ export async function startControllerEnv(options: ControllerEnvOptions = {}): Pr
       if (pool.vm) {
         sshd = await vmServiceSshd(pool.vm);
       } else {
-        const local = await startSshd({ sudoCommands: POOL_HOST_SUDO });
+        // sftp-server too: a node that is not the pool host mounts over SSHFS through it.
+        const local = await startSshd({ sudoCommands: [...POOL_HOST_SUDO, "/usr/lib/openssh/sftp-server"] });
         cleanups.push(() => local.stop());
         sshd = local;
       }
@@ -105,8 +106,8 @@ export async function startControllerEnv(options: ControllerEnvOptions = {}): Pr
         parentDataset: h.parent,
         mountRoot: h.mountRoot,
         hostKey: options.pinnedHostKey ?? h.sshd.hostKeyLine,
-        // The VM's driver-facing user is root (busybox has no sudo); the local sshd's is a
-        // plain user with sudo, the documented setup.
+        // The VM's driver-facing user is root (sudo is there, for the node's sftp-server, but
+        // root needs none); the local sshd's is a plain user with sudo, the documented setup.
         sudo: h.sshd.user !== "root",
       })),
       commandTimeoutMs: 20_000,

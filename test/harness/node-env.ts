@@ -12,7 +12,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { chmod, copyFile, mkdir, mkdtemp, open, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -84,7 +84,34 @@ export interface NodeEnv {
 }
 
 const local = new LocalExecutor();
-const SUDOERS = "/etc/sudoers.d/zcsi-node-harness";
+/**
+ * One sudoers drop-in per test process, so two runs at once neither overwrite nor remove each
+ * other's (sudo ignores drop-in names with a dot: none here).
+ */
+const SUDOERS_DIR = "/etc/sudoers.d";
+const SUDOERS_PREFIX = "zcsi-node-harness-";
+const SUDOERS = `${SUDOERS_DIR}/${SUDOERS_PREFIX}${process.pid}`;
+const OWNER_COMMENT = "zcsi test owner";
+
+/** Whether another live process runs a node env (has a drop-in); drop-ins of dead processes are removed. */
+function otherNodeEnvsLive(): boolean {
+  let live = false;
+  for (const name of existsSync(SUDOERS_DIR) ? readdirSync(SUDOERS_DIR) : []) {
+    if (!name.startsWith(SUDOERS_PREFIX)) continue;
+    const pid = Number(name.slice(SUDOERS_PREFIX.length));
+    if (pid === process.pid) continue;
+    let alive = false;
+    try {
+      process.kill(pid, 0);
+      alive = Number.isInteger(pid) && pid > 0;
+    } catch {
+      alive = false;
+    }
+    if (alive) live = true;
+    else rmSync(join(SUDOERS_DIR, name), { force: true });
+  }
+  return live;
+}
 /**
  * A volume owner with an account on the pool host (sftp-server refuses to run as a uid
  * without one), and one without.
@@ -153,6 +180,8 @@ export async function startNodeEnv(options: { poolSizeMiB?: number } = {}): Prom
   const removeOwner = (): void => {
     if (!ownerCreated) return;
     ownerCreated = false;
+    // A run beside this one may be using the account: the last one out removes it.
+    if (otherNodeEnvsLive()) return;
     try {
       execFileSync("userdel", [OWNER.user], { stdio: "ignore" });
     } catch {
@@ -197,8 +226,13 @@ export async function startNodeEnv(options: { poolSizeMiB?: number } = {}): Prom
     await copyFile(draft, SUDOERS);
     await chmod(SUDOERS, 0o440);
     if (!uidTaken(OWNER.uid)) {
-      await run(["useradd", "--system", "--uid", String(OWNER.uid), "--no-create-home", "--home-dir", "/", "--shell", "/usr/sbin/nologin", "--comment", "zcsi test owner", OWNER.user]);
+      await run(["useradd", "--system", "--uid", String(OWNER.uid), "--no-create-home", "--home-dir", "/", "--shell", "/usr/sbin/nologin", "--comment", OWNER_COMMENT, OWNER.user]);
       ownerCreated = true;
+    } else {
+      // Made by a harness (a concurrent run, or one that died): ours to remove as well, when last.
+      ownerCreated = readFileSync("/etc/passwd", "utf8")
+        .split("\n")
+        .some((line) => line.startsWith(`${OWNER.user}:`) && line.split(":")[2] === String(OWNER.uid) && line.split(":")[4] === OWNER_COMMENT);
     }
     if (uidTaken(UNKNOWN_OWNER.uid)) throw new Error(`uid ${UNKNOWN_OWNER.uid} exists here; the tests need it unused`);
     const wrapper = join(dir, "zcsi-sftp");

@@ -208,8 +208,8 @@ function launch(configPath: string): Promise<ChildProcess> {
     let log = "";
     const timer = setTimeout(() => {
       killTree(proc.pid);
-      reject(new Error(`sshd did not start within 10 s:\n${log}`));
-    }, 10_000);
+      reject(new Error(`sshd did not start within 30 s:\n${log}`));
+    }, 30_000); // a bound that turns a hang into a failure, generous for a loaded machine
     proc.on("error", (e) => {
       clearTimeout(timer);
       reject(e);

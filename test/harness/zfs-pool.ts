@@ -5,15 +5,26 @@
  * The zfs-fuse daemon is shared: if one already runs we use it and never stop it; if none runs
  * we start it, count users in this process, and the last user's destroy() stops it — unless
  * other pools (not ours) are imported by then, which means someone else started using it.
+ * At the start of a run (holdZfsFuseDaemon), test/harness/zfs-fuse-daemon.ts recovers from what
+ * a killed earlier run left: its stale pools, or a wedged daemon.
  */
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { mkdtemp, open, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Executor } from "../../src/exec/executor.js";
 import { LocalExecutor } from "../../src/exec/local.js";
+import {
+  localZfsFuseHost,
+  recoverZfsFuse,
+  startZfsFuse,
+  waitForSocket as waitForZfsFuse,
+  writeOwner,
+  zfsFuseDaemons,
+  type StartedDaemon,
+} from "./zfs-fuse-daemon.js";
 
 export interface TestPool {
   /** Unique pool name, `zt` + 10 hex digits. */
@@ -60,7 +71,7 @@ async function run(argv: string[]): Promise<{ code: number | null; stdout: strin
 interface DaemonState {
   refs: number;
   /** Set when this process started the daemon: its pid and pidfile. */
-  started?: { pid: number; pidfile: string; dir: string };
+  started?: StartedDaemon;
 }
 const daemon: DaemonState = { refs: 0 };
 /** Serialises start/stop so two pools created concurrently do not both start a daemon. */
@@ -72,43 +83,16 @@ function locked<T>(fn: () => Promise<T>): Promise<T> {
 }
 
 function daemonRunning(): boolean {
-  return spawnSync("pgrep", ["-x", "zfs-fuse"], { stdio: "ignore" }).status === 0;
+  return zfsFuseDaemons(localZfsFuseHost).length > 0;
 }
 
-/** zfs-fuse takes a moment after start before its socket answers: poll `zpool list` (bounded). */
-async function waitForSocket(timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let last = "";
-  while (Date.now() < deadline) {
-    const r = await run(["zpool", "list", "-H", "-o", "name"]);
-    if (r.code === 0) return;
-    last = r.stderr.trim();
-    await sleep(100);
-  }
-  throw new Error(`zfs-fuse did not answer within ${timeoutMs} ms: ${last}`);
-}
+const waitForSocket = (timeoutMs: number): Promise<void> => waitForZfsFuse(localZfsFuseHost, timeoutMs);
 
 async function startDaemon(): Promise<void> {
   // One we started and that died since: forget its pidfile dir before starting another.
   if (daemon.started) await rm(daemon.started.dir, { recursive: true, force: true });
   daemon.started = undefined;
-  mkdirSync(SOCKET_DIR, { recursive: true });
-  const dir = await mkdtemp(join(tmpdir(), "zcsi-zfsfuse-"));
-  const pidfile = join(dir, "zfs-fuse.pid");
-  // zfs-fuse daemonises itself; the pidfile names the daemon, not the parent we spawned.
-  const child = spawn("zfs-fuse", ["--no-kstat-mount", "-p", pidfile], { stdio: "ignore" });
-  const exitCode = await new Promise<number | null>((resolve, reject) => {
-    child.once("error", reject);
-    child.once("exit", resolve);
-  });
-  if (exitCode !== 0) throw new Error(`zfs-fuse exited ${exitCode} at start`);
-  let pid = NaN;
-  for (let i = 0; i < 50 && !Number.isInteger(pid); i++) {
-    if (existsSync(pidfile)) pid = Number.parseInt(readFileSync(pidfile, "utf8").trim(), 10);
-    if (!Number.isInteger(pid)) await sleep(100);
-  }
-  if (!Number.isInteger(pid)) throw new Error("zfs-fuse started but wrote no pidfile");
-  daemon.started = { pid, pidfile, dir };
+  daemon.started = await startZfsFuse(localZfsFuseHost);
 }
 
 async function acquireDaemon(): Promise<void> {
@@ -133,6 +117,18 @@ async function acquireDaemon(): Promise<void> {
  */
 export async function holdZfsFuseDaemon(): Promise<() => Promise<void>> {
   installExitHook();
+  await locked(async () => {
+    const report = await recoverZfsFuse(localZfsFuseHost);
+    // A daemon recovery started, or one a dead run started: ours to stop at the end.
+    if (report.daemon) daemon.started = report.daemon;
+    if (report.failed.length > 0) console.warn(`zfs-fuse: stale pools left in place: ${report.failed.join("; ")}`);
+    if (report.wedged || report.destroyed.length > 0 || report.unmounted.length > 0) {
+      console.log(
+        `zfs-fuse: recovered from an earlier run: ${report.wedged ? `killed wedged daemon ${report.killed.join(",")}, ` : ""}` +
+          `destroyed stale pools [${report.destroyed.join(" ")}], detached ${report.unmounted.length} dead mounts`,
+      );
+    }
+  });
   await acquireDaemon();
   return releaseDaemon;
 }
@@ -226,6 +222,8 @@ export async function createTestPool(opts: TestPoolOptions = {}): Promise<TestPo
   let dir: string | undefined;
   try {
     dir = await mkdtemp(join(tmpdir(), `zcsi-${pool}-`));
+    // Names this process, so a later run can tell the pool was left by a killed run.
+    writeOwner(dir);
     const image = join(dir, "pool.img");
     const mountRoot = join(dir, "mnt");
     const fh = await open(image, "w");
@@ -235,7 +233,8 @@ export async function createTestPool(opts: TestPoolOptions = {}): Promise<TestPo
     const r = await zpoolExclusive(["create", "-m", mountRoot, pool, image]);
     if (r.code !== 0) throw new Error(`zpool create ${pool}: ${r.stderr.trim()}`);
     // The root dataset's FUSE mount appears a moment after `zpool create` returns.
-    for (let i = 0; i < 100 && !mountsUnder(mountRoot).includes(mountRoot); i++) await sleep(50);
+    // Bounded generously: a loaded machine is slow, and the bound only turns a hang into an error.
+    for (const until = Date.now() + 30_000; !mountsUnder(mountRoot).includes(mountRoot) && Date.now() < until; ) await sleep(50);
     if (!mountsUnder(mountRoot).includes(mountRoot)) throw new Error(`pool ${pool} did not mount at ${mountRoot}`);
     const poolDir = dir;
     let destroyed: Promise<void> | undefined;

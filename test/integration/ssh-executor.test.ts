@@ -12,9 +12,12 @@ import { ZcsiError } from "../../src/errors.js";
 import { withCallSignal } from "../../src/exec/call-context.js";
 import { InstrumentedExecutor } from "../../src/exec/instrumented.js";
 import { SshExecutor, type SshExecutorOptions } from "../../src/exec/ssh.js";
+import { ManualClock } from "../harness/fake-k8s.js";
 import { DEFAULT_SUDO_COMMANDS, startSshd, type Sshd } from "../harness/sshd.js";
 
 const run = promisify(execFile);
+/** A decimal suffix unique to this run: two runs at once must not see each other's sleeps. */
+const RUN_ID = String(process.pid);
 
 let sshd: Sshd;
 let scratch: string;
@@ -200,28 +203,28 @@ describe("SshExecutor.run", () => {
 
   it("kills a command that overruns its timeout, rejects DeadlineExceeded and frees the channel", async () => {
     const ex = executor({ maxChannels: 1 });
-    const started = performance.now();
-    const pending = rejection(ex.run(["sleep", "7.31"], { timeoutMs: 300 }));
-    await waitFor(() => processesRunning("sleep 7.31").length > 0, 280);
+    await ex.run(["true"]); // connected first: the timeout below is the command's alone
+    // A sleep far longer than the test: only the timeout can end it, so its end proves the kill.
+    const pending = rejection(ex.run(["sleep", `7310.${RUN_ID}`], { timeoutMs: 3000 }));
+    await waitFor(() => processesRunning(`sleep 7310.${RUN_ID}`).length > 0, 30_000);
     const err = await pending;
-    const elapsed = performance.now() - started;
     expect(err.kind).toBe("DeadlineExceeded");
     expect(err.message).toContain("alice");
-    expect(elapsed).toBeLessThan(1500);
-    await waitFor(() => ex.stats().openChannels === 0, 2000);
-    await waitFor(() => processesRunning("sleep 7.31").length === 0, 2000);
+    await waitFor(() => ex.stats().openChannels === 0, 30_000);
+    await waitFor(() => processesRunning(`sleep 7310.${RUN_ID}`).length === 0, 30_000);
     // The only slot is free again.
-    expect((await ex.run(["echo", "after"], { timeoutMs: 2000 })).stdout).toBe("after\n");
+    expect((await ex.run(["echo", "after"])).stdout).toBe("after\n");
   });
 
   it("on timeout kills the command behind sudo, not only sudo", async () => {
     const ex = executor({ sudo: true });
-    const pending = rejection(ex.run(["sleep", "7.32"], { timeoutMs: 800 }));
-    await waitFor(() => processesRunning("sleep 7.32").length > 0, 700); // it did start, as root
+    await ex.run(["true"]);
+    const pending = rejection(ex.run(["sleep", `7320.${RUN_ID}`], { timeoutMs: 3000 }));
+    await waitFor(() => processesRunning(`sleep 7320.${RUN_ID}`).length > 0, 30_000); // it did start, as root
     const err = await pending;
     expect(err.kind).toBe("DeadlineExceeded");
-    await waitFor(() => ex.stats().openChannels === 0, 3000);
-    await waitFor(() => processesRunning("sleep 7.32").length === 0 && processesRunning("sudo -n sleep 7.32").length === 0, 3000);
+    await waitFor(() => ex.stats().openChannels === 0, 30_000);
+    await waitFor(() => processesRunning(`sleep 7320.${RUN_ID}`).length === 0 && processesRunning(`sudo -n sleep 7320.${RUN_ID}`).length === 0, 30_000);
   });
 
   it("counts queueing time against the timeout", async () => {
@@ -322,10 +325,12 @@ describe("SshExecutor transport failures", () => {
   it("fails a command in flight when sshd dies, backs off, and reconnects after sshd returns", async () => {
     const server = await startSshd();
     try {
-      const ex = executor({ backoffInitialMs: 300, backoffMaxMs: 1000 }, server);
+      // The backoff reads this clock, so "within the backoff window" is a state the test sets.
+      const clock = new ManualClock(Date.parse("2026-01-01T00:00:00Z"));
+      const ex = executor({ backoffInitialMs: 300, backoffMaxMs: 1000, clock }, server);
       expect((await ex.run(["true"])).exitCode).toBe(0);
-      const inFlight = rejection(ex.run(["sleep", "5"]));
-      await new Promise((r) => setTimeout(r, 100));
+      const inFlight = rejection(ex.run(["sleep", `5.41${RUN_ID}`]));
+      await waitFor(() => processesRunning(`sleep 5.41${RUN_ID}`).length > 0, 30_000);
       await server.kill();
       const lost = await inFlight;
       expect(lost.kind).toBe("Unavailable");
@@ -334,20 +339,19 @@ describe("SshExecutor transport failures", () => {
       const refused = await rejection(ex.run(["true"]));
       expect(refused.kind).toBe("Unavailable");
       expect(refused.message).toMatch(/connection refused/);
-      // Within the backoff window a call fails fast, saying when the next attempt is.
-      const started = performance.now();
-      const fast = await rejection(ex.run(["true"]));
-      expect(performance.now() - started).toBeLessThan(50);
-      expect(fast.message).toMatch(/next connection attempt in \d+ ms/);
+      // Within the backoff window a call fails at once, without a connection attempt, saying when the next one is.
       const connectsBefore = ex.stats().connects;
+      clock.advance(100);
+      const fast = await rejection(ex.run(["true"]));
+      expect(fast.message).toMatch(/next connection attempt in 200 ms/);
+      expect(ex.stats().connects).toBe(connectsBefore);
 
       await server.restart();
-      let result: Awaited<ReturnType<SshExecutor["run"]>> | undefined;
-      await waitFor(async () => {
-        result = await ex.run(["echo", "back"]).catch(() => undefined);
-        return result !== undefined;
-      }, 5000);
-      expect(result?.stdout).toBe("back\n");
+      // Still inside the window: the restarted sshd is not tried yet.
+      expect((await rejection(ex.run(["true"]))).message).toMatch(/next connection attempt in 200 ms/);
+      expect(ex.stats().connects).toBe(connectsBefore);
+      clock.advance(200);
+      expect((await ex.run(["echo", "back"])).stdout).toBe("back\n");
       expect(ex.stats().connects).toBe(connectsBefore + 1);
       expect(ex.stats().openChannels).toBe(0);
     } finally {
@@ -357,9 +361,10 @@ describe("SshExecutor transport failures", () => {
 
   it("close() rejects queued and running work and later calls", async () => {
     const ex = executor({ maxChannels: 1 });
-    const running = rejection(ex.run(["sleep", "2"]));
+    // Longer than any wait here: only close() can end it while the test looks.
+    const running = rejection(ex.run(["sleep", "20"]));
     const queued = rejection(ex.run(["true"]));
-    await waitFor(() => ex.stats().queued === 1, 2000);
+    await waitFor(() => ex.stats().queued === 1, 30_000);
     await ex.close();
     expect((await queued).kind).toBe("Unavailable");
     expect((await running).kind).toBe("Unavailable");
@@ -375,7 +380,16 @@ describe("SshExecutor.stream", () => {
     s.stdin.end();
     s.stderr.resume();
     s.stdout.pause();
-    await new Promise((r) => setTimeout(r, 500));
+    // Wait until data has arrived and the buffer stops growing: the writer is held back (or,
+    // without flow control, has sent everything).
+    let last = -1;
+    await waitFor(async () => {
+      const now = s.stdout.readableLength;
+      const settled = now > 0 && now === last;
+      last = now;
+      if (!settled) await new Promise((r) => setTimeout(r, 200));
+      return settled;
+    }, 60_000);
     // SSH flow control: roughly one channel window (2 MiB) plus the stream buffer, not 64 MiB.
     expect(s.stdout.readableLength).toBeLessThan(8 << 20);
     let received = 0;
@@ -393,12 +407,12 @@ describe("SshExecutor.stream", () => {
     s.stdout.on("data", (c: Buffer) => chunks.push(c));
     s.stderr.resume();
     s.stdin.write("ping\n");
-    await waitFor(() => Buffer.concat(chunks).toString() === "ping\n", 2000);
+    await waitFor(() => Buffer.concat(chunks).toString() === "ping\n", 30_000);
     s.kill();
     const result = await s.done;
     expect(result.exitCode).toBeNull();
     expect(result.signal).toBe("SIGTERM");
-    await waitFor(() => ex.stats().openChannels === 0, 2000);
+    await waitFor(() => ex.stats().openChannels === 0, 30_000);
   });
 });
 

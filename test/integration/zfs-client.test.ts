@@ -45,6 +45,20 @@ async function kindOf(p: Promise<unknown>): Promise<string> {
 }
 
 /** Reads a property straight from zfs, bypassing the client under test. */
+/** Polls `check` until it holds; the bound only turns a hang into a failure. */
+async function waitFor(check: () => Promise<boolean>, what: string, boundMs = 30_000): Promise<void> {
+  const until = Date.now() + boundMs;
+  while (!(await check())) {
+    if (Date.now() > until) throw new Error(`${what}: not reached within ${boundMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Waits until `path` is a mount point on the pool host (a new dataset's mount settles after `zfs create` returns). */
+async function mountedAt(tp: PoolHost, path: string): Promise<void> {
+  await waitFor(async () => (await tp.exec.run(["grep", "-qF", "--", ` ${path} `, "/proc/mounts"])).exitCode === 0, `mount at ${path}`);
+}
+
 async function zfsGetRaw(tp: PoolHost, name: string, prop: string): Promise<string> {
   const r = await tp.exec.run(["zfs", "get", "-Hp", "-o", "value", prop, name]);
   if (r.exitCode !== 0) throw new Error(r.stderr);
@@ -217,13 +231,15 @@ describe(`Zfs client on a real ${backend} pool`, () => {
   it("reports a mount held by a process as Busy once the bounded retries run out", async () => {
     const ds = `${root}/held`;
     await zfs.create(ds);
-    await new Promise((r) => setTimeout(r, 300));
+    await mountedAt(tp, `${tp.mountRoot}/k8s/held`);
     const holder = await tp.files.hold(`${tp.mountRoot}/k8s/held`);
     try {
-      const impatient = new Zfs(exec, { busyRetryBudgetMs: 300 });
-      const started = Date.now();
+      // The budget counts time slept; an injected sleep records it, so no wall clock is read.
+      const slept: number[] = [];
+      const impatient = new Zfs(exec, { busyRetryBudgetMs: 300, sleep: async (ms) => void slept.push(ms) });
       expect(await kindOf(impatient.destroy(ds))).toBe("Busy");
-      expect(Date.now() - started).toBeLessThan(5000);
+      expect(slept.length).toBeGreaterThan(0); // it did retry
+      expect(slept.reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(300); // and gave up within its budget
       expect(await zfs.exists(ds)).toBe(true);
     } finally {
       await holder.release();
@@ -249,16 +265,15 @@ describe(`Zfs client on a real ${backend} pool`, () => {
   it("refuses to shrink a quota below what is used: OutOfRange", async () => {
     const ds = `${root}/full`;
     await zfs.create(ds, { refquota: "8388608" });
-    await new Promise((r) => setTimeout(r, 300));
+    await mountedAt(tp, `${tp.mountRoot}/k8s/full`);
     // Random bytes: OpenZFS compresses by default (lz4), and a run of one byte would use nothing.
     await tp.files.write(`${tp.mountRoot}/k8s/full/data`, randomBytes(3 * 1024 * 1024));
     await tp.exec.run(["sync"]);
     // zfs-fuse accounts written blocks a moment later: wait until `used` shows the data.
-    for (let i = 0; i < 50; i++) {
-      const used = parseExactInteger((await zfs.get([ds], ["used"])).get(ds)?.get("used")?.value ?? "0");
-      if (used > 2n * 1024n * 1024n) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await waitFor(
+      async () => parseExactInteger((await zfs.get([ds], ["used"])).get(ds)?.get("used")?.value ?? "0") > 2n * 1024n * 1024n,
+      "used shows the 3 MiB written",
+    );
     expect(await kindOf(zfs.set(ds, { refquota: "1048576" }))).toBe("OutOfRange");
     expect(await zfsGetRaw(tp, ds, "refquota")).toBe("8388608");
   });

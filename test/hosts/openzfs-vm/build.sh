@@ -5,7 +5,8 @@
 #
 # The image is a Debian bookworm kernel (linux-image-amd64, 6.1) and a busybox initramfs
 # holding the OpenZFS 2.x modules (zfs-dkms from bookworm-backports, compiled by dkms in a
-# debootstrap chroot), the ZFS userland with its libraries, OpenSSH's sshd and udevd.
+# debootstrap chroot), the ZFS userland with its libraries, OpenSSH's sshd and sftp-server,
+# sudo (with PAM) and udevd.
 # `vm.ts` boots it with qemu (TCG) and reaches it over ssh. Why a VM: the host runs zfs-fuse
 # (zfsutils-linux conflicts with it) and its running kernel cannot load modules.
 #
@@ -33,7 +34,9 @@ KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 # What the guest needs; their candidate versions make the cache key.
 KERNEL_PACKAGES=(linux-image-amd64 linux-headers-amd64)
 ZFS_PACKAGES=(zfs-dkms zfsutils-linux)
-GUEST_PACKAGES=(busybox-static openssh-server udev kmod coreutils)
+# sudo and sftp-server make the VM a full pool host: the node's SSHFS mount runs
+# `sudo -n [-u owner] /usr/lib/openssh/sftp-server` there (src/mount/sshfs.ts).
+GUEST_PACKAGES=(busybox-static openssh-server openssh-sftp-server sudo udev kmod coreutils)
 SELF=$(readlink -f "$0")
 
 log() { echo "build: $*" >&2; }
@@ -190,18 +193,30 @@ put /usr/bin/busybox
 for applet in $(chroot "$CHROOT" /usr/bin/busybox --list); do
   [ -e "$ROOT/usr/bin/$applet" ] || ln -s busybox "$ROOT/usr/bin/$applet"
 done
-BINARIES=(/usr/bin/install /usr/sbin/sshd /usr/bin/ssh-keygen /usr/bin/udevadm /usr/lib/systemd/systemd-udevd)
+BINARIES=(/usr/bin/install /usr/sbin/sshd /usr/bin/ssh-keygen /usr/bin/udevadm /usr/lib/systemd/systemd-udevd
+  /usr/lib/openssh/sftp-server /usr/bin/sudo)
 for b in zfs zpool zdb; do BINARIES+=("$(which_in_chroot $b)"); done
 for b in "${BINARIES[@]}"; do
   rm -f "$ROOT$b"
   put "$b"
 done
+# What sudo dlopens (ldd does not list it): its policy plugin and the PAM modules.
+DLOPENED=(/usr/libexec/sudo/sudoers.so)
+for m in "$CHROOT"/usr/lib/x86_64-linux-gnu/security/pam_*.so; do DLOPENED+=("${m#"$CHROOT"}"); done
+for m in "${DLOPENED[@]}"; do put "$m"; done
 # Shared libraries of those binaries, and libgcc_s: glibc dlopens it for pthread_cancel, and
 # without it `zfs send` aborts ("libgcc_s.so.1 must be installed") while `zfs recv` succeeds.
 {
-  for b in "${BINARIES[@]}"; do in_chroot_ro ldd "$b" | awk '/=> \// {print $3} /^\t\/lib/ {print $1}'; done
+  for b in "${BINARIES[@]}" "${DLOPENED[@]}"; do in_chroot_ro ldd "$b" | awk '/=> \// {print $3} /^\t\/lib/ {print $1}'; done
   echo /usr/lib/x86_64-linux-gnu/libgcc_s.so.1
 } | sort -u | while read -r lib; do put "$lib"; done
+# sudo's and PAM's configuration as Debian ships it (root may run anything). All of /etc/pam.d:
+# `other` includes every common-* file, and one missing file aborts PAM for every service.
+for f in /etc/sudoers /etc/security/limits.conf /etc/login.defs "$CHROOT"/etc/pam.d/*; do
+  f=${f#"$CHROOT"}
+  [ -f "$CHROOT$f" ] && put "$f"
+done
+mkdir -p "$ROOT/etc/sudoers.d" "$ROOT/etc/security/limits.d"
 
 # udev: without udevd, `zpool create` on a whole disk waits 30 s and fails ("failed to detect
 # device partitions"): libzfs waits for udev to announce the new partition.
@@ -245,7 +260,8 @@ EOF
 printf 'root:*:19000:0:99999:7:::\nsshd:*:19000:0:99999:7:::\nnobody:*:19000:0:99999:7:::\n' >"$ROOT/etc/shadow"
 chmod 640 "$ROOT/etc/shadow"
 printf 'passwd: files\ngroup: files\nshadow: files\nhosts: files\n' >"$ROOT/etc/nsswitch.conf"
-printf '127.0.0.1 localhost\n' >"$ROOT/etc/hosts"
+# The hostname resolves, or sudo warns "unable to resolve host" on every call.
+printf '127.0.0.1 localhost\n127.0.1.1 openzfs-vm\n' >"$ROOT/etc/hosts"
 ln -s /proc/self/mounts "$ROOT/etc/mtab"
 
 # Two sshds on one host key: port 22 for the harness (exec, checks), port 2222 for the driver
@@ -358,7 +374,7 @@ BUILD_S=$(($(date +%s) - T0))
   echo "  \"buildSeconds\": $BUILD_S,"
   echo "  \"initramfsBytes\": $(stat -c %s "$WORK/initramfs.cpio.zst"),"
   echo "  \"packages\": {"
-  grep -E '^(zfs-dkms|zfsutils-linux|libzfs[0-9a-z]*|linux-image-[0-9].*|linux-headers-amd64|openssh-server|udev|busybox-static|coreutils|libc6)=' "$CHROOT/.installed" |
+  grep -E '^(zfs-dkms|zfsutils-linux|libzfs[0-9a-z]*|linux-image-[0-9].*|linux-headers-amd64|openssh-server|openssh-sftp-server|sudo|udev|busybox-static|coreutils|libc6)=' "$CHROOT/.installed" |
     sed 's/^\(.*\)=\(.*\)$/    "\1": "\2"/' | paste -sd, | sed 's/,/,\n/g'
   echo "  }"
   echo "}"

@@ -1,0 +1,102 @@
+/**
+ * A node that is not the pool host stages a volume over SSHFS, against the pool host of either
+ * backend. On openzfs-vm that is OpenZFS in a VM, where sshfs's remote end is the documented
+ * one: the node key's forced command (deploy/pool-host/zcsi-sftp) starting
+ * `sudo -n /usr/lib/openssh/sftp-server`. node.test.ts covers the node in depth on zfs-fuse;
+ * this is the same SSHFS path on a real OpenZFS pool host.
+ */
+import { execFile } from "node:child_process";
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { pino } from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseConfig } from "../../src/config.js";
+import { mountAt, readMountInfo } from "../../src/mount/mountinfo.js";
+import { startNode, type RunningNode } from "../../src/roles/node.js";
+import { packageRoot } from "../../src/util/package.js";
+import { startControllerEnv, type ControllerEnv, type PoolHostEnv } from "../harness/controller.js";
+import { CsiClient } from "../harness/csi-client.js";
+
+const MiB = 1024 * 1024;
+const run = promisify(execFile);
+const RWX = { mount: { fsType: "", mountFlags: [] as string[] }, accessMode: { mode: "MULTI_NODE_MULTI_WRITER" as const } };
+
+let env: ControllerEnv;
+let alice: PoolHostEnv;
+let dir: string;
+let node: RunningNode | undefined;
+let bob: CsiClient | undefined;
+
+beforeAll(async () => {
+  env = await startControllerEnv();
+  alice = env.hosts[0]!;
+  dir = await mkdtemp(join(tmpdir(), "zcsi-sshfs-node-"));
+  // The forced command goes on the pool host (on zfs-fuse, this machine: in our dir, which the
+  // local sshd's user must traverse to run it).
+  await chmod(dir, 0o755);
+  const wrapper = alice.pool.vm ? "/usr/local/libexec/zcsi-sftp" : join(dir, "zcsi-sftp");
+  await alice.pool.exec.run(["mkdir", "-p", join(wrapper, "..")]);
+  await alice.pool.files.write(wrapper, await readFile(join(packageRoot, "deploy", "pool-host", "zcsi-sftp")));
+  await alice.pool.exec.run(["chmod", "755", wrapper]);
+  const nodeKeyPath = join(dir, "node_key");
+  await run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "zcsi-node", "-f", nodeKeyPath]);
+  await alice.sshd.authorize((await readFile(`${nodeKeyPath}.pub`, "utf8")).trim(), { keyOptions: `restrict,command="${wrapper}"` });
+  const nodeConfig = parseConfig({
+    privateKeyFile: nodeKeyPath,
+    poolHosts: [
+      {
+        name: alice.name,
+        address: alice.sshd.address,
+        port: alice.sshd.port,
+        user: alice.sshd.user,
+        parentDataset: alice.parent,
+        mountRoot: alice.mountRoot,
+        hostKey: alice.sshd.hostKeyLine,
+        sudo: alice.sshd.user !== "root",
+      },
+    ],
+  });
+  const endpoint = `unix://${join(dir, "bob.sock")}`;
+  const logger = pino({ level: "debug", base: undefined }, pino.destination({ dest: join(dir, "bob.log"), sync: true }));
+  node = await startNode(nodeConfig, "bob", endpoint, logger, { stateDir: join(dir, "bob-state") });
+  bob = new CsiClient(endpoint);
+});
+
+afterAll(async () => {
+  bob?.close();
+  await node?.close();
+  // A failed test may leave the SSHFS mount: detach it before removing the dir.
+  for (const m of (await readMountInfo()).filter((m) => m.mountPoint.startsWith(`${dir}/`)).reverse()) {
+    await run("umount", ["-l", m.mountPoint]).catch(() => undefined);
+  }
+  if (dir) await rm(dir, { recursive: true, force: true });
+  await env?.stop();
+});
+
+describe(`a node that is not the pool host (SSHFS)`, () => {
+  it("stages over SSHFS through sudo and sftp-server on the pool host; files cross both ways; unstage unmounts", async () => {
+    const created = await env.client.createVolume({ name: "pvc-sshfs", capacityRange: { requiredBytes: String(32 * MiB) }, volumeCapabilities: [RWX] });
+    const volumeId = created.volume!.volumeId;
+    const volumeContext = created.volume!.volumeContext;
+    const mountpoint = volumeContext["mountpoint"]!;
+    expect(mountpoint).toBe(join(alice.mountRoot, "pvc-sshfs"));
+    const staging = join(dir, "staging");
+    await mkdir(staging);
+
+    await bob!.nodeStageVolume({ volumeId, stagingTargetPath: staging, volumeCapability: RWX, volumeContext });
+    const mount = mountAt(await readMountInfo(), staging);
+    expect(mount).toMatchObject({ fsType: "fuse.sshfs", source: `${alice.sshd.user}@${alice.sshd.address}:${mountpoint}` });
+
+    await writeFile(join(staging, "from-bob.txt"), "written on bob\n");
+    expect(await alice.pool.files.read(`${mountpoint}/from-bob.txt`)).toBe("written on bob\n");
+    await alice.pool.files.write(`${mountpoint}/from-alice.txt`, "written on the pool host\n");
+    expect(await readFile(join(staging, "from-alice.txt"), "utf8")).toBe("written on the pool host\n");
+
+    await bob!.nodeUnstageVolume({ volumeId, stagingTargetPath: staging });
+    expect(mountAt(await readMountInfo(), staging)).toBeUndefined();
+    // The data stays on the dataset.
+    expect(await alice.pool.files.read(`${mountpoint}/from-bob.txt`)).toBe("written on bob\n");
+  });
+});
