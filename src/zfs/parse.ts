@@ -110,13 +110,13 @@ export const OWN_SOURCE = "local";
 export class PropertyView {
   constructor(
     readonly dataset: string,
-    private readonly props: DatasetProperties | undefined,
+    private readonly props: ReadonlyMap<string, PropertyValue> | undefined,
     /** The pool host the output came from, for error messages. */
     readonly host?: string,
   ) {}
 
   /** The view of `dataset` in one `zfs get` result (absent datasets give an empty view). */
-  static of(map: PropertyMap, dataset: string, host?: string): PropertyView {
+  static of(map: ReadonlyMap<string, ReadonlyMap<string, PropertyValue>>, dataset: string, host?: string): PropertyView {
     return new PropertyView(dataset, map.get(dataset), host);
   }
 
