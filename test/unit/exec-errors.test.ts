@@ -3,8 +3,10 @@ import { ZcsiError } from "../../src/errors.js";
 import { classifyExecStderr, EXEC_CLASSIFICATION_TABLE, EXEC_REASON_KIND, execError, hasExecReason, isChannelOpenFailure, reasonOf, sshfsError, type ExecReason } from "../../src/exec/errors.js";
 
 /**
- * Strings recorded on this machine (util-linux 2.38.1, SSHFS 3.7.3 / FUSE 3.14.0, OpenSSH 9.2p1)
- * or by the integration tests' sshfs logs, each with the reason the table must give it.
+ * Strings recorded on this machine (util-linux 2.38.1, SSHFS 3.7.3 / FUSE 3.14.0, OpenSSH 9.2p1),
+ * each with the reason the table must give it. Not recorded here, kept from the mounter's earlier
+ * table and the sshfs logs of the integration tests: host key, publickey, refused, sudo, the
+ * "remote host has disconnected" of an sftp-server that does not start, "timed out", "fuse:".
  */
 const RECORDED: ReadonlyArray<readonly [string, ExecReason]> = [
   ["umount: /tmp/h4m/a: not mounted.\n", "notMounted"],
@@ -19,8 +21,8 @@ const RECORDED: ReadonlyArray<readonly [string, ExecReason]> = [
   ["ssh: connect to host 10.213.0.1 port 2222: Connection refused\nread: Connection reset by peer\n", "connectionRefused"],
   ["sudo: a password is required\nremote host has disconnected\n", "sudoRefused"],
   ["remote: No such file or directory\n", "noSuchFile"],
-  ["mount: /m/a: /dev/sdb1 already mounted on /m/a.\n", "alreadyMounted"],
-  ["umount: /m/a: must be superuser to unmount.\n", "permissionDenied"],
+  ["mount: /tmp/h4m/a: /dev/loop0 already mounted on /tmp/h4m/a.\n       dmesg(1) may have more information after failed mount system call.\n", "alreadyMounted"],
+  ["umount: /tmp/h4m/a: must be superuser to unmount.\n", "permissionDenied"],
   ["fuse: mountpoint is not empty\n", "fuseFailure"],
   ["ssh: connect to host 10.0.0.9 port 22: Connection timed out\n", "hostUnreachable"],
 ];
