@@ -1,4 +1,4 @@
-import { internal, isZcsiError } from "../errors.js";
+import { internal } from "../errors.js";
 import type { ExecResult, ExecStream, Executor } from "../exec/executor.js";
 import {
   listColumns,
@@ -29,10 +29,11 @@ import {
   type SendFlags,
 } from "./argv.js";
 import { capabilitiesFromProbe, type Capabilities } from "./capabilities.js";
-import { isBusy, onlyMissingDatasets, zfsError, type ZfsError } from "./errors.js";
+import { hasReason, isBusy, onlyMissingDatasets, zfsError, type ZfsError, type ZfsReason } from "./errors.js";
 import { validateDatasetOrSnapshot, validatePool } from "./names.js";
 import { relay } from "./relay.js";
-import { parseExactInteger, parseGet, parseRows, type PropertyMap } from "./parse.js";
+import { parseGet, parseRows, PropertyView, type PropertyMap } from "./parse.js";
+import { retryWhileBusy } from "./retry.js";
 
 export interface ZfsOptions {
   /** Per-command timeout passed to the executor (DeadlineExceeded when exceeded). */
@@ -113,6 +114,17 @@ export class Zfs {
     return result.stdout;
   }
 
+  /** Runs argv; true on success, false when it failed for one of `expected`; otherwise throws. */
+  private async runUnless(argv: readonly string[], ...expected: readonly ZfsReason[]): Promise<boolean> {
+    try {
+      await this.run(argv);
+      return true;
+    } catch (err) {
+      if (hasReason(err, ...expected)) return false;
+      throw err;
+    }
+  }
+
   /** `zfs create -o k=v ... <dataset>`: one call with every property. */
   async create(dataset: string, props: Props = {}, opts: { parents?: boolean } = {}): Promise<void> {
     await this.run(zfsCreate(dataset, props, opts));
@@ -142,28 +154,9 @@ export class Zfs {
     }
   }
 
-  /**
-   * Runs `attempt` and retries it while it fails with "busy": backoff 50 ms doubling, capped at
-   * 1 s, until `busyRetryBudgetMs` (default 5 s) of sleeping is spent; then the ZfsBusyError
-   * reaches the caller. The budget counts time slept, not wall time, so an injected sleep makes
-   * it deterministic. Used by destroy, rename and promote, which unmount/remount filesystems and
-   * so meet the same zfs-fuse quirks (destroy right after create; rename of any mounted filesystem).
-   */
-  private async withBusyRetry(attempt: () => Promise<unknown>, beforeRetry?: () => Promise<void>): Promise<void> {
-    let slept = 0;
-    let delay = 50;
-    for (;;) {
-      try {
-        await attempt();
-        return;
-      } catch (err) {
-        if (!isBusy(err) || slept + delay > this.busyRetryBudgetMs) throw err;
-      }
-      await this.sleep(delay);
-      slept += delay;
-      delay = Math.min(delay * 2, 1000);
-      if (beforeRetry) await beforeRetry();
-    }
+  /** See retry.ts: "busy" retried with backoff within this client's budget. */
+  private withBusyRetry(attempt: () => Promise<unknown>, beforeRetry?: () => Promise<void>): Promise<void> {
+    return retryWhileBusy(attempt, { budgetMs: this.busyRetryBudgetMs, sleep: this.sleep, ...(beforeRetry && { beforeRetry }) });
   }
 
   /**
@@ -322,9 +315,7 @@ export class Zfs {
    * exists on this dataset") is success, so a retried run does not fail on its own hold.
    */
   async hold(tag: string, snapshot: string): Promise<void> {
-    const { argv, result } = await this.runRaw(zfsHold(tag, [snapshot]));
-    if (result.exitCode === 0 || /tag already exists/.test(result.stderr)) return;
-    throw zfsError(this.exec.host, argv, result);
+    await this.runUnless(zfsHold(tag, [snapshot]), "tagExists");
   }
 
   /**
@@ -332,10 +323,7 @@ export class Zfs {
    * whole when one lacks the tag). Returns false when the tag was not there: already released.
    */
   async release(tag: string, snapshot: string): Promise<boolean> {
-    const { argv, result } = await this.runRaw(zfsRelease(tag, [snapshot]));
-    if (result.exitCode === 0) return true;
-    if (/no such tag/.test(result.stderr)) return false;
-    throw zfsError(this.exec.host, argv, result);
+    return await this.runUnless(zfsRelease(tag, [snapshot]), "noSuchTag");
   }
 
   /** `zfs holds -H <snapshots...>` (OpenZFS; zfs-fuse lacks it: Unimplemented/Internal there). */
@@ -352,28 +340,18 @@ export class Zfs {
 
   /** `zfs mount <dataset>`; already mounted is success ("filesystem already mounted"). */
   async mount(dataset: string): Promise<void> {
-    const { argv, result } = await this.runRaw(zfsMount(dataset));
-    if (result.exitCode === 0 || /already mounted/.test(result.stderr)) return;
-    throw zfsError(this.exec.host, argv, result);
+    await this.runUnless(zfsMount(dataset), "alreadyMounted");
   }
 
   /** `zfs unmount <dataset>`; already unmounted is success ("not currently mounted"). */
   async unmount(dataset: string): Promise<void> {
-    const { argv, result } = await this.runRaw(zfsUnmount(dataset));
-    if (result.exitCode === 0 || /not currently mounted/.test(result.stderr)) return;
-    throw zfsError(this.exec.host, argv, result);
+    await this.runUnless(zfsUnmount(dataset), "notMounted");
   }
 
   /** One `zfs get -H... type <name>`; true when it exists (dataset or snapshot). */
   async exists(name: string): Promise<boolean> {
     validateDatasetOrSnapshot(name);
-    try {
-      await this.run(zfsGet([name], ["type"]));
-      return true;
-    } catch (err) {
-      if (isZcsiError(err, "NotFound")) return false;
-      throw err;
-    }
+    return await this.runUnless(zfsGet([name], ["type"]), "notFound");
   }
 
   /**
@@ -389,12 +367,9 @@ export class Zfs {
     const rows = parseRows(zpoolOut, ZPOOL_LIST_COLUMNS, "zpool list");
     const row = rows.find((r) => r.name === name);
     if (rows.length !== 1 || row === undefined) throw internal(`${this.exec.host}: zpool list ${name}: expected one row for ${name}, got ${rows.length}`);
-    const root = props.get(name);
-    const used = root?.get("used")?.value;
-    const available = root?.get("available")?.value;
-    if (used === undefined || available === undefined) throw internal(`${this.exec.host}: zfs get used,available ${name}: missing values`);
-    const allocatedBytes = parseExactInteger(used, `${name} used`);
-    const freeBytes = parseExactInteger(available, `${name} available`);
+    const root = PropertyView.of(props, name, this.exec.host);
+    const allocatedBytes = root.integer("used");
+    const freeBytes = root.integer("available");
     return { name, health: row.health ?? "", sizeBytes: allocatedBytes + freeBytes, freeBytes, allocatedBytes };
   }
 

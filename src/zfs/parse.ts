@@ -81,21 +81,84 @@ export function parseOptionalInteger(value: string, what = "value"): bigint | nu
   return parseExactInteger(value, what);
 }
 
-/** A user property's value, or undefined when unset (zfs get prints value `-` with source `-`). */
-export function userPropertyValue(entry: PropertyValue | undefined): string | undefined {
-  if (entry === undefined) return undefined;
-  return entry.source === "-" && entry.value === "-" ? undefined : entry.value;
+/**
+ * A value that says "nothing here": `-` (zfs's "not applicable", and an unset user property's
+ * value) or empty (a user property set to ""; zcsi never writes one on purpose).
+ */
+function meaningful(value: string | undefined): string | undefined {
+  return value === undefined || value === "-" || value === "" ? undefined : value;
 }
 
 /**
- * A user property set on this dataset itself, or undefined. User properties are inherited
- * (measured: a child shows `zcsi:name pvc-1 inherited from zrec/k8s`, a snapshot shows its
- * dataset's value), so metadata that identifies a volume must be read with this, not with
- * userPropertyValue.
+ * Which property sources count as zcsi's own: `local` only. Everything zcsi writes is local
+ * (`zfs create -o`, `zfs set`, `zfs snapshot -o`, `zfs receive -o`). An inherited value belongs
+ * to an ancestor (measured: a child shows `zcsi:name pvc-1 inherited from zrec/k8s`, a snapshot
+ * shows its dataset's value), and a `received` one was written by some other host about the
+ * dataset a stream came from (`zfs send -p`; zcsi never sends properties): on a replica it
+ * would name the source volume, not this copy. `default` and `temporary` are never zcsi's.
  */
+export const OWN_SOURCE = "local";
+
+/**
+ * One dataset's properties, read the same way everywhere:
+ * - `text(name)`: the value whatever its source; undefined when absent, `-` or empty;
+ * - `own(name)`: the value only when zcsi set it on this dataset itself (see OWN_SOURCE);
+ * - `integer(name)`: an exact integer (`-p` output) or an Internal error naming the property,
+ *   the dataset and the host: a garbled `available` must never read as "0 bytes free";
+ * - `optionalInteger(name)`: like integer, but absent, `-` and `none` are undefined.
+ */
+export class PropertyView {
+  constructor(
+    readonly dataset: string,
+    private readonly props: ReadonlyMap<string, PropertyValue> | undefined,
+    /** The pool host the output came from, for error messages. */
+    readonly host?: string,
+  ) {}
+
+  /** The view of `dataset` in one `zfs get` result (absent datasets give an empty view). */
+  static of(map: ReadonlyMap<string, ReadonlyMap<string, PropertyValue>>, dataset: string, host?: string): PropertyView {
+    return new PropertyView(dataset, map.get(dataset), host);
+  }
+
+  /** True when the output had a line for this dataset at all. */
+  get exists(): boolean {
+    return this.props !== undefined;
+  }
+
+  text(name: string): string | undefined {
+    return meaningful(this.props?.get(name)?.value);
+  }
+
+  own(name: string): string | undefined {
+    const entry = this.props?.get(name);
+    return entry?.source === OWN_SOURCE ? meaningful(entry.value) : undefined;
+  }
+
+  integer(name: string): bigint {
+    const value = this.props?.get(name)?.value;
+    if (value === undefined) throw internal(`${this.where()}: property ${name} is missing from zfs output`);
+    return parseExactInteger(value, `${this.where()}: property ${name}`);
+  }
+
+  optionalInteger(name: string): bigint | undefined {
+    const value = this.props?.get(name)?.value;
+    if (value === undefined) return undefined;
+    return parseOptionalInteger(value, `${this.where()}: property ${name}`) ?? undefined;
+  }
+
+  private where(): string {
+    return this.host === undefined ? this.dataset : `${this.host}: ${this.dataset}`;
+  }
+}
+
+/** A user property's value whatever its source, or undefined when unset. Same as PropertyView.text. */
+export function userPropertyValue(entry: PropertyValue | undefined): string | undefined {
+  return meaningful(entry?.value);
+}
+
+/** A user property zcsi set on this dataset itself (source OWN_SOURCE), or undefined. Same as PropertyView.own. */
 export function ownUserPropertyValue(entry: PropertyValue | undefined): string | undefined {
-  if (entry === undefined) return undefined;
-  return entry.source === "local" || entry.source === "received" ? entry.value : undefined;
+  return entry?.source === OWN_SOURCE ? meaningful(entry.value) : undefined;
 }
 
 /** The first line of `zfs version` (OpenZFS ≥ 0.8): `zfs-2.3.2-2~bpo12+2` → `2.3.2-2~bpo12+2`. */

@@ -257,3 +257,68 @@ describe("Zfs.mount / unmount", () => {
     expect(exec.calls).toHaveLength(2);
   });
 });
+
+describe("what a call tolerates, decided on the recorded failures of both backends", () => {
+  const backends = ["zfs-fuse", "openzfs"] as const;
+
+  it.each(backends)("%s: a second hold of the same tag is done; a hold refused otherwise fails", async (source) => {
+    const exec = new ScriptedExecutor([
+      [/^zfs hold keep tank\/a@s1$/, fixture(source, "hold-twice")],
+      [/^zfs hold keep tank\/b@s1$/, fixture(source, "destroy-missing")],
+    ]);
+    const zfs = new Zfs(exec);
+    await zfs.hold("keep", "tank/a@s1");
+    expect(isZcsiError(await zfs.hold("keep", "tank/b@s1").catch((e: unknown) => e), "NotFound")).toBe(true);
+  });
+
+  it.each(backends)("%s: a release of a tag that is not there returns false; other failures throw", async (source) => {
+    const exec = new ScriptedExecutor([
+      [/^zfs release keep tank\/a@s1$/, fixture(source, "release-missing-tag")],
+      [/^zfs release keep tank\/a@s2$/, ok()],
+      [/^zfs release keep tank\/b@s1$/, fixture(source, "destroy-missing")],
+    ]);
+    const zfs = new Zfs(exec);
+    expect(await zfs.release("keep", "tank/a@s1")).toBe(false);
+    expect(await zfs.release("keep", "tank/a@s2")).toBe(true);
+    expect(isZcsiError(await zfs.release("keep", "tank/b@s1").catch((e: unknown) => e), "NotFound")).toBe(true);
+  });
+
+  it.each(backends)("%s: mount of a mounted and unmount of an unmounted filesystem are done", async (source) => {
+    const exec = new ScriptedExecutor([
+      [/^zfs mount/, fixture(source, "mount-already-mounted")],
+      [/^zfs unmount/, fixture(source, "unmount-not-mounted")],
+    ]);
+    const zfs = new Zfs(exec);
+    await zfs.mount("tank/a");
+    await zfs.unmount("tank/a");
+    expect(exec.calls).toHaveLength(2);
+  });
+
+  it("an unmount refused because the mount is in use is not 'already unmounted'", async () => {
+    const exec = new ScriptedExecutor([[/^zfs unmount/, fixture("openzfs", "unmount-held-mount")]]);
+    const err = await new Zfs(exec).unmount("tank/a").catch((e: unknown) => e);
+    expect(isBusy(err)).toBe(true);
+  });
+
+  it("exists() answers false only for a missing dataset, not for a missing parent or a refused call", async () => {
+    const exec = new ScriptedExecutor([
+      [/ t\/a$/, fixture("openzfs", "get-partial-missing")],
+      [/ t\/b$/, fixture("openzfs", "not-root")],
+    ]);
+    const zfs = new Zfs(exec);
+    expect(await zfs.exists("t/a")).toBe(false);
+    expect(isZcsiError(await zfs.exists("t/b").catch((e: unknown) => e), "PermissionDenied")).toBe(true);
+  });
+});
+
+describe("Zfs.pool reads exact numbers or fails", () => {
+  it("refuses a garbled available as Internal naming the host and property, never as 0 bytes free", async () => {
+    const exec = new ScriptedExecutor([
+      [/^zpool list/, ok("tank\tONLINE\t250M\t249M\t1.12M\n")],
+      [/^zfs get .* used,available tank$/, ok("tank\tused\t1000\t-\ntank\tavailable\t9.89M\t-\n")],
+    ]);
+    const err = await new Zfs(exec).pool("tank").catch((e: unknown) => e);
+    expect(isZcsiError(err, "Internal")).toBe(true);
+    expect((err as Error).message).toContain("fake: tank: property available");
+  });
+});

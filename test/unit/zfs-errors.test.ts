@@ -1,9 +1,45 @@
 import { describe, expect, it } from "vitest";
 import { ZcsiError } from "../../src/errors.js";
-import { classifyStderr, isBusy, isStaleResumeToken, isTargetModified, onlyMissingDatasets, ZfsBusyError, ZfsError, zfsError } from "../../src/zfs/errors.js";
-import { allFixtures, type Fixture } from "../fixtures/zfs/load.js";
+import { reasonOf } from "../../src/exec/errors.js";
+import { classifyStderr, hasReason, isBusy, isStaleResumeToken, isTargetModified, onlyMissingDatasets, ZFS_REASON_KIND, ZfsBusyError, ZfsError, zfsError, type ZfsReason } from "../../src/zfs/errors.js";
+import { allFixtures, fixture, type Fixture } from "../fixtures/zfs/load.js";
 
 const failures = (source: Fixture["source"]): Fixture[] => allFixtures(source).filter((f) => f.expect !== "ok");
+
+/** Reasons a table rule can give (not `killed`/`unclassified`, which no stderr pattern yields). */
+const TABLE_REASONS = (Object.keys(ZFS_REASON_KIND) as ZfsReason[]).filter((r) => r !== "killed" && r !== "unclassified");
+
+/**
+ * Reasons a backend has no string of its own for, each with why. Every other reason must have a
+ * recorded failure on that backend, so a zfs version that rewords one fails here.
+ */
+const NOT_ON_BACKEND: Record<Fixture["source"], Partial<Record<ZfsReason, string>>> = {
+  "zfs-fuse": {
+    held: "zfs-fuse answers the destroy of a held snapshot with \"dataset is busy\" (recorded: destroy-held-snapshot reads as busy)",
+    staleResumeToken: "zfs-fuse has no resumable send: `zfs send -t` is an unknown option (recorded: send-resume-token reads as unsupported)",
+  },
+  openzfs: {},
+};
+
+describe.each(["zfs-fuse", "openzfs"] as const)("recorded %s failures cover the reason table", (source) => {
+  const recorded = failures(source);
+
+  it("has a recorded failure for every reason, except those the backend has no string for", () => {
+    const reasons = new Set(recorded.map((f) => f.reason));
+    const missing = TABLE_REASONS.filter((r) => !reasons.has(r) && NOT_ON_BACKEND[source][r] === undefined);
+    expect(missing).toEqual([]);
+  });
+
+  it("names a reason in every failure fixture, and the table gives that reason and its kind", () => {
+    for (const f of recorded) {
+      const err = zfsError("h", f.argv, f);
+      expect([f.name, err.reason]).toEqual([f.name, f.reason]);
+      expect([f.name, ZFS_REASON_KIND[err.reason]]).toEqual([f.name, f.expect]);
+      expect(hasReason(err, err.reason)).toBe(true);
+      expect(reasonOf(err)).toBe(f.reason);
+    }
+  });
+});
 
 describe("classification of real zfs-fuse failures (recorded)", () => {
   const recorded = failures("zfs-fuse");
@@ -83,9 +119,12 @@ describe("zfsError", () => {
   });
 
   it("reports a silent failure and a signal as Internal", () => {
-    expect(zfsError("h", argv, { stdout: "", stderr: "", exitCode: 3 }).message).toBe("h: zfs create: exited 3 with no error output");
+    const silent = zfsError("h", argv, { stdout: "", stderr: "", exitCode: 3 });
+    expect(silent.message).toBe("h: zfs create: exited 3 with no error output");
+    expect(silent.reason).toBe("unclassified");
     const killed = zfsError("h", argv, { stdout: "", stderr: "", exitCode: null, signal: "SIGABRT" });
     expect(killed.kind).toBe("Internal");
+    expect(killed.reason).toBe("killed");
     expect(killed.message).toMatch(/killed by SIGABRT/);
   });
 
@@ -110,8 +149,13 @@ describe("onlyMissingDatasets", () => {
   it("is true when every line names a missing dataset", () => {
     expect(onlyMissingDatasets("cannot open 'a/b': dataset does not exist\ncannot open 'a/c': dataset does not exist\n")).toBe(true);
   });
+  it("reads the recorded partial `zfs get` of both backends as only missing datasets", () => {
+    expect(onlyMissingDatasets(fixture("zfs-fuse", "get-partial-missing").stderr)).toBe(true);
+    expect(onlyMissingDatasets(fixture("openzfs", "get-partial-missing").stderr)).toBe(true);
+  });
   it("is false for anything else", () => {
     expect(onlyMissingDatasets("")).toBe(false);
+    expect(onlyMissingDatasets("cannot create 'p/x/y': parent does not exist\n")).toBe(false);
     expect(onlyMissingDatasets("cannot open 'a/b': dataset does not exist\nconnect: Permission denied\n")).toBe(false);
   });
 });
@@ -144,5 +188,26 @@ describe("replication failures (seen on zfs-fuse 0.7.0 and OpenZFS 2.3.2)", () =
   it("reads a release of a tag that is not there as NotFound, and a held snapshot's destroy as FailedPrecondition on OpenZFS", () => {
     expect(fail(["zfs", "release", "t", "p/a@s1"], "cannot release 't' from 'p/a@s1': no such tag on this dataset\n").kind).toBe("NotFound");
     expect(fail(["zfs", "destroy", "p/a@s1"], "cannot destroy snapshot p/a@s1: it's being held. Run 'zfs holds -r p/a@s1' to see holders.\n").kind).toBe("FailedPrecondition");
+  });
+
+  it("tells a hold tag that exists from a dataset that exists, though both are AlreadyExists", () => {
+    const tag = fail(["zfs", "hold", "t", "p/a@s1"], "cannot hold 'p/a@s1': tag already exists on this dataset\n");
+    const dataset = fail(["zfs", "create", "p/a"], "cannot create 'p/a': dataset already exists\n");
+    expect([tag.kind, dataset.kind]).toEqual(["AlreadyExists", "AlreadyExists"]);
+    expect(hasReason(tag, "tagExists")).toBe(true);
+    expect(hasReason(dataset, "tagExists")).toBe(false);
+    expect(hasReason(dataset, "tagExists", "alreadyExists")).toBe(true);
+  });
+
+  it("tells children from dependent clones, though both are FailedPrecondition", () => {
+    const children = zfsError("h", fixture("zfs-fuse", "destroy-has-children").argv, fixture("zfs-fuse", "destroy-has-children"));
+    const clones = zfsError("h", fixture("openzfs", "destroy-snapshot-dependent-clones").argv, fixture("openzfs", "destroy-snapshot-dependent-clones"));
+    expect([children.reason, clones.reason]).toEqual(["hasChildren", "dependentClones"]);
+    expect(hasReason(children, "dependentClones")).toBe(false);
+  });
+
+  it("gives no reason to errors no table classified", () => {
+    expect(hasReason(new Error("dataset is busy"), "busy")).toBe(false);
+    expect(reasonOf(new ZcsiError("Unavailable", "has dependent clones"))).toBeUndefined();
   });
 });

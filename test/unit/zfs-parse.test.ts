@@ -8,6 +8,7 @@ import {
   parseOptionalInteger,
   parseRows,
   parseZfsVersion,
+  PropertyView,
   userPropertyValue,
 } from "../../src/zfs/parse.js";
 import { fixture } from "../fixtures/zfs/load.js";
@@ -136,7 +137,7 @@ describe("OpenZFS 2.3 output (recorded on the test VM)", () => {
   it("reads 64-bit guids exactly (beyond 2^53)", () => {
     const rows = parseRows(fixture("openzfs", "list-snapshots-parsable").stdout, ["name", "used", "creation", "guid"]);
     expect(rows.map((r) => r.name)).toEqual(["tank/k8s/a@s1", "tank/k8s/a@s2"]);
-    expect(parseExactInteger(rows[1]?.guid ?? "")).toBe(15824379121661165113n);
+    expect(parseExactInteger(rows[1]?.guid ?? "")).toBe(13176210880262315044n);
     expect(parseExactInteger(rows[1]?.guid ?? "")).toBeGreaterThan(BigInt(Number.MAX_SAFE_INTEGER));
   });
   it("reads get: unset receive_resume_token, inherited user properties", () => {
@@ -189,5 +190,69 @@ describe("exact integers", () => {
     expect(parseOptionalInteger("-")).toBeNull();
     expect(parseOptionalInteger("none")).toBeNull();
     expect(parseOptionalInteger("0")).toBe(0n);
+  });
+});
+
+describe("PropertyView: one way to read a dataset's properties", () => {
+  const view = (stdout: string, dataset: string): PropertyView => PropertyView.of(parseGet(stdout), dataset, "alice");
+
+  it("reads exact integers, and refuses a garbled one naming the host, dataset and property", () => {
+    const a = PropertyView.of(parseGet(fixture("zfs-fuse", "get-created").stdout), "zrec/k8s/a", "alice");
+    expect(a.integer("quota")).toBe(1073741824n);
+    // `available` garbled (a human-readable size, or junk) must not read as 0 bytes free.
+    const garbled = view("p/k8s\tavailable\t9.89M\t-\n", "p/k8s");
+    expect(internalMessage(() => garbled.integer("available"))).toMatch(/^expected an exact integer for alice: p\/k8s: property available, got "9\.89M"/);
+    expect(internalMessage(() => view("p/k8s\tavailable\t\t-\n", "p/k8s").integer("available"))).toContain("alice: p/k8s: property available");
+    expect(internalMessage(() => view("p/k8s\tavailable\t-12\t-\n", "p/k8s").integer("available"))).toContain('got "-12"');
+  });
+
+  it("refuses a property zfs did not print at all, instead of reading it as 0", () => {
+    const a = view("p/k8s\tused\t5\t-\n", "p/k8s");
+    expect(internalMessage(() => a.integer("available"))).toBe("alice: p/k8s: property available is missing from zfs output");
+    expect(internalMessage(() => view("", "p/k8s").integer("used"))).toBe("alice: p/k8s: property used is missing from zfs output");
+  });
+
+  it("reads not-applicable integers as undefined, and still refuses garbled ones", () => {
+    const s = view("p/a@s\tavailable\t-\t-\np/a@s\twritten\t4096\t-\np/a@s\tcreatetxg\tx1\t-\n", "p/a@s");
+    expect(s.optionalInteger("available")).toBeUndefined();
+    expect(s.optionalInteger("missing")).toBeUndefined();
+    expect(s.optionalInteger("written")).toBe(4096n);
+    expect(internalMessage(() => s.optionalInteger("createtxg"))).toContain("property createtxg");
+  });
+
+  it("counts only local values as zcsi's own: not inherited, not received, not default", () => {
+    const out = [
+      "p/r\tzcsi:csi-name\tpvc-1\tlocal",
+      "p/r\tzcsi:replica-of\talice:p/a\treceived",
+      "p/r\tzcsi:state\tready\tinherited from p",
+      "p/r\tzcsi:empty\t\tlocal",
+      "p/r\tzcsi:unset\t-\t-",
+      "p/r\tcompression\toff\tdefault",
+      "",
+    ].join("\n");
+    const r = view(out, "p/r");
+    expect(r.own("zcsi:csi-name")).toBe("pvc-1");
+    expect(r.own("zcsi:replica-of")).toBeUndefined();
+    expect(r.own("zcsi:state")).toBeUndefined();
+    expect(r.own("zcsi:empty")).toBeUndefined();
+    expect(r.own("zcsi:unset")).toBeUndefined();
+    expect(r.own("compression")).toBeUndefined();
+    // text() reads the value whatever its source.
+    expect([r.text("zcsi:replica-of"), r.text("zcsi:state"), r.text("compression"), r.text("zcsi:unset"), r.text("zcsi:empty")]).toEqual(["alice:p/a", "ready", "off", undefined, undefined]);
+    // The free functions follow the same rule.
+    const props = parseGet(out).get("p/r");
+    expect(ownUserPropertyValue(props?.get("zcsi:replica-of"))).toBeUndefined();
+    expect(ownUserPropertyValue(props?.get("zcsi:csi-name"))).toBe("pvc-1");
+  });
+
+  it("reads what `zfs receive -o` set (as the replicator marks a replica) as zcsi's own on OpenZFS", () => {
+    const f = fixture("openzfs", "get-receive-o-property");
+    const rx = PropertyView.of(parseGet(f.stdout), "tank/rx");
+    expect(rx.own("zcsi:replica-of")).toBe("alice:tank/src");
+  });
+
+  it("knows whether zfs printed the dataset at all", () => {
+    expect(view("p/a\tused\t1\t-\n", "p/a").exists).toBe(true);
+    expect(view("p/a\tused\t1\t-\n", "p/b").exists).toBe(false);
   });
 });
