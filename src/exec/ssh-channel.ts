@@ -47,11 +47,6 @@ function sendSignal(channel: ClientChannel, name: string): boolean {
   return true;
 }
 
-/** A channel open the server refused (RFC 4254 §5.1), e.g. sshd at MaxSessions: the command never started. */
-export function isChannelOpenFailure(err: unknown): boolean {
-  return err instanceof Error && "reason" in err && err.message.startsWith("(SSH) Channel open failure");
-}
-
 /**
  * Opens the exec channel. The exit status and the close are recorded from inside ssh2's
  * callback: ssh2 calls it while parsing the packets it has read, and a fast command's

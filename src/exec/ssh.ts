@@ -6,8 +6,9 @@ import type { Clock } from "../util/clock.js";
 import { Semaphore, type Release } from "../util/limiter.js";
 import { currentCallSignal } from "./call-context.js";
 import type { ExecOptions, ExecResult, ExecStream, Executor } from "./executor.js";
+import { isChannelOpenFailure } from "./errors.js";
 import { quoteArgv } from "./quote.js";
-import { isChannelOpenFailure, openExecChannel, trackChannel, type Running, type StartedChannel } from "./ssh-channel.js";
+import { openExecChannel, trackChannel, type Running, type StartedChannel } from "./ssh-channel.js";
 import { SshConnector } from "./ssh-connection.js";
 import { parseHostKey } from "./ssh-keys.js";
 

@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { deadlineExceeded, failedPrecondition, internal, isZcsiError, notFound, unavailable, ZcsiError } from "../errors.js";
+import { sshfsError } from "../exec/errors.js";
 import type { Executor } from "../exec/executor.js";
 import type { Logger } from "../log.js";
 
@@ -35,21 +36,6 @@ export interface MounterOptions {
 }
 
 const SYSTEMD_RUN = ["/usr/bin/systemd-run", "/bin/systemd-run"];
-
-/** ssh/sshfs stderr → the typed error that tells the caller what to fix. Order matters. */
-const SSHFS_FAILURES: readonly [RegExp, (message: string) => ZcsiError][] = [
-  [/No such file or directory/i, notFound],
-  [/Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED|No .* host key is known/i, failedPrecondition],
-  [/Permission denied|Too many authentication failures|sudo: /i, failedPrecondition],
-  [/Connection refused|timed out|No route to host|Network is unreachable|Connection reset|Connection closed|Could not resolve/i, unavailable],
-  [/fuse: |mountpoint is not empty|Transport endpoint/i, internal],
-];
-
-export function classifySshfsFailure(log: string, context: string): ZcsiError {
-  const text = log.trim().split("\n").slice(-5).join("; ") || "sshfs exited without a message";
-  for (const [pattern, make] of SSHFS_FAILURES) if (pattern.test(text)) return make(`${context}: ${text}`);
-  return unavailable(`${context}: ${text}`);
-}
 
 /**
  * Mount primitives, each one argv through the Executor (no shell). Every path it is given
@@ -158,6 +144,6 @@ export class Mounter {
     if (result.exitCode === 0) return;
     const text = await readFile(logPath, "utf8").catch(() => "");
     this.logger.warn({ op: "sshfs", exitCode: result.exitCode, signal: result.signal, output: text.slice(0, 500) }, "sshfs failed");
-    throw classifySshfsFailure(text, context);
+    throw sshfsError(text, context);
   }
 }

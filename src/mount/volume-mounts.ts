@@ -2,6 +2,7 @@ import { mkdir, rmdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { PoolHostConfig } from "../config.js";
 import { alreadyExists, errorMessage, failedPrecondition, internal, isZcsiError, notFound } from "../errors.js";
+import { hasExecReason } from "../exec/errors.js";
 import type { Logger } from "../log.js";
 import { BIND_FLAGS, type BindFlag } from "./flags.js";
 import type { FsStats, Mounter } from "./mounter.js";
@@ -166,7 +167,7 @@ export class VolumeMounts {
       // The same key and host mounted as root a moment ago, so a session that ends at once
       // means sftp-server would not start as the owner. sshfs does not pass on its reason
       // (sftp-server: "No user found for uid N"; sudo: not allowed to run as that user).
-      if (isZcsiError(err, "Unavailable") && /remote host has disconnected/.test(err.message)) {
+      if (hasExecReason(err, "hostDisconnected")) {
         throw failedPrecondition(
           `volume ${volume.id}: sftp-server could not start as the volume's owner ${owner.uid}:${owner.gid} on pool host ${volume.host.name}: ` +
             `the uid needs an account there, and sudo must allow sftp-server as other users (docs/node.md, "Volume owners")`,

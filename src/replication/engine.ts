@@ -4,7 +4,7 @@ import { systemClock, type Clock } from "../util/clock.js";
 import { KeyedLocks } from "../util/locks.js";
 import type { PoolHost, PoolHosts } from "../volumes/hosts.js";
 import { PROP, REPLICATION_SNAPSHOT_PREFIX } from "../volumes/properties.js";
-import { isStaleResumeToken, isTargetModified } from "../zfs/errors.js";
+import { hasReason } from "../zfs/errors.js";
 import { validateDataset } from "../zfs/names.js";
 import { ownUserPropertyValue } from "../zfs/parse.js";
 import {
@@ -188,7 +188,7 @@ export class ZfsReplicationEngine implements ReplicationEngine {
       try {
         return finish(await this.resume(ctx, token), false);
       } catch (err) {
-        if (!isStaleResumeToken(err)) throw err;
+        if (!hasReason(err, "staleResumeToken")) throw err;
         await abortStaleReceive(ctx, err);
         abortedStaleToken = true;
         [source, target] = await Promise.all([this.readSource(ctx), this.readTarget(ctx)]);
@@ -243,7 +243,7 @@ export class ZfsReplicationEngine implements ReplicationEngine {
             return finish({ to, action: next.kind, bytes: 0, heldByThisRun }, abortedStaleToken);
           }
           await this.afterFailedTransfer(ctx, snapshot);
-          if (isTargetModified(err)) {
+          if (hasReason(err, "targetModified")) {
             throw failedPrecondition(
               `${replicaMark(job.target)} was written after its newest snapshot; replication refuses to roll the writes back ` +
                 `(roll it back by hand to continue): ${errorMessage(err)}`,

@@ -7,7 +7,7 @@ import { durationSeconds } from "../util/units.js";
 import { DEFAULT_REPLICATION_INTERVAL, MIN_REPLICATION_BANDWIDTH, MIN_REPLICATION_INTERVAL_SECONDS } from "../volumes/parameters.js";
 import { PROP } from "../volumes/properties.js";
 import { isBelow, validateDataset } from "../zfs/names.js";
-import type { PropertyMap } from "../zfs/parse.js";
+import { ownUserPropertyValue, type PropertyMap } from "../zfs/parse.js";
 import type { ReplicationJob } from "./types.js";
 
 /** The label that opts a node in: only labelled nodes are read for replication annotations. */
@@ -73,8 +73,7 @@ export function replicationJobId(source: { host: string; dataset: string }, targ
 }
 
 function local(props: ReadonlyMap<string, { value: string; source: string }> | undefined, name: string): string | undefined {
-  const p = props?.get(name);
-  return p && p.source === "local" && p.value !== "-" && p.value !== "" ? p.value : undefined;
+  return ownUserPropertyValue(props?.get(name));
 }
 
 /**

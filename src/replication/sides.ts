@@ -2,7 +2,7 @@ import { failedPrecondition, internal, isZcsiError } from "../errors.js";
 import type { PoolHost } from "../volumes/hosts.js";
 import { PROP } from "../volumes/properties.js";
 import { isBelow, parentOf } from "../zfs/names.js";
-import { ownUserPropertyValue, type DatasetProperties } from "../zfs/parse.js";
+import { ownUserPropertyValue, PropertyView, userPropertyValue, type DatasetProperties } from "../zfs/parse.js";
 import { parseJobStates, replicaMark, replicationSnapshotName, type HeldSnapshot, type JobState } from "./bookkeeping.js";
 import { isUnmarkedReplica, type PlanInput } from "./plan.js";
 import type { TransferContext } from "./transfer.js";
@@ -27,14 +27,12 @@ export interface Side {
 
 /** A property's value, undefined for zfs's "none" (`-`) and empty. */
 export function value(props: DatasetProperties | undefined, name: string): string | undefined {
-  const v = props?.get(name)?.value;
-  return v === undefined || v === "-" || v === "" ? undefined : v;
+  return userPropertyValue(props?.get(name));
 }
 
-/** A property's value as a whole number, undefined when it is not one. */
-export function integer(props: DatasetProperties | undefined, name: string): bigint | undefined {
-  const v = value(props, name);
-  return v !== undefined && /^[0-9]+$/.test(v) ? BigInt(v) : undefined;
+/** A property's value as a whole number; absent, `-` or `none`: undefined; garbled: Internal naming `dataset`. */
+export function integer(props: DatasetProperties | undefined, name: string, dataset?: string): bigint | undefined {
+  return new PropertyView(dataset ?? "(dataset)", props).optionalInteger(name);
 }
 
 /** The dataset and its snapshots in one `zfs get -Hp -d 1` (missing dataset: exists false). */

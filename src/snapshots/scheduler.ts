@@ -7,8 +7,8 @@ import { ConditionLog } from "../util/periodic.js";
 import type { PoolHost, PoolHosts } from "../volumes/hosts.js";
 import { formatVolumeId } from "../volumes/ids.js";
 import { PROP } from "../volumes/properties.js";
-import { isBusy } from "../zfs/errors.js";
-import type { PropertyMap } from "../zfs/parse.js";
+import { hasReason } from "../zfs/errors.js";
+import { ownUserPropertyValue, PropertyView, type PropertyMap } from "../zfs/parse.js";
 import { formatPolicy, parsePolicy, type RetentionPolicy } from "../volumes/schedule.js";
 import { parseAutoSnapshotName, planRetention, type AutoSnapshot } from "./retention.js";
 
@@ -76,13 +76,7 @@ export interface ManagedVolume {
 type Props = ReadonlyMap<string, { value: string; source: string }>;
 
 function local(props: Props | undefined, name: string): string | undefined {
-  const p = props?.get(name);
-  return p && p.source === "local" && p.value !== "-" && p.value !== "" ? p.value : undefined;
-}
-
-function integer(props: Props | undefined, name: string): bigint {
-  const v = props?.get(name)?.value ?? "";
-  return /^[0-9]+$/.test(v) ? BigInt(v) : 0n;
+  return ownUserPropertyValue(props?.get(name));
 }
 
 /**
@@ -109,7 +103,7 @@ export function discoverVolumes(parent: string, all: PropertyMap): ManagedVolume
     const info: SnapshotInfo = {
       name: short,
       guid: props.get("guid")?.value ?? "",
-      createtxg: integer(props, "createtxg"),
+      createtxg: new PropertyView(name, props).optionalInteger("createtxg") ?? 0n,
       userrefs: Number.isFinite(userrefs) ? userrefs : 0,
       hasClones: clonedFrom.has(name) || (clones !== undefined && clones !== "-" && clones !== ""),
       ...(autoTime !== undefined && { autoTime }),
@@ -350,11 +344,11 @@ export class SnapshotScheduler {
         log.info({ op: "snapshotter", volumeId, snapshot: name }, "snapshot pruned");
       } catch (err) {
         if (isZcsiError(err, "NotFound")) continue; // already gone
-        if (isZcsiError(err, "FailedPrecondition") && /dependent clones/.test(errorMessage(err))) {
+        if (hasReason(err, "dependentClones")) {
           kept.push({ name, reason: "has clones (outside the parent dataset)" });
           continue;
         }
-        if (isBusy(err)) {
+        if (hasReason(err, "busy", "held")) {
           // zfs-fuse answers "dataset is busy" for a held snapshot: a hold placed since discovery.
           kept.push({ name, reason: "busy (held?)" });
           continue;

@@ -2,7 +2,7 @@ import { errorMessage, isZcsiError } from "../errors.js";
 import type { PoolHost, PoolHosts } from "../volumes/hosts.js";
 import { formatVolumeId } from "../volumes/ids.js";
 import { AUTO_SNAPSHOT_PREFIX, PROP, SIZE_PROPERTY } from "../volumes/properties.js";
-import { ownUserPropertyValue, type DatasetProperties } from "../zfs/parse.js";
+import { ownUserPropertyValue, PropertyView } from "../zfs/parse.js";
 
 /**
  * `zcsi status`: what the pool hosts hold, read straight from ZFS (no Kubernetes API, no CSI
@@ -93,10 +93,6 @@ export interface Status {
 
 export type StatusFormat = "text" | "json";
 
-const exact = (props: DatasetProperties | undefined, name: string): bigint | undefined => {
-  const value = props?.get(name)?.value;
-  return value !== undefined && /^[0-9]+$/.test(value) ? BigInt(value) : undefined;
-};
 
 /** The snapshot counts per dataset from `zfs list -t snapshot` names. */
 function countSnapshots(names: readonly string[]): Map<string, { total: number; scheduled: number }> {
@@ -136,7 +132,7 @@ async function collectHost(host: PoolHost): Promise<PoolHostStatus> {
   const volumes: VolumeStatus[] = [];
   let availableBytes: bigint | undefined;
   if (datasets.status === "fulfilled") {
-    availableBytes = exact(datasets.value.get(parent), "available");
+    availableBytes = PropertyView.of(datasets.value, parent, config.name).optionalInteger("available");
     for (const [dataset, props] of datasets.value) {
       // Only direct children that carry zcsi's own (local) csi-name are volumes; anything
       // else below the parent is someone else's and is not listed.
@@ -155,9 +151,9 @@ async function collectHost(host: PoolHost): Promise<PoolHostStatus> {
         ...(pvc !== undefined && { pvc }),
         ...(pv !== undefined && { pv }),
         state: ownUserPropertyValue(props.get(PROP.state)) ?? "creating",
-        sizeBytes: exact(props, SIZE_PROPERTY) ?? 0n,
-        usedBytes: exact(props, "referenced") ?? 0n,
-        usedWithSnapshotsBytes: exact(props, "used") ?? 0n,
+        sizeBytes: new PropertyView(dataset, props, config.name).integer(SIZE_PROPERTY),
+        usedBytes: new PropertyView(dataset, props, config.name).integer("referenced"),
+        usedWithSnapshotsBytes: new PropertyView(dataset, props, config.name).integer("used"),
         mountpoint: props.get("mountpoint")?.value ?? "",
         mounted: props.get("mounted")?.value === "yes",
         snapshots: snapshotCounts.get(dataset) ?? { total: 0, scheduled: 0 },

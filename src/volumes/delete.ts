@@ -4,6 +4,8 @@ import type { PoolHost } from "./hosts.js";
 import { formatSnapshotId } from "./ids.js";
 import { AUTO_SNAPSHOT_PREFIX, CLONE_SNAPSHOT_PREFIX, PROP, REPLICATION_SNAPSHOT_PREFIX } from "./properties.js";
 import { local, type ReplicationHolds, type Volume } from "./volume.js";
+import { hasReason } from "../zfs/errors.js";
+import { PropertyView } from "../zfs/parse.js";
 
 /** DeleteVolume's work on the pool host, once the volume was found and is zcsi's. */
 export class VolumeDestroyer {
@@ -29,7 +31,7 @@ export class VolumeDestroyer {
       await host.zfs.destroy(ref.dataset);
     } catch (err) {
       if (isZcsiError(err, "NotFound")) return false;
-      if (!isZcsiError(err, "FailedPrecondition") || !/has children|dependent clones/.test(err.message)) throw err;
+      if (!hasReason(err, "hasChildren", "dependentClones")) throw err;
       await this.deleteWithDependents(host, volume);
     }
     await this.removeMountpoint(host, volume);
@@ -118,7 +120,7 @@ export class VolumeDestroyer {
       } else if (clones.length === 0) {
         if (!deferred) leftovers.push(name);
       } else {
-        const txg = BigInt(/^[0-9]+$/.test(props.get("createtxg")?.value ?? "") ? (props.get("createtxg")?.value ?? "0") : "0");
+        const txg = new PropertyView(name, props, host.config.name).integer("createtxg");
         const clone = clones[0]?.dataset;
         if (clone && (!promote || txg > promote.txg)) promote = { clone, txg };
       }

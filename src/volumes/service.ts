@@ -8,6 +8,7 @@ import { PROP, SIZE_PROPERTY } from "./properties.js";
 import { requireHostCanHonour } from "./host-limits.js";
 import { ContentCopies } from "./sources.js";
 import { cloneSnapshotName, contentSourceKey, isReplica, toVolume, VOLUME_PROPS, type CreateSpec, type Placement, type PropertyMap, type ReplicationHolds, type Volume } from "./volume.js";
+import { PropertyView } from "../zfs/parse.js";
 
 export { cloneSnapshotName, contentSourceKey, type ContentSource, type CreateSpec, type Placement, type ReplicationHolds, type Volume } from "./volume.js";
 
@@ -77,8 +78,7 @@ export class VolumeService {
         const props = entry && !isReplica(entry) ? entry : undefined;
         const volume = props ? toVolume(host, dataset, props) : undefined;
         if (props && !volume) throw failedPrecondition(`dataset ${dataset} on ${name} exists but was not created by zcsi (no ${PROP.csiName}); refusing to touch it`);
-        const available = parentProps.get("available")?.value ?? "0";
-        return { host: name, free: /^[0-9]+$/.test(available) ? BigInt(available) : 0n, volume, unusable: undefined };
+        return { host: name, free: new PropertyView(parent, parentProps, name).integer("available"), volume, unusable: undefined };
       }),
     );
     type Usable = { host: string; free: bigint; volume: Volume | undefined };
@@ -101,8 +101,7 @@ export class VolumeService {
       if (isZcsiError(err, "NotFound")) throw failedPrecondition(`parent dataset ${parent} does not exist on pool host ${host.config.name}; create it first (see docs/pool-host.md)`);
       throw err;
     }
-    const value = props?.get("available")?.value ?? "0";
-    return /^[0-9]+$/.test(value) ? BigInt(value) : 0n;
+    return new PropertyView(parent, props, host.config.name).integer("available");
   }
 
   /**

@@ -1,6 +1,6 @@
 import { alreadyExists, failedPrecondition, isZcsiError, notFound } from "../errors.js";
 import type { Logger } from "../log.js";
-import type { PropertyMap } from "../zfs/parse.js";
+import { ownUserPropertyValue, PropertyView, type PropertyMap } from "../zfs/parse.js";
 import type { PoolHost, PoolHosts } from "./hosts.js";
 import { formatSnapshotId, formatVolumeId, type SnapshotRef, type VolumeRef } from "./ids.js";
 import type { SnapshotParameters } from "./parameters.js";
@@ -44,13 +44,7 @@ const SNAPSHOT_PROPS = [PROP.snapshotName, PROP.autoSnapshot, PROP.csiName, "def
 type Props = ReadonlyMap<string, { value: string; source: string }>;
 
 function local(props: Props | undefined, name: string): string | undefined {
-  const p = props?.get(name);
-  return p && p.source === "local" && p.value !== "-" ? p.value : undefined;
-}
-
-function integer(props: Props, name: string): bigint {
-  const v = props.get(name)?.value ?? "";
-  return /^[0-9]+$/.test(v) ? BigInt(v) : 0n;
+  return ownUserPropertyValue(props?.get(name));
 }
 
 /**
@@ -74,8 +68,8 @@ export function classifySnapshot(poolHost: string, name: string, all: PropertyMa
       id: formatSnapshotId(ref),
       ref,
       sourceVolumeId: formatVolumeId({ poolHost, dataset }),
-      creationSeconds: integer(props, "creation"),
-      sizeBytes: integer(props, "referenced"),
+      creationSeconds: new PropertyView(name, props, poolHost).integer("creation"),
+      sizeBytes: new PropertyView(name, props, poolHost).integer("referenced"),
       ...(scheduled && { scheduled: true }),
     },
   };

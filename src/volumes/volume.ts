@@ -3,6 +3,7 @@ import { formatVolumeId, type VolumeRef } from "./ids.js";
 import type { VolumeParameters } from "./parameters.js";
 import { CLONE_SNAPSHOT_PREFIX, PROP, SIZE_PROPERTY, type VolumeState } from "./properties.js";
 import type { Snapshot } from "./snapshots.js";
+import { ownUserPropertyValue, PropertyView } from "../zfs/parse.js";
 
 export interface Volume {
   readonly id: string;
@@ -61,18 +62,15 @@ export type PropertyMap = ReadonlyMap<string, { value: string; source: string }>
 
 /** A user property counts only where it is set on the dataset itself, not inherited. */
 export function local(props: PropertyMap, name: string): string | undefined {
-  const p = props.get(name);
-  return p && p.source === "local" && p.value !== "-" ? p.value : undefined;
+  return ownUserPropertyValue(props.get(name));
 }
 
 export function toVolume(host: PoolHost, dataset: string, props: PropertyMap): Volume | undefined {
   const csiName = local(props, PROP.csiName);
   if (csiName === undefined) return undefined;
   const ref = { poolHost: host.config.name, dataset };
-  const number = (name: string): bigint => {
-    const v = props.get(name)?.value ?? "0";
-    return /^[0-9]+$/.test(v) ? BigInt(v) : 0n;
-  };
+  const view = new PropertyView(dataset, props, host.config.name);
+  const number = (name: string): bigint => view.integer(name);
   return {
     id: formatVolumeId(ref),
     ref,

@@ -1,7 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { isZcsiError } from "../../src/errors.js";
 import { parseMountFlags } from "../../src/mount/flags.js";
-import { classifySshfsFailure } from "../../src/mount/mounter.js";
 import { SSHFS_DEFAULTS, knownHostsText, sftpServerCommand, sshfsArgv, sshfsSource, type SshfsMount } from "../../src/mount/sshfs.js";
 
 const host = {
@@ -112,17 +111,5 @@ describe("parseMountFlags", () => {
     ["a prototype key", "__proto__=1"],
   ])("refuses %s with INVALID_ARGUMENT", (_, flag) => {
     expect(invalid(() => parseMountFlags([flag]))).toContain("mount_flags");
-  });
-});
-
-describe("classifySshfsFailure", () => {
-  it.each([
-    ["remote: No such file or directory", "NotFound"],
-    ["Host key verification failed.\nread: Connection reset by peer", "FailedPrecondition"],
-    ["zcsi@10.213.0.1: Permission denied (publickey).\nread: Connection reset by peer", "FailedPrecondition"],
-    ["ssh: connect to host 10.213.0.1 port 2222: Connection refused\nread: Connection reset by peer", "Unavailable"],
-    ["", "Unavailable"],
-  ])("maps %j to %s", (log, kind) => {
-    expect(classifySshfsFailure(log, "ctx").kind).toBe(kind);
   });
 });
