@@ -83,6 +83,14 @@ describe("src/ layering", () => {
     expect(bad).toEqual([]);
   });
 
+  it("keeps every hand-written file in src/ under 400 lines", () => {
+    const long = sources(SRC)
+      .filter((f) => !relative(SRC, f).startsWith("gen/"))
+      .map((f) => ({ file: relative(SRC, f), lines: readFileSync(f, "utf8").split("\n").length }))
+      .filter((f) => f.lines > 400);
+    expect(long).toEqual([]);
+  });
+
   it("knows every package under src/", () => {
     const packages = new Set(sources(SRC).map((f) => packageOf(relative(SRC, f))));
     for (const p of packages) expect(ALLOWED, `package ${String(p)}`).toHaveProperty(String(p));
