@@ -40,8 +40,18 @@ interface StageRecord {
   readonly volumeId: string;
   readonly stagingPath: string;
   readonly mountpoint: string;
+  /** The pool host and dataset staged from (publish_context's home); absent in records of older versions: the birth host. */
+  readonly poolHost?: string;
+  readonly dataset?: string;
   readonly tuning?: Partial<SshfsTuning>;
   readonly owner?: SshfsOwner;
+}
+
+/** Where a volume was staged from, per its stage record. */
+export interface StagedSource {
+  readonly poolHost: string;
+  readonly dataset: string;
+  readonly mountpoint: string;
 }
 
 export interface RepairReport {
@@ -52,6 +62,10 @@ export interface RepairReport {
 
 type ErrnoError = NodeJS.ErrnoException;
 const errno = (err: unknown): string | undefined => (err as ErrnoError | undefined)?.code;
+
+function sourceOf(record: StageRecord): StagedSource | undefined {
+  return record.poolHost !== undefined && record.dataset !== undefined ? { poolHost: record.poolHost, dataset: record.dataset, mountpoint: record.mountpoint } : undefined;
+}
 
 function describe(mount: MountInfo): string {
   return `a ${mount.fsType} mount of ${mount.source}${mount.root === "/" ? "" : ` (${mount.root})`}`;
@@ -118,7 +132,7 @@ export class VolumeMounts {
     const current = mountAt(mounts, stagingPath);
     // stat(2) only where nothing is mounted: on a hung FUSE mount it would block.
     if (!current) await this.requireDirectory(stagingPath, "staging_target_path");
-    const record: StageRecord = { volumeId: volume.id, stagingPath, mountpoint: volume.mountpoint, ...(volume.local ? {} : { tuning }) };
+    const record: StageRecord = { volumeId: volume.id, stagingPath, mountpoint: volume.mountpoint, poolHost: volume.host.name, dataset: volume.dataset, ...(volume.local ? {} : { tuning }) };
     if (current) {
       if (!this.matches(current, volume)) throw alreadyExists(`staging_target_path ${stagingPath} already holds ${describe(current)}, not volume ${volume.id}`);
       if ((await this.mounter.statfs(stagingPath, this.options.probeTimeoutMs)).ok) {
@@ -339,7 +353,7 @@ export class VolumeMounts {
    * cleaned up); a staging path with nothing mounted is left to kubelet, which stages
    * again when a pod needs it.
    */
-  async repairAll(resolve: (volumeId: string, mountpoint: string) => NodeVolume): Promise<RepairReport> {
+  async repairAll(resolve: (volumeId: string, mountpoint: string, source?: StagedSource) => NodeVolume): Promise<RepairReport> {
     const records = await this.listRecords();
     const report: RepairReport = { checked: records.length, repaired: [], failed: [] };
     const mounts = await readMountInfo();
@@ -355,7 +369,7 @@ export class VolumeMounts {
             if (!exists) await this.removeRecord(record.stagingPath);
             return;
           }
-          const volume = resolve(record.volumeId, record.mountpoint);
+          const volume = resolve(record.volumeId, record.mountpoint, sourceOf(record));
           if (!this.matches(current, volume)) return;
           if ((await this.mounter.statfs(record.stagingPath, this.options.probeTimeoutMs)).ok) return;
           await this.repairStaging(volume, record, current, mounts);
@@ -369,6 +383,21 @@ export class VolumeMounts {
   }
 
   // ---- records ----------------------------------------------------------------------------
+
+  /**
+   * Where this node staged a volume from, per its stage record (at `stagingPath`, else any of
+   * the volume's): calls without publish_context (unstage, unpublish, stats) find the mount
+   * of a volume served from another host than its birth host this way. Undefined for a
+   * record of an older version, which staged from the birth host.
+   */
+  async stagedFrom(volumeId: string, stagingPath?: string): Promise<StagedSource | undefined> {
+    const records = stagingPath !== undefined ? [await this.readRecord(stagingPath)] : await this.listRecords();
+    for (const record of records) {
+      const source = record?.volumeId === volumeId ? sourceOf(record) : undefined;
+      if (source) return source;
+    }
+    return undefined;
+  }
 
   private recordPath(stagingPath: string): string {
     return join(this.recordDir, `${this.key(stagingPath)}.json`);
@@ -397,7 +426,8 @@ export class VolumeMounts {
       const tuning = value.tuning ? parseMountFlags(Object.entries(value.tuning).map(([k, v]) => `${k}=${String(v)}`)).sshfs : undefined;
       const owner = value.owner;
       if (owner !== undefined && !(Number.isInteger(owner.uid) && Number.isInteger(owner.gid) && owner.uid >= 0 && owner.gid >= 0)) throw new Error("bad owner");
-      return { volumeId: value.volumeId, stagingPath: value.stagingPath, mountpoint: value.mountpoint, ...(tuning && { tuning }), ...(owner && { owner }) };
+      const source = typeof value.poolHost === "string" && typeof value.dataset === "string" ? { poolHost: value.poolHost, dataset: value.dataset } : {};
+      return { volumeId: value.volumeId, stagingPath: value.stagingPath, mountpoint: value.mountpoint, ...source, ...(tuning && { tuning }), ...(owner && { owner }) };
     } catch (err) {
       this.logger.warn({ op: "records", path, err: errorMessage(err) }, "unreadable stage record ignored");
       return undefined;
