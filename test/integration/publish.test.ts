@@ -135,6 +135,30 @@ describe("ControllerPublishVolume", () => {
     }
   });
 
+  it("honours a readonly publication: every pod target of it is read-only, even when NodePublishVolume does not ask", async () => {
+    const volume = await env.createVolume(uniqueName("pvc-pub-ro"), 32 * MiB);
+    const { publishContext } = await controllerPublish(volume, "bob", "MULTI_NODE_MULTI_WRITER", true);
+    expect(publishContext.readonly).toBe("true");
+    expect(await publishedTo(volume)).toBe("bob:mnmw:ro");
+    const staging = await bob.stagingPath(`${volume.volumeId.split("/").pop()}-ro`);
+    await stage(bob, volume, staging, publishContext);
+    const target = await bob.targetPath("pod-pub-ro");
+    await bob.client.nodePublishVolume({
+      volumeId: volume.volumeId,
+      stagingTargetPath: staging,
+      targetPath: target,
+      volumeCapability: cap("MULTI_NODE_MULTI_WRITER"),
+      readonly: false,
+      publishContext,
+      volumeContext: volume.volumeContext,
+    });
+    expect((await mountOf(target))?.options).toContain("ro");
+    await expect(writeFile(join(target, "nope.txt"), "x")).rejects.toMatchObject({ code: "EROFS" });
+    await bob.client.nodeUnpublishVolume({ volumeId: volume.volumeId, targetPath: target });
+    await unstage(bob, volume, staging);
+    await controllerUnpublish(volume.volumeId, "bob");
+  });
+
   it("refuses a publish_context outside the configured pool hosts and parents, and mounts nothing", async () => {
     const volume = await env.createVolume(uniqueName("pvc-badctx"), 32 * MiB);
     const staging = await bob.stagingPath(`${volume.volumeId.split("/").pop()}-bad`);
