@@ -32,6 +32,7 @@ import type { ContentSource, Volume, VolumeService } from "../volumes/service.js
 import type { Snapshot, SnapshotService } from "../volumes/snapshots.js";
 import { KeyedLocks } from "../util/locks.js";
 import { capabilityProblem, requireCapabilities } from "./capabilities.js";
+import { Publisher } from "./publish.js";
 import { unary } from "./server.js";
 import { requestedSource, toCsiSnapshot, toCsiVolume, volumeContext, type RequestedSource } from "./messages.js";
 import { decodeToken, page } from "./tokens.js";
@@ -48,6 +49,10 @@ const CAPABILITIES = [
   "LIST_SNAPSHOTS",
   "CLONE_VOLUME",
   "GET_SNAPSHOT",
+  // The serving host is decided at attach time (publish.ts); readonly is honoured by the node,
+  // which publishes every pod target of a readonly publication read-only.
+  "PUBLISH_UNPUBLISH_VOLUME",
+  "PUBLISH_READONLY",
 ] as const;
 
 /** Snapshot locks share the map with volume leaves; the prefix keeps `pvc-1` the volume and `pvc-1` the snapshot apart. */
@@ -57,13 +62,17 @@ function snapshotLockKey(name: string): string {
 
 export class ControllerService {
   private readonly locks = new KeyedLocks();
+  private readonly publisher: Publisher;
 
   constructor(
     private readonly config: Config,
     private readonly volumes: VolumeService,
     private readonly snapshots: SnapshotService,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    // Publish shares the per-volume locks: a publish during a delete or expand is ABORTED.
+    this.publisher = new Publisher(volumes, this.locks, logger);
+  }
 
   /**
    * CSI spec, CreateVolume: same name + compatible request (capacity, parameters, content
@@ -336,8 +345,8 @@ export class ControllerService {
       ControllerGetCapabilities: unary(log, "ControllerGetCapabilities", async () => this.controllerGetCapabilities()),
       ControllerExpandVolume: unary(log, "ControllerExpandVolume", (r) => this.controllerExpandVolume(r), byId),
       ControllerGetVolume: unary(log, "ControllerGetVolume", (r) => this.controllerGetVolume(r), byId),
-      ControllerPublishVolume: notSupported("ControllerPublishVolume"),
-      ControllerUnpublishVolume: notSupported("ControllerUnpublishVolume"),
+      ControllerPublishVolume: unary(log, "ControllerPublishVolume", (r) => this.publisher.publish(r), (r) => ({ volumeId: r.volumeId, nodeId: r.nodeId })),
+      ControllerUnpublishVolume: unary(log, "ControllerUnpublishVolume", (r) => this.publisher.unpublish(r), (r) => ({ volumeId: r.volumeId, nodeId: r.nodeId })),
       CreateSnapshot: unary(log, "CreateSnapshot", (r) => this.createSnapshot(r), (r) => ({ name: r.name, volumeId: r.sourceVolumeId })),
       DeleteSnapshot: unary(log, "DeleteSnapshot", (r) => this.deleteSnapshot(r), (r) => ({ snapshotId: r.snapshotId })),
       ListSnapshots: unary(log, "ListSnapshots", (r) => this.listSnapshots(r)),

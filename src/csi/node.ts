@@ -1,6 +1,6 @@
 import { posix } from "node:path";
 import type { Config } from "../config.js";
-import { invalidArgument, notFound, unavailable } from "../errors.js";
+import { failedPrecondition, invalidArgument, notFound, unavailable } from "../errors.js";
 import type { NodeHandlers } from "../gen/csi/v1/Node.js";
 import type { NodeExpandVolumeRequest__Output } from "../gen/csi/v1/NodeExpandVolumeRequest.js";
 import type { NodeExpandVolumeResponse } from "../gen/csi/v1/NodeExpandVolumeResponse.js";
@@ -17,7 +17,7 @@ import type { VolumeCapability__Output } from "../gen/csi/v1/VolumeCapability.js
 import type { Logger } from "../log.js";
 import { parseMountFlags, type MountFlags } from "../mount/flags.js";
 import { readMountInfo } from "../mount/mountinfo.js";
-import type { NodeVolume, VolumeMounts } from "../mount/volume-mounts.js";
+import type { NodeVolume, StagedSource, VolumeMounts } from "../mount/volume-mounts.js";
 import { KeyedLocks } from "../util/locks.js";
 import { parseVolumeId } from "../volumes/ids.js";
 import { capabilityProblem } from "./capabilities.js";
@@ -97,6 +97,36 @@ export class NodeService {
   }
 
   /**
+   * The volume as served from `source`: publish_context's home (ControllerPublishVolume), or a
+   * stage record's. Without one (a CO that does not publish, a volume staged by an older
+   * version), the birth host the id names. The source passes the same checks as an id: a
+   * configured pool host, a dataset directly below its parent, mounted at `<mountRoot>/<leaf>`.
+   */
+  resolveServed(volumeId: string, context: Readonly<Record<string, string>>, source: Partial<StagedSource> | undefined): NodeVolume {
+    const birth = this.resolveVolume(volumeId, context);
+    if (source?.poolHost === undefined && source?.dataset === undefined && source?.mountpoint === undefined) return birth;
+    const { poolHost = "", dataset = "", mountpoint = "" } = source;
+    if (!this.config.poolHosts.some((h) => h.name === poolHost)) {
+      throw failedPrecondition(`volume ${volumeId} is served from pool host ${JSON.stringify(poolHost)}, which this node's configuration does not list`);
+    }
+    let home;
+    try {
+      home = parseVolumeId(`${poolHost}:${dataset}`, this.config.poolHosts);
+    } catch {
+      throw invalidArgument(`publish_context dataset ${JSON.stringify(dataset)} of volume ${volumeId} is not a dataset directly below ${poolHost}'s parent dataset`);
+    }
+    const expected = `${home.host.mountRoot === "/" ? "" : home.host.mountRoot}/${home.leaf}`;
+    if (mountpoint !== expected) throw invalidArgument(`publish_context mountpoint ${JSON.stringify(mountpoint)} of volume ${volumeId} is not ${JSON.stringify(expected)}`);
+    return { id: volumeId, host: home.host, dataset: home.dataset, mountpoint, local: home.host.name === this.options.nodeId };
+  }
+
+  /** The volume as this node staged it (stage record), for calls that carry no publish_context. */
+  private async stagedVolume(volumeId: string, stagingPath?: string): Promise<NodeVolume> {
+    this.resolveVolume(volumeId); // an id that cannot be a volume is NOT_FOUND before any file is read
+    return this.resolveServed(volumeId, {}, await this.mounts.stagedFrom(volumeId, stagingPath));
+  }
+
+  /**
    * volume_path of NodeGetVolumeStats / NodeExpandVolume. CSI spec: NOT_FOUND when the volume
    * does not exist on the node; a caller checks the volume first, so an odd path of a volume
    * mounted nowhere on this node is NOT_FOUND too, and INVALID_ARGUMENT only for a volume
@@ -113,31 +143,33 @@ export class NodeService {
   }
 
   async nodeStageVolume(req: NodeStageVolumeRequest__Output): Promise<Record<string, never>> {
-    const volume = this.resolveVolume(req.volumeId, req.volumeContext);
+    const volume = this.resolveServed(req.volumeId, req.volumeContext, req.publishContext);
     const stagingPath = requirePath(req.stagingTargetPath, "staging_target_path");
     const { flags } = requireCapability(req.volumeCapability);
     await this.locks.run(req.volumeId, "NodeStageVolume", async () => {
       const outcome = await this.mounts.stage(volume, stagingPath, flags.sshfs);
-      this.logger.info({ op: "NodeStageVolume", volumeId: volume.id, stagingPath, via: volume.local ? "bind" : "sshfs", outcome }, outcome);
+      this.logger.info({ op: "NodeStageVolume", volumeId: volume.id, stagingPath, poolHost: volume.host.name, via: volume.local ? "bind" : "sshfs", outcome }, outcome);
     });
     return {};
   }
 
   async nodeUnstageVolume(req: NodeUnstageVolumeRequest__Output): Promise<Record<string, never>> {
-    const volume = this.resolveVolume(req.volumeId);
+    this.resolveVolume(req.volumeId);
     const stagingPath = requirePath(req.stagingTargetPath, "staging_target_path");
+    const volume = await this.stagedVolume(req.volumeId, stagingPath);
     await this.locks.run(req.volumeId, "NodeUnstageVolume", () => this.mounts.unstage(volume, stagingPath));
     return {};
   }
 
   async nodePublishVolume(req: NodePublishVolumeRequest__Output): Promise<Record<string, never>> {
-    const volume = this.resolveVolume(req.volumeId, req.volumeContext);
+    const volume = this.resolveServed(req.volumeId, req.volumeContext, req.publishContext);
     const targetPath = requirePath(req.targetPath, "target_path");
     // With STAGE_UNSTAGE_VOLUME the CO must pass the staging path (CSI spec, NodePublishVolume).
     const stagingPath = requirePath(req.stagingTargetPath, "staging_target_path");
     if (targetPath === stagingPath) throw invalidArgument("target_path must differ from staging_target_path");
     const { cap, flags } = requireCapability(req.volumeCapability);
-    const readOnly = req.readonly || flags.readOnly || READ_ONLY_MODES.has(cap.accessMode?.mode ?? "");
+    // publish_context readonly=true: ControllerPublishVolume was asked for a readonly publication (PUBLISH_READONLY).
+    const readOnly = req.readonly || flags.readOnly || READ_ONLY_MODES.has(cap.accessMode?.mode ?? "") || req.publishContext.readonly === "true";
     await this.locks.run(req.volumeId, "NodePublishVolume", async () => {
       const outcome = await this.mounts.publish(volume, stagingPath, targetPath, { readOnly, bindFlags: flags.bind });
       this.logger.info({ op: "NodePublishVolume", volumeId: volume.id, targetPath, readOnly, outcome }, outcome);
@@ -146,8 +178,9 @@ export class NodeService {
   }
 
   async nodeUnpublishVolume(req: NodeUnpublishVolumeRequest__Output): Promise<Record<string, never>> {
-    const volume = this.resolveVolume(req.volumeId);
+    this.resolveVolume(req.volumeId);
     const targetPath = requirePath(req.targetPath, "target_path");
+    const volume = await this.stagedVolume(req.volumeId);
     await this.locks.run(req.volumeId, "NodeUnpublishVolume", () => this.mounts.unpublish(volume, targetPath));
     return {};
   }
@@ -158,7 +191,7 @@ export class NodeService {
    * usage is still filled (zeros), because kubelet discards a response without usage.
    */
   async nodeGetVolumeStats(req: NodeGetVolumeStatsRequest__Output): Promise<NodeGetVolumeStatsResponse> {
-    const volume = this.resolveVolume(req.volumeId);
+    const volume = await this.stagedVolume(req.volumeId);
     const volumePath = await this.requireVolumePath(volume, req.volumePath);
     const usage = await this.mounts.usage(volume, volumePath);
     if ("problem" in usage) {
@@ -186,7 +219,7 @@ export class NodeService {
    * the capacity the pod now sees (statfs through the mount).
    */
   async nodeExpandVolume(req: NodeExpandVolumeRequest__Output): Promise<NodeExpandVolumeResponse> {
-    const volume = this.resolveVolume(req.volumeId);
+    const volume = await this.stagedVolume(req.volumeId);
     const volumePath = await this.requireVolumePath(volume, req.volumePath);
     if (req.volumeCapability) requireCapability(req.volumeCapability);
     const usage = await this.mounts.usage(volume, volumePath);

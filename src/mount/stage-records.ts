@@ -14,8 +14,23 @@ export interface StageRecord {
   readonly volumeId: string;
   readonly stagingPath: string;
   readonly mountpoint: string;
+  /** The pool host and dataset staged from (publish_context's home); absent in records of older versions: the birth host. */
+  readonly poolHost?: string;
+  readonly dataset?: string;
   readonly tuning?: Partial<SshfsTuning>;
   readonly owner?: SshfsOwner;
+}
+
+/** Where a volume was staged from, per its stage record. */
+export interface StagedSource {
+  readonly poolHost: string;
+  readonly dataset: string;
+  readonly mountpoint: string;
+}
+
+/** The source a record names; undefined for a record of an older version (staged from the birth host). */
+export function sourceOf(record: StageRecord): StagedSource | undefined {
+  return record.poolHost !== undefined && record.dataset !== undefined ? { poolHost: record.poolHost, dataset: record.dataset, mountpoint: record.mountpoint } : undefined;
 }
 
 const errno = (err: unknown): string | undefined => (err as NodeJS.ErrnoException | undefined)?.code;
@@ -67,6 +82,16 @@ export class StageRecords {
     return records.filter((r): r is StageRecord => r !== undefined);
   }
 
+  /** Where a volume was staged from: the record at `stagingPath`, else any of the volume's. */
+  async stagedFrom(volumeId: string, stagingPath?: string): Promise<StagedSource | undefined> {
+    const records = stagingPath !== undefined ? [await this.read(stagingPath)] : await this.list();
+    for (const record of records) {
+      const source = record?.volumeId === volumeId ? sourceOf(record) : undefined;
+      if (source) return source;
+    }
+    return undefined;
+  }
+
   /** Drops the record and the sshfs log of a staging path. */
   async remove(stagingPath: string): Promise<void> {
     await rm(this.recordPath(stagingPath), { force: true });
@@ -92,7 +117,8 @@ export class StageRecords {
       const tuning = value.tuning ? parseMountFlags(Object.entries(value.tuning).map(([k, v]) => `${k}=${String(v)}`)).sshfs : undefined;
       const owner = value.owner;
       if (owner !== undefined && !(Number.isInteger(owner.uid) && Number.isInteger(owner.gid) && owner.uid >= 0 && owner.gid >= 0)) throw new Error("bad owner");
-      return { volumeId: value.volumeId, stagingPath: value.stagingPath, mountpoint: value.mountpoint, ...(tuning && { tuning }), ...(owner && { owner }) };
+      const source = typeof value.poolHost === "string" && typeof value.dataset === "string" ? { poolHost: value.poolHost, dataset: value.dataset } : {};
+      return { volumeId: value.volumeId, stagingPath: value.stagingPath, mountpoint: value.mountpoint, ...source, ...(tuning && { tuning }), ...(owner && { owner }) };
     } catch (err) {
       this.logger.warn({ op: "records", path, err: errorMessage(err) }, "unreadable stage record ignored");
       return undefined;

@@ -8,7 +8,9 @@ import { BIND_FLAGS, type BindFlag } from "./flags.js";
 import type { FsStats, Mounter } from "./mounter.js";
 import { isReadOnly, isSshfsMount, isZfsMount, mountAt, readMountInfo, sameView, type MountInfo } from "./mountinfo.js";
 import { SSHFS_DEFAULTS, knownHostsText, sshfsArgv, sshfsSource, type SshfsOwner, type SshfsTuning } from "./sshfs.js";
-import { StageRecords, writeAtomically, type StageRecord } from "./stage-records.js";
+import { sourceOf, StageRecords, writeAtomically, type StagedSource, type StageRecord } from "./stage-records.js";
+
+export type { StagedSource } from "./stage-records.js";
 
 /** A volume as the node sees it: where its data lives and whether that is this machine. */
 export interface NodeVolume {
@@ -41,6 +43,7 @@ export interface RepairReport {
 
 type ErrnoError = NodeJS.ErrnoException;
 const errno = (err: unknown): string | undefined => (err as ErrnoError | undefined)?.code;
+
 
 function describe(mount: MountInfo): string {
   return `a ${mount.fsType} mount of ${mount.source}${mount.root === "/" ? "" : ` (${mount.root})`}`;
@@ -96,7 +99,7 @@ export class VolumeMounts {
     const current = mountAt(mounts, stagingPath);
     // stat(2) only where nothing is mounted: on a hung FUSE mount it would block.
     if (!current) await this.requireDirectory(stagingPath, "staging_target_path");
-    const record: StageRecord = { volumeId: volume.id, stagingPath, mountpoint: volume.mountpoint, ...(volume.local ? {} : { tuning }) };
+    const record: StageRecord = { volumeId: volume.id, stagingPath, mountpoint: volume.mountpoint, poolHost: volume.host.name, dataset: volume.dataset, ...(volume.local ? {} : { tuning }) };
     if (current) {
       if (!this.matches(current, volume)) throw alreadyExists(`staging_target_path ${stagingPath} already holds ${describe(current)}, not volume ${volume.id}`);
       if ((await this.mounter.statfs(stagingPath, this.options.probeTimeoutMs)).ok) {
@@ -338,7 +341,7 @@ export class VolumeMounts {
    * cleaned up); a staging path with nothing mounted is left to kubelet, which stages
    * again when a pod needs it.
    */
-  async repairAll(resolve: (volumeId: string, mountpoint: string) => NodeVolume): Promise<RepairReport> {
+  async repairAll(resolve: (volumeId: string, mountpoint: string, source?: StagedSource) => NodeVolume): Promise<RepairReport> {
     const records = await this.records.list();
     const report: RepairReport = { checked: records.length, repaired: [], failed: [] };
     const mounts = await readMountInfo();
@@ -354,7 +357,7 @@ export class VolumeMounts {
             if (!exists) await this.records.remove(record.stagingPath);
             return;
           }
-          const volume = resolve(record.volumeId, record.mountpoint);
+          const volume = resolve(record.volumeId, record.mountpoint, sourceOf(record));
           if (!this.matches(current, volume)) return;
           if ((await this.mounter.statfs(record.stagingPath, this.options.probeTimeoutMs)).ok) return;
           await this.repairStaging(volume, record, current, mounts);
@@ -365,6 +368,16 @@ export class VolumeMounts {
       }),
     );
     return report;
+  }
+
+  /**
+   * Where this node staged a volume from, per its stage record (at `stagingPath`, else any of
+   * the volume's): calls without publish_context (unstage, unpublish, stats) find the mount
+   * of a volume served from another host than its birth host this way. Undefined for a
+   * record of an older version, which staged from the birth host.
+   */
+  stagedFrom(volumeId: string, stagingPath?: string): Promise<StagedSource | undefined> {
+    return this.records.stagedFrom(volumeId, stagingPath);
   }
 
   private async requireDirectory(path: string, field: string): Promise<void> {

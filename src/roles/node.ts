@@ -85,7 +85,7 @@ export async function startNode(config: Config, nodeId: string, endpoint: string
   );
   await volumeMounts.init();
   const node = new NodeService(config, volumeMounts, { nodeId, maxVolumesPerNode: options.maxVolumesPerNode ?? DEFAULT_MAX_VOLUMES_PER_NODE }, logger);
-  const repair = await volumeMounts.repairAll((volumeId, mountpoint) => node.resolveVolume(volumeId, { mountpoint }));
+  const repair = await volumeMounts.repairAll((volumeId, mountpoint, source) => node.resolveServed(volumeId, source ? {} : { mountpoint }, source));
   logger[repair.failed.length > 0 ? "error" : "info"]({ op: "repair", launcher: mounter.launcher, ...repair }, "start-up scan of staged volumes done");
   const identity = identityHandlers({ driverName: config.driverName, controller: false, readiness: () => readiness(config, nodeId, stateDir) }, logger);
   let metrics: MetricsServer | undefined;

@@ -1,5 +1,6 @@
 import { alreadyExists, errorMessage, failedPrecondition, invalidArgument, isZcsiError, notFound, outOfRange, resourceExhausted, unavailable } from "../errors.js";
 import type { Logger } from "../log.js";
+import { birthHome, type VolumeHome } from "./birth-home.js";
 import { VolumeDestroyer } from "./delete.js";
 import { formatVolumeId, type VolumeRef } from "./ids.js";
 import type { PoolHost, PoolHosts } from "./hosts.js";
@@ -326,6 +327,16 @@ export class VolumeService {
     const problems = [...(await this.checkHosts()).entries()].flatMap(([name, p]) => (p === undefined ? [] : [`${name}: ${p}`]));
     return problems.length === this.hosts.names.length ? problems : [];
   }
+
+  // ---- BEGIN temporary resolveHome (W2-publish) --------------------------------------------
+  // Replaced at merge by W2-home's VolumeService.resolveHome (issue 14 item 2); callers use only
+  // this signature. NotFound: no copy; Unavailable: only unreachable candidates.
+  /** Where the volume is served from now (ControllerPublishVolume's publish_context). */
+  async resolveHome(volumeId: string): Promise<{ host: string; dataset: string; mountpoint: string; epoch: number }> {
+    const home: VolumeHome = await birthHome(this.hosts, volumeId);
+    return home;
+  }
+  // ---- END temporary resolveHome --------------------------------------------------------------
 
   /** Why a host is not fit to serve, or undefined when it is (pool ONLINE, parent present). */
   async hostProblem(host: PoolHost): Promise<string | undefined> {

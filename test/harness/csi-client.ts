@@ -15,6 +15,10 @@ import type { ControllerExpandVolumeRequest } from "../../src/gen/csi/v1/Control
 import type { ControllerExpandVolumeResponse__Output } from "../../src/gen/csi/v1/ControllerExpandVolumeResponse.js";
 import type { ControllerGetVolumeRequest } from "../../src/gen/csi/v1/ControllerGetVolumeRequest.js";
 import type { ControllerGetVolumeResponse__Output } from "../../src/gen/csi/v1/ControllerGetVolumeResponse.js";
+import type { ControllerPublishVolumeRequest } from "../../src/gen/csi/v1/ControllerPublishVolumeRequest.js";
+import type { ControllerPublishVolumeResponse__Output } from "../../src/gen/csi/v1/ControllerPublishVolumeResponse.js";
+import type { ControllerUnpublishVolumeRequest } from "../../src/gen/csi/v1/ControllerUnpublishVolumeRequest.js";
+import type { ControllerUnpublishVolumeResponse__Output } from "../../src/gen/csi/v1/ControllerUnpublishVolumeResponse.js";
 import type { CreateSnapshotRequest } from "../../src/gen/csi/v1/CreateSnapshotRequest.js";
 import type { CreateSnapshotResponse__Output } from "../../src/gen/csi/v1/CreateSnapshotResponse.js";
 import type { DeleteSnapshotRequest } from "../../src/gen/csi/v1/DeleteSnapshotRequest.js";
@@ -69,6 +73,8 @@ export class CsiClient {
   readonly controllerGetCapabilities: (r: ControllerGetCapabilitiesRequest) => Promise<ControllerGetCapabilitiesResponse__Output>;
   readonly controllerExpandVolume: (r: ControllerExpandVolumeRequest) => Promise<ControllerExpandVolumeResponse__Output>;
   readonly controllerGetVolume: (r: ControllerGetVolumeRequest) => Promise<ControllerGetVolumeResponse__Output>;
+  readonly controllerPublishVolume: (r: ControllerPublishVolumeRequest) => Promise<ControllerPublishVolumeResponse__Output>;
+  readonly controllerUnpublishVolume: (r: ControllerUnpublishVolumeRequest) => Promise<ControllerUnpublishVolumeResponse__Output>;
   readonly createSnapshot: (r: CreateSnapshotRequest) => Promise<CreateSnapshotResponse__Output>;
   readonly deleteSnapshot: (r: DeleteSnapshotRequest) => Promise<DeleteSnapshotResponse__Output>;
   readonly listSnapshots: (r: ListSnapshotsRequest) => Promise<ListSnapshotsResponse__Output>;
@@ -101,6 +107,8 @@ export class CsiClient {
     this.controllerGetCapabilities = rpc(controller, "ControllerGetCapabilities");
     this.controllerExpandVolume = rpc(controller, "ControllerExpandVolume");
     this.controllerGetVolume = rpc(controller, "ControllerGetVolume");
+    this.controllerPublishVolume = rpc(controller, "ControllerPublishVolume");
+    this.controllerUnpublishVolume = rpc(controller, "ControllerUnpublishVolume");
     this.createSnapshot = rpc(controller, "CreateSnapshot");
     this.deleteSnapshot = rpc(controller, "DeleteSnapshot");
     this.listSnapshots = rpc(controller, "ListSnapshots");

@@ -380,7 +380,7 @@ describe("capabilities and logs", () => {
     expect(caps.capabilities.map((c) => c.rpc?.type).sort()).toEqual(
       [
         "CREATE_DELETE_VOLUME", "EXPAND_VOLUME", "GET_CAPACITY", "GET_VOLUME", "LIST_VOLUMES", "SINGLE_NODE_MULTI_WRITER", "VOLUME_CONDITION",
-        "CREATE_DELETE_SNAPSHOT", "LIST_SNAPSHOTS", "CLONE_VOLUME", "GET_SNAPSHOT",
+        "CREATE_DELETE_SNAPSHOT", "LIST_SNAPSHOTS", "CLONE_VOLUME", "GET_SNAPSHOT", "PUBLISH_UNPUBLISH_VOLUME", "PUBLISH_READONLY",
       ].sort(),
     );
   });

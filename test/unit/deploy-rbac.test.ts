@@ -316,6 +316,41 @@ describe("RBAC covers every Kubernetes API call in src/k8s", () => {
   });
 });
 
+describe("the csi-attacher sidecar (CSIDriver attachRequired: true)", () => {
+  // What external-attacher v4 calls (its deploy/kubernetes/rbac.yaml, and the status
+  // subresource it patches with the attach result and publish_context).
+  const ATTACHER_CALLS: ApiRequest[] = [
+    ...["get", "list", "watch", "patch"].map((verb) => ({ group: "", resource: "persistentvolumes", verb, namespaced: false })),
+    ...["get", "list", "watch"].map((verb) => ({ group: "", resource: "nodes", verb, namespaced: false })),
+    ...["get", "list", "watch"].map((verb) => ({ group: "storage.k8s.io", resource: "csinodes", verb, namespaced: false })),
+    ...["get", "list", "watch", "patch"].map((verb) => ({ group: "storage.k8s.io", resource: "volumeattachments", verb, namespaced: false })),
+    { group: "storage.k8s.io", resource: "volumeattachments/status", verb: "patch", namespaced: false },
+    ...["get", "list", "watch", "create", "update", "delete"].map((verb) => ({ group: "coordination.k8s.io", resource: "leases", verb, namespaced: true })),
+  ];
+
+  it("runs in the controller pod when the CSIDriver requires attach, and its ServiceAccount may make every call it makes", () => {
+    const objects = build(DEPLOY_DIR);
+    const driver = ofKind(objects, "CSIDriver")[0]!;
+    expect((driver.spec as { attachRequired?: boolean }).attachRequired).toBe(true);
+    const controller = ofKind(objects, "Deployment").find((d) => d.metadata.name === "zcsi-controller")!;
+    const podSpec = (controller.spec as { template: { spec: { serviceAccountName: string; containers: Array<{ name: string; image: string }> } } }).template.spec;
+    expect(podSpec.containers.map((c) => c.image)).toContainEqual(expect.stringMatching(/^registry\.k8s\.io\/sig-storage\/csi-attacher:v4\.[0-9]+\.[0-9]+$/));
+    const sa = { name: podSpec.serviceAccountName, namespace: "zcsi" };
+    expect(ATTACHER_CALLS.filter((r) => !allows(objects, sa, r)).map(describeRequest)).toEqual([]);
+  });
+
+  it("gets them from its own ClusterRole, which grants nothing else", () => {
+    const objects = build(DEPLOY_DIR);
+    const sa = { name: CONTROLLER_SA, namespace: "zcsi" };
+    const onlyAttacher = objects.filter((o) => !(o.kind === "ClusterRole" && o.metadata.name !== "zcsi-external-attacher") && !(o.kind === "ClusterRoleBinding" && o.metadata.name !== "zcsi-external-attacher"));
+    expect(ATTACHER_CALLS.filter((r) => !allows(onlyAttacher, sa, r)).map(describeRequest)).toEqual([]);
+    const role = objects.find((o) => o.kind === "ClusterRole" && o.metadata.name === "zcsi-external-attacher")!;
+    const granted = ((role.rules ?? []) as Rule[]).flatMap((r) => (r.resources ?? []).flatMap((res) => (r.verbs ?? []).map((v) => `${v} ${res}`)));
+    const needed = new Set(ATTACHER_CALLS.filter((r) => !r.namespaced).map((r) => `${r.verb} ${r.resource}`));
+    expect(granted.filter((g) => !needed.has(g))).toEqual([]);
+  });
+});
+
 describe("RBAC is least privilege", () => {
   it("uses no wildcards and grants no access to Secrets", () => {
     const objects = build(DEPLOY_DIR);

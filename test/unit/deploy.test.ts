@@ -191,6 +191,7 @@ describe("images", () => {
         "registry.k8s.io/sig-storage/csi-provisioner",
         "registry.k8s.io/sig-storage/csi-snapshotter",
         "registry.k8s.io/sig-storage/csi-resizer",
+        "registry.k8s.io/sig-storage/csi-attacher",
         "registry.k8s.io/sig-storage/livenessprobe",
         "registry.k8s.io/sig-storage/csi-node-driver-registrar",
       ]),
@@ -216,9 +217,9 @@ describe("driver wiring", () => {
     expect(volumes.find((v) => v.name === "socket-dir")?.hostPath?.path).toBe(`/var/lib/kubelet/plugins/${name}`);
   });
 
-  it("CSIDriver: no attach, pod info on mount, persistent volumes only, no fsGroup rewriting", () => {
+  it("CSIDriver: attach required (the serving host is chosen at attach time), pod info on mount, persistent volumes only, no fsGroup rewriting", () => {
     expect(find(base(), "CSIDriver", "zfs.zcsi.dev").spec).toMatchObject({
-      attachRequired: false,
+      attachRequired: true,
       podInfoOnMount: true,
       volumeLifecycleModes: ["Persistent"],
       fsGroupPolicy: "None",
@@ -294,7 +295,7 @@ describe("driver wiring", () => {
 
   it("elects leaders in every controller sidecar and passes PVC and snapshot metadata", () => {
     const args = (name: string): string[] => containers(base()).find((c) => c.container.name === name)!.container.args ?? [];
-    for (const sidecar of ["csi-provisioner", "csi-snapshotter", "csi-resizer"]) expect(args(sidecar)).toContain("--leader-election");
+    for (const sidecar of ["csi-provisioner", "csi-snapshotter", "csi-resizer", "csi-attacher"]) expect(args(sidecar)).toContain("--leader-election");
     expect(args("csi-provisioner")).toContain("--extra-create-metadata");
     expect(args("csi-snapshotter")).toContain("--extra-create-metadata");
     // Every CSI client in a pod talks to the socket its zcsi container serves.
