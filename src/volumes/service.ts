@@ -11,6 +11,12 @@ import { cloneSnapshotName, contentSourceKey, isReplica, toVolume, VOLUME_PROPS,
 
 export { cloneSnapshotName, contentSourceKey, type ContentSource, type CreateSpec, type Placement, type ReplicationHolds, type Volume } from "./volume.js";
 
+/** Every volume (ordered by id), and why each host that could not be listed could not (its volumes are as last seen). */
+export interface VolumeListing {
+  readonly volumes: Volume[];
+  readonly unreachable: ReadonlyMap<string, string>;
+}
+
 /**
  * What a volume is on a pool host: a dataset directly below the host's parentDataset,
  * carrying zcsi's user properties. Every method here takes a known-valid leaf or ref
@@ -279,7 +285,7 @@ export class VolumeService {
    * `unreachable`, so one host down neither hides nor blocks the others' volumes. Throws only
    * when no host answered.
    */
-  async listTolerant(): Promise<{ volumes: Volume[]; unreachable: Map<string, string> }> {
+  async listTolerant(): Promise<VolumeListing> {
     const hosts = this.hosts.all();
     const settled = await Promise.allSettled(hosts.map((host) => this.listHost(host)));
     const unreachable = new Map<string, string>();

@@ -2,7 +2,7 @@ import { alreadyExists, failedPrecondition, isZcsiError, notFound } from "../err
 import type { Logger } from "../log.js";
 import type { PropertyMap } from "../zfs/parse.js";
 import type { PoolHost, PoolHosts } from "./hosts.js";
-import { formatSnapshotId, formatVolumeId, type SnapshotRef, type VolumeRef } from "./ids.js";
+import { formatSnapshotId, formatVolumeId, parseSnapshotId, parseVolumeId, type SnapshotRef, type VolumeRef } from "./ids.js";
 import type { SnapshotParameters } from "./parameters.js";
 import { AUTO_SNAPSHOT_PREFIX, PROP } from "./properties.js";
 
@@ -188,6 +188,34 @@ export class SnapshotService {
     }
     const perHost = await Promise.all(this.hosts.all().map(async (host) => this.collect(host, await this.tree(host), () => true)));
     return perHost.flat().sort(byId);
+  }
+
+  /**
+   * ListSnapshots' filters: by snapshot id and/or source volume id (either "" for any). An id
+   * that cannot name a zcsi snapshot or volume matches nothing (an empty list, not an error).
+   */
+  async listMatching(filter: { readonly snapshotId: string; readonly sourceVolumeId: string }): Promise<Snapshot[]> {
+    const configs = this.hosts.configs;
+    if (filter.snapshotId !== "") {
+      let ref: SnapshotRef | undefined;
+      try {
+        ref = parseSnapshotId(filter.snapshotId, configs);
+      } catch {
+        ref = undefined;
+      }
+      const one = ref ? await this.get(ref) : undefined;
+      return one && (filter.sourceVolumeId === "" || one.sourceVolumeId === filter.sourceVolumeId) ? [one] : [];
+    }
+    if (filter.sourceVolumeId !== "") {
+      let source: VolumeRef | undefined;
+      try {
+        source = parseVolumeId(filter.sourceVolumeId, configs, "source_volume_id");
+      } catch {
+        source = undefined;
+      }
+      return source ? this.list({ source }) : [];
+    }
+    return this.list();
   }
 
   private collect(host: PoolHost, all: PropertyMap, keep: (name: string) => boolean): Snapshot[] {
