@@ -235,6 +235,15 @@ export class SnapshotService {
    * from then on the snapshot is invisible to CSI (ListSnapshots, GetSnapshot, restores) and
    * its name stays taken until ZFS frees it. Absent or already deleted → false (idempotent);
    * a snapshot zcsi did not take for CSI → FAILED_PRECONDITION, untouched.
+   *
+   * Two round trips, the fewest the safety rule allows: the lookup (one `zfs get` of the
+   * snapshot and its dataset: there? ours? deferred?) must precede the destroy, because the
+   * ZFS CLI has no conditional destroy (`zfs destroy` filters on nothing; a destroy cannot be
+   * undone), and an id can name a snapshot zcsi did not take (a pre-provisioned
+   * VolumeSnapshotContent with deletionPolicy Delete, a scheduled snapshot, one made by hand
+   * with a CSI-like name). Only an OpenZFS channel program (`zfs program`, Lua, root only, not
+   * on zfs-fuse) could check and destroy in one command. A retry of a finished delete is one
+   * command (the lookup finds nothing).
    */
   async delete(ref: SnapshotRef): Promise<boolean> {
     const found = await this.lookup(ref);
