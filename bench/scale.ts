@@ -1,4 +1,5 @@
 import { pino } from "pino";
+import { LISTING_TTL_MS } from "../src/csi/listing-cache.js";
 import type { InstrumentedExecutor } from "../src/exec/instrumented.js";
 import { SnapshotScheduler } from "../src/snapshots/scheduler.js";
 import { PROP, SIZE_PROPERTY } from "../src/volumes/properties.js";
@@ -134,7 +135,7 @@ export async function benchScale(): Promise<void> {
 
       perSize.push({ n, list, listCalls, pages, rawGet, tick: tickMedian, tickCalls, rawTick, cap, capCalls });
       rows.push(
-        { what: `${n} volumes: ListVolumes, all ${pages} page(s) of ${PAGE} via gRPC`, median: list, unit: "ms", ratio: ratio(list, rawGet), note: `${listCalls} zfs/zpool invocations (${(listCalls / pages).toFixed(1)} per page), ${(list / pages).toFixed(0)} ms per page; ratio to one raw \`zfs get -d 1\`` },
+        { what: `${n} volumes: ListVolumes, all ${pages} page(s) of ${PAGE} via gRPC`, median: list, unit: "ms", ratio: ratio(list, rawGet), note: `${listCalls} zfs/zpool invocations for the whole walk, ${(list / pages).toFixed(0)} ms per page; ratio to one raw \`zfs get -d 1\`` },
         { what: `${n} volumes: raw \`zfs get -Hp -d 1\` of the listed properties (open ssh2)`, median: rawGet, unit: "ms", note: "what ListVolumes wraps" },
         { what: `${n} volumes: raw \`zfs list -H -d 1\` (open ssh2)`, median: rawList, unit: "ms", note: "for scale" },
         { what: `${n} volumes: GetCapacity via gRPC`, median: cap, unit: "ms", ratio: ratio(cap, rawCap), note: `${capCalls} invocation(s); ratio to raw \`zfs get available\` (${rawCap.toFixed(1)} ms)` },
@@ -146,21 +147,25 @@ export async function benchScale(): Promise<void> {
     const lastSize = perSize[perSize.length - 1];
     if (firstSize && lastSize && lastSize !== firstSize) {
       const growth = (a: number, b: number): string => `${(b / a).toFixed(1)}×`;
-      const listPerPage = perSize.map((s) => s.listCalls / s.pages);
       const tickConstant = perSize.every((s) => s.tickCalls === firstSize.tickCalls);
-      const listConstant = listPerPage.every((c) => c === listPerPage[0]);
-      const listGrowth = lastSize.list / firstSize.list;
-      const rawGrowth = lastSize.rawGet / firstSize.rawGet;
+      // A walk lists once (the later pages come from the first page's listing), so its
+      // invocations are constant per walk, whatever the number of pages.
+      const listConstant = perSize.every((s) => s.listCalls === firstSize.listCalls);
+      const walkWithin = perSize.every((s) => s.list <= 1.5 * s.rawGet);
       verdicts.push(
-        `invocations constant per page/tick (target): ListVolumes ${listPerPage.map((c) => c.toFixed(1)).join(" / ")} per page at ${SIZES.join(" / ")} volumes, tick ${perSize.map((s) => s.tickCalls).join(" / ")}, GetCapacity ${perSize.map((s) => s.capCalls).join(" / ")}: ${listConstant && tickConstant ? "met" : "MISSED"}`,
+        `invocations constant per walk/tick (target): ListVolumes ${perSize.map((s) => `${s.listCalls} per walk of ${s.pages} page(s)`).join(" / ")} at ${SIZES.join(" / ")} volumes, tick ${perSize.map((s) => s.tickCalls).join(" / ")}, GetCapacity ${perSize.map((s) => s.capCalls).join(" / ")}: ${listConstant && tickConstant ? "met" : "MISSED"}`,
         `time growth ${firstSize.n} → ${lastSize.n} volumes: ListVolumes full walk ${growth(firstSize.list, lastSize.list)} vs raw \`zfs get -d 1\` ${growth(firstSize.rawGet, lastSize.rawGet)}; tick ${growth(firstSize.tick, lastSize.tick)} vs raw \`zfs get -d 2\` ${growth(firstSize.rawTick, lastSize.rawTick)}; GetCapacity ${growth(firstSize.cap, lastSize.cap)}`,
         `tick grows no worse than the raw get it wraps (target): ${
           lastSize.tick <= 1.2 * lastSize.rawTick ? "met" : "MISSED"
         }: a tick with nothing due costs ${perSize.map((s) => ratio(s.tick, s.rawTick)).join(" / ")} its one \`zfs get -d 2\` at ${SIZES.join(" / ")} volumes (the growth ratios above are noisy at 10 volumes, where both take tens of ms)`,
-        `ListVolumes full walk grows no worse than the raw get it wraps (target): ${
-          listGrowth <= 1.2 * rawGrowth
-            ? "met"
-            : `MISSED: each page costs about one full listing (${perSize.map((s) => ratio(s.list / s.pages, s.rawGet)).join(" / ")} of the raw \`zfs get -d 1\` per page at ${SIZES.join(" / ")} volumes) because every page re-reads the whole parent (\`zfs get -d 1\` of all ${lastSize.n} volumes) and the pool's health (\`zpool list\`, \`zfs get\` ×2) and then keeps ${PAGE} entries; so a walk of P pages costs P full listings: ${lastSize.pages} pages at ${lastSize.n} volumes = ${ratio(lastSize.list, lastSize.rawGet)} one raw get (O(n²/page) overall). Serving the later pages from the first page's listing would make a walk cost one listing (see the issue note)`
+        `ListVolumes full walk within 1.5× the one raw \`zfs get -d 1\` it wraps (target): ${walkWithin ? "met" : "MISSED"}: ${perSize
+          .map((s) => `${ratio(s.list, s.rawGet)} at ${s.n} volumes (${s.pages} page(s))`)
+          .join(" / ")}; the first page lists each host once (with the hosts' health checked in parallel) and the later pages are cut from that listing, held ${
+          LISTING_TTL_MS / 1000
+        } s (src/csi/listing-cache.ts)${
+          walkWithin
+            ? ""
+            : `; above the raw get: ${perSize.map((s) => `${((s.list - s.rawGet) / s.pages).toFixed(1)} ms`).join(" / ")} per page: gRPC and message building on every page, and on the first the hosts' health check (\`zpool list\`, \`zfs get\` ×2, alongside the listing on the same host), which weighs most where the listing itself takes only tens of ms`
         }`,
       );
     }

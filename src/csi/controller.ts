@@ -28,14 +28,14 @@ import type { GetSnapshotResponse } from "../gen/csi/v1/GetSnapshotResponse.js";
 import { MIN_VOLUME_BYTES, capacityFits, resolveCapacity, resolveRestoreCapacity } from "../volumes/capacity.js";
 import { parseSnapshotId, parseVolumeId, snapshotNameFromCsi, volumeLeafFromName } from "../volumes/ids.js";
 import { parseSnapshotParameters, parseVolumeParameters, type VolumeParameters } from "../volumes/parameters.js";
-import type { ContentSource, Volume, VolumeService } from "../volumes/service.js";
+import type { ContentSource, Volume, VolumeListing, VolumeService } from "../volumes/service.js";
 import type { Snapshot, SnapshotService } from "../volumes/snapshots.js";
 import { KeyedLocks } from "../util/locks.js";
 import { capabilityProblem, requireCapabilities } from "./capabilities.js";
 import { Publisher } from "./publish.js";
 import { unary } from "./server.js";
 import { requestedSource, toCsiSnapshot, toCsiVolume, volumeContext, type RequestedSource } from "./messages.js";
-import { decodeToken, page } from "./tokens.js";
+import { ListingCache } from "./listing-cache.js";
 
 const CAPABILITIES = [
   "CREATE_DELETE_VOLUME",
@@ -63,6 +63,9 @@ function snapshotLockKey(name: string): string {
 export class ControllerService {
   private readonly locks = new KeyedLocks();
   private readonly publisher: Publisher;
+  /** A paged walk lists once: the later pages come from the first page's listing (listing-cache.ts). */
+  private readonly volumeListings = new ListingCache<VolumeListing, Volume>("volumes", (l) => l.volumes, (v) => v.id);
+  private readonly snapshotListings = new ListingCache<Snapshot[], Snapshot>("snapshots", (l) => l, (s) => s.id);
 
   constructor(
     private readonly config: Config,
@@ -180,35 +183,14 @@ export class ControllerService {
 
   /**
    * CSI spec, ListSnapshots: filtered by snapshot_id and/or source_volume_id (an id that cannot
-   * exist gives an empty list, not an error), paged in id order. One `zfs get` per page (per
-   * host when unfiltered), whatever the number of snapshots.
+   * exist gives an empty list, not an error), paged in id order. One `zfs get` per walk (per
+   * host when unfiltered), whatever the number of snapshots or pages: the later pages come
+   * from the first page's listing while it is held (listing-cache.ts), else ABORTED.
    */
   async listSnapshots(req: ListSnapshotsRequest__Output): Promise<ListSnapshotsResponse> {
     if (req.maxEntries < 0) throw invalidArgument("max_entries must not be negative");
-    if (req.startingToken) decodeToken("snapshots", req.startingToken); // a bad token is ABORTED before any command
-    const hosts = this.volumes.hosts.configs;
-    let all: Snapshot[];
-    if (req.snapshotId !== "") {
-      let ref;
-      try {
-        ref = parseSnapshotId(req.snapshotId, hosts);
-      } catch {
-        ref = undefined;
-      }
-      const one = ref ? await this.snapshots.get(ref) : undefined;
-      all = one && (req.sourceVolumeId === "" || one.sourceVolumeId === req.sourceVolumeId) ? [one] : [];
-    } else if (req.sourceVolumeId !== "") {
-      let source;
-      try {
-        source = parseVolumeId(req.sourceVolumeId, hosts, "source_volume_id");
-      } catch {
-        source = undefined;
-      }
-      all = source ? await this.snapshots.list({ source }) : [];
-    } else {
-      all = await this.snapshots.list();
-    }
-    const { page: entries, nextToken } = page(all, (s) => s.id, "snapshots", req.maxEntries, req.startingToken);
+    const filter = { snapshotId: req.snapshotId, sourceVolumeId: req.sourceVolumeId };
+    const { page: entries, nextToken } = await this.snapshotListings.page(req, () => this.snapshots.listMatching(filter), JSON.stringify(filter));
     return { entries: entries.map((s) => ({ snapshot: toCsiSnapshot(s) })), nextToken };
   }
 
@@ -266,14 +248,17 @@ export class ControllerService {
     return { confirmed: { volumeContext: req.volumeContext, volumeCapabilities: req.volumeCapabilities, parameters: req.parameters } };
   }
 
+  /**
+   * CSI spec, ListVolumes: every volume, paged in id order, one `zfs get` per host for the whole
+   * walk (listing-cache.ts). One host down degrades its own volumes only: they are listed as
+   * last seen, abnormal, and the other hosts' volumes as usual (VolumeService.listTolerant).
+   */
   async listVolumes(req: ListVolumesRequest__Output): Promise<ListVolumesResponse> {
     if (req.maxEntries < 0) throw invalidArgument("max_entries must not be negative");
-    if (req.startingToken) decodeToken("volumes", req.startingToken); // a bad token is ABORTED before any command
-    // One host down degrades its own volumes only: they are listed as last seen, abnormal,
-    // and the other hosts' volumes are listed as usual (VolumeService.listTolerant).
-    const [problems, { volumes: all, unreachable }] = await Promise.all([this.volumes.checkHosts(), this.volumes.listTolerant()]);
-    const problemOf = (host: string): string | undefined => problems.get(host) ?? unreachable.get(host);
-    const { page: entries, nextToken } = page(all, (v) => v.id, "volumes", req.maxEntries, req.startingToken);
+    // The first page checks the hosts' health while it lists (in parallel); the later pages
+    // read the health last recorded (this check, Probe's, any other call's) and run nothing.
+    const { listing, page: entries, nextToken } = await this.volumeListings.page(req, async () => (await Promise.all([this.volumes.checkHosts(), this.volumes.listTolerant()]))[1]);
+    const problemOf = (host: string): string | undefined => this.volumes.hosts.health.state(host)?.problem ?? listing.unreachable.get(host);
     return {
       entries: entries.map((v) => ({ volume: toCsiVolume(v, this.config.driverName), status: { publishedNodeIds: [], volumeCondition: this.condition(v, problemOf(v.ref.poolHost)) } })),
       nextToken,

@@ -2,36 +2,51 @@ import { aborted } from "../errors.js";
 
 /**
  * Paging tokens (ListVolumes, ListSnapshots) are opaque to callers: base64url of
- * `<kind>:<id of the last entry returned>`. The next page starts after that id in id order,
- * so entries created or deleted between pages neither repeat nor shift the rest. The kind
- * keeps a ListVolumes token from being accepted by ListSnapshots and vice versa.
+ * `<kind>:<listing generation>:<id of the last entry returned>`. The generation names the
+ * listing the first page read (ListingCache holds it briefly), so the later pages come from that
+ * one listing instead of listing everything again; the next page starts after the id in id
+ * order. The kind keeps a ListVolumes token from being accepted by ListSnapshots and vice versa.
  */
 export type TokenKind = "volumes" | "snapshots";
 
-const PREFIX: Record<TokenKind, string> = { volumes: "v1:", snapshots: "s1:" };
+/** `v2`/`s2`: tokens since listings are held; a `v1:`/`s1:` token of an older zcsi is not ours any more (ABORTED, like any token we cannot use). */
+const PREFIX: Record<TokenKind, string> = { volumes: "v2:", snapshots: "s2:" };
 
-export function encodeToken(kind: TokenKind, lastId: string): string {
-  return Buffer.from(`${PREFIX[kind]}${lastId}`, "utf8").toString("base64url");
+/** What ListingCache issues: short lowercase hex or base36, never a colon. */
+const GENERATION = /^[0-9a-z]{1,32}$/;
+
+export interface TokenPosition {
+  /** The listing the token continues. */
+  readonly generation: string;
+  /** The id of the last entry already returned. */
+  readonly lastId: string;
+}
+
+export function encodeToken(kind: TokenKind, generation: string, lastId: string): string {
+  if (!GENERATION.test(generation)) throw new Error(`listing generation ${JSON.stringify(generation)} is not [0-9a-z]{1,32}`);
+  return Buffer.from(`${PREFIX[kind]}${generation}:${lastId}`, "utf8").toString("base64url");
 }
 
 /** CSI spec, ListVolumes/ListSnapshots: a `starting_token` the plugin cannot use → ABORTED. */
-export function decodeToken(kind: TokenKind, token: string): string {
+export function decodeToken(kind: TokenKind, token: string): TokenPosition {
   const text = /^[A-Za-z0-9_-]+$/.test(token) ? Buffer.from(token, "base64url").toString("utf8") : "";
   const prefix = PREFIX[kind];
-  if (!text.startsWith(prefix) || text.length <= prefix.length || Buffer.from(text, "utf8").toString("base64url") !== token) {
+  const colon = text.indexOf(":", prefix.length);
+  const generation = colon < 0 ? "" : text.slice(prefix.length, colon);
+  const lastId = colon < 0 ? "" : text.slice(colon + 1);
+  if (!text.startsWith(prefix) || !GENERATION.test(generation) || lastId === "" || Buffer.from(text, "utf8").toString("base64url") !== token) {
     throw aborted(`starting_token ${JSON.stringify(token.length > 80 ? token.slice(0, 80) + "…" : token)} is not a ${kind} token zcsi issued`);
   }
-  return text.slice(prefix.length);
+  return { generation, lastId };
 }
 
 /**
- * One page of `entries` (sorted by `id`) after the token's id: at most `maxEntries` (0 = all),
- * and the token for the next page, "" when this page is the last.
+ * One page of `entries` (sorted by `id`) after `after` (undefined: from the start): at most
+ * `maxEntries` (0 = all), and the id to continue after, undefined when this page is the last.
  */
-export function page<T>(entries: readonly T[], id: (entry: T) => string, kind: TokenKind, maxEntries: number, startingToken: string): { page: T[]; nextToken: string } {
-  const after = startingToken ? decodeToken(kind, startingToken) : undefined;
+export function page<T>(entries: readonly T[], id: (entry: T) => string, maxEntries: number, after: string | undefined): { page: T[]; continueAfter: string | undefined } {
   const rest = after === undefined ? entries : entries.filter((e) => id(e) > after);
   const slice = maxEntries > 0 ? rest.slice(0, maxEntries) : [...rest];
   const last = slice[slice.length - 1];
-  return { page: slice, nextToken: last !== undefined && rest.length > slice.length ? encodeToken(kind, id(last)) : "" };
+  return { page: slice, continueAfter: last !== undefined && rest.length > slice.length ? id(last) : undefined };
 }

@@ -13,6 +13,12 @@ import { PropertyView } from "../zfs/parse.js";
 
 export { cloneSnapshotName, contentSourceKey, type ContentSource, type CreateSpec, type Placement, type ReplicationHolds, type Volume } from "./volume.js";
 
+/** Every volume (ordered by id), and why each host that could not be listed could not (its volumes are as last seen). */
+export interface VolumeListing {
+  readonly volumes: Volume[];
+  readonly unreachable: ReadonlyMap<string, string>;
+}
+
 /**
  * What a volume is on a pool host: a dataset directly below the host's parentDataset,
  * carrying zcsi's user properties. Every method here takes a known-valid leaf or ref
@@ -279,7 +285,7 @@ export class VolumeService {
    * `unreachable`, so one host down neither hides nor blocks the others' volumes. Throws only
    * when no host answered.
    */
-  async listTolerant(): Promise<{ volumes: Volume[]; unreachable: Map<string, string> }> {
+  async listTolerant(): Promise<VolumeListing> {
     const hosts = this.hosts.all();
     const settled = await Promise.allSettled(hosts.map((host) => this.listHost(host)));
     const unreachable = new Map<string, string>();
@@ -340,13 +346,10 @@ export class VolumeService {
 
   /** Why a host is not fit to serve, or undefined when it is (pool ONLINE, parent present). */
   async hostProblem(host: PoolHost): Promise<string | undefined> {
-    try {
-      const pool = await host.zfs.pool(host.pool);
-      if (pool.health !== "ONLINE") return `pool ${host.pool} on ${host.config.name} is ${pool.health}`;
-      await this.available(host);
-      return undefined;
-    } catch (err) {
-      return err instanceof Error ? err.message : String(err);
-    }
+    // Both questions at once: one round trip, not two (ListVolumes waits on this while it lists).
+    const [pool, parent] = await Promise.allSettled([host.zfs.pool(host.pool), this.available(host)]);
+    if (pool.status === "rejected") return errorMessage(pool.reason);
+    if (pool.value.health !== "ONLINE") return `pool ${host.pool} on ${host.config.name} is ${pool.value.health}`;
+    return parent.status === "rejected" ? errorMessage(parent.reason) : undefined;
   }
 }

@@ -2,7 +2,7 @@ import { alreadyExists, failedPrecondition, isZcsiError, notFound } from "../err
 import type { Logger } from "../log.js";
 import { ownUserPropertyValue, PropertyView, type PropertyMap } from "../zfs/parse.js";
 import type { PoolHost, PoolHosts } from "./hosts.js";
-import { formatSnapshotId, formatVolumeId, type SnapshotRef, type VolumeRef } from "./ids.js";
+import { formatSnapshotId, formatVolumeId, parseSnapshotId, parseVolumeId, type SnapshotRef, type VolumeRef } from "./ids.js";
 import type { SnapshotParameters } from "./parameters.js";
 import { AUTO_SNAPSHOT_PREFIX, PROP } from "./properties.js";
 
@@ -184,6 +184,34 @@ export class SnapshotService {
     return perHost.flat().sort(byId);
   }
 
+  /**
+   * ListSnapshots' filters: by snapshot id and/or source volume id (either "" for any). An id
+   * that cannot name a zcsi snapshot or volume matches nothing (an empty list, not an error).
+   */
+  async listMatching(filter: { readonly snapshotId: string; readonly sourceVolumeId: string }): Promise<Snapshot[]> {
+    const configs = this.hosts.configs;
+    if (filter.snapshotId !== "") {
+      let ref: SnapshotRef | undefined;
+      try {
+        ref = parseSnapshotId(filter.snapshotId, configs);
+      } catch {
+        ref = undefined;
+      }
+      const one = ref ? await this.get(ref) : undefined;
+      return one && (filter.sourceVolumeId === "" || one.sourceVolumeId === filter.sourceVolumeId) ? [one] : [];
+    }
+    if (filter.sourceVolumeId !== "") {
+      let source: VolumeRef | undefined;
+      try {
+        source = parseVolumeId(filter.sourceVolumeId, configs, "source_volume_id");
+      } catch {
+        source = undefined;
+      }
+      return source ? this.list({ source }) : [];
+    }
+    return this.list();
+  }
+
   private collect(host: PoolHost, all: PropertyMap, keep: (name: string) => boolean): Snapshot[] {
     const out: Snapshot[] = [];
     for (const name of this.snapshotNames(host, all)) {
@@ -201,6 +229,15 @@ export class SnapshotService {
    * from then on the snapshot is invisible to CSI (ListSnapshots, GetSnapshot, restores) and
    * its name stays taken until ZFS frees it. Absent or already deleted → false (idempotent);
    * a snapshot zcsi did not take for CSI → FAILED_PRECONDITION, untouched.
+   *
+   * Two round trips, the fewest the safety rule allows: the lookup (one `zfs get` of the
+   * snapshot and its dataset: there? ours? deferred?) must precede the destroy, because the
+   * ZFS CLI has no conditional destroy (`zfs destroy` filters on nothing; a destroy cannot be
+   * undone), and an id can name a snapshot zcsi did not take (a pre-provisioned
+   * VolumeSnapshotContent with deletionPolicy Delete, a scheduled snapshot, one made by hand
+   * with a CSI-like name). Only an OpenZFS channel program (`zfs program`, Lua, root only, not
+   * on zfs-fuse) could check and destroy in one command. A retry of a finished delete is one
+   * command (the lookup finds nothing).
    */
   async delete(ref: SnapshotRef): Promise<boolean> {
     const found = await this.lookup(ref);

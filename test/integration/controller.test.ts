@@ -294,6 +294,52 @@ describe("ListVolumes", () => {
     expect(seen).not.toContain(`alice:${parent}/foreign`);
   });
 
+  it("walks 30 volumes in pages of 7 with the commands of one unpaged call: one listing per host", async () => {
+    for (let i = 0; i < 30; i++) await env.client.createVolume(req(`pvc-walk-${String(i).padStart(2, "0")}`));
+    const executors = env.poolHosts.all().map((h) => h.exec as InstrumentedExecutor);
+    const snapshot = (): Map<string, number> => {
+      const total = new Map<string, number>();
+      for (const e of executors) for (const [name, n] of e.counts) total.set(name, (total.get(name) ?? 0) + n);
+      return total;
+    };
+    const since = (before: Map<string, number>): Record<string, number> => {
+      const out: Record<string, number> = {};
+      for (const [name, n] of snapshot()) if (n - (before.get(name) ?? 0) > 0) out[name] = n - (before.get(name) ?? 0);
+      return out;
+    };
+    let before = snapshot();
+    const unpaged = await env.client.listVolumes({});
+    const oneCall = since(before);
+    expect(oneCall["zfs get"]).toBeGreaterThanOrEqual(env.poolHosts.all().length); // each host's listing (and its health check)
+
+    before = snapshot();
+    const seen: string[] = [];
+    let token = "";
+    let pages = 0;
+    do {
+      const page = await env.client.listVolumes({ maxEntries: 7, startingToken: token });
+      seen.push(...page.entries.map((e) => e.volume!.volumeId));
+      token = page.nextToken;
+      pages++;
+    } while (token !== "" && pages < 50);
+    expect(pages).toBe(Math.ceil(unpaged.entries.length / 7));
+    expect(pages).toBeGreaterThanOrEqual(5);
+    expect(seen).toEqual(unpaged.entries.map((e) => e.volume!.volumeId));
+    expect(since(before)).toEqual(oneCall);
+  });
+
+  it("returns ABORTED for the token of a walk already finished: its listing is no longer held", async () => {
+    const first = await env.client.listVolumes({ maxEntries: 20 });
+    expect(first.nextToken).not.toBe("");
+    let token = first.nextToken;
+    let last = token;
+    while (token !== "") {
+      last = token;
+      token = (await env.client.listVolumes({ maxEntries: 20, startingToken: token })).nextToken;
+    }
+    expect(await code(env.client.listVolumes({ maxEntries: 20, startingToken: last }))).toBe(status.ABORTED);
+  });
+
   it("returns ABORTED for a token it did not issue", async () => {
     expect(await code(env.client.listVolumes({ maxEntries: 1, startingToken: "bogus!" }))).toBe(status.ABORTED);
     expect(await code(env.client.listVolumes({ maxEntries: 1, startingToken: "eA" }))).toBe(status.ABORTED);

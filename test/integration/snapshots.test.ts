@@ -64,6 +64,10 @@ function alice(): InstrumentedExecutor {
   return env.poolHosts.get("alice").exec as InstrumentedExecutor;
 }
 
+function bob(): InstrumentedExecutor {
+  return env.poolHosts.get("bob").exec as InstrumentedExecutor;
+}
+
 /**
  * Files are written and checksummed on the pool host through its executor (never this
  * machine's filesystem), so the suite runs unchanged on every backend (test/harness/backend.ts).
@@ -329,11 +333,19 @@ describe("DeleteSnapshot", () => {
     expect((await everything()).filter((n) => n.includes("pvc-defer"))).toEqual([]);
   });
 
-  it("destroys a snapshot without clones at once", async () => {
+  it("destroys a snapshot without clones at once, in two commands: one zfs get (ours? there?), one zfs destroy", async () => {
     const v = await volume("pvc-del-snap");
     const snap = await snapshot(v.id, "snapshot-plain");
+    const before = { count: alice().count, get: alice().counts.get("zfs get") ?? 0, destroy: alice().counts.get("zfs destroy") ?? 0 };
     await env.client.deleteSnapshot({ snapshotId: snap });
+    expect(alice().count - before.count).toBe(2);
+    expect((alice().counts.get("zfs get") ?? 0) - before.get).toBe(1);
+    expect((alice().counts.get("zfs destroy") ?? 0) - before.destroy).toBe(1);
     expect(await snapshotsOf(v.dataset)).toEqual([]);
+    // A retry finds nothing and destroys nothing: one command.
+    const retry = alice().count;
+    await env.client.deleteSnapshot({ snapshotId: snap });
+    expect(alice().count - retry).toBe(1);
   });
 
   it("is OK for a snapshot that does not exist or cannot be ours, and runs nothing for the latter", async () => {
@@ -479,14 +491,13 @@ describe("ListSnapshots and GetSnapshot", () => {
     await env.zfs("snapshot", `${volumes[0]!.dataset}@zcsi-auto-hourly-1`);
   });
 
-  it("pages over 30+ snapshots in id order, no gaps or repeats, one zfs command per host per page", async () => {
+  it("pages over 30+ snapshots in id order, no gaps or repeats, one zfs command per host for the whole walk", async () => {
     const seen: string[] = [];
     let token = "";
     let pages = 0;
+    const before = { alice: alice().count, bob: bob().count };
     do {
-      const before = alice().count;
       const res = await env.client.listSnapshots({ maxEntries: 7, startingToken: token });
-      expect(alice().count - before).toBe(1);
       expect(res.entries.length).toBeLessThanOrEqual(7);
       for (const e of res.entries) {
         expect(e.snapshot!.readyToUse).toBe(true);
@@ -500,6 +511,20 @@ describe("ListSnapshots and GetSnapshot", () => {
     for (const id of made) expect(seen).toContain(id);
     expect(seen.some((id) => id.endsWith("@byhand") || id.includes("@zcsi-"))).toBe(false);
     expect(pages).toBeGreaterThanOrEqual(5);
+    // The first page lists each host once; the later pages are cut from that listing.
+    expect({ alice: alice().count - before.alice, bob: bob().count - before.bob }).toEqual({ alice: 1, bob: 1 });
+    expect(alice().counts.get("zfs get")).toBeGreaterThan(0);
+  });
+
+  it("a filtered walk lists only the one volume, once; its token is ABORTED with another filter", async () => {
+    const before = { alice: alice().count, bob: bob().count };
+    const first = await env.client.listSnapshots({ sourceVolumeId: volumes[0]!.id, maxEntries: 4 });
+    const second = await env.client.listSnapshots({ sourceVolumeId: volumes[0]!.id, maxEntries: 4, startingToken: first.nextToken });
+    const ids = [...first.entries, ...second.entries].map((e) => e.snapshot!.snapshotId);
+    expect(ids).toEqual(made.filter((_, i) => i % 3 === 0).sort().slice(0, 8));
+    expect({ alice: alice().count - before.alice, bob: bob().count - before.bob }).toEqual({ alice: 1, bob: 0 });
+    expect(await code(env.client.listSnapshots({ sourceVolumeId: volumes[1]!.id, maxEntries: 4, startingToken: second.nextToken }))).toBe(status.ABORTED);
+    expect(await code(env.client.listSnapshots({ maxEntries: 4, startingToken: second.nextToken }))).toBe(status.ABORTED);
   });
 
   it("filters by source volume and by snapshot id; ids that cannot exist give empty lists", async () => {

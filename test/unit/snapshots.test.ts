@@ -1,6 +1,5 @@
 import { PassThrough } from "node:stream";
 import { describe, expect, it } from "vitest";
-import { decodeToken, encodeToken, page } from "../../src/csi/tokens.js";
 import type { ExecResult, ExecStream, Executor } from "../../src/exec/executor.js";
 import { resolveRestoreCapacity } from "../../src/volumes/capacity.js";
 import { snapshotNameFromCsi, volumeLeafFromName } from "../../src/volumes/ids.js";
@@ -11,36 +10,6 @@ import { Zfs } from "../../src/zfs/client.js";
 import { parseGet } from "../../src/zfs/parse.js";
 
 const MiB = 1n << 20n;
-
-describe("paging tokens", () => {
-  it("round-trip the last id, and are opaque", () => {
-    const token = encodeToken("snapshots", "alice:tank/k8s/pvc-1@snapshot-1");
-    expect(token).toMatch(/^[A-Za-z0-9_-]+$/);
-    expect(decodeToken("snapshots", token)).toBe("alice:tank/k8s/pvc-1@snapshot-1");
-  });
-  it.each(["", "bogus!", "eA", "czE6", Buffer.from("v1:x").toString("base64url"), Buffer.from("s1:x").toString("base64") + "=", "czE6eA=="])(
-    "ListSnapshots refuses %j with ABORTED",
-    (token) => {
-      expect(() => decodeToken("snapshots", token)).toThrow(expect.objectContaining({ kind: "Aborted" }));
-    },
-  );
-  it("keep volume and snapshot tokens apart", () => {
-    expect(() => decodeToken("volumes", encodeToken("snapshots", "a"))).toThrow(expect.objectContaining({ kind: "Aborted" }));
-    expect(decodeToken("volumes", encodeToken("volumes", "a"))).toBe("a");
-  });
-  it("page after the token's id, with a next token only when more remain", () => {
-    const ids = ["a", "b", "c", "d", "e"];
-    const first = page(ids, (x) => x, "snapshots", 2, "");
-    expect(first.page).toEqual(["a", "b"]);
-    const second = page(ids, (x) => x, "snapshots", 2, first.nextToken);
-    expect(second.page).toEqual(["c", "d"]);
-    const last = page(ids, (x) => x, "snapshots", 2, second.nextToken);
-    expect(last).toEqual({ page: ["e"], nextToken: "" });
-    expect(page(ids, (x) => x, "snapshots", 0, "")).toEqual({ page: ids, nextToken: "" });
-    // An entry deleted between pages shifts nothing: the next page starts after the id.
-    expect(page(["a", "c", "d"], (x) => x, "snapshots", 2, first.nextToken).page).toEqual(["c", "d"]);
-  });
-});
 
 describe("snapshot names", () => {
   it("keep the external-snapshotter's names unchanged", () => {
