@@ -247,10 +247,17 @@ export class SnapshotScheduler {
       this.options.metrics?.failed.inc({ pool_host: poolHost, operation: "discover" });
       const condition = this.conditions.observe(poolHost, `discover:${poolHost}`, errorMessage(err), now);
       if (condition !== undefined) log.warn({ op: "snapshotter", poolHost, err: errorMessage(err), condition }, "listing volumes and snapshots failed; nothing done on this host");
+      // The pool host's Node (same name, by the config's rule) says so once, when it starts or changes.
+      if (condition === "started" || condition === "changed") {
+        await this.options.events?.recordOnNode?.({ nodeName: poolHost, type: "Warning", reason: "PoolHostUnreachable", message: `zcsi cannot list pool host ${poolHost}: ${errorMessage(err)}` });
+      }
       return { poolHost, error: errorMessage(err), volumes: [] };
     }
     const unlisted = this.conditions.end(`discover:${poolHost}`);
-    if (unlisted !== undefined) log.info({ op: "snapshotter", poolHost, was: unlisted, condition: "ended" }, "listing volumes and snapshots works again");
+    if (unlisted !== undefined) {
+      log.info({ op: "snapshotter", poolHost, was: unlisted, condition: "ended" }, "listing volumes and snapshots works again");
+      await this.options.events?.recordOnNode?.({ nodeName: poolHost, type: "Normal", reason: "PoolHostReachable", message: `zcsi lists pool host ${poolHost} again (it failed with: ${unlisted})` });
+    }
     const reports: VolumeTick[] = [];
     let covered = true;
     await forEachLimited(

@@ -2,7 +2,7 @@ import { pino, type Logger } from "pino";
 import { describe, expect, it } from "vitest";
 import type { PoolHostConfig } from "../../src/config.js";
 import type { ExecResult, Executor } from "../../src/exec/executor.js";
-import type { EventRecorder, PvEvent } from "../../src/k8s/events.js";
+import type { EventRecorder, NodeEvent, PvEvent } from "../../src/k8s/events.js";
 import { createRegistry, parseListenAddress, SnapshotMetrics, startMetricsServer } from "../../src/metrics.js";
 import { silentLogger } from "../../src/log.js";
 import { discoverVolumes, replicationGuard, SnapshotScheduler, type ManagedVolume, type SnapshotInfo } from "../../src/snapshots/scheduler.js";
@@ -162,8 +162,12 @@ class ScriptedHost implements Executor {
 
 class Events implements EventRecorder {
   readonly events: PvEvent[] = [];
+  readonly nodeEvents: NodeEvent[] = [];
   async record(e: PvEvent): Promise<void> {
     this.events.push(e);
+  }
+  async recordOnNode(e: NodeEvent): Promise<void> {
+    this.nodeEvents.push(e);
   }
 }
 
@@ -291,14 +295,21 @@ describe("a condition that persists across ticks", () => {
     exec.run = async (argv) => (down ? { stdout: "", stderr: "ssh: connect to host alice port 22: Connection refused", exitCode: 255 } : reachable(argv));
     const clock = new ManualClock("2026-11-22T01:00:20Z");
     const { logger, lines } = recordingLogger();
-    const scheduler = new SnapshotScheduler(new PoolHosts([{ config: HOST, exec }]), { clock, logger });
+    const events = new Events();
+    const scheduler = new SnapshotScheduler(new PoolHosts([{ config: HOST, exec }]), { clock, logger, events });
     for (let i = 0; i < 5; i++) {
       expect((await scheduler.tick()).hosts[0]?.error).toBeDefined();
       clock.advance(60_000);
     }
     expect(lines.filter((l) => l["level"] === 40)).toHaveLength(1);
+    // One Warning Event on the pool host's Node, not one per tick.
+    expect(events.nodeEvents).toEqual([{ nodeName: "alice", type: "Warning", reason: "PoolHostUnreachable", message: expect.stringMatching(/Connection refused/) }]);
     down = false;
     expect((await scheduler.tick()).hosts[0]?.error).toBeUndefined();
     expect(lines.filter((l) => l["condition"] === "ended")).toHaveLength(1);
+    expect(events.nodeEvents.map((e) => [e.type, e.reason])).toEqual([
+      ["Warning", "PoolHostUnreachable"],
+      ["Normal", "PoolHostReachable"],
+    ]);
   });
 });
