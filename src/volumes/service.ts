@@ -4,7 +4,7 @@ import { VolumeDestroyer } from "./delete.js";
 import { formatVolumeId, type VolumeRef } from "./ids.js";
 import type { PoolHost, PoolHosts } from "./hosts.js";
 import type { VolumeParameters } from "./parameters.js";
-import { PROP, SIZE_PROPERTY } from "./properties.js";
+import { FIRST_EPOCH, PROP, SIZE_PROPERTY } from "./properties.js";
 import { requireHostCanHonour } from "./host-limits.js";
 import { ContentCopies } from "./sources.js";
 import { cloneSnapshotName, contentSourceKey, isReplica, toVolume, VOLUME_PROPS, type CreateSpec, type Placement, type PropertyMap, type ReplicationHolds, type Volume } from "./volume.js";
@@ -150,6 +150,10 @@ export class VolumeService {
     }
     const props: Record<string, string> = {
       ...spec.params.zfsProperties,
+      // Every copy says which volume it is and whether it is the home (volumes/home.ts).
+      [PROP.volume]: formatVolumeId({ poolHost: host.config.name, dataset }),
+      [PROP.role]: "primary",
+      [PROP.epoch]: String(FIRST_EPOCH),
       [SIZE_PROPERTY]: spec.capacityBytes.toString(),
       mountpoint: `${host.config.mountRoot}/${spec.leaf}`,
       [PROP.csiName]: spec.csiName,
