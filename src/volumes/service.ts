@@ -6,6 +6,7 @@ import type { PoolHost, PoolHosts } from "./hosts.js";
 import type { VolumeParameters } from "./parameters.js";
 import { FIRST_EPOCH, PROP, SIZE_PROPERTY } from "./properties.js";
 import { requireHostCanHonour } from "./host-limits.js";
+import { VolumeHomes } from "./homes.js";
 import { ContentCopies } from "./sources.js";
 import { cloneSnapshotName, contentSourceKey, isReplica, toVolume, VOLUME_PROPS, type CreateSpec, type Placement, type PropertyMap, type ReplicationHolds, type Volume } from "./volume.js";
 
@@ -25,6 +26,19 @@ export class VolumeService {
   ) {
     this.copies = new ContentCopies(logger);
     this.destroyer = new VolumeDestroyer(logger, replication);
+    this.homes = new VolumeHomes(hosts, logger);
+  }
+
+  /** Where each volume is served from: its copies' roles and epochs (homes.ts). */
+  readonly homes: VolumeHomes;
+
+  /**
+   * The host, dataset and mountpoint a volume is served from now (ControllerPublishVolume's
+   * answer), fencing any stale copy it meets. NotFound: no copy; Unavailable: the only
+   * candidates are on unreachable hosts; FailedPrecondition: split brain or no live primary.
+   */
+  resolveHome(volumeId: string): Promise<{ host: string; dataset: string; mountpoint: string; epoch: number }> {
+    return this.homes.resolve(volumeId);
   }
 
   private readonly copies: ContentCopies;
