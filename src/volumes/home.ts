@@ -46,6 +46,8 @@ export interface StaleCopy extends Copy {
 
 export interface HomeDecision {
   readonly home?: Copy;
+  /** The unfenced primaries at the newest epoch: the home when it is alone, a split brain when not. */
+  readonly live: readonly Copy[];
   readonly stale: readonly StaleCopy[];
   readonly replicas: readonly Copy[];
   /** Hosts that could not be asked, with why: their copies are unknown, never called stale. */
@@ -120,5 +122,5 @@ export function decideHome(volumeId: string, classified: readonly (Copy | { read
   if (live.length > 1) problems.push(`split brain: ${live.map(copyName).join(" and ")} are all primary at epoch ${newest}; no home until an operator resolves it`);
   else if (live.length === 0 && copies.length > 0) problems.push(`no live primary of ${volumeId} among reachable copies at epoch ${newest}${unreachable}`);
   const home = problems.length === 0 && live.length === 1 ? live[0] : undefined;
-  return { ...(home && { home }), stale, replicas, unknown: [...unknown], problems };
+  return { ...(home && { home }), live, stale, replicas, unknown: [...unknown], problems };
 }

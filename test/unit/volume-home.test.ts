@@ -58,7 +58,7 @@ describe("which datasets are copies of the volume", () => {
 
 describe("deciding the home", () => {
   it("has no home and no problem when there is no copy", () => {
-    expect(decide([])).toEqual({ stale: [], replicas: [], unknown: [], problems: [] });
+    expect(decide([])).toEqual({ live: [], stale: [], replicas: [], unknown: [], problems: [] });
   });
 
   it("serves a lone primary", () => {
