@@ -24,7 +24,7 @@ import {
   type JobState,
 } from "./bookkeeping.js";
 import { describeDivergence, plan, type SnapshotEntry } from "./plan.js";
-import { checkOwnership, ensureTargetParent, requireHomeSource, jobStates, planInput, readSide, takeSnapshot, userProperties, value, type Side } from "./sides.js";
+import { checkOwnership, ensureTargetParent, jobStates, planInput, readSide, requireHomeSource, takeSnapshot, userProperties, value, type Side } from "./sides.js";
 import { isMarkedReplica, replicaProperties, ROLE_PROPS } from "./roles.js";
 import { abortStaleReceive, transfer, type TransferContext, type TransferWhat } from "./transfer.js";
 import type { DatasetRef, ReplicationAction, ReplicationEngine, ReplicationJob, ReplicationResult } from "./types.js";
@@ -64,9 +64,9 @@ export { holdTag, jobStateProperty, JOB_STATE_PREFIX, replicaMark, replicationSn
  * Ownership: the first (full) receive creates the target and marks it `zcsi:replica-of =
  * <source host>:<source dataset>` (with `receive -o` on OpenZFS, so even an interrupted first
  * receive carries it; by a `zfs set` right after on zfs-fuse), together with the volume's
- * identity, `zcsi:role=replica` and the source's epoch (replication/roles.ts). Any other existing target is
- * refused, except one provably made by this replicator from this source (plan.isUnmarkedReplica),
- * which is marked and used.
+ * identity, `zcsi:role=replica` and the source's epoch (replication/roles.ts). Any other
+ * existing target is refused, except one provably made by this replicator from this source
+ * (plan.isUnmarkedReplica), which is marked and used.
  *
  * Holds, pruning and zcsi:replicated-through are decided by bookkeeping.ts (pure); the bytes
  * move in transfer.ts; the sides are read and prepared in sides.ts. This file orchestrates.
