@@ -38,9 +38,20 @@ export function copyFacts(host: string, dataset: string, props: PropertyMap): Co
     epoch: own(PROP.epoch),
     replicaOf: own(PROP.replicaOf),
     fenced: own(PROP.fenced),
-    readonly: props.get("readonly")?.value === "on",
+    readonly: storedReadonly(props.get("readonly")),
     mountpoint: props.get("mountpoint")?.value,
   };
+}
+
+/**
+ * The dataset's own readonly setting. libzfs reports a mounted dataset's live mount option
+ * instead, with source `temporary`, when the two differ: zfs-fuse does not remount on
+ * `zfs set readonly=on` (its mtab keeps `rw`), so a fenced copy reads back `off temporary`.
+ * For a boolean, a temporary value means the setting is the other one.
+ */
+export function storedReadonly(entry: { value: string; source: string } | undefined): boolean {
+  if (entry === undefined) return false;
+  return entry.source === "temporary" ? entry.value !== "on" : entry.value === "on";
 }
 
 /**

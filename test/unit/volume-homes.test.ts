@@ -4,6 +4,7 @@ import { parseConfig } from "../../src/config.js";
 import { isZcsiError, unavailable, type ErrorKind } from "../../src/errors.js";
 import type { ExecResult, ExecStream, Executor } from "../../src/exec/executor.js";
 import { PoolHosts } from "../../src/volumes/hosts.js";
+import { storedReadonly } from "../../src/volumes/homes.js";
 import { VolumeService } from "../../src/volumes/service.js";
 
 /** A pool host's datasets as `zfs get` shows them (every value local), or a host that is down. */
@@ -74,6 +75,17 @@ async function failure(p: Promise<unknown>): Promise<{ kind: ErrorKind; message:
   }
   throw new Error("expected a failure");
 }
+
+describe("reading a copy's readonly setting", () => {
+  it("takes the setting, not a live mount that differs from it (source temporary)", () => {
+    expect(storedReadonly({ value: "on", source: "local" })).toBe(true);
+    expect(storedReadonly({ value: "off", source: "default" })).toBe(false);
+    // zfs-fuse after `zfs set readonly=on` on a mounted dataset: the mount still says rw.
+    expect(storedReadonly({ value: "off", source: "temporary" })).toBe(true);
+    expect(storedReadonly({ value: "on", source: "temporary" })).toBe(false);
+    expect(storedReadonly(undefined)).toBe(false);
+  });
+});
 
 describe("VolumeService.resolveHome", () => {
   it("answers the primary, with its mountpoint and epoch, and changes nothing", async () => {
