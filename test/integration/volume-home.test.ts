@@ -11,6 +11,7 @@ import { isZcsiError, unavailable, type ErrorKind } from "../../src/errors.js";
 import type { ExecOptions, ExecResult, ExecStream, Executor } from "../../src/exec/executor.js";
 import { createReplicationEngine } from "../../src/replication/engine.js";
 import type { ReplicationEngine, ReplicationJob } from "../../src/replication/types.js";
+import { collectStatus, renderStatus } from "../../src/status/status.js";
 import { PoolHosts } from "../../src/volumes/hosts.js";
 import { parseVolumeParameters } from "../../src/volumes/parameters.js";
 import { VolumeService } from "../../src/volumes/service.js";
@@ -46,6 +47,7 @@ interface Host {
 let alice: Host;
 let bob: Host;
 let service: VolumeService;
+let hosts: PoolHosts;
 let engine: ReplicationEngine;
 const cleanups: (() => Promise<unknown>)[] = [];
 
@@ -100,7 +102,7 @@ beforeAll(async () => {
     privateKeyFile: "/nonexistent",
     poolHosts: made.map((h) => ({ name: h.name, address: "127.0.0.1", port: 22, user: "root", parentDataset: h.parent, mountRoot: `${h.pool.mountRoot}/k8s`, hostKey: key })),
   });
-  const hosts = new PoolHosts(
+  hosts = new PoolHosts(
     config.poolHosts.map((c, i) => ({ config: c, exec: made[i]!.exec })),
     { timeoutMs: 60_000 },
   );
@@ -162,6 +164,14 @@ describe("the home of a volume, recorded on its copies", () => {
     expect(refused.message).toMatch(/refusing to send from alice:.*pvc-home/);
     expect(await snapshots(alice, v.dataset)).toEqual(before);
     expect(await prop(bob, replica, "zcsi:role")).toBe("primary");
+
+    // zcsi status shows both copies' roles and lists the stale one under Problems.
+    const status = await collectStatus(hosts);
+    expect(status.hosts.flatMap((h) => h.volumes).filter((c) => c.dataset.endsWith("/pvc-home")).map((c) => [c.poolHost, c.role, c.epoch])).toEqual([
+      ["alice", "primary", 1],
+      ["bob", "primary", 2],
+    ]);
+    expect(renderStatus(status, "text")).toContain(`${v.id}: STALE copy alice:${v.dataset} (primary at epoch 1; fenced: superseded by epoch 2 on bob:${replica})`);
 
     // The old host down: the new home still answers. The new home down: the fenced copy is never served.
     alice.exec.down = true;
