@@ -2,28 +2,17 @@ import { aborted, errorMessage, failedPrecondition, internal, invalidArgument, i
 import { silentLogger, type Logger } from "../log.js";
 import { systemClock, type Clock } from "../util/clock.js";
 import { KeyedLocks } from "../util/locks.js";
+import { VolumeHomes } from "../volumes/homes.js";
 import type { PoolHost, PoolHosts } from "../volumes/hosts.js";
 import { PROP, REPLICATION_SNAPSHOT_PREFIX } from "../volumes/properties.js";
 import { hasReason } from "../zfs/errors.js";
 import { validateDataset } from "../zfs/names.js";
 import { ownUserPropertyValue } from "../zfs/parse.js";
-import {
-  formatJobState,
-  holdsToRelease,
-  holdTag,
-  jobStateProperty,
-  needsHold,
-  replicaMark,
-  replicatedThrough,
-  sourcePrune,
-  statesAfter,
-  statesToDrop,
-  tagsToRelease,
-  targetPrune,
-  type JobState,
-} from "./bookkeeping.js";
+import { formatJobState, holdsToRelease, holdTag, jobStateProperty, needsHold, replicaMark, replicatedThrough, sourcePrune } from "./bookkeeping.js";
+import { statesAfter, statesToDrop, tagsToRelease, targetPrune, type JobState } from "./bookkeeping.js";
 import { describeDivergence, plan, type SnapshotEntry } from "./plan.js";
-import { checkOwnership, ensureTargetParent, jobStates, planInput, readSide, takeSnapshot, userProperties, value, type Side } from "./sides.js";
+import { checkOwnership, ensureTargetParent, jobStates, planInput, readSide, requireHomeSource, takeSnapshot, userProperties, value, type Side } from "./sides.js";
+import { isMarkedReplica, replicaProperties, ROLE_PROPS } from "./roles.js";
 import { abortStaleReceive, transfer, type TransferContext, type TransferWhat } from "./transfer.js";
 import type { DatasetRef, ReplicationAction, ReplicationEngine, ReplicationJob, ReplicationResult } from "./types.js";
 import { checkBelowParent, JOB_ID, validateJob } from "./validate.js";
@@ -37,7 +26,9 @@ export { holdTag, jobStateProperty, JOB_STATE_PREFIX, replicaMark, replicationSn
  *  1. read both sides in one `zfs get -d 1` each (snapshots with guid/createtxg/creation/
  *     userrefs; the target's zcsi:replica-of, and on OpenZFS its receive_resume_token and
  *     `written`);
- *  2. refuse a target that exists and is not zcsi's replica of this source (FailedPrecondition);
+ *  2. refuse a target that exists and is not zcsi's replica of this source, and a source that
+ *     is not the volume's home (a replica, fenced or stale copy: sides.requireHomeSource)
+ *     (FailedPrecondition);
  *  3. if the target holds an interrupted resumable receive, finish it (`send -t`); a token the
  *     source no longer accepts is dropped (`recv -A`) and the run goes on afresh;
  *  4. plan on the current lists: divergence is refused BEFORE anything is created;
@@ -59,9 +50,10 @@ export { holdTag, jobStateProperty, JOB_STATE_PREFIX, replicaMark, replicationSn
  *
  * Ownership: the first (full) receive creates the target and marks it `zcsi:replica-of =
  * <source host>:<source dataset>` (with `receive -o` on OpenZFS, so even an interrupted first
- * receive carries it; by a `zfs set` right after on zfs-fuse). Any other existing target is
- * refused, except one provably made by this replicator from this source (plan.isUnmarkedReplica),
- * which is marked and used.
+ * receive carries it; by a `zfs set` right after on zfs-fuse), together with the volume's
+ * identity, `zcsi:role=replica` and the source's epoch (replication/roles.ts). Any other
+ * existing target is refused, except one provably made by this replicator from this source
+ * (plan.isUnmarkedReplica), which is marked and used.
  *
  * Holds, pruning and zcsi:replicated-through are decided by bookkeeping.ts (pure); the bytes
  * move in transfer.ts; the sides are read and prepared in sides.ts. This file orchestrates.
@@ -90,6 +82,7 @@ export class ZfsReplicationEngine implements ReplicationEngine {
   private readonly clock: Clock;
   private readonly logger: Logger;
   private readonly sleep: ((ms: number) => Promise<void>) | undefined;
+  private readonly homes: VolumeHomes;
 
   constructor(
     private readonly hosts: PoolHosts,
@@ -98,6 +91,7 @@ export class ZfsReplicationEngine implements ReplicationEngine {
     this.clock = options.clock ?? systemClock;
     this.logger = options.logger ?? silentLogger;
     this.sleep = options.sleep;
+    this.homes = new VolumeHomes(hosts, this.logger);
   }
 
   async replicate(job: ReplicationJob, signal?: AbortSignal): Promise<ReplicationResult> {
@@ -180,6 +174,7 @@ export class ZfsReplicationEngine implements ReplicationEngine {
     let [source, target] = await Promise.all([this.readSource(ctx), this.readTarget(ctx)]);
     if (!source.exists) throw notFound(`replication source ${replicaMark(job.source)} does not exist`);
     await checkOwnership(ctx, source, target);
+    await requireHomeSource(ctx, this.homes, source, target);
     const finish = (arrival: Arrival, abortedStaleToken: boolean): Promise<ReplicationResult> => this.finish(ctx, arrival, started, abortedStaleToken);
 
     let abortedStaleToken = false;
@@ -272,7 +267,7 @@ export class ZfsReplicationEngine implements ReplicationEngine {
   }
 
   private send(ctx: RunContext, source: Side, what: TransferWhat): Promise<number> {
-    return transfer(ctx, what, { clock: this.clock, sleep: this.sleep, sourceEncryption: value(source.props, "encryption") });
+    return transfer(ctx, what, { clock: this.clock, sleep: this.sleep, sourceEncryption: value(source.props, "encryption"), replicaProps: replicaProperties(ctx.job, source.props) });
   }
 
   private async arrived(ctx: RunContext, to: SnapshotEntry): Promise<boolean> {
@@ -323,13 +318,12 @@ export class ZfsReplicationEngine implements ReplicationEngine {
     if (!target.snapshots.some((s) => s.guid === to.guid)) {
       throw internal(`replication ${job.id}: ${replicaMark(job.target)} has no snapshot with guid ${to.guid} (${to.name}) after the receive`);
     }
-    const mark = replicaMark(job.source);
-    if (ownUserPropertyValue(target.props?.get(PROP.replicaOf)) !== mark) {
-      // zfs-fuse has no `receive -o`: the mark (and readonly) follow the first receive.
-      await tgt.zfs.set(job.target.dataset, { [PROP.replicaOf]: mark, readonly: "on" });
-    }
     const tag = holdTag(job.id);
     const [source, props] = await Promise.all([this.readSource(ctx), userProperties(src, job.source.dataset)]);
+    // zfs-fuse has no `receive -o`: the marks (and readonly) follow the first receive; a
+    // source promoted since (a new epoch) re-marks its replicas at their next receive.
+    const marks = replicaProperties(job, source.props);
+    if (!isMarkedReplica(target.props, marks)) await tgt.zfs.set(job.target.dataset, marks);
     const states = jobStates(props);
     const property = jobStateProperty(job.id);
     if (needsHold({ to, heldByThisRun: arrival.heldByThisRun, recorded: states.get(property), source: source.snapshots })) {
@@ -380,11 +374,11 @@ export class ZfsReplicationEngine implements ReplicationEngine {
   // ---- reading ------------------------------------------------------------------------------
 
   private readSource(ctx: RunContext): Promise<Side> {
-    return readSide(ctx.src, ctx.job.source.dataset, ctx.srcCaps.implementation === "openzfs" ? ["written", "encryption"] : []);
+    return readSide(ctx.src, ctx.job.source.dataset, [...ROLE_PROPS, ...(ctx.srcCaps.implementation === "openzfs" ? ["written", "encryption"] : [])]);
   }
 
   private readTarget(ctx: RunContext): Promise<Side> {
-    const extra = [PROP.replicaOf, ...(ctx.tgtCaps.resumableSend ? ["receive_resume_token"] : []), ...(ctx.tgtCaps.implementation === "openzfs" ? ["written"] : [])];
+    const extra = [...ROLE_PROPS, "readonly", ...(ctx.tgtCaps.resumableSend ? ["receive_resume_token"] : []), ...(ctx.tgtCaps.implementation === "openzfs" ? ["written"] : [])];
     return readSide(ctx.tgt, ctx.job.target.dataset, extra);
   }
 

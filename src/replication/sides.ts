@@ -1,10 +1,13 @@
-import { failedPrecondition, internal, isZcsiError } from "../errors.js";
+import { errorMessage, failedPrecondition, internal, isZcsiError } from "../errors.js";
+import type { HomeDecision } from "../volumes/home.js";
+import type { VolumeHomes } from "../volumes/homes.js";
 import type { PoolHost } from "../volumes/hosts.js";
 import { PROP } from "../volumes/properties.js";
 import { isBelow, parentOf } from "../zfs/names.js";
 import { ownUserPropertyValue, PropertyView, userPropertyValue, type DatasetProperties } from "../zfs/parse.js";
 import { parseJobStates, replicaMark, replicationSnapshotName, type HeldSnapshot, type JobState } from "./bookkeeping.js";
 import { isUnmarkedReplica, type PlanInput } from "./plan.js";
+import { notHomeReason } from "./roles.js";
 import type { TransferContext } from "./transfer.js";
 
 /**
@@ -106,6 +109,28 @@ export async function checkOwnership(ctx: TransferContext, source: Side, target:
     `replication target ${replicaMark(ctx.job.target)} exists and is not zcsi's replica of ${expected}` +
       `${mark === undefined ? ` (no ${PROP.replicaOf})` : ` (${PROP.replicaOf}=${mark})`}; refusing to receive into it`,
   );
+}
+
+/**
+ * Only the home sends (volumes/home.ts): FailedPrecondition, logged, before anything is
+ * created, when the source is a replica, fenced or stale (roles.notHomeReason). A volume job
+ * also asks every host about the volume's copies (one `zfs get` each), which fences any stale
+ * copy it meets; a node-annotation job is judged by its two sides.
+ */
+export async function requireHomeSource(ctx: TransferContext, homes: VolumeHomes, source: Side, target: Side): Promise<void> {
+  const { job } = ctx;
+  let decision: HomeDecision | undefined;
+  if (job.origin.kind === "volume") {
+    try {
+      decision = await homes.find(job.origin.volumeId, "replicate");
+    } catch (err) {
+      ctx.log.warn({ err: errorMessage(err) }, "could not look up the volume's copies; judging the source by the two sides alone");
+    }
+  }
+  const reason = notHomeReason(job, source.props, target.exists ? target.props : undefined, decision);
+  if (reason === undefined) return;
+  ctx.log.warn({ source: replicaMark(job.source), reason }, "refusing to replicate from a copy that is not the volume's home");
+  throw failedPrecondition(`replication ${job.id}: refusing to send from ${replicaMark(job.source)}: ${reason}`);
 }
 
 /**

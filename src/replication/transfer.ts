@@ -44,6 +44,8 @@ export interface TransferOptions {
   readonly sleep?: ((ms: number) => Promise<void>) | undefined;
   /** The source dataset's `encryption` (OpenZFS); undefined where unknown or off. */
   readonly sourceEncryption?: string | undefined;
+  /** What marks the target as this source's replica (roles.replicaProperties), set by a first receive on OpenZFS. */
+  readonly replicaProps?: Readonly<Record<string, string>>;
 }
 
 /**
@@ -67,7 +69,7 @@ export function sendFlags(srcCaps: Capabilities, tgtCaps: Capabilities, sourceEn
  */
 export async function transfer(ctx: TransferContext, what: TransferWhat, options: TransferOptions): Promise<number> {
   const { job, src, tgt } = ctx;
-  const recvProps = what.kind === "full" && ctx.tgtCaps.implementation === "openzfs" ? { [PROP.replicaOf]: replicaMark(job.source), readonly: "on" } : undefined;
+  const recvProps = what.kind === "full" && ctx.tgtCaps.implementation === "openzfs" ? (options.replicaProps ?? { [PROP.replicaOf]: replicaMark(job.source), readonly: "on" }) : undefined;
   const receive = await tgt.zfs.startReceive(job.target.dataset, { resumable: ctx.resumable, ...(recvProps && { props: recvProps }) });
   let send: StreamedCommand;
   try {

@@ -1,8 +1,10 @@
 import { errorMessage, isZcsiError } from "../errors.js";
 import type { PoolHost, PoolHosts } from "../volumes/hosts.js";
 import { formatVolumeId } from "../volumes/ids.js";
-import { AUTO_SNAPSHOT_PREFIX, PROP, SIZE_PROPERTY } from "../volumes/properties.js";
-import { ownUserPropertyValue, PropertyView } from "../zfs/parse.js";
+import { classifyCopy, decideHome } from "../volumes/home.js";
+import { copyFacts } from "../volumes/homes.js";
+import { AUTO_SNAPSHOT_PREFIX, FIRST_EPOCH, PROP, SIZE_PROPERTY } from "../volumes/properties.js";
+import { ownUserPropertyValue, PropertyView, type DatasetProperties } from "../zfs/parse.js";
 
 /**
  * `zcsi status`: what the pool hosts hold, read straight from ZFS (no Kubernetes API, no CSI
@@ -27,6 +29,12 @@ const VOLUME_PROPS = [
   PROP.pv,
   PROP.snapshotSchedule,
   PROP.replicateTo,
+  PROP.volume,
+  PROP.role,
+  PROP.epoch,
+  PROP.replicaOf,
+  PROP.fenced,
+  "readonly",
   SIZE_PROPERTY,
   "referenced",
   "used",
@@ -58,6 +66,14 @@ export interface VolumeStatus {
   readonly snapshots: { readonly total: number; readonly scheduled: number };
   readonly snapshotSchedule?: string;
   readonly replicateTo?: string;
+  /** `primary` or `replica` (volumes/home.ts: a copy with neither mark is a replica if it has zcsi:replica-of, else the primary). */
+  readonly role: string;
+  /** zcsi:epoch, 1 where unset. */
+  readonly epoch: number;
+  /** The volume this dataset is a copy of, when that is not the dataset itself (a replica, or a promoted one). */
+  readonly copyOf?: string;
+  /** zcsi:fenced: why this stale primary was fenced. */
+  readonly fenced?: string;
 }
 
 export interface PoolHostStatus {
@@ -89,6 +105,8 @@ export interface Status {
   /** ISO 8601, when collection started. */
   readonly collectedAt: string;
   readonly hosts: readonly PoolHostStatus[];
+  /** Per volume, from all its copies (volumes/home.ts): stale primaries and split brains. Status only reads; it fences nothing. */
+  readonly copyProblems: readonly string[];
 }
 
 export type StatusFormat = "text" | "json";
@@ -137,14 +155,19 @@ async function collectHost(host: PoolHost): Promise<PoolHostStatus> {
       // Only direct children that carry zcsi's own (local) csi-name are volumes; anything
       // else below the parent is someone else's and is not listed.
       if (!dataset.startsWith(parent + "/") || dataset.slice(parent.length + 1).includes("/")) continue;
-      const csiName = ownUserPropertyValue(props.get(PROP.csiName));
+      // A replica (received without its source's properties) has no csi-name, but says which volume it copies.
+      const facts = copyFacts(config.name, dataset, props);
+      const csiName = facts.csiName ?? (facts.volume !== undefined ? dataset.slice(parent.length + 1) : undefined);
       if (csiName === undefined) continue;
+      const id = formatVolumeId({ poolHost: config.name, dataset });
+      const role = facts.role ?? (facts.replicaOf !== undefined ? "replica" : "primary");
+      const epoch = facts.epoch !== undefined && /^[0-9]+$/.test(facts.epoch) ? Number(facts.epoch) : FIRST_EPOCH;
       const pvc = ownUserPropertyValue(props.get(PROP.pvc));
       const pv = ownUserPropertyValue(props.get(PROP.pv));
       const schedule = ownUserPropertyValue(props.get(PROP.snapshotSchedule));
       const replicateTo = ownUserPropertyValue(props.get(PROP.replicateTo));
       volumes.push({
-        id: formatVolumeId({ poolHost: config.name, dataset }),
+        id,
         poolHost: config.name,
         dataset,
         csiName,
@@ -159,6 +182,10 @@ async function collectHost(host: PoolHost): Promise<PoolHostStatus> {
         snapshots: snapshotCounts.get(dataset) ?? { total: 0, scheduled: 0 },
         ...(schedule !== undefined && { snapshotSchedule: schedule }),
         ...(replicateTo !== undefined && { replicateTo }),
+        role,
+        epoch,
+        ...(facts.volume !== undefined && facts.volume !== id && { copyOf: facts.volume }),
+        ...(facts.fenced !== undefined && { fenced: facts.fenced }),
       });
     }
   }
@@ -190,7 +217,38 @@ async function collectHost(host: PoolHost): Promise<PoolHostStatus> {
  */
 export async function collectStatus(hosts: PoolHosts, options: { now?: () => Date } = {}): Promise<Status> {
   const collectedAt = (options.now ?? (() => new Date()))().toISOString();
-  return { collectedAt, hosts: await Promise.all(hosts.all().map(collectHost)) };
+  const collected = await Promise.all(hosts.all().map(collectHost));
+  return { collectedAt, hosts: collected, copyProblems: copyProblems(collected) };
+}
+
+/** Stale primaries and split brains, found by grouping every listed copy by the volume it belongs to. */
+export function copyProblems(hosts: readonly PoolHostStatus[]): string[] {
+  const byVolume = new Map<string, VolumeStatus[]>();
+  for (const v of hosts.flatMap((h) => h.volumes)) byVolume.set(v.copyOf ?? v.id, [...(byVolume.get(v.copyOf ?? v.id) ?? []), v]);
+  const unknown = hosts.filter((h) => !h.up && h.errors.length > 0).map((h) => ({ host: h.name, reason: h.errors.join("; ") }));
+  const problems: string[] = [];
+  for (const [volumeId, copies] of [...byVolume].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+    if (copies.length < 2 && copies.every((c) => c.fenced === undefined)) continue;
+    const colon = volumeId.indexOf(":");
+    const birth = { host: volumeId.slice(0, colon), dataset: volumeId.slice(colon + 1) };
+    const classified = copies.flatMap((c) => {
+      const copy = classifyCopy(volumeId, birth, {
+        host: c.poolHost,
+        dataset: c.dataset,
+        csiName: c.csiName,
+        volume: c.copyOf ?? volumeId,
+        role: c.role,
+        epoch: String(c.epoch),
+        fenced: c.fenced,
+        readonly: c.fenced !== undefined,
+      });
+      return copy === undefined ? [] : [copy];
+    });
+    const decision = decideHome(volumeId, classified, unknown);
+    for (const stale of decision.stale) problems.push(`${volumeId}: STALE copy ${stale.host}:${stale.dataset} (primary at epoch ${stale.epoch}; ${stale.fenced !== undefined ? "fenced" : "not fenced yet"}: ${stale.reason}); kept, never served`);
+    for (const p of decision.problems) if (p.startsWith("split brain")) problems.push(`${volumeId}: ${p}`);
+  }
+  return problems;
 }
 
 const UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"] as const;
@@ -241,12 +299,13 @@ function renderText(status: Status): string {
   const parts = [table(hostRows)];
   const volumes = status.hosts.flatMap((h) => h.volumes);
   if (volumes.length > 0) {
-    const volumeRows: string[][] = [["POOL HOST", "VOLUME", "PVC", "SIZE", "USED", "USE%", "SNAPSHOTS", "STATE", "DATASET"]];
+    const volumeRows: string[][] = [["POOL HOST", "VOLUME", "PVC", "ROLE", "SIZE", "USED", "USE%", "SNAPSHOTS", "STATE", "DATASET"]];
     for (const v of volumes) {
       volumeRows.push([
         v.poolHost,
         v.csiName,
         v.pvc ?? "-",
+        `${v.fenced !== undefined ? "stale" : v.role}@${v.epoch}`,
         formatBytes(v.sizeBytes),
         formatBytes(v.usedBytes),
         percent(v.usedBytes, v.sizeBytes),
@@ -259,7 +318,7 @@ function renderText(status: Status): string {
   } else {
     parts.push("No volumes.");
   }
-  const problems = status.hosts.flatMap((h) => [...(h.up ? [] : [`${h.name}: DOWN (its volumes are degraded; the other pool hosts serve on)`]), ...h.errors.map((e) => `${h.name}: ${e}`)]);
+  const problems = status.hosts.flatMap((h) => [...(h.up ? [] : [`${h.name}: DOWN (its volumes are degraded; the other pool hosts serve on)`]), ...h.errors.map((e) => `${h.name}: ${e}`)]).concat(status.copyProblems);
   if (problems.length > 0) parts.push(["Problems:", ...problems.map((p) => `  ${p}`)].join("\n"));
   return parts.join("\n\n") + "\n";
 }

@@ -54,7 +54,31 @@ export const PROP = {
    * the snapshot that job's target last confirmed; replication/engine.ts.)
    */
   replicaOf: "zcsi:replica-of",
+  /**
+   * On every copy of a volume: the volume's id (its identity; the birth host and dataset, which
+   * never change). Set by CreateVolume on the primary and by the replicator on each replica.
+   */
+  volume: "zcsi:volume",
+  /**
+   * `primary` or `replica` (ROLES). The home of a volume is the primary with the highest
+   * zcsi:epoch among reachable copies (volumes/home.ts). A volume created before roles existed
+   * carries none: it is the primary, epoch 1, on its birth host.
+   */
+  role: "zcsi:role",
+  /** Decimal integer, 1 at creation, incremented by each promotion; a replica carries its source's. */
+  epoch: "zcsi:epoch",
+  /**
+   * Set (with readonly=on) on a stale primary when it is fenced: why, e.g. `superseded by epoch 2
+   * on bob`. A fenced copy is never the home, never published, never a replication source, and
+   * never destroyed automatically; an operator's resync turns it into a replica.
+   */
+  fenced: "zcsi:fenced",
 } as const;
+
+export const ROLES = ["primary", "replica"] as const;
+export type Role = (typeof ROLES)[number];
+/** The epoch of a volume when it is created, and of any copy that carries none. */
+export const FIRST_EPOCH = 1;
 
 /**
  * The size limit is `refquota`, not `quota`: `quota` also counts snapshots, so a volume

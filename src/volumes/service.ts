@@ -1,12 +1,12 @@
 import { alreadyExists, errorMessage, failedPrecondition, invalidArgument, isZcsiError, notFound, outOfRange, resourceExhausted, unavailable } from "../errors.js";
 import type { Logger } from "../log.js";
-import { birthHome, type VolumeHome } from "./birth-home.js";
 import { VolumeDestroyer } from "./delete.js";
 import { formatVolumeId, type VolumeRef } from "./ids.js";
 import type { PoolHost, PoolHosts } from "./hosts.js";
 import type { VolumeParameters } from "./parameters.js";
-import { PROP, SIZE_PROPERTY } from "./properties.js";
+import { FIRST_EPOCH, PROP, SIZE_PROPERTY } from "./properties.js";
 import { requireHostCanHonour } from "./host-limits.js";
+import { VolumeHomes } from "./homes.js";
 import { ContentCopies } from "./sources.js";
 import { cloneSnapshotName, contentSourceKey, isReplica, toVolume, VOLUME_PROPS, type CreateSpec, type Placement, type PropertyMap, type ReplicationHolds, type Volume } from "./volume.js";
 import { PropertyView } from "../zfs/parse.js";
@@ -33,6 +33,19 @@ export class VolumeService {
   ) {
     this.copies = new ContentCopies(logger);
     this.destroyer = new VolumeDestroyer(logger, replication);
+    this.homes = new VolumeHomes(hosts, logger);
+  }
+
+  /** Where each volume is served from: its copies' roles and epochs (homes.ts). */
+  readonly homes: VolumeHomes;
+
+  /**
+   * The host, dataset and mountpoint a volume is served from now (ControllerPublishVolume's
+   * answer), fencing any stale copy it meets. NotFound: no copy; Unavailable: the only
+   * candidates are on unreachable hosts; FailedPrecondition: split brain or no live primary.
+   */
+  resolveHome(volumeId: string): Promise<{ host: string; dataset: string; mountpoint: string; epoch: number }> {
+    return this.homes.resolve(volumeId);
   }
 
   private readonly copies: ContentCopies;
@@ -156,6 +169,10 @@ export class VolumeService {
     }
     const props: Record<string, string> = {
       ...spec.params.zfsProperties,
+      // Every copy says which volume it is and whether it is the home (volumes/home.ts).
+      [PROP.volume]: formatVolumeId({ poolHost: host.config.name, dataset }),
+      [PROP.role]: "primary",
+      [PROP.epoch]: String(FIRST_EPOCH),
       [SIZE_PROPERTY]: spec.capacityBytes.toString(),
       mountpoint: `${host.config.mountRoot}/${spec.leaf}`,
       [PROP.csiName]: spec.csiName,
@@ -333,16 +350,6 @@ export class VolumeService {
     const problems = [...(await this.checkHosts()).entries()].flatMap(([name, p]) => (p === undefined ? [] : [`${name}: ${p}`]));
     return problems.length === this.hosts.names.length ? problems : [];
   }
-
-  // ---- BEGIN temporary resolveHome (W2-publish) --------------------------------------------
-  // Replaced at merge by W2-home's VolumeService.resolveHome (issue 14 item 2); callers use only
-  // this signature. NotFound: no copy; Unavailable: only unreachable candidates.
-  /** Where the volume is served from now (ControllerPublishVolume's publish_context). */
-  async resolveHome(volumeId: string): Promise<{ host: string; dataset: string; mountpoint: string; epoch: number }> {
-    const home: VolumeHome = await birthHome(this.hosts, volumeId);
-    return home;
-  }
-  // ---- END temporary resolveHome --------------------------------------------------------------
 
   /** Why a host is not fit to serve, or undefined when it is (pool ONLINE, parent present). */
   async hostProblem(host: PoolHost): Promise<string | undefined> {

@@ -116,8 +116,8 @@ describe("zcsi status on real pool hosts", () => {
     expect(b.volumes.map((v) => v.id)).toEqual([`bob:${bob.parent}/pvc-st-3`]);
 
     const text = renderStatus(status, "text");
-    expect(text).toMatch(/^alice +pvc-st-1 +shop\/data +32 MiB +\S+ \S+ +\S+ +2 \(1 scheduled\) +ready +\S+\/pvc-st-1$/m);
-    expect(text).toMatch(/^bob +pvc-st-3 +- +8 MiB /m);
+    expect(text).toMatch(/^alice +pvc-st-1 +shop\/data +primary@1 +32 MiB +\S+ \S+ +\S+ +2 \(1 scheduled\) +ready +\S+\/pvc-st-1$/m);
+    expect(text).toMatch(/^bob +pvc-st-3 +- +primary@1 +8 MiB /m);
     const json = JSON.parse(renderStatus(status, "json")) as { hosts: Array<{ name: string; volumes: Array<{ sizeBytes: number }> }> };
     expect(json.hosts.find((h) => h.name === "bob")?.volumes[0]?.sizeBytes).toBe(8 * MiB);
   });

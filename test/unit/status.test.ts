@@ -109,6 +109,9 @@ describe("collectStatus", () => {
       mounted: true,
       snapshots: { total: 3, scheduled: 2 },
       snapshotSchedule: "hourly=24,daily=7",
+      // Made before roles existed: the primary at epoch 1.
+      role: "primary",
+      epoch: 1,
     });
     expect(host?.volumes[0]).toMatchObject({ state: "creating", snapshots: { total: 0, scheduled: 0 } });
   });
@@ -158,9 +161,9 @@ describe("renderStatus", () => {
         "POOL HOST  ADDRESS        POOL  HEALTH  POOL SIZE  POOL FREE  PARENT    AVAILABLE  VOLUMES",
         "alice      192.0.2.10:22  tank  ONLINE  10 GiB     8 GiB      tank/k8s  8 GiB      2",
         "",
-        "POOL HOST  VOLUME  PVC           SIZE    USED     USE%  SNAPSHOTS        STATE     DATASET",
-        "alice      pvc-a   -             1 GiB   24 KiB   0%    0                creating  tank/k8s/pvc-a",
-        "alice      pvc-b   default/data  10 GiB  512 MiB  5%    3 (2 scheduled)  ready     tank/k8s/pvc-b",
+        "POOL HOST  VOLUME  PVC           ROLE       SIZE    USED     USE%  SNAPSHOTS        STATE     DATASET",
+        "alice      pvc-a   -             primary@1  1 GiB   24 KiB   0%    0                creating  tank/k8s/pvc-a",
+        "alice      pvc-b   default/data  primary@1  10 GiB  512 MiB  5%    3 (2 scheduled)  ready     tank/k8s/pvc-b",
         "",
       ].join("\n"),
     );
@@ -177,8 +180,47 @@ describe("renderStatus", () => {
       ["pvc-b", 536870912],
     ]);
     // Larger than 2^53: still exact in the text.
-    const huge = { collectedAt: "x", hosts: [{ ...status.hosts[0]!, poolSizeBytes: (1n << 60n) + 1n }] };
+    const huge = { collectedAt: "x", copyProblems: [], hosts: [{ ...status.hosts[0]!, poolSizeBytes: (1n << 60n) + 1n }] };
     expect(renderStatus(huge, "json")).toContain(`"poolSizeBytes": ${(1n << 60n) + 1n}`);
+  });
+});
+
+describe("copies of a volume in status", () => {
+  it("shows each copy's role and epoch and lists a primary superseded by a newer epoch as stale", async () => {
+    const bobAnswers = {
+      ...aliceAnswers(),
+      "zfs get parent": ok(
+        rows([
+          ...props("tank/k8s", { available: [String(8n * GiB), "-"] }),
+          ...props("tank/k8s/pvc-b", {
+            "zcsi:volume": ["alice:tank/k8s/pvc-b", "local"],
+            "zcsi:role": ["primary", "local"],
+            "zcsi:epoch": ["2", "local"],
+            "zcsi:replica-of": ["alice:tank/k8s/pvc-b", "local"],
+            refquota: [String(10n * GiB), "local"],
+            mountpoint: ["/tank/k8s/pvc-b", "default"],
+            mounted: ["yes", "-"],
+          }),
+        ]),
+      ),
+      "zfs list": ok(""),
+    };
+    const status = await collectStatus(
+      new PoolHosts([
+        { config: hostConfig("alice"), exec: new CannedExecutor("alice", aliceAnswers()) },
+        { config: hostConfig("bob"), exec: new CannedExecutor("bob", bobAnswers) },
+      ]),
+    );
+    const bobCopy = status.hosts[1]?.volumes[0];
+    expect(bobCopy).toMatchObject({ id: "bob:tank/k8s/pvc-b", role: "primary", epoch: 2, copyOf: "alice:tank/k8s/pvc-b", csiName: "pvc-b" });
+    expect(status.hosts[0]?.volumes.map((v) => [v.csiName, v.role, v.epoch])).toEqual([
+      ["pvc-a", "primary", 1],
+      ["pvc-b", "primary", 1],
+    ]);
+    expect(status.copyProblems).toEqual([expect.stringMatching(/^alice:tank\/k8s\/pvc-b: STALE copy alice:tank\/k8s\/pvc-b \(primary at epoch 1; not fenced yet: superseded by epoch 2 on bob:tank\/k8s\/pvc-b\)/)]);
+    const text = renderStatus(status, "text");
+    expect(text).toMatch(/bob +pvc-b +- +primary@2 /);
+    expect(text).toContain("Problems:\n  alice:tank/k8s/pvc-b: STALE copy");
   });
 });
 

@@ -1,0 +1,128 @@
+import { errorMessage, failedPrecondition, notFound, unavailable } from "../errors.js";
+import type { Logger } from "../log.js";
+import { ownUserPropertyValue } from "../zfs/parse.js";
+import { classifyCopy, copyName, decideHome, type Copy, type CopyFacts, type HomeDecision } from "./home.js";
+import type { PoolHost, PoolHosts } from "./hosts.js";
+import { parseVolumeId } from "./ids.js";
+import { PROP } from "./properties.js";
+import type { PropertyMap } from "./volume.js";
+
+/** Where a volume is served from: the answer ControllerPublishVolume puts in publish_context. */
+export interface ResolvedHome {
+  readonly host: string;
+  readonly dataset: string;
+  readonly mountpoint: string;
+  readonly epoch: number;
+}
+
+/** Everything known about a volume's copies: the decision (home.ts) with the birth it was made for. */
+export interface VolumeCopies extends HomeDecision {
+  readonly volumeId: string;
+  readonly birth: { readonly host: string; readonly dataset: string };
+}
+
+export const HOME_PROPS = [PROP.csiName, PROP.volume, PROP.role, PROP.epoch, PROP.replicaOf, PROP.fenced, "readonly", "mountpoint"];
+
+/** What a dataset's properties say for home.ts: own (local or received) zcsi values only, never inherited ones. */
+export function copyFacts(host: string, dataset: string, props: PropertyMap): CopyFacts {
+  const own = (name: string): string | undefined => {
+    const v = ownUserPropertyValue(props.get(name));
+    return v === undefined || v === "-" || v === "" ? undefined : v;
+  };
+  return {
+    host,
+    dataset,
+    csiName: own(PROP.csiName),
+    volume: own(PROP.volume),
+    role: own(PROP.role),
+    epoch: own(PROP.epoch),
+    replicaOf: own(PROP.replicaOf),
+    fenced: own(PROP.fenced),
+    readonly: storedReadonly(props.get("readonly")),
+    mountpoint: props.get("mountpoint")?.value,
+  };
+}
+
+/**
+ * The dataset's own readonly setting. libzfs reports a mounted dataset's live mount option
+ * instead, with source `temporary`, when the two differ: zfs-fuse does not remount on
+ * `zfs set readonly=on` (its mtab keeps `rw`), so a fenced copy reads back `off temporary`.
+ * For a boolean, a temporary value means the setting is the other one.
+ */
+export function storedReadonly(entry: { value: string; source: string } | undefined): boolean {
+  if (entry === undefined) return false;
+  return entry.source === "temporary" ? entry.value !== "on" : entry.value === "on";
+}
+
+/**
+ * Finds a volume's copies on every configured pool host and decides its home (home.ts).
+ * A copy lives where the replicator puts it, `<host's parentDataset>/<leaf>` (the birth dataset
+ * on the birth host), so each host answers one `zfs get` of one dataset, all hosts in
+ * parallel. A host that cannot answer is left out and listed as unknown; the others decide.
+ *
+ * Every stale copy seen is fenced on the spot (readonly=on and zcsi:fenced, one `zfs set`),
+ * whoever asked: the first zcsi component to reach a host back from a failover fences it.
+ */
+export class VolumeHomes {
+  constructor(
+    private readonly hosts: PoolHosts,
+    private readonly logger: Logger,
+  ) {}
+
+  /** The copies and the decision, after fencing what is stale. NotFound for an id that cannot be a volume. */
+  async find(volumeId: string, op = "home"): Promise<VolumeCopies> {
+    const id = parseVolumeId(volumeId, this.hosts.configs);
+    const birth = { host: id.poolHost, dataset: id.dataset };
+    const answers = await Promise.all(
+      this.hosts.all().map(async (host) => {
+        const name = host.config.name;
+        const dataset = name === birth.host ? birth.dataset : `${host.config.parentDataset}/${id.leaf}`;
+        try {
+          const props = (await host.zfs.get([dataset], HOME_PROPS, { missingOk: true })).get(dataset);
+          return { host: name, copy: props && classifyCopy(volumeId, birth, copyFacts(name, dataset, props)) };
+        } catch (err) {
+          this.logger.debug({ op, volumeId, poolHost: name, err: errorMessage(err) }, "pool host skipped: it cannot answer, its copy is unknown");
+          return { host: name, unknown: errorMessage(err) };
+        }
+      }),
+    );
+    const decision = decideHome(
+      volumeId,
+      answers.flatMap((a) => (a.copy ? [a.copy] : [])),
+      answers.flatMap((a) => (a.unknown !== undefined ? [{ host: a.host, reason: a.unknown }] : [])),
+    );
+    for (const stale of decision.stale) {
+      if (stale.needsFence) await this.fence(this.hosts.get(stale.host), stale, stale.reason, volumeId, op);
+    }
+    return { ...decision, volumeId, birth };
+  }
+
+  /**
+   * Where the volume is served from. NotFound: no copy anywhere (and every host answered);
+   * Unavailable: no home among the hosts that answered while some did not (it may be there);
+   * FailedPrecondition: split brain, or copies that leave no home (the message says why).
+   */
+  async resolve(volumeId: string, op = "resolveHome"): Promise<ResolvedHome> {
+    const copies = await this.find(volumeId, op);
+    const { home, problems, unknown } = copies;
+    const splitBrain = problems.find((p) => p.startsWith("split brain"));
+    if (splitBrain !== undefined) throw failedPrecondition(`volume ${volumeId}: ${splitBrain}`);
+    if (home) return { host: home.host, dataset: home.dataset, mountpoint: home.mountpoint, epoch: home.epoch };
+    const seen = copies.stale.length + copies.replicas.length > 0;
+    if (unknown.length > 0) {
+      throw unavailable(`volume ${volumeId} has no home among the pool hosts that answered; not reachable: ${unknown.map((u) => `${u.host} (${u.reason})`).join(", ")}${problems.length > 0 ? `; ${problems.join("; ")}` : ""}`);
+    }
+    if (!seen && problems.length === 0) throw notFound(`volume ${volumeId} does not exist on any pool host`);
+    throw failedPrecondition(`volume ${volumeId} has no home: ${problems.join("; ")}`);
+  }
+
+  private async fence(host: PoolHost, copy: Copy, reason: string, volumeId: string, op: string): Promise<void> {
+    try {
+      await host.zfs.set(copy.dataset, { readonly: "on", [PROP.fenced]: reason });
+      this.logger.warn({ op, volumeId, poolHost: host.config.name, dataset: copy.dataset, epoch: copy.epoch, reason }, "fenced a stale primary (readonly=on); kept, never served, never a replication source");
+    } catch (err) {
+      // Still stale in the decision (never served); the next lookup tries again.
+      this.logger.warn({ op, volumeId, poolHost: host.config.name, dataset: copy.dataset, err: errorMessage(err) }, `could not fence stale copy ${copyName(copy)}`);
+    }
+  }
+}
