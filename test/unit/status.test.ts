@@ -198,6 +198,8 @@ describe("copies of a volume in status", () => {
             "zcsi:epoch": ["2", "local"],
             "zcsi:replica-of": ["alice:tank/k8s/pvc-b", "local"],
             refquota: [String(10n * GiB), "local"],
+            referenced: [String(GiB / 2n), "-"],
+            used: [String(GiB / 2n), "-"],
             mountpoint: ["/tank/k8s/pvc-b", "default"],
             mounted: ["yes", "-"],
           }),
