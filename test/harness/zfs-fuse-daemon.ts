@@ -97,22 +97,58 @@ function procState(pid: number): string | undefined {
   }
 }
 
-/** Live (not zombie) zfs-fuse processes that serve `host`'s mount namespace. */
-export function zfsFuseDaemons(host: ZfsFuseHost): number[] {
+/**
+ * Where a process is in its life. A SIGKILLed zfs-fuse does not vanish at once: until its
+ * threads have run their exit it still shows S/R/D with SIGKILL pending, and then its leader
+ * shows Z while other threads still hold its files (the zfs_lock a new daemon needs, the
+ * listening socket, /dev/fuse). Only a zombie with no thread left (or no /proc entry) is gone.
+ */
+function procLife(pid: number): "live" | "dying" | "gone" {
+  let status: string;
+  try {
+    status = readFileSync(`/proc/${pid}/status`, "utf8");
+  } catch {
+    return "gone";
+  }
+  const field = (name: string): string => new RegExp(`^${name}:\\s*(\\S+)`, "m").exec(status)?.[1] ?? "";
+  const state = procState(pid) ?? field("State");
+  if (state === "Z" || state === "X") return Number(field("Threads")) > 1 ? "dying" : "gone";
+  // SigPnd/ShdPnd: hex masks of pending signals, bit (signo - 1); SIGKILL is 9.
+  const killPending = ["SigPnd", "ShdPnd"].some((f) => (BigInt(`0x${field(f) || "0"}`) & (1n << 8n)) !== 0n);
+  return killPending ? "dying" : "live";
+}
+
+function pgrepZfsFuse(host: ZfsFuseHost): number[] {
   const r = spawnSync("pgrep", ["-x", "zfs-fuse"], { encoding: "utf8" });
   return (r.stdout ?? "")
     .split("\n")
     .filter((l) => /^\d+$/.test(l))
     .map(Number)
     .filter((pid) => {
-      const state = procState(pid);
-      if (state === undefined || state === "Z" || state === "X") return false;
       try {
         return readlinkSync(`/proc/${pid}/ns/mnt`) === host.mountNamespace;
       } catch {
         return false;
       }
     });
+}
+
+/** zfs-fuse processes that serve `host`'s mount namespace: alive, not zombies, not dying of a SIGKILL. */
+export function zfsFuseDaemons(host: ZfsFuseHost): number[] {
+  return pgrepZfsFuse(host).filter((pid) => procLife(pid) === "live");
+}
+
+/**
+ * Waits (bounded) until no zfs-fuse of `host` is dying: a daemon started while a killed one
+ * still holds zfs_lock exits 1, and a dying one must not be mistaken for a running one.
+ */
+async function awaitDyingDaemons(host: ZfsFuseHost): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    const dying = pgrepZfsFuse(host).filter((pid) => procLife(pid) === "dying");
+    if (dying.length === 0) return;
+    if (i === 199) throw new Error(`zfs-fuse ${dying.join(",")} still exiting after SIGKILL`);
+    await sleep(50);
+  }
 }
 
 export interface StartedDaemon {
@@ -237,12 +273,16 @@ function harnessDaemon(host: ZfsFuseHost, pid: number): StartedDaemon | undefine
 export async function recoverZfsFuse(host: ZfsFuseHost, options: RecoveryOptions = {}): Promise<RecoveryReport> {
   const probeTimeoutMs = options.probeTimeoutMs ?? 15_000;
   const report: RecoveryReport = { wedged: false, killed: [], unmounted: [], destroyed: [], failed: [] };
+  // A daemon killed moments ago (a killed run, or a test) is still exiting: it is no daemon,
+  // and none can start before it has gone.
+  await awaitDyingDaemons(host);
   let pids = zfsFuseDaemons(host);
   if (pids.length > 0) {
     let answered = false;
     for (let attempt = 0; attempt < 2 && !answered; attempt++) {
       const probe = await runOn(host, ["zpool", "list", "-H", "-o", "name"], probeTimeoutMs);
-      answered = !probe.timedOut;
+      // "connect: Connection refused": no daemon behind the socket, which is no answer either.
+      answered = !probe.timedOut && !/^connect: /m.test(probe.stderr);
     }
     if (!answered) {
       report.wedged = true;
@@ -250,6 +290,7 @@ export async function recoverZfsFuse(host: ZfsFuseHost, options: RecoveryOptions
       report.killed = pids;
       for (let i = 0; i < 100 && zfsFuseDaemons(host).length > 0; i++) await sleep(100);
       if (zfsFuseDaemons(host).length > 0) throw new Error(`zfs-fuse ${pids.join(",")} survived SIGKILL`);
+      await awaitDyingDaemons(host);
       pids = [];
     }
   }
