@@ -31,6 +31,7 @@ import { POOL_HOST_SUDO } from "./controller.js";
 import { createNetNs, type NetNs } from "./netns.js";
 import { startSshd, type Sshd } from "./sshd.js";
 import { createTestPool, type TestPool } from "./zfs-pool.js";
+import { pidAlive } from "./process.js";
 
 export const POOL_HOST = "alice";
 export const SFTP_SERVER = "/usr/lib/openssh/sftp-server";
@@ -100,14 +101,7 @@ function otherNodeEnvsLive(): boolean {
     if (!name.startsWith(SUDOERS_PREFIX)) continue;
     const pid = Number(name.slice(SUDOERS_PREFIX.length));
     if (pid === process.pid) continue;
-    let alive = false;
-    try {
-      process.kill(pid, 0);
-      alive = Number.isInteger(pid) && pid > 0;
-    } catch {
-      alive = false;
-    }
-    if (alive) live = true;
+    if (pidAlive(pid)) live = true;
     else rmSync(join(SUDOERS_DIR, name), { force: true });
   }
   return live;

@@ -20,6 +20,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { pidAlive } from "./process.js";
 
 const run = promisify(execFile);
 
@@ -356,14 +357,7 @@ function otherProcessesUse(user: string): boolean {
   for (const name of existsSync(SUDOERS_DIR) ? readdirSync(SUDOERS_DIR) : []) {
     if (!name.startsWith(dropInPrefix(user))) continue;
     const pid = Number(name.slice(dropInPrefix(user).length));
-    let alive = false;
-    try {
-      process.kill(pid, 0);
-      alive = Number.isInteger(pid) && pid > 0;
-    } catch {
-      alive = false;
-    }
-    if (alive) inUse = true;
+    if (pidAlive(pid)) inUse = true;
     else rmSync(join(SUDOERS_DIR, name), { force: true });
   }
   return inUse;

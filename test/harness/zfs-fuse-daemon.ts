@@ -22,6 +22,7 @@ import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { isZcsiError } from "../../src/errors.js";
 import { LocalExecutor } from "../../src/exec/local.js";
+import { pidAlive } from "./process.js";
 
 /** Where a zfs-fuse daemon lives: commands run with `prefix` (e.g. nsenter) see its socket and mounts. */
 export interface ZfsFuseHost {
@@ -68,20 +69,11 @@ export function writeOwner(dir: string): void {
   writeFileSync(join(dir, OWNER_FILE), `${process.pid}\n`);
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** The owner recorded in `dir` is dead (false when none is recorded: we cannot tell). */
 function ownerDead(dir: string): boolean {
   try {
     const pid = Number.parseInt(readFileSync(join(dir, OWNER_FILE), "utf8").trim(), 10);
-    return Number.isInteger(pid) && pid > 0 && !alive(pid);
+    return Number.isInteger(pid) && pid > 0 && !pidAlive(pid);
   } catch {
     return false;
   }

@@ -25,6 +25,7 @@ import {
   zfsFuseDaemons,
   type StartedDaemon,
 } from "./zfs-fuse-daemon.js";
+import { pidAlive } from "./process.js";
 
 export interface TestPool {
   /** Unique pool name, `zt` + 10 hex digits. */
@@ -133,15 +134,6 @@ export async function holdZfsFuseDaemon(): Promise<() => Promise<void>> {
   return releaseDaemon;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 async function releaseDaemon(): Promise<void> {
   await locked(async () => {
     daemon.refs = Math.max(0, daemon.refs - 1);
@@ -151,12 +143,12 @@ async function releaseDaemon(): Promise<void> {
     const pools = await run(["zpool", "list", "-H", "-o", "name"]);
     if (pools.code === 0 && pools.stdout.trim() !== "") return;
     daemon.started = undefined;
-    if (alive(started.pid)) {
+    if (pidAlive(started.pid)) {
       process.kill(started.pid, "SIGTERM");
-      for (let i = 0; i < 200 && alive(started.pid); i++) await sleep(50);
-      if (alive(started.pid)) process.kill(started.pid, "SIGKILL");
+      for (let i = 0; i < 200 && pidAlive(started.pid); i++) await sleep(50);
+      if (pidAlive(started.pid)) process.kill(started.pid, "SIGKILL");
       // Gone before we return: the next acquire must not find a dying daemon and wait on it.
-      for (let i = 0; i < 100 && alive(started.pid); i++) await sleep(50);
+      for (let i = 0; i < 100 && pidAlive(started.pid); i++) await sleep(50);
     }
     await rm(started.dir, { recursive: true, force: true });
   });
@@ -185,7 +177,7 @@ function installExitHook(): void {
       spawnSync("zpool", ["destroy", "-f", pool], { stdio: "ignore", timeout: 20_000 });
       spawnSync("rm", ["-rf", "--", dir], { stdio: "ignore" });
     }
-    if (daemon.started && alive(daemon.started.pid)) {
+    if (daemon.started && pidAlive(daemon.started.pid)) {
       const pools = spawnSync("zpool", ["list", "-H", "-o", "name"], { encoding: "utf8" });
       if (pools.status === 0 && pools.stdout.trim() === "") process.kill(daemon.started.pid, "SIGTERM");
     }
