@@ -16,10 +16,13 @@ const SRC = join(dirname(fileURLToPath(import.meta.url)), "../../src");
 /** What each package may import, besides itself and the base. */
 const ALLOWED: Readonly<Record<string, readonly string[]>> = {
   cli: ["roles"],
-  roles: ["csi", "snapshots", "replication", "status", "volumes", "zfs", "exec", "mount", "k8s"],
+  roles: ["csi", "snapshots", "replication", "mobility", "status", "volumes", "zfs", "exec", "mount", "k8s"],
   csi: ["volumes", "zfs", "exec", "mount"],
   snapshots: ["volumes", "zfs", "exec", "k8s"],
   replication: ["volumes", "zfs", "exec", "k8s"],
+  // Planned moves, failover, resync: they drive replication (seed, catch up) and Kubernetes
+  // (attachments, pods, the per-volume move Lease); nothing below imports them.
+  mobility: ["replication", "volumes", "zfs", "exec", "k8s"],
   status: ["volumes", "zfs", "exec"],
   volumes: ["zfs", "exec"],
   mount: ["exec"],
