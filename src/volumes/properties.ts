@@ -73,6 +73,13 @@ export const PROP = {
    * never destroyed automatically; an operator's resync turns it into a replica.
    */
   fenced: "zcsi:fenced",
+  /**
+   * On the home copy while a planned move (`zcsi migrate`) holds its attaches:
+   * `<target host>@<ISO time the attaches were blocked>`. ControllerPublishVolume answers
+   * UNAVAILABLE while the home carries it (the external-attacher retries), so the block is in
+   * ZFS with the data and outlives a killed CLI; the move removes it when it is done or undone.
+   */
+  moving: "zcsi:moving",
 } as const;
 
 export const ROLES = ["primary", "replica"] as const;

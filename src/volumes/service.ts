@@ -6,7 +6,7 @@ import type { PoolHost, PoolHosts } from "./hosts.js";
 import type { VolumeParameters } from "./parameters.js";
 import { FIRST_EPOCH, PROP, SIZE_PROPERTY } from "./properties.js";
 import { requireHostCanHonour } from "./host-limits.js";
-import { VolumeHomes } from "./homes.js";
+import { VolumeHomes, type ResolvedHome } from "./homes.js";
 import { ContentCopies } from "./sources.js";
 import { cloneSnapshotName, contentSourceKey, isReplica, toVolume, VOLUME_PROPS, type CreateSpec, type Placement, type PropertyMap, type ReplicationHolds, type Volume } from "./volume.js";
 import { PropertyView } from "../zfs/parse.js";
@@ -44,7 +44,7 @@ export class VolumeService {
    * answer), fencing any stale copy it meets. NotFound: no copy; Unavailable: the only
    * candidates are on unreachable hosts; FailedPrecondition: split brain or no live primary.
    */
-  resolveHome(volumeId: string): Promise<{ host: string; dataset: string; mountpoint: string; epoch: number }> {
+  resolveHome(volumeId: string): Promise<ResolvedHome> {
     return this.homes.resolve(volumeId);
   }
 
