@@ -5,6 +5,7 @@ import { aborted, isZcsiError, type ErrorKind } from "../../src/errors.js";
 import type { ExecResult, ExecStream, Executor } from "../../src/exec/executor.js";
 import type { PvEvent } from "../../src/k8s/events.js";
 import type { AttachmentInfo, PodRef, PvClaim, Workloads } from "../../src/k8s/workloads.js";
+import { drain } from "../../src/mobility/drain.js";
 import { Migrator, type MigratorDeps } from "../../src/mobility/migrate.js";
 import { caughtUp, downtimeMs, mostFreeSpace, MOVE_STEPS, replicateToAfterMove, type CopyRef, type MoveLockHandle, type MoveLocks, type MoveRecord, type MoveStep, type Promotions } from "../../src/mobility/steps.js";
 import type { ReplicationJob, ReplicationResult } from "../../src/replication/types.js";
@@ -24,6 +25,11 @@ class FakeHost implements Executor {
     if (argv[1] === "version") return { stdout: "zfs-2.2.2-1\nzfs-kmod-2.2.2-1\n", stderr: "", exitCode: 0 };
     const name = argv[argv.length - 1]!;
     const ds = this.datasets.get(name);
+    if (argv[1] === "get" && argv.includes("-d")) {
+      const props = argv[argv.length - 2]!.split(",");
+      const lines = [...this.datasets].filter(([n]) => n.startsWith(`${name}/`)).flatMap(([n, d]) => props.map((p) => `${n}\t${p}\t${d.get(p) ?? "-"}\t${d.has(p) ? "local" : "-"}`));
+      return { stdout: lines.join("\n") + "\n", stderr: "", exitCode: 0 };
+    }
     if (argv[1] === "get") {
       const props = argv[argv.length - 2]!.split(",");
       if (!ds) return { stdout: "", stderr: `cannot open '${name}': dataset does not exist\n`, exitCode: 1 };
@@ -282,6 +288,46 @@ describe("zcsi migrate, step by step", () => {
     await expect(new Migrator(w.deps(stopAt("promoted"))).migrate(ID, "bob")).rejects.toThrow("killed");
     w.locks.expire();
     expect(await failure(new Migrator(w.deps()).abort(ID))).toMatchObject({ kind: "FailedPrecondition", message: expect.stringContaining("can only be finished") });
+  });
+});
+
+describe("zcsi drain", () => {
+  const three = parseConfig({
+    privateKeyFile: "/nonexistent",
+    poolHosts: ["alice", "bob", "carol"].map((name) => ({ name, address: "127.0.0.1", port: 22, user: "zcsi", parentDataset: `${name}p/k8s`, mountRoot: `/m${name}`, hostKey: key })),
+  });
+  const primary = (host: string, leaf: string, extra: Record<string, string> = {}) =>
+    new Map(Object.entries({ "zcsi:csi-name": leaf, "zcsi:volume": `${host}:${host}p/k8s/${leaf}`, "zcsi:role": "primary", "zcsi:epoch": "1", readonly: "off", mountpoint: `/m${host}/${leaf}`, ...extra }));
+  const replica = (of: string, leaf: string) => new Map(Object.entries({ "zcsi:volume": `${of}:${of}p/k8s/${leaf}`, "zcsi:role": "replica", "zcsi:epoch": "1", "zcsi:replica-of": `${of}:${of}p/k8s/${leaf}`, readonly: "on" }));
+
+  it("moves every volume whose home is the host, to its replica's host or else the host with the most free space; one failure does not stop the rest", async () => {
+    const alice = new FakeHost("alice", new Map([["alicep/k8s/pvc-a", primary("alice", "pvc-a")], ["alicep/k8s/pvc-b", primary("alice", "pvc-b")], ["alicep/k8s/pvc-c", primary("alice", "pvc-c")], ["alicep/k8s/pvc-r", replica("bob", "pvc-r")]]));
+    const bob = new FakeHost("bob", new Map([["bobp/k8s", new Map([["available", "9000"]])], ["bobp/k8s/pvc-r", primary("bob", "pvc-r")]]));
+    const carol = new FakeHost("carol", new Map([["carolp/k8s", new Map([["available", "5000"]])], ["carolp/k8s/pvc-b", replica("alice", "pvc-b")]]));
+    const hosts = new PoolHosts(three.poolHosts.map((c, i) => ({ config: c, exec: [alice, bob, carol][i]! })));
+    const logger = pino({ level: "silent" });
+    const moved: string[] = [];
+    const migrator = {
+      migrate: async (volumeId: string, to: string) => {
+        if (volumeId.endsWith("pvc-c")) throw aborted("the volume's move lock is held");
+        moved.push(`${volumeId} -> ${to}`);
+        return { volumeId, from: volumeId, to, restartedPods: [], resumed: false };
+      },
+    };
+    const outcomes = await drain({ hosts, homes: new VolumeHomes(hosts, logger), migrator, logger }, "alice", { parallel: 2 });
+    // pvc-r's home is bob (alice has its replica): not drained.
+    expect(moved.sort()).toEqual(["alice:alicep/k8s/pvc-a -> bob", "alice:alicep/k8s/pvc-b -> carol"]);
+    expect(outcomes.map((o) => [o.volumeId, o.to, o.error === undefined])).toEqual([
+      ["alice:alicep/k8s/pvc-a", "bob", true],
+      ["alice:alicep/k8s/pvc-b", "carol", true],
+      ["alice:alicep/k8s/pvc-c", "bob", false],
+    ]);
+    // --to wins; the drained host and unknown hosts are refused before anything moves.
+    moved.length = 0;
+    await drain({ hosts, homes: new VolumeHomes(hosts, logger), migrator, logger }, "alice", { to: "bob" });
+    expect(moved.sort()).toEqual(["alice:alicep/k8s/pvc-a -> bob", "alice:alicep/k8s/pvc-b -> bob"]);
+    expect(await failure(drain({ hosts, homes: new VolumeHomes(hosts, logger), migrator, logger }, "alice", { to: "alice" }))).toMatchObject({ kind: "InvalidArgument" });
+    expect(await failure(drain({ hosts, homes: new VolumeHomes(hosts, logger), migrator, logger }, "dave"))).toMatchObject({ kind: "InvalidArgument" });
   });
 });
 
