@@ -10,6 +10,8 @@ import { volumeTopology } from "./topology.js";
 
 /** What `kubectl describe pv` shows under VolumeAttributes. */
 export function volumeContext(volume: Volume): Record<string, string> {
+  // A moved volume keeps describing its birth copy: volume_context is immutable in a PV.
+  if (volume.birth) return { poolHost: volume.birth.poolHost, dataset: volume.birth.dataset, mountpoint: volume.birth.mountpoint };
   return { poolHost: volume.ref.poolHost, dataset: volume.ref.dataset, mountpoint: volume.mountpoint };
 }
 

@@ -80,7 +80,32 @@ export const PROP = {
    * ZFS with the data and outlives a killed CLI; the move removes it when it is done or undone.
    */
   moving: "zcsi:moving",
+  /**
+   * On a replica: the volume's metadata (CARRIED_PROPS of its source, as a JSON object of
+   * property → value), set by the replicator at each receive, so that a promotion can make the
+   * replica the volume even when the old home is gone (mobility/promote.ts). One property, so
+   * nothing that looks for volumes (zcsi:csi-name, schedules, replicate-to) mistakes a replica
+   * for one.
+   */
+  meta: "zcsi:meta",
 } as const;
+
+/**
+ * What a copy needs to be the volume for every controller call (CreateVolume's properties):
+ * carried to replicas in zcsi:meta, set on a copy when it is promoted.
+ */
+export const CARRIED_PROPS = [
+  "zcsi:csi-name",
+  "zcsi:parameters",
+  "zcsi:pvc",
+  "zcsi:pv",
+  "zcsi:content-source",
+  "zcsi:snapshot-schedule",
+  "zcsi:replicate-to",
+  "zcsi:replication-interval",
+  "zcsi:replication-bandwidth",
+  "refquota",
+] as const;
 
 export const ROLES = ["primary", "replica"] as const;
 export type Role = (typeof ROLES)[number];

@@ -1,14 +1,14 @@
 import { alreadyExists, errorMessage, failedPrecondition, invalidArgument, isZcsiError, notFound, outOfRange, resourceExhausted, unavailable } from "../errors.js";
 import type { Logger } from "../log.js";
 import { VolumeDestroyer } from "./delete.js";
-import { formatVolumeId, type VolumeRef } from "./ids.js";
+import { formatVolumeId, parseVolumeId, type VolumeRef } from "./ids.js";
 import type { PoolHost, PoolHosts } from "./hosts.js";
 import type { VolumeParameters } from "./parameters.js";
 import { FIRST_EPOCH, PROP, SIZE_PROPERTY } from "./properties.js";
 import { requireHostCanHonour } from "./host-limits.js";
 import { VolumeHomes, type ResolvedHome } from "./homes.js";
 import { ContentCopies } from "./sources.js";
-import { cloneSnapshotName, contentSourceKey, isReplica, toVolume, VOLUME_PROPS, type CreateSpec, type Placement, type PropertyMap, type ReplicationHolds, type Volume } from "./volume.js";
+import { cloneSnapshotName, contentSourceKey, isFenced, isReplica, isServingCopy, toVolume, VOLUME_PROPS, type CreateSpec, type Placement, type PropertyMap, type ReplicationHolds, type Volume } from "./volume.js";
 import { PropertyView } from "../zfs/parse.js";
 
 export { cloneSnapshotName, contentSourceKey, type ContentSource, type CreateSpec, type Placement, type ReplicationHolds, type Volume } from "./volume.js";
@@ -57,15 +57,49 @@ export class VolumeService {
     return `${host.config.parentDataset}/${leaf}`;
   }
 
-  /** The volume at `ref`; undefined when no dataset is there. Throws FailedPrecondition for a dataset zcsi did not create. */
+  /**
+   * The volume born at `ref`, wherever it is served from now: one `zfs get` when the birth copy
+   * serves it (a volume never moved); when it does not (a replica, fenced, gone, or its host
+   * down), the volume's home among its copies (homes.ts). Undefined when no copy serves it and
+   * every host answered. Throws FailedPrecondition for a dataset zcsi did not create.
+   */
   async get(ref: VolumeRef): Promise<Volume | undefined> {
     const host = this.hosts.get(ref.poolHost);
+    let props: PropertyMap | undefined;
+    try {
+      props = (await host.zfs.get([ref.dataset], VOLUME_PROPS, { missingOk: true })).get(ref.dataset);
+    } catch (err) {
+      if (!isZcsiError(err, "Unavailable")) throw err;
+      return this.atHome(ref, err);
+    }
+    if (props && !isReplica(props) && !isFenced(props)) {
+      const volume = toVolume(host, ref.dataset, props);
+      if (!volume) throw failedPrecondition(`dataset ${ref.dataset} on ${ref.poolHost} exists but was not created by zcsi (no ${PROP.csiName}); refusing to touch it`);
+      return volume;
+    }
     // A volume that is not there is an answer (DeleteVolume retries, NOT_FOUND), not a failure.
-    const props = (await host.zfs.get([ref.dataset], VOLUME_PROPS, { missingOk: true })).get(ref.dataset);
-    if (!props) return undefined;
-    const volume = toVolume(host, ref.dataset, props);
-    if (!volume) throw failedPrecondition(`dataset ${ref.dataset} on ${ref.poolHost} exists but was not created by zcsi (no ${PROP.csiName}); refusing to touch it`);
-    return volume;
+    return props || this.hosts.names.length > 1 ? this.atHome(ref, undefined) : undefined;
+  }
+
+  /** The volume born at `ref` as its home copy serves it (a moved volume); see get(). */
+  private async atHome(ref: VolumeRef, birthFailure: unknown): Promise<Volume | undefined> {
+    const volumeId = formatVolumeId(ref);
+    const copies = await this.homes.find(volumeId, "get");
+    const { home } = copies;
+    if (!home) {
+      if (birthFailure !== undefined) throw birthFailure;
+      if (copies.unknown.length > 0) throw unavailable(`volume ${volumeId} is not served by any pool host that answered; not reachable: ${copies.unknown.map((u) => `${u.host} (${u.reason})`).join(", ")}`);
+      if (copies.live.length > 1 || copies.stale.length > 0) throw failedPrecondition(`volume ${volumeId} has no home: ${copies.problems.join("; ")}`);
+      return undefined; // only replicas (kept when a volume is deleted), or nothing
+    }
+    const host = this.hosts.get(home.host);
+    const props = (await host.zfs.get([home.dataset], VOLUME_PROPS, { missingOk: true })).get(home.dataset);
+    const volume = props && toVolume(host, home.dataset, props);
+    if (!volume) throw failedPrecondition(`copy ${home.host}:${home.dataset} is the home of volume ${volumeId} but carries no ${PROP.csiName}; promote it with zcsi (docs/pool-host-lost.md)`);
+    const birth = parseVolumeId(volumeId, this.hosts.configs);
+    const mountpoint = `${birth.host.mountRoot === "/" ? "" : birth.host.mountRoot}/${birth.leaf}`;
+    this.logger.debug({ op: "get", volumeId, poolHost: home.host, dataset: home.dataset, epoch: home.epoch }, "volume served by a copy other than its birth copy");
+    return { ...volume, id: volumeId, birth: { poolHost: ref.poolHost, dataset: ref.dataset, mountpoint } };
   }
 
   /**
@@ -95,7 +129,7 @@ export class VolumeService {
         const parentProps = found.get(parent);
         if (!parentProps) return { host: name, unusable: failedPrecondition(`parent dataset ${parent} does not exist on pool host ${name}; create it first (see docs/pool-host.md)`) as unknown, free: undefined, volume: undefined };
         const entry = found.get(dataset);
-        const props = entry && !isReplica(entry) ? entry : undefined;
+        const props = entry && !isReplica(entry) && !isFenced(entry) ? entry : undefined;
         const volume = props ? toVolume(host, dataset, props) : undefined;
         if (props && !volume) throw failedPrecondition(`dataset ${dataset} on ${name} exists but was not created by zcsi (no ${PROP.csiName}); refusing to touch it`);
         return { host: name, free: new PropertyView(parent, parentProps, name).integer("available"), volume, unusable: undefined };
@@ -257,7 +291,7 @@ export class VolumeService {
   async delete(ref: VolumeRef): Promise<boolean> {
     const volume = await this.get(ref);
     if (!volume) return false;
-    return this.destroyer.destroy(this.hosts.get(ref.poolHost), volume);
+    return this.destroyer.destroy(this.hosts.get(volume.ref.poolHost), volume); // the home copy
   }
 
   /** Sets the size limit. Shrinking below what the volume already holds is OUT_OF_RANGE. */
@@ -290,7 +324,8 @@ export class VolumeService {
     const volumes: Volume[] = [];
     for (const [dataset, props] of all) {
       if (dataset === parent || !dataset.startsWith(parent + "/") || dataset.slice(parent.length + 1).includes("/")) continue;
-      const volume = toVolume(host, dataset, props);
+      // Replicas and fenced copies are not volumes; a moved volume is listed where it is served.
+      const volume = isServingCopy(props) ? toVolume(host, dataset, props) : undefined;
       if (volume) volumes.push(volume);
     }
     return volumes;

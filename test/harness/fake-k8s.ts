@@ -127,8 +127,10 @@ export interface RecordedRequest {
 export interface FakeApiServer {
   readonly url: string;
   readonly requests: RecordedRequest[];
-  /** The Lease the server holds (wire form), or undefined for 404. */
+  /** The (first) Lease the server holds (wire form), or undefined for 404; setting it replaces every Lease. */
   lease: WireObject | undefined;
+  /** Every Lease by name (one namespace is enough for the tests). */
+  readonly leases: Map<string, WireObject>;
   /** PersistentVolumes by name; a merge PATCH changes them as the API server would. */
   readonly pvs: Map<string, WireObject>;
   /** Nodes, listed (with a `key=value` labelSelector) by GET /api/v1/nodes, read one by one by GET /api/v1/nodes/NAME. */
@@ -181,8 +183,9 @@ async function readBody(req: IncomingMessage): Promise<unknown> {
 
 /** Loopback only (127.0.0.1, an ephemeral port). */
 export async function startFakeApiServer(): Promise<FakeApiServer> {
-  const state: { lease: WireObject | undefined; nodes: WireObject[]; pods: WireObject[]; volumeAttachments: WireObject[]; onPodDeleted: FakeApiServer["onPodDeleted"] } = {
-    lease: undefined,
+  const state: { leases: Map<string, WireObject>; serial: number; nodes: WireObject[]; pods: WireObject[]; volumeAttachments: WireObject[]; onPodDeleted: FakeApiServer["onPodDeleted"] } = {
+    leases: new Map(),
+    serial: 0,
     nodes: [],
     pods: [],
     volumeAttachments: [],
@@ -197,23 +200,35 @@ export async function startFakeApiServer(): Promise<FakeApiServer> {
       requests.push({ method: req.method ?? "", path, body });
       const lease = LEASES.exec(path);
       if (lease) {
-        const name = lease[2];
+        const name = lease[2] === undefined ? undefined : decodeURIComponent(lease[2]);
+        const current = name === undefined ? undefined : state.leases.get(name);
+        const notFound = (n: string): WireObject => ({ ...k8sFixture("status-lease-not-found"), message: `leases.coordination.k8s.io "${n}" not found`, details: { name: n, group: "coordination.k8s.io", kind: "leases" } });
         if (req.method === "GET" && name) {
-          if (state.lease === undefined) return send(res, 404, k8sFixture("status-lease-not-found"));
-          return send(res, 200, state.lease);
+          if (current === undefined) return send(res, 404, notFound(name));
+          return send(res, 200, current);
         }
         if (req.method === "POST" && !name) {
-          if (state.lease !== undefined) return send(res, 409, { ...k8sFixture("status-lease-conflict"), reason: "AlreadyExists" });
           const obj = body as WireObject;
-          state.lease = { ...obj, metadata: { ...obj.metadata, resourceVersion: "2000", uid: "7e1f0a9c-0000-4000-8000-000000000002", creationTimestamp: "2026-11-22T01:00:00Z" } };
-          return send(res, 201, state.lease);
+          const wanted = String(obj.metadata.name);
+          if (state.leases.has(wanted)) return send(res, 409, { ...k8sFixture("status-lease-conflict"), reason: "AlreadyExists", message: `leases.coordination.k8s.io "${wanted}" already exists` });
+          const created = { ...obj, metadata: { ...obj.metadata, resourceVersion: String(2000 + state.serial++ * 10), uid: "7e1f0a9c-0000-4000-8000-000000000002", creationTimestamp: "2026-11-22T01:00:00Z" } };
+          state.leases.set(wanted, created);
+          return send(res, 201, created);
         }
         if (req.method === "PUT" && name) {
           const obj = body as WireObject;
-          if (state.lease === undefined) return send(res, 404, k8sFixture("status-lease-not-found"));
-          if (obj.metadata.resourceVersion !== state.lease.metadata.resourceVersion) return send(res, 409, k8sFixture("status-lease-conflict"));
-          state.lease = { ...obj, metadata: { ...state.lease.metadata, ...obj.metadata, resourceVersion: String(Number(state.lease.metadata.resourceVersion) + 1) } };
-          return send(res, 200, state.lease);
+          if (current === undefined) return send(res, 404, notFound(name));
+          if (obj.metadata.resourceVersion !== current.metadata.resourceVersion) return send(res, 409, k8sFixture("status-lease-conflict"));
+          const replaced = { ...obj, metadata: { ...current.metadata, ...obj.metadata, resourceVersion: String(Number(current.metadata.resourceVersion) + 1) } };
+          state.leases.set(name, replaced);
+          return send(res, 200, replaced);
+        }
+        if (req.method === "DELETE" && name) {
+          if (current === undefined) return send(res, 404, notFound(name));
+          const wantedVersion = (body as { preconditions?: { resourceVersion?: string } } | undefined)?.preconditions?.resourceVersion;
+          if (wantedVersion !== undefined && wantedVersion !== current.metadata.resourceVersion) return send(res, 409, k8sFixture("status-lease-conflict"));
+          state.leases.delete(name);
+          return send(res, 200, { kind: "Status", apiVersion: "v1", metadata: {}, status: "Success", details: { name, group: "coordination.k8s.io", kind: "leases", uid: current.metadata.uid } });
         }
       }
       const pv = PV.exec(path);
@@ -293,11 +308,13 @@ export async function startFakeApiServer(): Promise<FakeApiServer> {
     url: `http://127.0.0.1:${port}`,
     requests,
     get lease() {
-      return state.lease;
+      return [...state.leases.values()][0];
     },
     set lease(v) {
-      state.lease = v;
+      state.leases.clear();
+      if (v !== undefined) state.leases.set(String(v.metadata.name), v);
     },
+    leases: state.leases,
     pvs,
     get nodes() {
       return state.nodes;

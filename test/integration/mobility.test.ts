@@ -1,0 +1,163 @@
+/**
+ * Copies that serve (issue 14): the promotion primitive on real pools, with the real controller
+ * over gRPC. A volume replicated alice → bob, bob's copy promoted: ControllerPublish returns
+ * bob, ControllerGetVolume / Expand / CreateSnapshot / DeleteVolume act on bob's copy under the
+ * same volume id, and alice's copy, demoted, is a readonly replica that bob replicates into.
+ * Every step is checked on the pools (`zfs get`, files), not only in replies.
+ */
+import { status } from "@grpc/grpc-js";
+import { createHash } from "node:crypto";
+import { readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { pino } from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { CreateVolumeRequest } from "../../src/gen/csi/v1/CreateVolumeRequest.js";
+import { isZcsiError } from "../../src/errors.js";
+import { demoteCopy, promoteCopy } from "../../src/mobility/promote.js";
+import { createReplicationEngine } from "../../src/replication/engine.js";
+import type { ReplicationEngine, ReplicationJob } from "../../src/replication/types.js";
+import { VolumeHomes } from "../../src/volumes/homes.js";
+import { startControllerEnv, type ControllerEnv, type PoolHostEnv } from "../harness/controller.js";
+
+const MiB = 1024 * 1024;
+const logger = pino({ level: process.env["ZCSI_TEST_LOG"] ?? "silent" });
+const mountCap = { mount: { fsType: "", mountFlags: [] as string[] }, accessMode: { mode: "SINGLE_NODE_WRITER" as const } };
+
+let env: ControllerEnv;
+let alice: PoolHostEnv;
+let bob: PoolHostEnv;
+let engine: ReplicationEngine;
+let homes: VolumeHomes;
+
+beforeAll(async () => {
+  env = await startControllerEnv({ hostNames: ["alice", "bob"], poolSizeMiB: 256 });
+  [alice, bob] = env.hosts as [PoolHostEnv, PoolHostEnv];
+  engine = createReplicationEngine(env.poolHosts, { logger });
+  homes = new VolumeHomes(env.poolHosts, logger);
+}, 600_000);
+
+afterAll(async () => {
+  await env?.stop();
+});
+
+function req(name: string, parameters: Record<string, string>): CreateVolumeRequest {
+  return { name, capacityRange: { requiredBytes: String(32 * MiB) }, volumeCapabilities: [mountCap], parameters };
+}
+
+async function get(host: PoolHostEnv, dataset: string, property: string, columns = "value"): Promise<string> {
+  if (property === "readonly" && columns === "value") return readonlyOf(host, dataset);
+  const r = await host.pool.exec.run(["zfs", "get", "-Hp", "-o", columns, property, dataset]);
+  if (r.exitCode !== 0) throw new Error(`${host.name}: zfs get ${property} ${dataset}: ${r.stderr.trim()}`);
+  return r.stdout.trim();
+}
+
+/** The stored readonly setting: zfs-fuse reports a mounted dataset's live mount option (source `temporary`) instead. */
+async function readonlyOf(host: PoolHostEnv, dataset: string): Promise<string> {
+  const [value, source] = (await get(host, dataset, "readonly", "value,source")).split("\t");
+  return source === "temporary" ? (value === "on" ? "off" : "on") : (value ?? "");
+}
+
+async function snapshotsOf(host: PoolHostEnv, dataset: string): Promise<string[]> {
+  const r = await host.pool.exec.run(["zfs", "list", "-H", "-o", "name", "-t", "snapshot", "-r", dataset]);
+  return r.stdout.split("\n").filter((l) => l !== "");
+}
+
+const sha = (data: Buffer): string => createHash("sha256").update(data).digest("hex");
+
+export function job(volumeId: string, from: PoolHostEnv, to: PoolHostEnv, leaf: string): ReplicationJob {
+  const dataset = (h: PoolHostEnv): string => `${h.parent}/${leaf}`;
+  return { id: `${leaf}.${from.name}-${to.name}`, origin: { kind: "volume", volumeId }, source: { host: from.name, dataset: dataset(from) }, target: { host: to.name, dataset: dataset(to) } };
+}
+
+async function kindOf(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return "OK";
+  } catch (err) {
+    if (isZcsiError(err)) return err.kind;
+    throw err;
+  }
+}
+
+describe("promoting a replica", () => {
+  it("makes bob's copy the volume for every controller call, under the same id, and alice's copy a replica of it", async () => {
+    const leaf = "pvc-promote-1";
+    const created = await env.client.createVolume(req(leaf, { poolHost: "alice", replicateTo: "bob" }));
+    const volumeId = created.volume!.volumeId;
+    const onAlice = `${alice.parent}/${leaf}`;
+    const onBob = `${bob.parent}/${leaf}`;
+    const payload = Buffer.alloc(3 * MiB, 7);
+    await writeFile(join(alice.mountRoot, leaf, "data.bin"), payload);
+    await engine.replicate(job(volumeId, alice, bob, leaf));
+    expect(await get(bob, onBob, "zcsi:role")).toBe("replica");
+    // The replica carries the volume's metadata for a promotion with its home gone.
+    expect(JSON.parse(await get(bob, onBob, "zcsi:meta"))).toMatchObject({ "zcsi:csi-name": leaf, refquota: String(32 * MiB), "zcsi:replicate-to": "bob" });
+
+    // Refused, nothing changed: a host with no copy, a copy that is not there.
+    expect(await kindOf(promoteCopy(env.poolHosts, homes, `alice:${alice.parent}/pvc-none`, "bob", logger))).toBe("FailedPrecondition");
+    const other = await env.client.createVolume(req("pvc-promote-solo", { poolHost: "alice" }));
+    expect(await kindOf(promoteCopy(env.poolHosts, homes, other.volume!.volumeId, "bob", logger))).toBe("FailedPrecondition");
+    expect(await get(bob, onBob, "zcsi:role")).toBe("replica");
+
+    const promoted = await promoteCopy(env.poolHosts, homes, volumeId, "bob", logger);
+    expect(promoted).toMatchObject({ host: "bob", dataset: onBob, epoch: 2, already: false });
+    expect(promoted.previousHome?.host).toBe("alice");
+    // Rerun: the home already, nothing changed.
+    expect((await promoteCopy(env.poolHosts, homes, volumeId, "bob", logger)).already).toBe(true);
+    for (const [p, v] of Object.entries({ "zcsi:role": "primary", "zcsi:epoch": "2", readonly: "off", "zcsi:replica-of": "-", "zcsi:volume": volumeId, "zcsi:csi-name": leaf, "zcsi:state": "ready", refquota: String(32 * MiB), "zcsi:replicate-to": "alice", mounted: "yes" })) {
+      expect(await get(bob, onBob, p), p).toBe(v);
+    }
+    expect(sha(await readFile(join(bob.mountRoot, leaf, "data.bin")))).toBe(sha(payload));
+
+    // ControllerPublish names bob; alice's copy, a primary at epoch 1, was fenced by that lookup.
+    const published = await env.client.controllerPublishVolume({ volumeId, nodeId: "node-c", volumeCapability: mountCap, readonly: false, volumeContext: created.volume!.volumeContext });
+    expect(published.publishContext).toMatchObject({ poolHost: "bob", dataset: onBob, epoch: "2" });
+    expect(await get(alice, onAlice, "readonly")).toBe("on");
+    expect(await get(alice, onAlice, "zcsi:fenced")).toMatch(/superseded by epoch 2/);
+
+    // ControllerGetVolume: the same id and volume_context (the PV's), bob's capacity.
+    const got = await env.client.controllerGetVolume({ volumeId });
+    expect(got.volume?.volumeId).toBe(volumeId);
+    expect(got.volume?.volumeContext).toEqual(created.volume!.volumeContext);
+    expect(got.status?.volumeCondition?.abnormal).toBe(false);
+
+    // Expand acts on bob's copy; alice's fenced copy keeps its size.
+    const expanded = await env.client.controllerExpandVolume({ volumeId, capacityRange: { requiredBytes: String(48 * MiB) } });
+    expect(expanded.capacityBytes).toBe(String(48 * MiB));
+    expect(await get(bob, onBob, "refquota")).toBe(String(48 * MiB));
+    expect(await get(alice, onAlice, "refquota")).toBe(String(32 * MiB));
+
+    // CreateSnapshot of the volume: taken on bob, belonging to the volume's id.
+    const snap = await env.client.createSnapshot({ name: "snapshot-promote-1", sourceVolumeId: volumeId, parameters: {} });
+    expect(snap.snapshot?.snapshotId).toBe(`bob:${onBob}@snapshot-promote-1`);
+    expect(snap.snapshot?.sourceVolumeId).toBe(volumeId);
+    expect(await snapshotsOf(bob, onBob)).toContain(`${onBob}@snapshot-promote-1`);
+    expect(await snapshotsOf(alice, onAlice)).not.toContain(`${onAlice}@snapshot-promote-1`);
+
+    // ListVolumes: the volume once, served by bob.
+    const listed = (await env.client.listVolumes({})).entries.filter((e) => e.volume?.volumeId === volumeId);
+    expect(listed).toHaveLength(1);
+
+    // Demote alice: a readonly replica of bob at epoch 2; bob replicates into it.
+    await demoteCopy(env.poolHosts, homes, volumeId, "alice", logger);
+    for (const [p, v] of Object.entries({ "zcsi:role": "replica", "zcsi:epoch": "2", readonly: "on", "zcsi:replica-of": `bob:${onBob}`, "zcsi:fenced": "-" })) {
+      expect(await get(alice, onAlice, p), p).toBe(v);
+    }
+    expect(await kindOf(demoteCopy(env.poolHosts, homes, volumeId, "bob", logger))).toBe("FailedPrecondition"); // the home
+    await writeFile(join(bob.mountRoot, leaf, "after.bin"), Buffer.alloc(MiB, 9));
+    const back = await engine.replicate(job(volumeId, bob, alice, leaf));
+    expect(back.action).toBe("incremental");
+    // Replication never runs from the demoted copy.
+    expect(await kindOf(engine.replicate(job(volumeId, alice, bob, leaf)))).toBe("FailedPrecondition");
+
+    // DeleteVolume destroys the home (bob) and keeps the replica (alice); its snapshots go first.
+    await expect(env.client.deleteVolume({ volumeId })).rejects.toMatchObject({ code: status.FAILED_PRECONDITION });
+    await env.client.deleteSnapshot({ snapshotId: snap.snapshot!.snapshotId });
+    await env.client.deleteVolume({ volumeId });
+    expect((await bob.pool.exec.run(["zfs", "list", onBob])).exitCode).not.toBe(0);
+    expect(await get(alice, onAlice, "zcsi:role")).toBe("replica");
+    // Gone: the retry is OK, and ControllerGetVolume is NOT_FOUND.
+    await env.client.deleteVolume({ volumeId });
+    await expect(env.client.controllerGetVolume({ volumeId })).rejects.toMatchObject({ code: status.NOT_FOUND });
+  });
+});
