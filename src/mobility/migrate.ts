@@ -12,7 +12,7 @@ import { parseMoving } from "../volumes/moving.js";
 import { PROP } from "../volumes/properties.js";
 import { ownUserPropertyValue } from "../zfs/parse.js";
 import { blockAttaches, releaseAttaches, restartPods, waitDetached, type DetachContext } from "./detach.js";
-import { caughtUp, downtimeMs, reached, replicateToAfterMove, type CopyRef, type MoveLockHandle, type MoveLocks, type MoveRecord, type MoveStep, type Promotions } from "./steps.js";
+import { caughtUp, downtimeMs, reached, replicateToAfterMove, type CopyRef, type MigrateLock, type MigrateLocks, type MoveRecord, type MoveStep, type Promotions } from "./steps.js";
 
 /**
  * `zcsi migrate VOLUME --to HOST`: a planned move with seconds of downtime (issue 14, item 3).
@@ -62,7 +62,7 @@ export interface MigratorDeps {
   readonly hosts: PoolHosts;
   readonly homes: VolumeHomes;
   readonly engine: ReplicationEngine;
-  readonly locks: MoveLocks;
+  readonly locks: MigrateLocks;
   readonly promotions: Promotions;
   readonly workloads?: Workloads;
   readonly events?: EventRecorder;
@@ -145,7 +145,7 @@ export class Migrator {
     return { undone: record !== undefined || blocked.length > 0, ...(to !== undefined && { to }) };
   }
 
-  private async run(lock: MoveLockHandle, start: MoveRecord, copies: VolumeCopies, options: MigrateOptions, resumed: boolean): Promise<MigrateResult> {
+  private async run(lock: MigrateLock, start: MoveRecord, copies: VolumeCopies, options: MigrateOptions, resumed: boolean): Promise<MigrateResult> {
     const { hosts, logger, clock } = this.deps;
     const o = { ...DEFAULTS, ...options };
     const { volumeId, from, to } = start;
@@ -241,7 +241,7 @@ export class Migrator {
     return result;
   }
 
-  private async save(lock: MoveLockHandle, record: MoveRecord): Promise<void> {
+  private async save(lock: MigrateLock, record: MoveRecord): Promise<void> {
     await lock.save(record);
     await this.deps.afterStep?.(record.step, record);
   }
@@ -280,7 +280,7 @@ export class Migrator {
 }
 
 /** After release(), leave() is a no-op: a step that ended the move (undone) has let go already. */
-function ended(lock: MoveLockHandle): MoveLockHandle {
+function ended(lock: MigrateLock): MigrateLock {
   let done = false;
   return {
     record: lock.record,

@@ -39,7 +39,7 @@ export function reached(record: MoveRecord | undefined, step: MoveStep): boolean
 }
 
 /** The per-volume move lock, held for a whole move; its record survives a killed run. */
-export interface MoveLockHandle {
+export interface MigrateLock {
   /** What an earlier (interrupted) run recorded, if anything. */
   readonly record: MoveRecord | undefined;
   save(record: MoveRecord): Promise<void>;
@@ -49,9 +49,9 @@ export interface MoveLockHandle {
   leave(): Promise<void>;
 }
 
-export interface MoveLocks {
+export interface MigrateLocks {
   /** Aborted when another live operation holds the volume's lock. */
-  acquire(volumeId: string, op: string): Promise<MoveLockHandle>;
+  acquire(volumeId: string, op: string): Promise<MigrateLock>;
 }
 
 /** Role changes of a volume's copies, at epoch + 1 (promote) and to a replica of the new home (demote). */

@@ -7,7 +7,7 @@ import type { PvEvent } from "../../src/k8s/events.js";
 import type { AttachmentInfo, PodRef, PvClaim, Workloads } from "../../src/k8s/workloads.js";
 import { drain } from "../../src/mobility/drain.js";
 import { Migrator, type MigratorDeps } from "../../src/mobility/migrate.js";
-import { caughtUp, downtimeMs, mostFreeSpace, MOVE_STEPS, replicateToAfterMove, type CopyRef, type MoveLockHandle, type MoveLocks, type MoveRecord, type MoveStep, type Promotions } from "../../src/mobility/steps.js";
+import { caughtUp, downtimeMs, mostFreeSpace, MOVE_STEPS, replicateToAfterMove, type CopyRef, type MigrateLock, type MigrateLocks, type MoveRecord, type MoveStep, type Promotions } from "../../src/mobility/steps.js";
 import type { ReplicationJob, ReplicationResult } from "../../src/replication/types.js";
 import { VolumeHomes } from "../../src/volumes/homes.js";
 import { PoolHosts } from "../../src/volumes/hosts.js";
@@ -106,7 +106,7 @@ function world(options: { replica?: boolean; increments?: number[]; pods?: strin
   };
   let stored: MoveRecord | undefined;
   let held = false;
-  const locks: MoveLocks & { readonly record: MoveRecord | undefined; expire(): void } = {
+  const locks: MigrateLocks & { readonly record: MoveRecord | undefined; expire(): void } = {
     get record() {
       return stored;
     },
@@ -114,7 +114,7 @@ function world(options: { replica?: boolean; increments?: number[]; pods?: strin
     expire() {
       held = false;
     },
-    async acquire(): Promise<MoveLockHandle> {
+    async acquire(): Promise<MigrateLock> {
       if (held) throw aborted("volume's move lock is held");
       held = true;
       return {
