@@ -22,7 +22,8 @@ import { caughtUp, downtimeMs, reached, replicateToAfterMove, type CopyRef, type
  *  2. block new attaches (zcsi:moving on the home; ControllerPublishVolume answers UNAVAILABLE);
  *  3. restart the pods that use it and wait until no node has it (detach.ts);
  *  4. the final increment (a last replication run: snapshot, send; nothing writes any more);
- *  5. promote the target (epoch + 1): from here on the target is the home;
+ *  5. promote the target (epoch + 1): from here on the target is the home (it carries the
+ *     block too, set just before, so attaches wait for step 6);
  *  6. demote the old home to a replica of the new one, and turn replication around
  *     (zcsi:replicate-to on the new home names the old one; the old one's is cleared);
  *  7. release the block; report the downtime (2 → 7) and the final increment's bytes.
@@ -197,6 +198,9 @@ export class Migrator {
     }
     let epoch: number | undefined;
     if (!reached(record, "promoted")) {
+      // The block moves with the home: set on the target before it is promoted, it holds the
+      // attaches until the demotion is done too (release clears both).
+      await blockAttaches(tgt, to, to.host, new Date(record.blockedAt ?? clock.now().toISOString()));
       const now = await this.deps.homes.find(volumeId, "migrate");
       if (now.home !== undefined && now.home.host === to.host) epoch = now.home.epoch; // promoted by the killed run before it could record it
       else epoch = (await this.deps.promotions.promote(volumeId, to)).epoch;

@@ -213,6 +213,9 @@ describe("zcsi migrate, step by step", () => {
     await expect(new Migrator(w.deps(killed)).migrate(ID, "bob")).rejects.toThrow(`killed after ${killAt}`);
     expect(w.locks.record?.step).toBe(killAt);
     const blockedAt = w.locks.record?.blockedAt;
+    // Attaches stay blocked wherever the home is meanwhile.
+    const home = await w.home();
+    if (blockedAt !== undefined) expect(home?.moving).toBe(`bob@${blockedAt}`);
     // The CLI died; its lock expires, its record stays for the rerun.
     w.locks.expire();
     const result = await new Migrator(w.deps()).migrate(ID, "bob");
