@@ -10,7 +10,9 @@
  */
 import { status, type ServiceError } from "@grpc/grpc-js";
 import { createHash, randomBytes } from "node:crypto";
+import { execFile } from "node:child_process";
 import { readFile, writeFile } from "node:fs/promises";
+import { promisify } from "node:util";
 import { join } from "node:path";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -26,6 +28,7 @@ import { VOLUME_DISCOVERY_PROPS, volumeJobs } from "../../src/replication/jobs.j
 import { moveWiring } from "../../src/roles/move-wiring.js";
 import { connectPoolHosts } from "../../src/roles/pool-hosts.js";
 import { systemClock } from "../../src/util/clock.js";
+import { packageRoot } from "../../src/util/package.js";
 import { VolumeHomes } from "../../src/volumes/homes.js";
 import type { PoolHosts } from "../../src/volumes/hosts.js";
 import { k8sFixture, startFakeApiServer, type FakeApiServer, type WireObject } from "../harness/fake-k8s.js";
@@ -221,5 +224,40 @@ describe("zcsi migrate VOLUME --to bob", () => {
     expect(await zfsGet("alice", volume.dataset, "zcsi:moving")).toBe("-");
     expect(await zfsGet("alice", volume.dataset, "zcsi:role")).toBe("primary");
     expect((await bob.pool.exec.run(["zfs", "list", bobDataset(volume)])).exitCode).not.toBe(0);
+  });
+
+  it("the CLI: zcsi migrate prints the downtime and the final increment's bytes; zcsi drain alice moves what is left there", async () => {
+    const one = await env.createVolume(uniqueName("pvc-cli"), 32 * MiB, { poolHost: "alice" });
+    const two = await env.createVolume(uniqueName("pvc-cli"), 32 * MiB, { poolHost: "alice" });
+    await writeFile(join(one.mountpoint, "data.txt"), "moved by the CLI\n");
+    const configPath = join(env.dir, "migrate-config.json");
+    const { privateKeyFile, poolHosts, commandTimeoutMs } = env.controllerConfig;
+    await writeFile(configPath, JSON.stringify({ privateKeyFile, poolHosts, commandTimeoutMs }));
+    // The fake API server through a kubeconfig, as `kubectl` would find it.
+    const kubeconfig = join(env.dir, "kubeconfig.yaml");
+    await writeFile(
+      kubeconfig,
+      `apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: ${api.url}\n    insecure-skip-tls-verify: true\n` +
+        `users:\n- name: fake\n  user:\n    token: fake\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\ncurrent-context: fake\n`,
+    );
+    const zcsi = (...args: string[]) =>
+      promisify(execFile)(process.execPath, ["--import", "tsx", join(packageRoot, "src", "cli.ts"), ...args, "--config", configPath, "--lease-namespace", "zcsi-system"], {
+        cwd: packageRoot,
+        env: { ...process.env, KUBECONFIG: kubeconfig, ZCSI_LOG_LEVEL: "warn" },
+        timeout: 120_000,
+      });
+    const migrated = await zcsi("migrate", one.volumeId, "--to", "bob");
+    expect(migrated.stdout).toMatch(new RegExp(`^migrated ${one.volumeId}: alice:\\S+ -> bob:${bobDataset(one)} \\(epoch 2\\)\n  downtime \\(attaches blocked -> released\\): [0-9.]+ s\n  final increment: [0-9]+ bytes\n  pods restarted: none\n$`));
+    expect(await readFile(join(bob.mountRoot, one.dataset.split("/").pop()!, "data.txt"), "utf8")).toBe("moved by the CLI\n");
+
+    const refused = await zcsi("migrate", one.volumeId, "--to", "dave").catch((err: { code: number; stderr: string }) => err);
+    expect(refused).toMatchObject({ code: 1, stderr: expect.stringContaining('no pool host named "dave"') });
+
+    const drained = await zcsi("drain", "alice", "--parallel", "2");
+    expect(drained.stdout).toContain(`migrated ${two.volumeId}`);
+    expect(drained.stdout).toMatch(/drained alice: [0-9]+ moved, 0 not moved\n$/);
+    const left = await new VolumeHomes(hosts, logger).find(two.volumeId);
+    expect(left.home?.host).toBe("bob");
+    expect(api.leases.size).toBe(0); // every move Lease released
   });
 });
