@@ -16,7 +16,6 @@ import { promisify } from "node:util";
 import { join } from "node:path";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { isZcsiError, type ErrorKind } from "../../src/errors.js";
 import { kubeConfigFor, KubeEventSink } from "../../src/k8s/client.js";
 import { KubeEventRecorder } from "../../src/k8s/events.js";
 import { KubeWorkloads } from "../../src/k8s/workloads-client.js";
@@ -31,6 +30,7 @@ import { systemClock } from "../../src/util/clock.js";
 import { packageRoot } from "../../src/util/package.js";
 import { VolumeHomes } from "../../src/volumes/homes.js";
 import type { PoolHosts } from "../../src/volumes/hosts.js";
+import { zcsiRejection as failure } from "../harness/fake-pool-host.js";
 import { k8sFixture, startFakeApiServer, type FakeApiServer, type WireObject } from "../harness/fake-k8s.js";
 import { RWX, startNodeEnv, uniqueName, type ExtraPoolHost, type NodeEnv, type RemoteNode, type TestVolume } from "../harness/node-env.js";
 
@@ -85,15 +85,6 @@ async function code(p: Promise<unknown>): Promise<{ code: status; details: strin
   }
 }
 
-async function failure(p: Promise<unknown>): Promise<{ kind: ErrorKind; message: string }> {
-  try {
-    await p;
-  } catch (err) {
-    if (isZcsiError(err)) return { kind: err.kind, message: err.message };
-    throw err;
-  }
-  throw new Error("expected a failure");
-}
 
 async function zfsGet(host: "alice" | "bob", dataset: string, property: string): Promise<string> {
   const r = await (host === "alice" ? env.pool : bob.pool).exec.run(["zfs", "get", "-H", "-o", "value", property, dataset]);

@@ -1,8 +1,7 @@
 import pino from "pino";
 import { describe, expect, it } from "vitest";
 import { parseConfig } from "../../src/config.js";
-import { aborted, isZcsiError, type ErrorKind } from "../../src/errors.js";
-import type { ExecResult, ExecStream, Executor } from "../../src/exec/executor.js";
+import { aborted } from "../../src/errors.js";
 import type { PvEvent } from "../../src/k8s/events.js";
 import type { AttachmentInfo, PodRef, PvClaim, Workloads } from "../../src/k8s/workloads.js";
 import { drain } from "../../src/mobility/drain.js";
@@ -12,45 +11,8 @@ import type { ReplicationJob, ReplicationResult } from "../../src/replication/ty
 import { VolumeHomes } from "../../src/volumes/homes.js";
 import { PoolHosts } from "../../src/volumes/hosts.js";
 import { ManualClock } from "../harness/fake-k8s.js";
+import { FakePoolHost, zcsiRejection as failure } from "../harness/fake-pool-host.js";
 
-/** A pool host's datasets as `zfs get` shows them (every value local); set and inherit change them. */
-class FakeHost implements Executor {
-  readonly commands: string[][] = [];
-  constructor(
-    readonly host: string,
-    readonly datasets: Map<string, Map<string, string>> = new Map(),
-  ) {}
-  async run(argv: readonly string[]): Promise<ExecResult> {
-    this.commands.push([...argv]);
-    if (argv[1] === "version") return { stdout: "zfs-2.2.2-1\nzfs-kmod-2.2.2-1\n", stderr: "", exitCode: 0 };
-    const name = argv[argv.length - 1]!;
-    const ds = this.datasets.get(name);
-    if (argv[1] === "get" && argv.includes("-d")) {
-      const props = argv[argv.length - 2]!.split(",");
-      const lines = [...this.datasets].filter(([n]) => n.startsWith(`${name}/`)).flatMap(([n, d]) => props.map((p) => `${n}\t${p}\t${d.get(p) ?? "-"}\t${d.has(p) ? "local" : "-"}`));
-      return { stdout: lines.join("\n") + "\n", stderr: "", exitCode: 0 };
-    }
-    if (argv[1] === "get") {
-      const props = argv[argv.length - 2]!.split(",");
-      if (!ds) return { stdout: "", stderr: `cannot open '${name}': dataset does not exist\n`, exitCode: 1 };
-      const lines = props.map((p) => (ds.has(p) ? `${name}\t${p}\t${ds.get(p)}\t${p.includes(":") || p === "readonly" ? "local" : "-"}` : `${name}\t${p}\t-\t-`));
-      return { stdout: lines.join("\n") + "\n", stderr: "", exitCode: 0 };
-    }
-    if (argv[1] === "set" && ds) {
-      for (const a of argv.slice(2, -1)) ds.set(a.slice(0, a.indexOf("=")), a.slice(a.indexOf("=") + 1));
-      return { stdout: "", stderr: "", exitCode: 0 };
-    }
-    if (argv[1] === "inherit" && ds) {
-      ds.delete(argv[2]!);
-      return { stdout: "", stderr: "", exitCode: 0 };
-    }
-    return { stdout: "", stderr: `unexpected ${argv.join(" ")}`, exitCode: 2 };
-  }
-  stream(): Promise<ExecStream> {
-    return Promise.reject(new Error("no streams here"));
-  }
-  async close(): Promise<void> {}
-}
 
 const key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
 const config = parseConfig({
@@ -66,8 +28,8 @@ const B = { host: "bob", dataset: "pool2/k8s/pvc-1" };
 
 /** The volume's copies and everything around a move, faked at its edges; promote/demote change the fake datasets as the real ones change ZFS. */
 function world(options: { replica?: boolean; increments?: number[]; pods?: string[] } = {}) {
-  const alice = new FakeHost("alice", new Map([[A.dataset, new Map(Object.entries({ "zcsi:csi-name": "pvc-1", "zcsi:pv": "pv-1", "zcsi:volume": ID, "zcsi:role": "primary", "zcsi:epoch": "1", "zcsi:replicate-to": "bob", "zcsi:published-to": "carol:mnmw", readonly: "off", mountpoint: "/ma/pvc-1" }))]]));
-  const bob = new FakeHost("bob", new Map());
+  const alice = new FakePoolHost("alice", new Map([[A.dataset, new Map(Object.entries({ "zcsi:csi-name": "pvc-1", "zcsi:pv": "pv-1", "zcsi:volume": ID, "zcsi:role": "primary", "zcsi:epoch": "1", "zcsi:replicate-to": "bob", "zcsi:published-to": "carol:mnmw", readonly: "off", mountpoint: "/ma/pvc-1" }))]]));
+  const bob = new FakePoolHost("bob", new Map());
   const replicaProps = () => new Map(Object.entries({ "zcsi:volume": ID, "zcsi:role": "replica", "zcsi:epoch": "1", "zcsi:replica-of": ID, readonly: "on", mountpoint: "/mb/pvc-1" }));
   if (options.replica) bob.datasets.set(B.dataset, replicaProps());
   const hosts = new PoolHosts([
@@ -170,15 +132,6 @@ function world(options: { replica?: boolean; increments?: number[]; pods?: strin
   return { alice, bob, hosts, clock, log, promotions, locks, workloads, events, deps, home };
 }
 
-async function failure(p: Promise<unknown>): Promise<{ kind: ErrorKind; message: string }> {
-  try {
-    await p;
-  } catch (err) {
-    if (isZcsiError(err)) return { kind: err.kind, message: err.message };
-    throw err;
-  }
-  throw new Error("expected a failure");
-}
 
 describe("zcsi migrate, step by step", () => {
   it("catches up until the increment is small, blocks, restarts the pods, sends the last increment, promotes, demotes, turns replication around and releases", async () => {
@@ -304,9 +257,9 @@ describe("zcsi drain", () => {
   const replica = (of: string, leaf: string) => new Map(Object.entries({ "zcsi:volume": `${of}:${of}p/k8s/${leaf}`, "zcsi:role": "replica", "zcsi:epoch": "1", "zcsi:replica-of": `${of}:${of}p/k8s/${leaf}`, readonly: "on" }));
 
   it("moves every volume whose home is the host, to its replica's host or else the host with the most free space; one failure does not stop the rest", async () => {
-    const alice = new FakeHost("alice", new Map([["alicep/k8s/pvc-a", primary("alice", "pvc-a")], ["alicep/k8s/pvc-b", primary("alice", "pvc-b")], ["alicep/k8s/pvc-c", primary("alice", "pvc-c")], ["alicep/k8s/pvc-r", replica("bob", "pvc-r")]]));
-    const bob = new FakeHost("bob", new Map([["bobp/k8s", new Map([["available", "9000"]])], ["bobp/k8s/pvc-r", primary("bob", "pvc-r")]]));
-    const carol = new FakeHost("carol", new Map([["carolp/k8s", new Map([["available", "5000"]])], ["carolp/k8s/pvc-b", replica("alice", "pvc-b")]]));
+    const alice = new FakePoolHost("alice", new Map([["alicep/k8s/pvc-a", primary("alice", "pvc-a")], ["alicep/k8s/pvc-b", primary("alice", "pvc-b")], ["alicep/k8s/pvc-c", primary("alice", "pvc-c")], ["alicep/k8s/pvc-r", replica("bob", "pvc-r")]]));
+    const bob = new FakePoolHost("bob", new Map([["bobp/k8s", new Map([["available", "9000"]])], ["bobp/k8s/pvc-r", primary("bob", "pvc-r")]]));
+    const carol = new FakePoolHost("carol", new Map([["carolp/k8s", new Map([["available", "5000"]])], ["carolp/k8s/pvc-b", replica("alice", "pvc-b")]]));
     const hosts = new PoolHosts(three.poolHosts.map((c, i) => ({ config: c, exec: [alice, bob, carol][i]! })));
     const logger = pino({ level: "silent" });
     const moved: string[] = [];
