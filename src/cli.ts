@@ -19,10 +19,12 @@ Usage:
                   [--annotation-interval 15m] [--annotation-bandwidth 50Mi] [--tick-interval 30]
                   [--lease-name zcsi-replicator] [--lease-namespace NS] [--no-leader-election]
   zcsi status --config config.yaml [--private-key-file F] [--output text|json]
+  zcsi failover VOLUME... | --host HOST  --config config.yaml [--to HOST] [--force] [--resume] [--namespace zcsi]
   zcsi --version
 
 Environment (used when the flag is absent): CSI_ENDPOINT, ZCSI_CONFIG, ZCSI_PRIVATE_KEY_FILE,
 ZCSI_DRIVER_NAME, ZCSI_LOG_LEVEL, ZCSI_METRICS_ADDRESS, POD_NAME, POD_NAMESPACE; for node: NODE_ID or NODE_NAME, ZCSI_STATE_DIR.
+failover reads KUBECONFIG (or ~/.kube/config); docs/pool-host-lost.md is their runbook.
 /metrics is served only when --metrics-address (or ZCSI_METRICS_ADDRESS) is given; for controller and node an
 empty value turns it off.`;
 
@@ -50,6 +52,11 @@ async function main(argv: string[]): Promise<void> {
       "state-dir": { type: "string" },
       "max-volumes-per-node": { type: "string" },
       "sshfs-launcher": { type: "string" },
+      to: { type: "string" },
+      host: { type: "string" },
+      force: { type: "boolean" },
+      resume: { type: "boolean" },
+      namespace: { type: "string" },
       version: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
@@ -144,6 +151,11 @@ async function main(argv: string[]): Promise<void> {
       if (output !== "text" && output !== "json") throw new Error("--output must be text or json");
       const { runStatusRole } = await import("./roles/status.js");
       process.exitCode = await runStatusRole(config, output, (text) => process.stdout.write(text));
+      return;
+    }
+    case "failover": {
+      const { runMobilityCommand } = await import("./roles/mobility-cli.js");
+      process.exitCode = await runMobilityCommand(role, config, logger, { ...values, volumeIds: positionals.slice(1) }, (text) => process.stdout.write(text));
       return;
     }
     default:

@@ -132,6 +132,10 @@ export interface FakeApiServer {
   readonly leases: Map<string, WireObject>;
   /** PersistentVolumes by name; a merge PATCH changes them as the API server would. */
   readonly pvs: Map<string, WireObject>;
+  /** VolumeAttachments by name: listed, deleted. */
+  readonly volumeAttachments: Map<string, WireObject>;
+  /** Pods by `namespace/name`: listed per namespace, deleted. */
+  readonly pods: Map<string, WireObject>;
   /** Nodes, listed (with a `key=value` labelSelector) by GET /api/v1/nodes, read one by one by GET /api/v1/nodes/NAME. */
   nodes: WireObject[];
   close(): Promise<void>;
@@ -141,6 +145,8 @@ const LEASES = /^\/apis\/coordination\.k8s\.io\/v1\/namespaces\/([^/]+)\/leases(
 const PV = /^\/api\/v1\/persistentvolumes\/([^/]+)$/;
 const EVENTS = /^\/api\/v1\/namespaces\/([^/]+)\/events$/;
 const NODES = /^\/api\/v1\/nodes$/;
+const VOLUME_ATTACHMENTS = /^\/apis\/storage\.k8s\.io\/v1\/volumeattachments(?:\/([^/]+))?$/;
+const PODS = /^\/api\/v1\/namespaces\/([^/]+)\/pods(?:\/([^/]+))?$/;
 
 /** RFC 7386 JSON merge patch: objects merge, null deletes, anything else replaces. */
 function mergePatch(target: unknown, patch: unknown): unknown {
@@ -169,6 +175,8 @@ export async function startFakeApiServer(): Promise<FakeApiServer> {
   const state: { leases: Map<string, WireObject>; serial: number; nodes: WireObject[] } = { leases: new Map(), serial: 0, nodes: [] };
   const requests: RecordedRequest[] = [];
   const pvs = new Map<string, WireObject>();
+  const volumeAttachments = new Map<string, WireObject>();
+  const pods = new Map<string, WireObject>();
   const server = createServer((req, res) => {
     void (async () => {
       const path = (req.url ?? "").split("?")[0] ?? "";
@@ -235,6 +243,29 @@ export async function startFakeApiServer(): Promise<FakeApiServer> {
         const items = state.nodes.filter((n) => !selector || (n.metadata.labels as Record<string, string> | undefined)?.[key ?? ""] === value);
         return send(res, 200, { kind: "NodeList", apiVersion: "v1", metadata: { resourceVersion: "1051900" }, items });
       }
+      const va = VOLUME_ATTACHMENTS.exec(path);
+      if (va && req.method === "GET" && !va[1]) {
+        return send(res, 200, { kind: "VolumeAttachmentList", apiVersion: "storage.k8s.io/v1", metadata: { resourceVersion: "1051901" }, items: [...volumeAttachments.values()] });
+      }
+      if (va && req.method === "DELETE" && va[1]) {
+        const name = decodeURIComponent(va[1]);
+        const found = volumeAttachments.get(name);
+        if (!found) return send(res, 404, { kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", message: `volumeattachments.storage.k8s.io "${name}" not found`, reason: "NotFound", details: { name, group: "storage.k8s.io", kind: "volumeattachments" }, code: 404 });
+        volumeAttachments.delete(name);
+        return send(res, 200, found);
+      }
+      const pod = PODS.exec(path);
+      if (pod && req.method === "GET" && !pod[2]) {
+        const ns = decodeURIComponent(pod[1] ?? "");
+        return send(res, 200, { kind: "PodList", apiVersion: "v1", metadata: { resourceVersion: "1051902" }, items: [...pods.values()].filter((p) => p.metadata.namespace === ns) });
+      }
+      if (pod && req.method === "DELETE" && pod[2]) {
+        const key = `${decodeURIComponent(pod[1] ?? "")}/${decodeURIComponent(pod[2])}`;
+        const found = pods.get(key);
+        if (!found) return send(res, 404, { kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", message: `pods "${pod[2]}" not found`, reason: "NotFound", details: { name: pod[2], kind: "pods" }, code: 404 });
+        pods.delete(key);
+        return send(res, 200, found);
+      }
       const events = EVENTS.exec(path);
       if (events && req.method === "POST") {
         const obj = body as WireObject;
@@ -258,6 +289,8 @@ export async function startFakeApiServer(): Promise<FakeApiServer> {
     },
     leases: state.leases,
     pvs,
+    volumeAttachments,
+    pods,
     get nodes() {
       return state.nodes;
     },
