@@ -20,11 +20,12 @@ Usage:
                   [--lease-name zcsi-replicator] [--lease-namespace NS] [--no-leader-election]
   zcsi status --config config.yaml [--private-key-file F] [--output text|json]
   zcsi failover VOLUME... | --host HOST  --config config.yaml [--to HOST] [--force] [--resume] [--namespace zcsi]
+  zcsi resync VOLUME... --host OLD --config config.yaml [--discard-diverged] [--resume] [--namespace zcsi]
   zcsi --version
 
 Environment (used when the flag is absent): CSI_ENDPOINT, ZCSI_CONFIG, ZCSI_PRIVATE_KEY_FILE,
 ZCSI_DRIVER_NAME, ZCSI_LOG_LEVEL, ZCSI_METRICS_ADDRESS, POD_NAME, POD_NAMESPACE; for node: NODE_ID or NODE_NAME, ZCSI_STATE_DIR.
-failover reads KUBECONFIG (or ~/.kube/config); docs/pool-host-lost.md is their runbook.
+failover and resync read KUBECONFIG (or ~/.kube/config); docs/pool-host-lost.md is their runbook.
 /metrics is served only when --metrics-address (or ZCSI_METRICS_ADDRESS) is given; for controller and node an
 empty value turns it off.`;
 
@@ -57,6 +58,7 @@ async function main(argv: string[]): Promise<void> {
       force: { type: "boolean" },
       resume: { type: "boolean" },
       namespace: { type: "string" },
+      "discard-diverged": { type: "boolean" },
       version: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
@@ -153,7 +155,8 @@ async function main(argv: string[]): Promise<void> {
       process.exitCode = await runStatusRole(config, output, (text) => process.stdout.write(text));
       return;
     }
-    case "failover": {
+    case "failover":
+    case "resync": {
       const { runMobilityCommand } = await import("./roles/mobility-cli.js");
       process.exitCode = await runMobilityCommand(role, config, logger, { ...values, volumeIds: positionals.slice(1) }, (text) => process.stdout.write(text));
       return;

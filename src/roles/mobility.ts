@@ -3,8 +3,10 @@ import type { KubeConfig } from "@kubernetes/client-node";
 import type { Config } from "../config.js";
 import { errorMessage, invalidArgument } from "../errors.js";
 import type { Logger } from "../log.js";
-import { failover, volumesHomedOn, type FailoverDeps, type FailoverResult } from "../mobility/failover.js";
+import { failover, volumesHomedOn, type FailoverResult } from "../mobility/failover.js";
 import { MoveLocks } from "../mobility/move-lock.js";
+import { resync, type ResyncDeps, type ResyncResult } from "../mobility/resync.js";
+import { createReplicationEngine } from "../replication/engine.js";
 import { systemClock } from "../util/clock.js";
 import { VolumeHomes } from "../volumes/homes.js";
 import type { PoolHosts } from "../volumes/hosts.js";
@@ -22,7 +24,7 @@ export const DEFAULT_NAMESPACE = "zcsi";
 
 export interface MobilityContext {
   readonly hosts: PoolHosts;
-  readonly deps: FailoverDeps;
+  readonly deps: ResyncDeps;
   close(): Promise<void>;
 }
 
@@ -34,7 +36,8 @@ export async function mobilityContext(config: Config, kc: KubeConfig, namespace:
   const own = hosts === undefined;
   const poolHosts = hosts ?? connectPoolHosts(config, logger);
   const holder = `${hostname()}/${process.pid}`;
-  const deps: FailoverDeps = {
+  const deps: ResyncDeps = {
+    engine: createReplicationEngine(poolHosts, { logger }),
     hosts: poolHosts,
     homes: new VolumeHomes(poolHosts, logger),
     locks: new MoveLocks(new KubeNamedLeases(kc, namespace), holder, logger),
@@ -82,6 +85,36 @@ export async function runFailover(ctx: MobilityContext, args: FailoverArgs, writ
     } catch (err) {
       failed++;
       write(`${volumeId}: not failed over: ${errorMessage(err)}\n`);
+    }
+  }
+  return failed > 0 ? 1 : 0;
+}
+
+export interface ResyncArgs {
+  readonly volumeIds: readonly string[];
+  readonly host?: string | undefined;
+  readonly discardDiverged?: boolean;
+  readonly resume?: boolean;
+}
+
+export function describeResync(r: ResyncResult): string {
+  const lines = [`${r.volumeId}: the copy on ${r.host} is a replica of ${r.home} (epoch ${r.epoch}); replication ${r.replication.action} to ${r.replication.snapshot}${r.common ? ` from ${r.common}` : ""}, ${r.replication.bytes} bytes`];
+  if (r.kept) lines.push(`  diverged data kept: ${r.host}:${r.kept.dataset} (snapshot @${r.kept.snapshot}); zcsi never destroys it (zfs destroy -r it by hand when it is not needed)`);
+  else if (r.discarded) lines.push("  diverged data discarded (--discard-diverged)");
+  return lines.join("\n") + "\n";
+}
+
+/** `zcsi resync VOLUME... --host OLD`: resolves to the exit code. */
+export async function runResync(ctx: MobilityContext, args: ResyncArgs, write: (text: string) => void): Promise<number> {
+  if (args.host === undefined) throw invalidArgument("--host OLD is required: the pool host whose stale copy becomes a replica");
+  if (args.volumeIds.length === 0) throw invalidArgument("name the volume(s) to resync");
+  let failed = 0;
+  for (const volumeId of args.volumeIds) {
+    try {
+      write(describeResync(await resync(ctx.deps, { volumeId, host: args.host, ...(args.discardDiverged && { discardDiverged: true }), ...(args.resume && { resume: true }) })));
+    } catch (err) {
+      failed++;
+      write(`${volumeId}: not resynced: ${errorMessage(err)}\n`);
     }
   }
   return failed > 0 ? 1 : 0;

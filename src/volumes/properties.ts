@@ -81,6 +81,12 @@ export const PROP = {
    * for one.
    */
   meta: "zcsi:meta",
+  /**
+   * On data a resync kept aside (`<leaf>-diverged-<time>`, readonly): JSON {volume, epoch,
+   * home, at}: the stale copy's writes that never reached the new home. Listed by `zcsi status`,
+   * never destroyed by zcsi.
+   */
+  diverged: "zcsi:diverged",
 } as const;
 
 /**

@@ -18,7 +18,7 @@ import { KubeNamedLeases } from "../../src/k8s/kube-mobility.js";
 import { failover, FAILOVER_ANNOTATION } from "../../src/mobility/failover.js";
 import { MoveLocks } from "../../src/mobility/move-lock.js";
 import { demoteCopy, promoteCopy } from "../../src/mobility/promote.js";
-import { mobilityContext, runFailover, type MobilityContext } from "../../src/roles/mobility.js";
+import { mobilityContext, runFailover, runResync, type MobilityContext } from "../../src/roles/mobility.js";
 import { createReplicationEngine } from "../../src/replication/engine.js";
 import type { ReplicationEngine, ReplicationJob } from "../../src/replication/types.js";
 import { VolumeHomes } from "../../src/volumes/homes.js";
@@ -274,5 +274,49 @@ describe("failover with the home's pool host gone", () => {
     // A second failover to bob: already there, nothing changes.
     const again = await failover(ctx.deps, { volumeId, to: "bob" });
     expect(again).toMatchObject({ already: true, epoch: 2 });
+  });
+
+  it("resync refuses the home's copy, then makes alice a replica of bob keeping the diverged data aside, and refuses a second time", async () => {
+    const out: string[] = [];
+    expect(await runResync(ctx, { volumeIds: [volumeId], host: "bob" }, (t) => out.push(t))).toBe(1);
+    expect(out.join("")).toMatch(/is the home of .*nothing changed/);
+    const leftBefore = await snapshotsOf(alice, onAlice());
+    out.length = 0;
+    expect(await runResync(ctx, { volumeIds: [volumeId], host: "alice" }, (t) => out.push(t))).toBe(0);
+    const text = out.join("");
+    expect(text).toMatch(/the copy on alice is a replica of bob \(epoch 2\); replication incremental to zcsi-repl-\S+ from zcsi-repl-/);
+    const kept = /diverged data kept: alice:(\S+) \(snapshot @(zcsi-diverged-\S+)\)/.exec(text);
+    expect(kept).not.toBeNull();
+    const [, keptDataset, keptSnapshot] = kept as unknown as [string, string, string];
+    expect(keptDataset).toMatch(new RegExp(`^${alice.parent}/${leaf}-diverged-[0-9]{8}T[0-9]{6}Z$`));
+    // The diverged data: kept, readonly, marked, with the write bob never got.
+    expect(JSON.parse(await get(alice, keptDataset, "zcsi:diverged"))).toMatchObject({ volume: volumeId, epoch: 1, home: `bob:${onBob()}` });
+    expect(await readonlyOf(alice, keptDataset)).toBe("on");
+    expect(await snapshotsOf(alice, keptDataset)).toContain(`${keptDataset}@${keptSnapshot}`);
+    const keptAt = await get(alice, keptDataset, "mountpoint");
+    expect((await readFile(join(keptAt, "late.bin"))).length).toBe(MiB);
+    expect(sha(await readFile(join(keptAt, "replicated.bin")))).toBe(sha(replicated));
+    // alice's copy: a replica of bob at epoch 2, holding bob's newest snapshot, with the older ones it had.
+    for (const [p, v] of Object.entries({ "zcsi:role": "replica", "zcsi:epoch": "2", "zcsi:replica-of": `bob:${onBob()}`, "zcsi:fenced": "-", readonly: "on" })) {
+      expect(await get(alice, onAlice(), p), p).toBe(v);
+    }
+    const newestGuid = async (h: PoolHostEnv, ds: string): Promise<string> => {
+      const names = (await snapshotsOf(h, ds)).filter((n) => n.includes("@zcsi-repl-"));
+      return get(h, names[names.length - 1]!, "guid");
+    };
+    expect(await newestGuid(alice, onAlice())).toBe(await newestGuid(bob, onBob()));
+    expect(leftBefore.length).toBeGreaterThan(0);
+    // Replication runs bob → alice from now on: another write on bob arrives incrementally.
+    await writeFile(join(bob.mountRoot, leaf, "after-resync.bin"), Buffer.alloc(MiB, 1));
+    expect((await engine.replicate(job(volumeId, bob, alice, leaf))).action).toBe("incremental");
+    expect(await newestGuid(alice, onAlice())).toBe(await newestGuid(bob, onBob()));
+    // Not stale any more: refused, nothing changed.
+    out.length = 0;
+    const snapsBefore = await snapshotsOf(alice, onAlice());
+    expect(await runResync(ctx, { volumeIds: [volumeId], host: "alice" }, (t) => out.push(t))).toBe(1);
+    expect(out.join("")).toMatch(/is a replica \(epoch 2\), not stale.*nothing changed/);
+    expect(await snapshotsOf(alice, onAlice())).toEqual(snapsBefore);
+    expect(await exists(alice, keptDataset)).toBe(true);
+    expect(api.leases.size).toBe(0);
   });
 });
