@@ -132,6 +132,10 @@ export async function failover(deps: FailoverDeps, req: FailoverRequest): Promis
     const promotion = await promoteCopy(hosts, homes, volumeId, to, log);
     await lock.step("promoted", { epoch: promotion.epoch });
     const lastSnapshot = await newestSnapshot(hosts, promotion);
+    if (!promotion.already) {
+      const record = { from, epoch: promotion.epoch, at: new Date().toISOString(), lastSnapshot: lastSnapshot?.name, lastSnapshotAt: lastSnapshot?.createdAt.toISOString() };
+      await hosts.get(to).zfs.set(promotion.dataset, { [PROP.failedOver]: JSON.stringify(record) });
+    }
     const result = await restartWorkloads(deps, { volumeId, ...(from !== undefined && { from }), to, epoch: promotion.epoch, already: promotion.already, ...(lastSnapshot && { lastSnapshot }) }, promotion);
     await lock.step("workloads-restarted");
     await lock.release();

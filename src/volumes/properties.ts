@@ -87,6 +87,11 @@ export const PROP = {
    * never destroyed by zcsi.
    */
   diverged: "zcsi:diverged",
+  /**
+   * On a copy promoted by a failover: JSON {from, epoch, at, lastSnapshot, lastSnapshotAt}, the
+   * data-loss window (writes on the old home after lastSnapshotAt are not here). Shown by `zcsi status`.
+   */
+  failedOver: "zcsi:failed-over",
 } as const;
 
 /**

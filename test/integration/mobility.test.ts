@@ -21,6 +21,7 @@ import { demoteCopy, promoteCopy } from "../../src/mobility/promote.js";
 import { mobilityContext, runFailover, runResync, type MobilityContext } from "../../src/roles/mobility.js";
 import { createReplicationEngine } from "../../src/replication/engine.js";
 import type { ReplicationEngine, ReplicationJob } from "../../src/replication/types.js";
+import { collectStatus, renderStatus } from "../../src/status/status.js";
 import { VolumeHomes } from "../../src/volumes/homes.js";
 import { startControllerEnv, type ControllerEnv, type PoolHostEnv } from "../harness/controller.js";
 import { k8sFixture, startFakeApiServer, type FakeApiServer } from "../harness/fake-k8s.js";
@@ -318,5 +319,11 @@ describe("failover with the home's pool host gone", () => {
     expect(await snapshotsOf(alice, onAlice())).toEqual(snapsBefore);
     expect(await exists(alice, keptDataset)).toBe(true);
     expect(api.leases.size).toBe(0);
+    // zcsi status: the home, its replica, the failover's data-loss window, and the kept diverged data.
+    const report = renderStatus(await collectStatus(env.poolHosts), "text");
+    expect(report).toMatch(new RegExp(`^  ${volumeId}: home bob:${onBob()} \\(epoch 2\\); replicas: alice:${onAlice()}; failed over from alice at \\S+, writes after \\S+ \\(zcsi-repl-\\S+\\) not here$`, "m"));
+    expect(report).toMatch(new RegExp(`^Kept diverged data:\\n  alice:${keptDataset}: writes of ${volumeId} at epoch 1 that bob:${onBob()} never got`, "m"));
+    expect(report).toMatch(new RegExp(`^alice +${leaf} +- +diverged `, "m"));
+    expect(report).not.toMatch(/STALE/);
   });
 });
