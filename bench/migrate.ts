@@ -64,6 +64,7 @@ export async function benchMigrate(): Promise<void> {
       homes: new VolumeHomes(hosts, silentLogger),
       engine,
       ...moveWiring(kubeConfigFor(api.url, { skipTLSVerify: true }), "zcsi", "bench", hosts, silentLogger),
+      driverName: env.config.driverName,
       clock: systemClock,
       logger: silentLogger,
       sleep: (ms) => new Promise((r) => setTimeout(r, ms)),

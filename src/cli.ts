@@ -19,13 +19,16 @@ Usage:
                   [--annotation-interval 15m] [--annotation-bandwidth 50Mi] [--tick-interval 30]
                   [--lease-name zcsi-replicator] [--lease-namespace NS] [--no-leader-election]
   zcsi status --config config.yaml [--private-key-file F] [--output text|json]
-  zcsi migrate VOLUME --to HOST --config config.yaml [--max-final-delta 64Mi] [--detach-timeout 10m] [--lease-namespace NS]
+  zcsi migrate VOLUME --to HOST --config config.yaml [--max-final-delta 64Mi] [--detach-timeout 10m] [--namespace zcsi]
   zcsi migrate VOLUME --abort --config config.yaml
-  zcsi drain HOST --config config.yaml [--to HOST] [--parallel 2] [--max-final-delta 64Mi] [--detach-timeout 10m]
+  zcsi drain HOST --config config.yaml [--to HOST] [--parallel 2] [--max-final-delta 64Mi] [--detach-timeout 10m] [--namespace zcsi]
+  zcsi failover VOLUME... | --host HOST  --config config.yaml [--to HOST] [--force] [--resume] [--namespace zcsi]
+  zcsi resync VOLUME... --host OLD --config config.yaml [--discard-diverged] [--resume] [--namespace zcsi]
   zcsi --version
 
 Environment (used when the flag is absent): CSI_ENDPOINT, ZCSI_CONFIG, ZCSI_PRIVATE_KEY_FILE,
 ZCSI_DRIVER_NAME, ZCSI_LOG_LEVEL, ZCSI_METRICS_ADDRESS, POD_NAME, POD_NAMESPACE; for node: NODE_ID or NODE_NAME, ZCSI_STATE_DIR.
+failover and resync read KUBECONFIG (or ~/.kube/config); docs/pool-host-lost.md is their runbook.
 /metrics is served only when --metrics-address (or ZCSI_METRICS_ADDRESS) is given; for controller and node an
 empty value turns it off.`;
 
@@ -58,6 +61,11 @@ async function main(argv: string[]): Promise<void> {
       parallel: { type: "string" },
       "max-final-delta": { type: "string" },
       "detach-timeout": { type: "string" },
+      host: { type: "string" },
+      force: { type: "boolean" },
+      resume: { type: "boolean" },
+      namespace: { type: "string" },
+      "discard-diverged": { type: "boolean" },
       version: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
@@ -164,9 +172,15 @@ async function main(argv: string[]): Promise<void> {
         parallel: values.parallel,
         maxFinalDelta: values["max-final-delta"],
         detachTimeout: values["detach-timeout"],
-        leaseNamespace: values["lease-namespace"] ?? process.env.POD_NAMESPACE,
+        namespace: values.namespace ?? process.env.POD_NAMESPACE,
         identity: process.env.POD_NAME,
       }, logger, (text) => process.stdout.write(text));
+      return;
+    }
+    case "failover":
+    case "resync": {
+      const { runMobilityCommand } = await import("./roles/mobility-cli.js");
+      process.exitCode = await runMobilityCommand(role, config, logger, { ...values, volumeIds: positionals.slice(1) }, (text) => process.stdout.write(text));
       return;
     }
     default:

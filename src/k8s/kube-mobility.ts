@@ -1,8 +1,9 @@
-import { CoordinationV1Api, type KubeConfig } from "@kubernetes/client-node";
+import { CoordinationV1Api, CoreV1Api, StorageV1Api, type KubeConfig } from "@kubernetes/client-node";
 import { aborted, alreadyExists, notFound, unavailable } from "../errors.js";
 import { describe, leaseBody, statusOf } from "./client.js";
 import { leaseFromObject, type LeaseSpec, type StoredLease } from "./lease.js";
 import type { NamedLeases } from "./leases.js";
+import { attachesPv, claimOfPv, podUsesClaim, type ClaimRef, type VolumeWorkloads } from "./workloads.js";
 
 /**
  * client-node adapters for what planned moves, failover and resync need of Kubernetes (the
@@ -61,6 +62,76 @@ export class KubeNamedLeases implements NamedLeases {
       if (statusOf(err) === 404) return false;
       if (statusOf(err) === 409) throw aborted(`Lease ${this.namespace}/${current.name} changed since resourceVersion ${current.resourceVersion}; not deleted`);
       throw unavailable(`deleting Lease ${this.namespace}/${current.name}: ${describe(err)}`, { cause: err });
+    }
+  }
+}
+
+/** PVs, VolumeAttachments (storage.k8s.io/v1) and pods (core/v1), paged lists, no cache. */
+export class KubeVolumeWorkloads implements VolumeWorkloads {
+  private readonly core: CoreV1Api;
+  private readonly storage: StorageV1Api;
+
+  constructor(kc: KubeConfig) {
+    this.core = kc.makeApiClient(CoreV1Api);
+    this.storage = kc.makeApiClient(StorageV1Api);
+  }
+
+  async pvClaim(pvName: string): Promise<ClaimRef | undefined> {
+    try {
+      return claimOfPv(await this.core.readPersistentVolume({ name: pvName }));
+    } catch (err) {
+      if (statusOf(err) === 404) return undefined;
+      throw unavailable(`reading PersistentVolume ${pvName}: ${describe(err)}`, { cause: err });
+    }
+  }
+
+  async attachments(pvName: string, attacher: string): Promise<string[]> {
+    const names: string[] = [];
+    let token: string | undefined;
+    try {
+      do {
+        const page = await this.storage.listVolumeAttachment({ limit: 500, ...(token !== undefined && { _continue: token }) });
+        for (const va of page.items) if (attachesPv(va, pvName, attacher) && va.metadata?.name) names.push(va.metadata.name);
+        token = page.metadata?._continue || undefined;
+      } while (token !== undefined);
+    } catch (err) {
+      throw unavailable(`listing VolumeAttachments: ${describe(err)}`, { cause: err });
+    }
+    return names;
+  }
+
+  async deleteAttachment(name: string): Promise<boolean> {
+    try {
+      await this.storage.deleteVolumeAttachment({ name });
+      return true;
+    } catch (err) {
+      if (statusOf(err) === 404) return false;
+      throw unavailable(`deleting VolumeAttachment ${name}: ${describe(err)}`, { cause: err });
+    }
+  }
+
+  async podsUsing(claim: ClaimRef): Promise<string[]> {
+    const names: string[] = [];
+    let token: string | undefined;
+    try {
+      do {
+        const page = await this.core.listNamespacedPod({ namespace: claim.namespace, limit: 500, ...(token !== undefined && { _continue: token }) });
+        for (const pod of page.items) if (podUsesClaim(pod, claim.name) && pod.metadata?.name) names.push(pod.metadata.name);
+        token = page.metadata?._continue || undefined;
+      } while (token !== undefined);
+    } catch (err) {
+      throw unavailable(`listing pods in ${claim.namespace}: ${describe(err)}`, { cause: err });
+    }
+    return names;
+  }
+
+  async deletePod(namespace: string, name: string): Promise<boolean> {
+    try {
+      await this.core.deleteNamespacedPod({ namespace, name });
+      return true;
+    } catch (err) {
+      if (statusOf(err) === 404) return false;
+      throw unavailable(`deleting pod ${namespace}/${name}: ${describe(err)}`, { cause: err });
     }
   }
 }

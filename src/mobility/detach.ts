@@ -1,5 +1,5 @@
 import { deadlineExceeded, errorMessage } from "../errors.js";
-import type { Workloads } from "../k8s/workloads.js";
+import type { VolumeWorkloads } from "../k8s/workloads.js";
 import type { Logger } from "../log.js";
 import type { Clock } from "../util/clock.js";
 import type { PoolHost } from "../volumes/hosts.js";
@@ -16,14 +16,16 @@ import type { CopyRef } from "./steps.js";
  * "No node has it" is read where it is true: the publication record on the home dataset
  * (volumes/publications.ts) is empty, which happens when the external-attacher has called
  * ControllerUnpublishVolume for every node; kubelet unstages before the attacher detaches. With
- * Kubernetes at hand, the PV's VolumeAttachments must also be gone or detached.
+ * Kubernetes at hand, the PV's VolumeAttachments must also be gone.
  */
 
 export interface DetachContext {
   readonly volumeId: string;
   /** The PV the volume is bound to (zcsi:pv, else the CSI name); undefined: no Kubernetes side. */
   readonly pvName: string | undefined;
-  readonly workloads: Workloads | undefined;
+  readonly workloads: VolumeWorkloads | undefined;
+  /** The CSI driver name: the attacher of the PV's VolumeAttachments. */
+  readonly driverName: string;
   readonly clock: Clock;
   readonly logger: Logger;
   readonly sleep: (ms: number) => Promise<void>;
@@ -50,28 +52,26 @@ export async function releaseAttaches(copies: readonly { host: PoolHost; copy: C
 /** Deletes the pods that use the volume's claim (their controllers recreate them; they wait for the attach). Returns their names. */
 export async function restartPods(ctx: DetachContext): Promise<string[]> {
   if (ctx.workloads === undefined || ctx.pvName === undefined) return [];
-  const pv = await ctx.workloads.readPv(ctx.pvName);
-  if (pv?.claim === undefined) {
-    ctx.logger.info({ op: "migrate", volumeId: ctx.volumeId, pv: ctx.pvName }, pv === undefined ? "no such PersistentVolume: no pods to restart" : "PersistentVolume is not bound: no pods to restart");
+  const claim = await ctx.workloads.pvClaim(ctx.pvName);
+  if (claim === undefined) {
+    ctx.logger.info({ op: "migrate", volumeId: ctx.volumeId, pv: ctx.pvName }, "no bound PersistentVolume: no pods to restart");
     return [];
   }
-  const pods = await ctx.workloads.podsUsingClaim(pv.claim.namespace, pv.claim.name);
   const deleted: string[] = [];
-  for (const pod of pods) {
-    if (await ctx.workloads.deletePod(pod)) deleted.push(`${pod.namespace}/${pod.name}`);
+  for (const pod of await ctx.workloads.podsUsing(claim)) {
+    if (await ctx.workloads.deletePod(claim.namespace, pod)) deleted.push(`${claim.namespace}/${pod}`);
   }
-  ctx.logger.info({ op: "migrate", volumeId: ctx.volumeId, pv: ctx.pvName, claim: `${pv.claim.namespace}/${pv.claim.name}`, pods: deleted }, "deleted the pods that use the volume");
+  ctx.logger.info({ op: "migrate", volumeId: ctx.volumeId, pv: ctx.pvName, claim: `${claim.namespace}/${claim.name}`, pods: deleted }, "deleted the pods that use the volume");
   return deleted;
 }
 
-/** What still holds the volume: nodes in the publication record, attached VolumeAttachments. Empty: detached. */
+/** What still holds the volume: nodes in the publication record, the PV's VolumeAttachments. Empty: detached. */
 export async function holders(home: PoolHost, copy: CopyRef, ctx: DetachContext): Promise<string[]> {
   const record = await readPublications(home, copy.dataset);
   const held = [...record.publications.map((p) => `published to node ${p.node}`), ...record.unreadable.map((u) => `unreadable publication ${u}`)];
   if (ctx.workloads !== undefined && ctx.pvName !== undefined) {
-    for (const a of await ctx.workloads.attachmentsOf(ctx.pvName)) {
-      if (a.attached) held.push(`VolumeAttachment ${a.name} on node ${a.node}${a.deleting ? " (detaching)" : ""}`);
-    }
+    // The attacher removes a VolumeAttachment once ControllerUnpublishVolume succeeded for it.
+    for (const name of await ctx.workloads.attachments(ctx.pvName, ctx.driverName)) held.push(`VolumeAttachment ${name}`);
   }
   return held;
 }

@@ -1,6 +1,6 @@
 import { errorMessage, failedPrecondition, invalidArgument, isZcsiError, notFound } from "../errors.js";
 import type { EventRecorder } from "../k8s/events.js";
-import type { Workloads } from "../k8s/workloads.js";
+import type { VolumeWorkloads } from "../k8s/workloads.js";
 import type { Logger } from "../log.js";
 import { replicationJobId } from "../replication/jobs.js";
 import type { ReplicationEngine, ReplicationJob } from "../replication/types.js";
@@ -65,7 +65,9 @@ export interface MigratorDeps {
   readonly engine: ReplicationEngine;
   readonly locks: MigrateLocks;
   readonly promotions: Promotions;
-  readonly workloads?: Workloads;
+  readonly workloads?: VolumeWorkloads;
+  /** The CSI driver name (config.driverName): the attacher of the PV's VolumeAttachments. */
+  readonly driverName: string;
   readonly events?: EventRecorder;
   readonly clock: Clock;
   readonly logger: Logger;
@@ -159,7 +161,7 @@ export class Migrator {
     };
     const job = await this.job(volumeId, from, to);
     const pvName = await this.pvName(from, to);
-    const detach: DetachContext = { volumeId, pvName, workloads: this.deps.workloads, clock, logger, sleep: this.sleep, pollMs: o.pollMs, timeoutMs: o.detachTimeoutMs };
+    const detach: DetachContext = { volumeId, pvName, workloads: this.deps.workloads, driverName: this.deps.driverName, clock, logger, sleep: this.sleep, pollMs: o.pollMs, timeoutMs: o.detachTimeoutMs };
     let restartedPods: string[] = [];
 
     if (!reached(record, "caught-up")) {

@@ -38,7 +38,7 @@ function everyCopy(copies: VolumeCopies): Copy[] {
 }
 
 /** The volume's metadata (CARRIED_PROPS) as a copy's own properties say, or its zcsi:meta (a replica's). */
-function metadataOf(props: PropertyMap | undefined): Record<string, string> | undefined {
+export function metadataOf(props: PropertyMap | undefined): Record<string, string> | undefined {
   if (own(props, PROP.csiName) !== undefined) {
     return Object.fromEntries(CARRIED_PROPS.flatMap((name) => (own(props, name) === undefined ? [] : [[name, own(props, name) ?? ""]])));
   }
@@ -57,7 +57,7 @@ function metadataOf(props: PropertyMap | undefined): Record<string, string> | un
 
 const READ = [...CARRIED_PROPS, PROP.csiName, PROP.meta, "mounted", "mountpoint"];
 
-async function readProps(host: PoolHost, dataset: string): Promise<PropertyMap | undefined> {
+export async function readProps(host: PoolHost, dataset: string): Promise<PropertyMap | undefined> {
   return (await host.zfs.get([dataset], READ, { missingOk: true })).get(dataset);
 }
 
@@ -162,9 +162,19 @@ export async function demoteCopy(hosts: PoolHosts, homes: VolumeHomes, volumeId:
   const copy = everyCopy(copies).find((c) => c.host === hostName);
   if (!copy) throw failedPrecondition(`pool host ${hostName} holds no copy of volume ${volumeId}; nothing changed`);
   const host = hosts.get(hostName);
-  const props = await readProps(host, copy.dataset);
-  const meta = metadataOf(props);
-  await host.zfs.set(copy.dataset, {
+  const meta = metadataOf(await readProps(host, copy.dataset));
+  await markReplica(host, copy.dataset, volumeId, home, meta, log);
+  log.info({ dataset: copy.dataset, home: copyName(home), epoch: home.epoch }, "demoted: the copy is a replica of the volume's home");
+  return { ...copy, role: "replica", epoch: home.epoch, readonly: true };
+}
+
+/**
+ * Marks `dataset` a replica of the volume's home (what the replicator's first receive does):
+ * role replica at the home's epoch, zcsi:replica-of, readonly=on, the metadata in zcsi:meta;
+ * zcsi:fenced and publications removed; unmounted when it is not in use.
+ */
+export async function markReplica(host: PoolHost, dataset: string, volumeId: string, home: Copy, meta: Record<string, string> | undefined, log: Logger): Promise<void> {
+  await host.zfs.set(dataset, {
     [PROP.role]: "replica",
     [PROP.epoch]: String(home.epoch),
     [PROP.replicaOf]: copyName(home),
@@ -172,12 +182,10 @@ export async function demoteCopy(hosts: PoolHosts, homes: VolumeHomes, volumeId:
     readonly: "on",
     ...(meta && { [PROP.meta]: JSON.stringify(meta) }),
   });
-  for (const name of [PROP.fenced, PUBLISHED_TO_PROPERTY]) await host.zfs.inherit(copy.dataset, name);
+  for (const name of [PROP.fenced, PUBLISHED_TO_PROPERTY]) await host.zfs.inherit(dataset, name);
   try {
-    await host.zfs.unmount(copy.dataset);
+    await host.zfs.unmount(dataset);
   } catch (err) {
-    log.warn({ dataset: copy.dataset, err: errorMessage(err) }, "could not unmount the demoted copy (in use?); it stays mounted readonly");
+    log.warn({ dataset, err: errorMessage(err) }, "could not unmount the replica (in use?); it stays mounted");
   }
-  log.info({ dataset: copy.dataset, home: copyName(home), epoch: home.epoch }, "demoted: the copy is a replica of the volume's home");
-  return { ...copy, role: "replica", epoch: home.epoch, readonly: true };
 }

@@ -1,7 +1,7 @@
 import type { Config } from "../config.js";
 import { errorMessage, invalidArgument } from "../errors.js";
 import type { EventRecorder } from "../k8s/events.js";
-import type { Workloads } from "../k8s/workloads.js";
+import type { VolumeWorkloads } from "../k8s/workloads.js";
 import type { Logger } from "../log.js";
 import { drain, type DrainOutcome } from "../mobility/drain.js";
 import { Migrator, type MigrateOptions, type MigrateResult } from "../mobility/migrate.js";
@@ -29,13 +29,14 @@ export interface MoveFlags {
   readonly maxFinalDelta?: string | undefined;
   /** `10m`: how long to wait for the nodes to let go. */
   readonly detachTimeout?: string | undefined;
-  readonly leaseNamespace?: string | undefined;
+  /** Where the move Leases live: the driver's namespace (default zcsi). */
+  readonly namespace?: string | undefined;
   readonly identity?: string | undefined;
 }
 
 /** What a move needs besides the pool hosts: Kubernetes, promotion and the move lock. Tests build their own. */
 export interface MoveWiring {
-  readonly workloads?: Workloads;
+  readonly workloads?: VolumeWorkloads;
   readonly events?: EventRecorder;
   readonly locks: MigrateLocks;
   readonly promotions: Promotions;
@@ -73,7 +74,7 @@ export function formatDrained(host: string, outcomes: readonly DrainOutcome[]): 
 }
 
 /** Runs `migrate` or `drain` on connected pool hosts with the given wiring. */
-export async function runMove(command: "migrate" | "drain", target: string, flags: MoveFlags, hosts: PoolHosts, wiring: MoveWiring, logger: Logger, write: (text: string) => void): Promise<number> {
+export async function runMove(command: "migrate" | "drain", target: string, flags: MoveFlags, hosts: PoolHosts, driverName: string, wiring: MoveWiring, logger: Logger, write: (text: string) => void): Promise<number> {
   const homes = new VolumeHomes(hosts, logger);
   const migrator = new Migrator({
     hosts,
@@ -81,6 +82,7 @@ export async function runMove(command: "migrate" | "drain", target: string, flag
     engine: createReplicationEngine(hosts, { logger }),
     locks: wiring.locks,
     promotions: wiring.promotions,
+    driverName,
     ...(wiring.workloads && { workloads: wiring.workloads }),
     ...(wiring.events && { events: wiring.events }),
     clock: systemClock,
@@ -110,7 +112,7 @@ export async function runMoveRole(command: "migrate" | "drain", target: string |
   try {
     const { moveWiringFromKube } = await import("./move-wiring.js");
     const wiring = moveWiringFromKube(hosts, flags, logger);
-    return await runMove(command, target, flags, hosts, wiring, logger, write);
+    return await runMove(command, target, flags, hosts, config.driverName, wiring, logger, write);
   } catch (err) {
     logger.debug({ op: command, err: errorMessage(err) }, "failed");
     throw err;

@@ -88,6 +88,17 @@ export const PROP = {
    * for one.
    */
   meta: "zcsi:meta",
+  /**
+   * On data a resync kept aside (`<leaf>-diverged-<time>`, readonly): JSON {volume, epoch,
+   * home, at}: the stale copy's writes that never reached the new home. Listed by `zcsi status`,
+   * never destroyed by zcsi.
+   */
+  diverged: "zcsi:diverged",
+  /**
+   * On a copy promoted by a failover: JSON {from, epoch, at, lastSnapshot, lastSnapshotAt}, the
+   * data-loss window (writes on the old home after lastSnapshotAt are not here). Shown by `zcsi status`.
+   */
+  failedOver: "zcsi:failed-over",
 } as const;
 
 /**

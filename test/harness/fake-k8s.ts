@@ -3,8 +3,7 @@
  * - FakeLeaseStore: a LeaseStore holding one Lease in wire form, with the API server's
  *   optimistic concurrency (a replace with a stale resourceVersion is a conflict); a test
  *   plays "the other replica" by putting a fixture object in it.
- * - startFakeApiServer: a loopback HTTP server answering the few REST calls client.ts and
- *   workloads-client.ts make (Leases, PVs, Events, Nodes, Pods, VolumeAttachments),
+ * - startFakeApiServer: a loopback HTTP server answering the few REST calls client.ts makes,
  *   so the client-node adapter is tested for real (paths, status codes, JSON bodies).
  */
 import { readFileSync } from "node:fs";
@@ -133,18 +132,18 @@ export interface FakeApiServer {
   readonly leases: Map<string, WireObject>;
   /** PersistentVolumes by name; a merge PATCH changes them as the API server would. */
   readonly pvs: Map<string, WireObject>;
-  /** Nodes, listed (with a `key=value` labelSelector) by GET /api/v1/nodes, read one by one by GET /api/v1/nodes/NAME. */
-  nodes: WireObject[];
-  /** Pods, listed per namespace (GET /api/v1/namespaces/NS/pods) and deleted (DELETE .../pods/NAME). */
-  pods: WireObject[];
-  /** VolumeAttachments (storage.k8s.io/v1): listed, read, deleted; a test sets their status as the attacher would. */
-  volumeAttachments: WireObject[];
+  /** VolumeAttachments by name: listed, deleted. */
+  readonly volumeAttachments: Map<string, WireObject>;
+  /** Pods by `namespace/name`: listed per namespace, deleted. */
+  readonly pods: Map<string, WireObject>;
   /**
    * Called after a pod is deleted, before the DELETE is answered: a test plays kubelet and the
    * external-attacher here (unstage, ControllerUnpublish, remove the VolumeAttachment) or the
-   * pod's controller (put a new pod). Errors are the test's: they fail the DELETE with 500.
+   * pod's controller (put a new pod). An error fails the DELETE with 500.
    */
   onPodDeleted: ((pod: WireObject) => void | Promise<void>) | undefined;
+  /** Nodes, listed (with a `key=value` labelSelector) by GET /api/v1/nodes, read one by one by GET /api/v1/nodes/NAME. */
+  nodes: WireObject[];
   close(): Promise<void>;
 }
 
@@ -152,12 +151,8 @@ const LEASES = /^\/apis\/coordination\.k8s\.io\/v1\/namespaces\/([^/]+)\/leases(
 const PV = /^\/api\/v1\/persistentvolumes\/([^/]+)$/;
 const EVENTS = /^\/api\/v1\/namespaces\/([^/]+)\/events$/;
 const NODES = /^\/api\/v1\/nodes$/;
+const VOLUME_ATTACHMENTS = /^\/apis\/storage\.k8s\.io\/v1\/volumeattachments(?:\/([^/]+))?$/;
 const PODS = /^\/api\/v1\/namespaces\/([^/]+)\/pods(?:\/([^/]+))?$/;
-const ATTACHMENTS = /^\/apis\/storage\.k8s\.io\/v1\/volumeattachments(?:\/([^/]+))?$/;
-
-function notFoundStatus(kind: string, name: string, group = ""): Record<string, unknown> {
-  return { kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", message: `${kind}${group} "${name}" not found`, reason: "NotFound", details: { name, ...(group && { group: group.slice(1) }), kind }, code: 404 };
-}
 
 /** RFC 7386 JSON merge patch: objects merge, null deletes, anything else replaces. */
 function mergePatch(target: unknown, patch: unknown): unknown {
@@ -183,16 +178,12 @@ async function readBody(req: IncomingMessage): Promise<unknown> {
 
 /** Loopback only (127.0.0.1, an ephemeral port). */
 export async function startFakeApiServer(): Promise<FakeApiServer> {
-  const state: { leases: Map<string, WireObject>; serial: number; nodes: WireObject[]; pods: WireObject[]; volumeAttachments: WireObject[]; onPodDeleted: FakeApiServer["onPodDeleted"] } = {
-    leases: new Map(),
-    serial: 0,
-    nodes: [],
-    pods: [],
-    volumeAttachments: [],
-    onPodDeleted: undefined,
-  };
+  const state: { leases: Map<string, WireObject>; serial: number; nodes: WireObject[] } = { leases: new Map(), serial: 0, nodes: [] };
   const requests: RecordedRequest[] = [];
   const pvs = new Map<string, WireObject>();
+  const volumeAttachments = new Map<string, WireObject>();
+  const pods = new Map<string, WireObject>();
+  const hooks: { onPodDeleted: FakeApiServer["onPodDeleted"] } = { onPodDeleted: undefined };
   const server = createServer((req, res) => {
     void (async () => {
       const path = (req.url ?? "").split("?")[0] ?? "";
@@ -259,39 +250,33 @@ export async function startFakeApiServer(): Promise<FakeApiServer> {
         const items = state.nodes.filter((n) => !selector || (n.metadata.labels as Record<string, string> | undefined)?.[key ?? ""] === value);
         return send(res, 200, { kind: "NodeList", apiVersion: "v1", metadata: { resourceVersion: "1051900" }, items });
       }
-      const pods = PODS.exec(path);
-      if (pods) {
-        const namespace = decodeURIComponent(pods[1] ?? "");
-        const name = pods[2] === undefined ? undefined : decodeURIComponent(pods[2]);
-        if (req.method === "GET" && name === undefined) {
-          return send(res, 200, { kind: "PodList", apiVersion: "v1", metadata: { resourceVersion: "1013100" }, items: state.pods.filter((p) => p.metadata.namespace === namespace) });
-        }
-        if (req.method === "DELETE" && name !== undefined) {
-          const found = state.pods.find((p) => p.metadata.namespace === namespace && p.metadata.name === name);
-          if (!found) return send(res, 404, notFoundStatus("pods", name));
-          state.pods = state.pods.filter((p) => p !== found);
-          try {
-            await state.onPodDeleted?.(found);
-          } catch (err) {
-            return send(res, 500, { kind: "Status", apiVersion: "v1", status: "Failure", code: 500, message: `fake API server: onPodDeleted: ${String(err)}` });
-          }
-          // The API server answers a graceful delete with the pod, deletionTimestamp set.
-          return send(res, 200, { ...found, metadata: { ...found.metadata, deletionTimestamp: "2026-11-20T11:00:00Z", deletionGracePeriodSeconds: 30 } });
-        }
+      const va = VOLUME_ATTACHMENTS.exec(path);
+      if (va && req.method === "GET" && !va[1]) {
+        return send(res, 200, { kind: "VolumeAttachmentList", apiVersion: "storage.k8s.io/v1", metadata: { resourceVersion: "1051901" }, items: [...volumeAttachments.values()] });
       }
-      const attachments = ATTACHMENTS.exec(path);
-      if (attachments) {
-        const name = attachments[1] === undefined ? undefined : decodeURIComponent(attachments[1]);
-        if (req.method === "GET" && name === undefined) {
-          return send(res, 200, { kind: "VolumeAttachmentList", apiVersion: "storage.k8s.io/v1", metadata: { resourceVersion: "1013100" }, items: state.volumeAttachments });
+      if (va && req.method === "DELETE" && va[1]) {
+        const name = decodeURIComponent(va[1]);
+        const found = volumeAttachments.get(name);
+        if (!found) return send(res, 404, { kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", message: `volumeattachments.storage.k8s.io "${name}" not found`, reason: "NotFound", details: { name, group: "storage.k8s.io", kind: "volumeattachments" }, code: 404 });
+        volumeAttachments.delete(name);
+        return send(res, 200, found);
+      }
+      const pod = PODS.exec(path);
+      if (pod && req.method === "GET" && !pod[2]) {
+        const ns = decodeURIComponent(pod[1] ?? "");
+        return send(res, 200, { kind: "PodList", apiVersion: "v1", metadata: { resourceVersion: "1051902" }, items: [...pods.values()].filter((p) => p.metadata.namespace === ns) });
+      }
+      if (pod && req.method === "DELETE" && pod[2]) {
+        const key = `${decodeURIComponent(pod[1] ?? "")}/${decodeURIComponent(pod[2])}`;
+        const found = pods.get(key);
+        if (!found) return send(res, 404, { kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", message: `pods "${pod[2]}" not found`, reason: "NotFound", details: { name: pod[2], kind: "pods" }, code: 404 });
+        pods.delete(key);
+        try {
+          await hooks.onPodDeleted?.(found);
+        } catch (err) {
+          return send(res, 500, { kind: "Status", apiVersion: "v1", status: "Failure", code: 500, message: `fake API server: onPodDeleted: ${String(err)}` });
         }
-        const found = state.volumeAttachments.find((a) => a.metadata.name === name);
-        if (req.method === "GET" && name !== undefined) return found ? send(res, 200, found) : send(res, 404, notFoundStatus("volumeattachments", name, ".storage.k8s.io"));
-        if (req.method === "DELETE" && name !== undefined) {
-          if (!found) return send(res, 404, notFoundStatus("volumeattachments", name, ".storage.k8s.io"));
-          state.volumeAttachments = state.volumeAttachments.filter((a) => a !== found);
-          return send(res, 200, found);
-        }
+        return send(res, 200, found);
       }
       const events = EVENTS.exec(path);
       if (events && req.method === "POST") {
@@ -316,29 +301,19 @@ export async function startFakeApiServer(): Promise<FakeApiServer> {
     },
     leases: state.leases,
     pvs,
+    volumeAttachments,
+    pods,
+    get onPodDeleted() {
+      return hooks.onPodDeleted;
+    },
+    set onPodDeleted(v) {
+      hooks.onPodDeleted = v;
+    },
     get nodes() {
       return state.nodes;
     },
     set nodes(v) {
       state.nodes = v;
-    },
-    get pods() {
-      return state.pods;
-    },
-    set pods(v) {
-      state.pods = v;
-    },
-    get volumeAttachments() {
-      return state.volumeAttachments;
-    },
-    set volumeAttachments(v) {
-      state.volumeAttachments = v;
-    },
-    get onPodDeleted() {
-      return state.onPodDeleted;
-    },
-    set onPodDeleted(v) {
-      state.onPodDeleted = v;
     },
     close: () =>
       new Promise<void>((resolve) => {

@@ -18,7 +18,7 @@ import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { kubeConfigFor, KubeEventSink } from "../../src/k8s/client.js";
 import { KubeEventRecorder } from "../../src/k8s/events.js";
-import { KubeWorkloads } from "../../src/k8s/workloads-client.js";
+import { KubeVolumeWorkloads } from "../../src/k8s/kube-mobility.js";
 import { Migrator, type MigrateResult } from "../../src/mobility/migrate.js";
 import type { MoveStep } from "../../src/mobility/steps.js";
 import { mountAt, readMountInfo } from "../../src/mount/mountinfo.js";
@@ -65,7 +65,8 @@ function migrator(afterStep?: (step: MoveStep) => Promise<void>): Migrator {
     homes,
     engine: createReplicationEngine(hosts, { logger }),
     ...moveWiring(kc, "zcsi-system", "migrate-test", hosts, logger),
-    workloads: new KubeWorkloads(kc),
+    workloads: new KubeVolumeWorkloads(kc),
+    driverName: env.controllerConfig.driverName,
     events: new KubeEventRecorder(new KubeEventSink(kc), { clock: systemClock, logger, component: "zcsi-migrate", instance: "test" }),
     clock: systemClock,
     logger,
@@ -112,16 +113,16 @@ async function volumeInUse(prefix: string) {
   for (let i = 0; i < 4; i++) await write(`before-${i}.bin`, 2 * MiB);
   const pv = k8sFixture("pv");
   api.pvs.set(name, { ...pv, metadata: { ...pv.metadata, name }, spec: { ...(pv.spec as object), claimRef: { apiVersion: "v1", kind: "PersistentVolumeClaim", name: `data-${name}`, namespace: "apps" } } } as WireObject);
-  const pod = k8sFixture("pod-postgres-0");
-  api.pods.push({ ...pod, metadata: { ...pod.metadata, name: `${name}-0`, namespace: "apps" }, spec: { ...(pod.spec as object), nodeName: "carol", volumes: [{ name: "data", persistentVolumeClaim: { claimName: `data-${name}` } }] } } as WireObject);
-  const va = k8sFixture("volumeattachment-worker-1");
-  api.volumeAttachments.push({ ...va, metadata: { ...va.metadata, name: `csi-${name}` }, spec: { attacher: "zfs.zcsi.dev", nodeName: "carol", source: { persistentVolumeName: name } } } as WireObject);
+  const pod = k8sFixture("pod-using-pvc");
+  api.pods.set(`apps/${name}-0`, { ...pod, metadata: { ...pod.metadata, name: `${name}-0`, namespace: "apps" }, spec: { ...(pod.spec as object), nodeName: "carol", volumes: [{ name: "data", persistentVolumeClaim: { claimName: `data-${name}` } }] } } as WireObject);
+  const va = k8sFixture("volumeattachment");
+  api.volumeAttachments.set(`csi-${name}`, { ...va, metadata: { ...va.metadata, name: `csi-${name}` }, spec: { attacher: env.controllerConfig.driverName, nodeName: "carol", source: { persistentVolumeName: name } } } as WireObject);
   /** kubelet and the attacher when the pod goes: the pod's last write, unstage, ControllerUnpublish, the VolumeAttachment removed. */
   const detach = async (): Promise<void> => {
     await write("last-write.bin", 1 * MiB);
     await carol.client.nodeUnstageVolume({ volumeId: volume.volumeId, stagingTargetPath: staging });
     await env.controller.controllerUnpublishVolume({ volumeId: volume.volumeId, nodeId: "carol" });
-    api.volumeAttachments = api.volumeAttachments.filter((a) => a.metadata.name !== `csi-${name}`);
+    api.volumeAttachments.delete(`csi-${name}`);
   };
   /** Every file's checksum as read through carol's current mount. */
   const checksums = async (): Promise<Map<string, string>> => new Map(await Promise.all([...files.keys()].map(async (f) => [f, sha256(await readFile(join(staging, f)))] as const)));
@@ -148,7 +149,7 @@ describe("zcsi migrate VOLUME --to bob", () => {
     expect(result).toMatchObject({ to: `bob:${bobDataset(v.volume)}`, epoch: 2, restartedPods: [`apps/${v.name}-0`], resumed: false });
     expect(result.finalBytes).toBeGreaterThan(1 * MiB); // the pod's last write went in the final increment
     expect(result.downtimeMs).toBeGreaterThan(0);
-    expect(api.pods.filter((p) => p.metadata.name === `${v.name}-0`)).toEqual([]);
+    expect(api.pods.has(`apps/${v.name}-0`)).toBe(false);
     // ZFS says who is home.
     expect(await zfsGet("bob", bobDataset(v.volume), "zcsi:role")).toBe("primary");
     expect(await zfsGet("bob", bobDataset(v.volume), "zcsi:epoch")).toBe("2");

@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { parseConfig } from "../../src/config.js";
 import { aborted } from "../../src/errors.js";
 import type { PvEvent } from "../../src/k8s/events.js";
-import type { AttachmentInfo, PodRef, PvClaim, Workloads } from "../../src/k8s/workloads.js";
+import type { VolumeWorkloads } from "../../src/k8s/workloads.js";
 import { drain } from "../../src/mobility/drain.js";
 import { Migrator, type MigratorDeps } from "../../src/mobility/migrate.js";
 import { caughtUp, downtimeMs, mostFreeSpace, MOVE_STEPS, replicateToAfterMove, type CopyRef, type MigrateLock, type MigrateLocks, type MoveRecord, type MoveStep, type Promotions } from "../../src/mobility/steps.js";
@@ -94,17 +94,19 @@ function world(options: { replica?: boolean; increments?: number[]; pods?: strin
       };
     },
   };
-  let pods = (options.pods ?? ["web-0"]).map((name): PodRef => ({ namespace: "apps", name, node: "carol" }));
-  let attachments: AttachmentInfo[] = [{ name: "csi-1", node: "carol", pvName: "pv-1", attached: true, deleting: false }];
-  const workloads: Workloads & { detachOnDelete: boolean } = {
+  let pods = options.pods ?? ["web-0"];
+  let attachments = ["csi-1"];
+  const workloads: VolumeWorkloads & { detachOnDelete: boolean } = {
     detachOnDelete: true,
-    readPv: async (name): Promise<PvClaim | undefined> => (name === "pv-1" ? { pvName: name, claim: { namespace: "apps", name: "data" } } : undefined),
-    podsUsingClaim: async () => pods,
-    async deletePod(pod) {
-      log.push(`delete pod ${pod.name}`);
+    pvClaim: async (name) => (name === "pv-1" ? { namespace: "apps", name: "data" } : undefined),
+    attachments: async (pv, attacher) => (pv === "pv-1" && attacher === "zfs.zcsi.dev" ? attachments : []),
+    deleteAttachment: async () => false,
+    podsUsing: async (claim) => (claim.namespace === "apps" && claim.name === "data" ? pods : []),
+    async deletePod(namespace, name) {
+      log.push(`delete pod ${name}`);
       // Until the attaches are blocked, a deleted pod would just re-attach: the block comes first.
       expect(alice.datasets.get(A.dataset)!.get("zcsi:moving")).toMatch(/^bob@/);
-      pods = pods.filter((p) => p.name !== pod.name);
+      pods = pods.filter((p) => p !== name);
       if (this.detachOnDelete) {
         // kubelet unstages, the attacher calls ControllerUnpublish and removes the VolumeAttachment.
         alice.datasets.get(A.dataset)!.delete("zcsi:published-to");
@@ -112,7 +114,6 @@ function world(options: { replica?: boolean; increments?: number[]; pods?: strin
       }
       return true;
     },
-    attachmentsOf: async () => attachments,
   };
   const events: PvEvent[] = [];
   const deps = (afterStep?: MigratorDeps["afterStep"]): MigratorDeps => ({
@@ -122,6 +123,7 @@ function world(options: { replica?: boolean; increments?: number[]; pods?: strin
     locks,
     promotions,
     workloads,
+    driverName: "zfs.zcsi.dev",
     events: { record: async (e) => void events.push(e) },
     clock,
     logger,
