@@ -35,6 +35,7 @@ import { capabilityProblem, requireCapabilities } from "./capabilities.js";
 import { Publisher } from "./publish.js";
 import { unary } from "./server.js";
 import { requestedSource, toCsiSnapshot, toCsiVolume, volumeContext, type RequestedSource } from "./messages.js";
+import { preferredNode } from "./topology.js";
 import { ListingCache } from "./listing-cache.js";
 
 const CAPABILITIES = [
@@ -105,7 +106,11 @@ export class ControllerService {
         }
         return { volume: toCsiVolume(await this.volumes.settle(existing, params), this.config.driverName) };
       }
-      if (!wanted) return { volume: toCsiVolume(await this.volumes.create({ csiName: req.name, leaf, capacityBytes, params }, placement), this.config.driverName) };
+      if (!wanted) {
+        const node = preferredNode(req.accessibilityRequirements, this.config.driverName);
+        const spec = { csiName: req.name, leaf, capacityBytes, params, ...(node !== undefined && { preferredNode: node }) };
+        return { volume: toCsiVolume(await this.volumes.create(spec, placement), this.config.driverName) };
+      }
       const source = await this.resolveSource(wanted, params);
       const size = resolveRestoreCapacity(
         req.capacityRange,

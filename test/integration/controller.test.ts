@@ -78,7 +78,7 @@ describe("CreateVolume", () => {
     const dataset = `${parent}/pvc-create-1`;
     expect(res.volume?.volumeId).toBe(`alice:${dataset}`);
     expect(res.volume?.capacityBytes).toBe(String(8 * MiB));
-    expect(res.volume?.volumeContext).toEqual({ poolHost: "alice", dataset, mountpoint: join(env.hosts[0]!.mountRoot, "pvc-create-1") });
+    expect(res.volume?.volumeContext).toEqual({ poolHost: "alice", dataset, mountpoint: join(env.hosts[0]!.mountRoot, "pvc-create-1"), placement: "most-free" });
     expect(await prop(dataset, "refquota")).toBe(String(8 * MiB));
     expect(await prop(dataset, "compression")).toBe("gzip-1");
     expect(await prop(dataset, "atime")).toBe("off");
