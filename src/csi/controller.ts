@@ -49,7 +49,6 @@ const CAPABILITIES = [
   "CREATE_DELETE_SNAPSHOT",
   "LIST_SNAPSHOTS",
   "CLONE_VOLUME",
-  "GET_SNAPSHOT",
   // The serving host is decided at attach time (publish.ts); readonly is honoured by the node,
   // which publishes every pod target of a readonly publication read-only.
   "PUBLISH_UNPUBLISH_VOLUME",
@@ -289,8 +288,10 @@ export class ControllerService {
     return { availableCapacity: best.toString(), maximumVolumeSize: { value: best.toString() }, minimumVolumeSize: { value: MIN_VOLUME_BYTES.toString() } };
   }
 
+  /** GET_SNAPSHOT (alpha) only when the config asks for it: see Config.advertiseGetSnapshot. */
   controllerGetCapabilities(): ControllerGetCapabilitiesResponse {
-    return { capabilities: CAPABILITIES.map((type): ControllerServiceCapability => ({ rpc: { type } })) };
+    const types = this.config.advertiseGetSnapshot === true ? [...CAPABILITIES, "GET_SNAPSHOT" as const] : CAPABILITIES;
+    return { capabilities: types.map((type): ControllerServiceCapability => ({ rpc: { type } })) };
   }
 
   async controllerExpandVolume(req: ControllerExpandVolumeRequest__Output): Promise<ControllerExpandVolumeResponse> {
