@@ -35,6 +35,7 @@ import { capabilityProblem, requireCapabilities } from "./capabilities.js";
 import { Publisher } from "./publish.js";
 import { unary } from "./server.js";
 import { requestedSource, toCsiSnapshot, toCsiVolume, volumeContext, type RequestedSource } from "./messages.js";
+import { preferredNode } from "./topology.js";
 import { ListingCache } from "./listing-cache.js";
 
 const CAPABILITIES = [
@@ -48,7 +49,6 @@ const CAPABILITIES = [
   "CREATE_DELETE_SNAPSHOT",
   "LIST_SNAPSHOTS",
   "CLONE_VOLUME",
-  "GET_SNAPSHOT",
   // The serving host is decided at attach time (publish.ts); readonly is honoured by the node,
   // which publishes every pod target of a readonly publication read-only.
   "PUBLISH_UNPUBLISH_VOLUME",
@@ -105,7 +105,11 @@ export class ControllerService {
         }
         return { volume: toCsiVolume(await this.volumes.settle(existing, params), this.config.driverName) };
       }
-      if (!wanted) return { volume: toCsiVolume(await this.volumes.create({ csiName: req.name, leaf, capacityBytes, params }, placement), this.config.driverName) };
+      if (!wanted) {
+        const node = preferredNode(req.accessibilityRequirements, this.config.driverName);
+        const spec = { csiName: req.name, leaf, capacityBytes, params, ...(node !== undefined && { preferredNode: node }) };
+        return { volume: toCsiVolume(await this.volumes.create(spec, placement), this.config.driverName) };
+      }
       const source = await this.resolveSource(wanted, params);
       const size = resolveRestoreCapacity(
         req.capacityRange,
@@ -284,8 +288,10 @@ export class ControllerService {
     return { availableCapacity: best.toString(), maximumVolumeSize: { value: best.toString() }, minimumVolumeSize: { value: MIN_VOLUME_BYTES.toString() } };
   }
 
+  /** GET_SNAPSHOT (alpha) only when the config asks for it: see Config.advertiseGetSnapshot. */
   controllerGetCapabilities(): ControllerGetCapabilitiesResponse {
-    return { capabilities: CAPABILITIES.map((type): ControllerServiceCapability => ({ rpc: { type } })) };
+    const types = this.config.advertiseGetSnapshot === true ? [...CAPABILITIES, "GET_SNAPSHOT" as const] : CAPABILITIES;
+    return { capabilities: types.map((type): ControllerServiceCapability => ({ rpc: { type } })) };
   }
 
   async controllerExpandVolume(req: ControllerExpandVolumeRequest__Output): Promise<ControllerExpandVolumeResponse> {

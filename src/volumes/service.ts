@@ -7,6 +7,7 @@ import type { VolumeParameters } from "./parameters.js";
 import { FIRST_EPOCH, PROP, SIZE_PROPERTY } from "./properties.js";
 import { requireHostCanHonour } from "./host-limits.js";
 import { VolumeHomes } from "./homes.js";
+import { choosePlacement, describePlacement, type PlacementReason } from "./placement.js";
 import { ContentCopies } from "./sources.js";
 import { cloneSnapshotName, contentSourceKey, isReplica, toVolume, VOLUME_PROPS, type CreateSpec, type Placement, type PropertyMap, type ReplicationHolds, type Volume } from "./volume.js";
 import { PropertyView } from "../zfs/parse.js";
@@ -125,25 +126,34 @@ export class VolumeService {
   }
 
   /**
-   * The host a new volume goes to: the one named, or the one with the most free space among
-   * those that are not to hold its replicas (`exclude`: replicateTo; a volume and its replica
-   * on one host would protect against nothing).
+   * The host a new volume goes to and why (placement.ts: the pod's node when it is a pool host
+   * with room, else the StorageClass poolHost, else the most free space; never a host of its
+   * replicateTo, since a volume and its replica on one host would protect against nothing).
+   * Logged with the reason, which the volume also keeps in zcsi:placement.
    */
-  async chooseHost(poolHost: string | undefined, free?: ReadonlyMap<string, bigint>, exclude: readonly string[] = []): Promise<PoolHost> {
-    if (poolHost) return this.hosts.get(poolHost);
-    const hosts = this.hosts.all().filter((h) => !exclude.includes(h.config.name));
-    if (hosts.length === 0) throw invalidArgument(`parameter replicateTo names every pool host (${exclude.join(", ")}); none is left to hold the volume itself`);
-    if (hosts.length === 1 && hosts[0]) return hosts[0];
-    if (free) {
-      const best = [...free.entries()].filter(([name]) => !exclude.includes(name)).sort(([, a], [, b]) => (a === b ? 0 : a > b ? -1 : 1))[0];
-      if (best) return this.hosts.get(best[0]);
-    }
-    const settled = await Promise.allSettled(hosts.map(async (h) => ({ host: h, free: await this.available(h) })));
-    const usable = settled.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
-    for (const s of settled) if (s.status === "rejected") this.logger.warn({ op: "chooseHost", err: String(s.reason) }, "pool host skipped");
-    const best = usable.sort((a, b) => (a.free === b.free ? 0 : a.free > b.free ? -1 : 1))[0];
-    if (!best) throw unavailable("no pool host is reachable to place the volume on");
-    return best.host;
+  async place(spec: CreateSpec, known?: ReadonlyMap<string, bigint>): Promise<{ host: PoolHost; placement: string }> {
+    const exclude = spec.params.replicateTo ?? [];
+    const names = this.hosts.names;
+    if (names.every((n) => exclude.includes(n))) throw invalidArgument(`parameter replicateTo names every pool host (${exclude.join(", ")}); none is left to hold the volume itself`);
+    const free = known ?? (await this.freeByHost());
+    const choice = choosePlacement({ hosts: names, free, capacityBytes: spec.capacityBytes, exclude, ...(spec.preferredNode !== undefined && { preferredNode: spec.preferredNode }), ...(spec.params.poolHost !== undefined && { poolHost: spec.params.poolHost }) });
+    if (choice.host === undefined) throw unavailable("no pool host is reachable to place the volume on");
+    const placement = describePlacement(choice, spec.preferredNode);
+    this.logger.info({ op: "CreateVolume", leaf: spec.leaf, poolHost: choice.host, reason: choice.reason, placement, preferredNode: spec.preferredNode, free: Object.fromEntries([...free].map(([h, b]) => [h, b.toString()])) }, "pool host chosen");
+    return { host: this.hosts.get(choice.host), placement };
+  }
+
+  /** Free space of each host that answers (a host that does not is left out, and logged). */
+  private async freeByHost(): Promise<Map<string, bigint>> {
+    const hosts = this.hosts.all();
+    const settled = await Promise.allSettled(hosts.map((h) => this.available(h)));
+    const free = new Map<string, bigint>();
+    settled.forEach((s, i) => {
+      const name = hosts[i]?.config.name ?? "";
+      if (s.status === "fulfilled") free.set(name, s.value);
+      else this.logger.warn({ op: "CreateVolume", poolHost: name, err: errorMessage(s.reason) }, "pool host left out of placement: it cannot answer");
+    });
+    return free;
   }
 
   /**
@@ -155,9 +165,9 @@ export class VolumeService {
   async create(spec: CreateSpec, known?: Placement): Promise<Volume> {
     const source = spec.source;
     // A clone or restore lives where its source is (the caller checked poolHost agrees).
-    const host = source
-      ? this.hosts.get(source.kind === "snapshot" ? source.snapshot.ref.poolHost : source.volume.ref.poolHost)
-      : await this.chooseHost(spec.params.poolHost, known?.free, spec.params.replicateTo);
+    const { host, placement } = source
+      ? { host: this.hosts.get(source.kind === "snapshot" ? source.snapshot.ref.poolHost : source.volume.ref.poolHost), placement: "content-source" satisfies PlacementReason }
+      : await this.place(spec, known?.free);
     await requireHostCanHonour(host, spec.params);
     const dataset = this.datasetOf(host, spec.leaf);
     const needsSetup = spec.params.uid !== undefined || spec.params.gid !== undefined || spec.params.mode !== undefined;
@@ -178,6 +188,7 @@ export class VolumeService {
       [PROP.csiName]: spec.csiName,
       [PROP.parameters]: spec.params.canonical,
       [PROP.state]: needsSetup ? "creating" : "ready",
+      [PROP.placement]: placement,
       ...(source && { [PROP.contentSource]: contentSourceKey(source) ?? "" }),
       ...(spec.params.pvcName && spec.params.pvcNamespace && { [PROP.pvc]: `${spec.params.pvcNamespace}/${spec.params.pvcName}` }),
       ...(spec.params.pvName && { [PROP.pv]: spec.params.pvName }),
@@ -213,6 +224,7 @@ export class VolumeService {
           mounted: true,
           state: needsSetup ? "creating" : "ready",
           parameters: spec.params.canonical,
+          placement,
         };
     if (!volume) throw notFound(`dataset ${dataset} vanished right after it was created on ${host.config.name}`);
     return volume.state !== "ready" ? this.finish(volume, spec.params) : volume;
