@@ -1,4 +1,4 @@
-import { credentials, type Client, type ServiceError } from "@grpc/grpc-js";
+import { credentials, status, type Client, type ServiceError } from "@grpc/grpc-js";
 import type { CreateVolumeRequest } from "../../src/gen/csi/v1/CreateVolumeRequest.js";
 import type { CreateVolumeResponse__Output } from "../../src/gen/csi/v1/CreateVolumeResponse.js";
 import type { DeleteVolumeRequest } from "../../src/gen/csi/v1/DeleteVolumeRequest.js";
@@ -135,4 +135,14 @@ export class CsiClient {
   close(): void {
     for (const c of this.clients) c.close();
   }
+}
+
+/** The gRPC code and details a call ended with (OK and "" when it succeeded): what spec tests assert on. */
+export async function failure(p: Promise<unknown>): Promise<{ code: number; details: string }> {
+  try {
+    await p;
+  } catch (err) {
+    return err as { code: number; details: string };
+  }
+  return { code: status.OK, details: "" };
 }

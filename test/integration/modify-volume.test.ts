@@ -7,6 +7,7 @@ import { SnapshotScheduler } from "../../src/snapshots/scheduler.js";
 import { zfsBackend } from "../harness/backend.js";
 import { startControllerEnv, type ControllerEnv } from "../harness/controller.js";
 import { ManualClock } from "../harness/fake-k8s.js";
+import { failure } from "../harness/csi-client.js";
 
 /**
  * ControllerModifyVolume (a PVC switching VolumeAttributesClass) and CreateVolume's
@@ -19,15 +20,6 @@ const mountCap = { mount: { fsType: "", mountFlags: [] }, accessMode: { mode: "S
 
 function req(name: string, parameters: Record<string, string> = {}, mutableParameters: Record<string, string> = {}): CreateVolumeRequest {
   return { name, capacityRange: { requiredBytes: String(8 * MiB) }, volumeCapabilities: [mountCap], parameters: { "csi.storage.k8s.io/pv/name": name, ...parameters }, mutableParameters };
-}
-
-async function failure(p: Promise<unknown>): Promise<{ code: number; details: string }> {
-  try {
-    await p;
-  } catch (err) {
-    return err as { code: number; details: string };
-  }
-  return { code: status.OK, details: "" };
 }
 
 let env: ControllerEnv;
