@@ -6,6 +6,7 @@ import type { PoolHost, PoolHosts } from "./hosts.js";
 import type { VolumeParameters } from "./parameters.js";
 import { FIRST_EPOCH, PROP, SIZE_PROPERTY } from "./properties.js";
 import { requireHostCanHonour } from "./host-limits.js";
+import { applyModification, planModification } from "./modify.js";
 import { VolumeHomes } from "./homes.js";
 import { choosePlacement, describePlacement, type PlacementReason } from "./placement.js";
 import { ContentCopies } from "./sources.js";
@@ -282,6 +283,19 @@ export class VolumeService {
     }
     await host.zfs.set(volume.ref.dataset, { [SIZE_PROPERTY]: bytes.toString() });
     return { ...volume, capacityBytes: bytes };
+  }
+
+  /**
+   * Changes a live volume's mutable parameters (modify.ts): validated with the stored ones,
+   * refused before anything changes when the host cannot take them, then one `zfs set`.
+   */
+  async modify(volume: Volume, mutable: Readonly<Record<string, string>>): Promise<Volume> {
+    const modification = planModification(volume, mutable, this.hosts.names);
+    // Only sidecar keys (or none): nothing to change; the CSI call still answers OK.
+    if (Object.keys(modification.properties).length === 1 && modification.params.canonical === volume.parameters) return volume;
+    await applyModification(this.hosts.get(volume.ref.poolHost), volume, modification);
+    this.logger.info({ op: "ControllerModifyVolume", volumeId: volume.id, set: modification.properties }, "volume parameters changed");
+    return { ...volume, parameters: modification.params.canonical };
   }
 
   /** Every zcsi volume on every host, ordered by id: one `zfs get` per host. */

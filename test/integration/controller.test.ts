@@ -426,7 +426,7 @@ describe("capabilities and logs", () => {
     expect(caps.capabilities.map((c) => c.rpc?.type).sort()).toEqual(
       [
         "CREATE_DELETE_VOLUME", "EXPAND_VOLUME", "GET_CAPACITY", "GET_VOLUME", "LIST_VOLUMES", "SINGLE_NODE_MULTI_WRITER", "VOLUME_CONDITION",
-        "CREATE_DELETE_SNAPSHOT", "LIST_SNAPSHOTS", "CLONE_VOLUME", "PUBLISH_UNPUBLISH_VOLUME", "PUBLISH_READONLY",
+        "CREATE_DELETE_SNAPSHOT", "LIST_SNAPSHOTS", "CLONE_VOLUME", "PUBLISH_UNPUBLISH_VOLUME", "PUBLISH_READONLY", "MODIFY_VOLUME",
       ].sort(),
     );
   });
