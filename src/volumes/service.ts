@@ -1,12 +1,15 @@
 import { alreadyExists, errorMessage, failedPrecondition, invalidArgument, isZcsiError, notFound, outOfRange, resourceExhausted, unavailable } from "../errors.js";
 import type { Logger } from "../log.js";
 import { VolumeDestroyer } from "./delete.js";
-import { formatVolumeId, parseVolumeId, type VolumeRef } from "./ids.js";
+import { formatVolumeId, type VolumeRef } from "./ids.js";
 import type { PoolHost, PoolHosts } from "./hosts.js";
 import type { VolumeParameters } from "./parameters.js";
 import { FIRST_EPOCH, PROP, SIZE_PROPERTY } from "./properties.js";
 import { requireHostCanHonour } from "./host-limits.js";
+import { applyModification, planModification } from "./modify.js";
 import { VolumeHomes, type ResolvedHome } from "./homes.js";
+import { volumeAtHome } from "./moved.js";
+import { choosePlacement, describePlacement, type PlacementReason } from "./placement.js";
 import { ContentCopies } from "./sources.js";
 import { cloneSnapshotName, contentSourceKey, isFenced, isReplica, isServingCopy, toVolume, VOLUME_PROPS, type CreateSpec, type Placement, type PropertyMap, type ReplicationHolds, type Volume } from "./volume.js";
 import { PropertyView } from "../zfs/parse.js";
@@ -57,12 +60,7 @@ export class VolumeService {
     return `${host.config.parentDataset}/${leaf}`;
   }
 
-  /**
-   * The volume born at `ref`, wherever it is served from now: one `zfs get` when the birth copy
-   * serves it (a volume never moved); when it does not (a replica, fenced, gone, or its host
-   * down), the volume's home among its copies (homes.ts). Undefined when no copy serves it and
-   * every host answered. Throws FailedPrecondition for a dataset zcsi did not create.
-   */
+  /** The volume born at `ref`: one `zfs get` while the birth copy serves it, else its home (moved.ts). */
   async get(ref: VolumeRef): Promise<Volume | undefined> {
     const host = this.hosts.get(ref.poolHost);
     let props: PropertyMap | undefined;
@@ -70,36 +68,14 @@ export class VolumeService {
       props = (await host.zfs.get([ref.dataset], VOLUME_PROPS, { missingOk: true })).get(ref.dataset);
     } catch (err) {
       if (!isZcsiError(err, "Unavailable")) throw err;
-      return this.atHome(ref, err);
+      return volumeAtHome(this.hosts, this.homes, this.logger, ref, err);
     }
     if (props && !isReplica(props) && !isFenced(props)) {
       const volume = toVolume(host, ref.dataset, props);
       if (!volume) throw failedPrecondition(`dataset ${ref.dataset} on ${ref.poolHost} exists but was not created by zcsi (no ${PROP.csiName}); refusing to touch it`);
       return volume;
     }
-    // A volume that is not there is an answer (DeleteVolume retries, NOT_FOUND), not a failure.
-    return props || this.hosts.names.length > 1 ? this.atHome(ref, undefined) : undefined;
-  }
-
-  /** The volume born at `ref` as its home copy serves it (a moved volume); see get(). */
-  private async atHome(ref: VolumeRef, birthFailure: unknown): Promise<Volume | undefined> {
-    const volumeId = formatVolumeId(ref);
-    const copies = await this.homes.find(volumeId, "get");
-    const { home } = copies;
-    if (!home) {
-      if (birthFailure !== undefined) throw birthFailure;
-      if (copies.unknown.length > 0) throw unavailable(`volume ${volumeId} is not served by any pool host that answered; not reachable: ${copies.unknown.map((u) => `${u.host} (${u.reason})`).join(", ")}`);
-      if (copies.live.length > 1 || copies.stale.length > 0) throw failedPrecondition(`volume ${volumeId} has no home: ${copies.problems.join("; ")}`);
-      return undefined; // only replicas (kept when a volume is deleted), or nothing
-    }
-    const host = this.hosts.get(home.host);
-    const props = (await host.zfs.get([home.dataset], VOLUME_PROPS, { missingOk: true })).get(home.dataset);
-    const volume = props && toVolume(host, home.dataset, props);
-    if (!volume) throw failedPrecondition(`copy ${home.host}:${home.dataset} is the home of volume ${volumeId} but carries no ${PROP.csiName}; promote it with zcsi (docs/pool-host-lost.md)`);
-    const birth = parseVolumeId(volumeId, this.hosts.configs);
-    const mountpoint = `${birth.host.mountRoot === "/" ? "" : birth.host.mountRoot}/${birth.leaf}`;
-    this.logger.debug({ op: "get", volumeId, poolHost: home.host, dataset: home.dataset, epoch: home.epoch }, "volume served by a copy other than its birth copy");
-    return { ...volume, id: volumeId, birth: { poolHost: ref.poolHost, dataset: ref.dataset, mountpoint } };
+    return props || this.hosts.names.length > 1 ? volumeAtHome(this.hosts, this.homes, this.logger, ref, undefined) : undefined;
   }
 
   /**
@@ -159,25 +135,34 @@ export class VolumeService {
   }
 
   /**
-   * The host a new volume goes to: the one named, or the one with the most free space among
-   * those that are not to hold its replicas (`exclude`: replicateTo; a volume and its replica
-   * on one host would protect against nothing).
+   * The host a new volume goes to and why (placement.ts: the pod's node when it is a pool host
+   * with room, else the StorageClass poolHost, else the most free space; never a host of its
+   * replicateTo, since a volume and its replica on one host would protect against nothing).
+   * Logged with the reason, which the volume also keeps in zcsi:placement.
    */
-  async chooseHost(poolHost: string | undefined, free?: ReadonlyMap<string, bigint>, exclude: readonly string[] = []): Promise<PoolHost> {
-    if (poolHost) return this.hosts.get(poolHost);
-    const hosts = this.hosts.all().filter((h) => !exclude.includes(h.config.name));
-    if (hosts.length === 0) throw invalidArgument(`parameter replicateTo names every pool host (${exclude.join(", ")}); none is left to hold the volume itself`);
-    if (hosts.length === 1 && hosts[0]) return hosts[0];
-    if (free) {
-      const best = [...free.entries()].filter(([name]) => !exclude.includes(name)).sort(([, a], [, b]) => (a === b ? 0 : a > b ? -1 : 1))[0];
-      if (best) return this.hosts.get(best[0]);
-    }
-    const settled = await Promise.allSettled(hosts.map(async (h) => ({ host: h, free: await this.available(h) })));
-    const usable = settled.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
-    for (const s of settled) if (s.status === "rejected") this.logger.warn({ op: "chooseHost", err: String(s.reason) }, "pool host skipped");
-    const best = usable.sort((a, b) => (a.free === b.free ? 0 : a.free > b.free ? -1 : 1))[0];
-    if (!best) throw unavailable("no pool host is reachable to place the volume on");
-    return best.host;
+  async place(spec: CreateSpec, known?: ReadonlyMap<string, bigint>): Promise<{ host: PoolHost; placement: string }> {
+    const exclude = spec.params.replicateTo ?? [];
+    const names = this.hosts.names;
+    if (names.every((n) => exclude.includes(n))) throw invalidArgument(`parameter replicateTo names every pool host (${exclude.join(", ")}); none is left to hold the volume itself`);
+    const free = known ?? (await this.freeByHost());
+    const choice = choosePlacement({ hosts: names, free, capacityBytes: spec.capacityBytes, exclude, ...(spec.preferredNode !== undefined && { preferredNode: spec.preferredNode }), ...(spec.params.poolHost !== undefined && { poolHost: spec.params.poolHost }) });
+    if (choice.host === undefined) throw unavailable("no pool host is reachable to place the volume on");
+    const placement = describePlacement(choice, spec.preferredNode);
+    this.logger.info({ op: "CreateVolume", leaf: spec.leaf, poolHost: choice.host, reason: choice.reason, placement, preferredNode: spec.preferredNode, free: Object.fromEntries([...free].map(([h, b]) => [h, b.toString()])) }, "pool host chosen");
+    return { host: this.hosts.get(choice.host), placement };
+  }
+
+  /** Free space of each host that answers (a host that does not is left out, and logged). */
+  private async freeByHost(): Promise<Map<string, bigint>> {
+    const hosts = this.hosts.all();
+    const settled = await Promise.allSettled(hosts.map((h) => this.available(h)));
+    const free = new Map<string, bigint>();
+    settled.forEach((s, i) => {
+      const name = hosts[i]?.config.name ?? "";
+      if (s.status === "fulfilled") free.set(name, s.value);
+      else this.logger.warn({ op: "CreateVolume", poolHost: name, err: errorMessage(s.reason) }, "pool host left out of placement: it cannot answer");
+    });
+    return free;
   }
 
   /**
@@ -189,9 +174,9 @@ export class VolumeService {
   async create(spec: CreateSpec, known?: Placement): Promise<Volume> {
     const source = spec.source;
     // A clone or restore lives where its source is (the caller checked poolHost agrees).
-    const host = source
-      ? this.hosts.get(source.kind === "snapshot" ? source.snapshot.ref.poolHost : source.volume.ref.poolHost)
-      : await this.chooseHost(spec.params.poolHost, known?.free, spec.params.replicateTo);
+    const { host, placement } = source
+      ? { host: this.hosts.get(source.kind === "snapshot" ? source.snapshot.ref.poolHost : source.volume.ref.poolHost), placement: "content-source" satisfies PlacementReason }
+      : await this.place(spec, known?.free);
     await requireHostCanHonour(host, spec.params);
     const dataset = this.datasetOf(host, spec.leaf);
     const needsSetup = spec.params.uid !== undefined || spec.params.gid !== undefined || spec.params.mode !== undefined;
@@ -212,6 +197,7 @@ export class VolumeService {
       [PROP.csiName]: spec.csiName,
       [PROP.parameters]: spec.params.canonical,
       [PROP.state]: needsSetup ? "creating" : "ready",
+      [PROP.placement]: placement,
       ...(source && { [PROP.contentSource]: contentSourceKey(source) ?? "" }),
       ...(spec.params.pvcName && spec.params.pvcNamespace && { [PROP.pvc]: `${spec.params.pvcNamespace}/${spec.params.pvcName}` }),
       ...(spec.params.pvName && { [PROP.pv]: spec.params.pvName }),
@@ -247,6 +233,7 @@ export class VolumeService {
           mounted: true,
           state: needsSetup ? "creating" : "ready",
           parameters: spec.params.canonical,
+          placement,
         };
     if (!volume) throw notFound(`dataset ${dataset} vanished right after it was created on ${host.config.name}`);
     return volume.state !== "ready" ? this.finish(volume, spec.params) : volume;
@@ -304,6 +291,19 @@ export class VolumeService {
     }
     await host.zfs.set(volume.ref.dataset, { [SIZE_PROPERTY]: bytes.toString() });
     return { ...volume, capacityBytes: bytes };
+  }
+
+  /**
+   * Changes a live volume's mutable parameters (modify.ts): validated with the stored ones,
+   * refused before anything changes when the host cannot take them, then one `zfs set`.
+   */
+  async modify(volume: Volume, mutable: Readonly<Record<string, string>>): Promise<Volume> {
+    const modification = planModification(volume, mutable, this.hosts.names);
+    // Only sidecar keys (or none): nothing to change; the CSI call still answers OK.
+    if (Object.keys(modification.properties).length === 1 && modification.params.canonical === volume.parameters) return volume;
+    await applyModification(this.hosts.get(volume.ref.poolHost), volume, modification);
+    this.logger.info({ op: "ControllerModifyVolume", volumeId: volume.id, set: modification.properties }, "volume parameters changed");
+    return { ...volume, parameters: modification.params.canonical };
   }
 
   /** Every zcsi volume on every host, ordered by id: one `zfs get` per host. */

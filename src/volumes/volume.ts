@@ -28,6 +28,8 @@ export interface Volume {
    * `ref` is where the data is now.
    */
   readonly birth?: { readonly poolHost: string; readonly dataset: string; readonly mountpoint: string };
+  /** Local zcsi:placement: why the volume was created on its host (placement.ts). */
+  readonly placement?: string;
 }
 
 /**
@@ -60,6 +62,8 @@ export interface CreateSpec {
   readonly capacityBytes: bigint;
   readonly params: VolumeParameters;
   readonly source?: ContentSource;
+  /** The node the pod was scheduled to (accessibility_requirements.preferred), if any. */
+  readonly preferredNode?: string;
 }
 
 export const VOLUME_PROPS = [
@@ -72,6 +76,7 @@ export const VOLUME_PROPS = [
   PROP.volume,
   PROP.role,
   PROP.fenced,
+  PROP.placement,
   SIZE_PROPERTY,
   "referenced",
   "mountpoint",
@@ -107,6 +112,7 @@ export function toVolume(host: PoolHost, dataset: string, props: PropertyMap): V
     ...optional("contentSource", local(props, PROP.contentSource)),
     ...optional("origin", props.get("origin")?.value),
     ...optional("replicateTo", local(props, PROP.replicateTo)),
+    ...optional("placement", local(props, PROP.placement)),
   };
 }
 

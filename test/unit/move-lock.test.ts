@@ -30,16 +30,6 @@ beforeEach(() => {
   api.leases.clear();
 });
 
-async function failure(p: Promise<unknown>): Promise<{ kind: string; message: string }> {
-  try {
-    await p;
-  } catch (err) {
-    if (isZcsiError(err)) return { kind: err.kind, message: err.message };
-    throw err;
-  }
-  throw new Error("expected a failure");
-}
-
 describe("the move lock", () => {
   it("names the Lease after a hash of the volume id: a valid object name, stable, distinct per volume", () => {
     expect(moveLeaseName(VOLUME)).toMatch(/^zcsi-move-[0-9a-f]{16}$/);
@@ -82,11 +72,13 @@ describe("the move lock", () => {
 
   it("a rerun takes over an interrupted move of the same operation (once), and never another operation's", async () => {
     const crashed = new MoveLocks(leases, "ops-1/100", logger, clock);
-    await (await crashed.acquire({ op: "failover", volumeId: VOLUME, from: "alice", to: "bob" })).step("promoted");
-    expect((await failure(new MoveLocks(leases, "ops-3/300", logger, clock).takeOver(VOLUME, "migrate"))).message).toMatch(/not a migrate/);
+    const first = await crashed.acquire({ op: "failover", volumeId: VOLUME, from: "alice", to: "bob" });
+    await first.step("promoted");
+    await expect(new MoveLocks(leases, "ops-3/300", logger, clock).takeOver(VOLUME, "migrate")).rejects.toThrow(/not a migrate, so a migrate cannot take it over/);
     const rerun = await new MoveLocks(leases, "ops-2/200", logger, clock).takeOver(VOLUME, "failover");
     expect(rerun?.record).toMatchObject({ step: "promoted", holder: "ops-2/200", takenOverFrom: "ops-1/100" });
-    // The old holder's view is stale: its step write is refused.
+    // The old holder's view is stale: its next step write is refused (the Lease changed under it).
+    await expect(first.step("workloads-restarted")).rejects.toMatchObject({ kind: "Aborted" });
     expect(await new MoveLocks(leases, "x", logger, clock).takeOver("alice:tank/k8s/none", "failover")).toBeUndefined();
     await rerun!.release();
     expect(api.leases.size).toBe(0);
