@@ -1,11 +1,11 @@
 import { status as grpcStatus } from "@grpc/grpc-js";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { mkdirSync, writeFileSync, appendFileSync, existsSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { SshExecutor } from "../src/exec/ssh.js";
 import { packageRoot } from "../src/util/package.js";
-import type { PoolHostEnv } from "../test/harness/controller.js";
+import type { ControllerEnv, PoolHostEnv } from "../test/harness/controller.js";
 
 /**
  * Benchmarks are not tests: they print medians and ratios against a baseline measured in the
@@ -113,4 +113,26 @@ export function failureSummary(results: readonly PromiseSettledResult<unknown>[]
     counts.set(key, (counts.get(key) ?? 0) + 1);
   }
   return [...counts].sort((a, b) => b[1] - a[1]).map(([key, n]) => `${n}× ${key}`);
+}
+
+/** `ssh alice sudo zfs send ... | ssh bob sudo zfs recv ...`, relayed through this process's pipes. */
+export async function rawPipe(env: ControllerEnv, sendArgv: string[], recvArgv: string[]): Promise<void> {
+  const ssh = (i: number, argv: string[]) => {
+    const h = env.hosts[i]!.sshd;
+    return spawn(
+      "ssh",
+      ["-i", h.privateKeyPath, "-o", `UserKnownHostsFile=${h.knownHostsPath}`, "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-p", String(h.port), `${h.user}@${h.address}`, "sudo", "-n", ...argv],
+      { stdio: ["pipe", "pipe", "pipe"] },
+    );
+  };
+  const recv = ssh(1, recvArgv);
+  const send = ssh(0, sendArgv);
+  send.stdin.end();
+  send.stdout.pipe(recv.stdin);
+  let errors = "";
+  send.stderr.on("data", (d: Buffer) => (errors += d.toString()));
+  recv.stderr.on("data", (d: Buffer) => (errors += d.toString()));
+  const exit = (p: ReturnType<typeof spawn>): Promise<number | null> => new Promise((resolve) => p.once("close", resolve));
+  const [s, r] = await Promise.all([exit(send), exit(recv)]);
+  if (s !== 0 || r !== 0) throw new Error(`raw send|recv failed (send ${s}, recv ${r}): ${errors.trim()}`);
 }

@@ -1,9 +1,8 @@
-import { spawn } from "node:child_process";
 import { silentLogger } from "../src/log.js";
 import { createReplicationEngine } from "../src/replication/engine.js";
 import type { ReplicationJob } from "../src/replication/types.js";
-import { startControllerEnv, type ControllerEnv } from "../test/harness/controller.js";
-import { median, report, timeMs } from "./lib.js";
+import { startControllerEnv } from "../test/harness/controller.js";
+import { median, rawPipe, report, timeMs } from "./lib.js";
 
 /**
  * Benchmark 5: replication of a dataset between two pool hosts (two zfs-fuse pools behind two
@@ -139,26 +138,4 @@ export async function benchReplication(): Promise<void> {
   } finally {
     await env.stop();
   }
-}
-
-/** `ssh alice sudo zfs send ... | ssh bob sudo zfs recv ...`, relayed through this process's pipes. */
-async function rawPipe(env: ControllerEnv, sendArgv: string[], recvArgv: string[]): Promise<void> {
-  const ssh = (i: number, argv: string[]) => {
-    const h = env.hosts[i]!.sshd;
-    return spawn(
-      "ssh",
-      ["-i", h.privateKeyPath, "-o", `UserKnownHostsFile=${h.knownHostsPath}`, "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-p", String(h.port), `${h.user}@${h.address}`, "sudo", "-n", ...argv],
-      { stdio: ["pipe", "pipe", "pipe"] },
-    );
-  };
-  const recv = ssh(1, recvArgv);
-  const send = ssh(0, sendArgv);
-  send.stdin.end();
-  send.stdout.pipe(recv.stdin);
-  let errors = "";
-  send.stderr.on("data", (d: Buffer) => (errors += d.toString()));
-  recv.stderr.on("data", (d: Buffer) => (errors += d.toString()));
-  const exit = (p: ReturnType<typeof spawn>): Promise<number | null> => new Promise((resolve) => p.once("close", resolve));
-  const [s, r] = await Promise.all([exit(send), exit(recv)]);
-  if (s !== 0 || r !== 0) throw new Error(`raw send|recv failed (send ${s}, recv ${r}): ${errors.trim()}`);
 }

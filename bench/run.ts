@@ -4,10 +4,11 @@ import { benchScale } from "./scale.js";
 import { benchDataPath } from "./datapath.js";
 import { benchMemory } from "./memory.js";
 import { benchReplication } from "./replication.js";
+import { benchMigrate } from "./migrate.js";
 
 /**
  * `npm run bench`: every benchmark, results in bench/results/latest.md.
- * BENCH_ONLY=provision,scale,datapath,memory,replication runs a subset (while developing one). The controller's
+ * BENCH_ONLY=provision,scale,datapath,memory,replication,migrate runs a subset (while developing one). The controller's
  * memory (benchmark 6) is measured inside `scale`, which has made the 1000 volumes it needs.
  */
 const benchmarks: Record<string, () => Promise<void>> = {
@@ -16,6 +17,7 @@ const benchmarks: Record<string, () => Promise<void>> = {
   datapath: benchDataPath,
   memory: benchMemory,
   replication: benchReplication,
+  migrate: benchMigrate,
 };
 const only = process.env.BENCH_ONLY?.split(",").map((s) => s.trim());
 startResults();

@@ -19,10 +19,16 @@ Usage:
                   [--annotation-interval 15m] [--annotation-bandwidth 50Mi] [--tick-interval 30]
                   [--lease-name zcsi-replicator] [--lease-namespace NS] [--no-leader-election]
   zcsi status --config config.yaml [--private-key-file F] [--output text|json]
+  zcsi migrate VOLUME --to HOST --config config.yaml [--max-final-delta 64Mi] [--detach-timeout 10m] [--namespace zcsi]
+  zcsi migrate VOLUME --abort --config config.yaml
+  zcsi drain HOST --config config.yaml [--to HOST] [--parallel 2] [--max-final-delta 64Mi] [--detach-timeout 10m] [--namespace zcsi]
+  zcsi failover VOLUME... | --host HOST  --config config.yaml [--to HOST] [--force] [--resume] [--namespace zcsi]
+  zcsi resync VOLUME... --host OLD --config config.yaml [--discard-diverged] [--resume] [--namespace zcsi]
   zcsi --version
 
 Environment (used when the flag is absent): CSI_ENDPOINT, ZCSI_CONFIG, ZCSI_PRIVATE_KEY_FILE,
 ZCSI_DRIVER_NAME, ZCSI_LOG_LEVEL, ZCSI_METRICS_ADDRESS, POD_NAME, POD_NAMESPACE; for node: NODE_ID or NODE_NAME, ZCSI_STATE_DIR.
+failover and resync read KUBECONFIG (or ~/.kube/config); docs/pool-host-lost.md is their runbook.
 /metrics is served only when --metrics-address (or ZCSI_METRICS_ADDRESS) is given; for controller and node an
 empty value turns it off.`;
 
@@ -50,6 +56,16 @@ async function main(argv: string[]): Promise<void> {
       "state-dir": { type: "string" },
       "max-volumes-per-node": { type: "string" },
       "sshfs-launcher": { type: "string" },
+      to: { type: "string" },
+      abort: { type: "boolean" },
+      parallel: { type: "string" },
+      "max-final-delta": { type: "string" },
+      "detach-timeout": { type: "string" },
+      host: { type: "string" },
+      force: { type: "boolean" },
+      resume: { type: "boolean" },
+      namespace: { type: "string" },
+      "discard-diverged": { type: "boolean" },
       version: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
@@ -64,7 +80,7 @@ async function main(argv: string[]): Promise<void> {
     if (role === undefined && !values.help) process.exitCode = 2;
     return;
   }
-  const logger = createLogger({ level: values["log-level"], name: `zcsi-${role}` });
+  const logger = createLogger({ level: values["log-level"], name: `zcsi-${role}`, fd: role === "migrate" || role === "drain" ? 2 : 1 });
   const endpoint = values.endpoint ?? process.env.CSI_ENDPOINT ?? "unix:///csi/csi.sock";
   const configPath = values.config ?? process.env.ZCSI_CONFIG;
   if (!configPath) throw new Error("--config (or ZCSI_CONFIG) is required");
@@ -144,6 +160,27 @@ async function main(argv: string[]): Promise<void> {
       if (output !== "text" && output !== "json") throw new Error("--output must be text or json");
       const { runStatusRole } = await import("./roles/status.js");
       process.exitCode = await runStatusRole(config, output, (text) => process.stdout.write(text));
+      return;
+    }
+    case "migrate":
+    case "drain": {
+      // stdout is the outcome (downtime, bytes of the final increment); logs go to stderr.
+      const { runMoveRole } = await import("./roles/migrate.js");
+      process.exitCode = await runMoveRole(role, positionals[1], config, {
+        to: values.to,
+        abort: values.abort,
+        parallel: values.parallel,
+        maxFinalDelta: values["max-final-delta"],
+        detachTimeout: values["detach-timeout"],
+        namespace: values.namespace ?? process.env.POD_NAMESPACE,
+        identity: process.env.POD_NAME,
+      }, logger, (text) => process.stdout.write(text));
+      return;
+    }
+    case "failover":
+    case "resync": {
+      const { runMobilityCommand } = await import("./roles/mobility-cli.js");
+      process.exitCode = await runMobilityCommand(role, config, logger, { ...values, volumeIds: positionals.slice(1) }, (text) => process.stdout.write(text));
       return;
     }
     default:

@@ -1,4 +1,4 @@
-import { invalidArgument, alreadyExists, notFound, outOfRange } from "../errors.js";
+import { invalidArgument, isZcsiError, alreadyExists, notFound, outOfRange } from "../errors.js";
 import type { Config } from "../config.js";
 import type { Logger } from "../log.js";
 import type { ControllerHandlers } from "../gen/csi/v1/Controller.js";
@@ -170,7 +170,17 @@ export class ControllerService {
     if (req.sourceVolumeId === "") throw invalidArgument("source_volume_id is required");
     const params = parseSnapshotParameters(req.parameters);
     const source = parseVolumeId(req.sourceVolumeId, this.volumes.hosts.configs, "source_volume_id");
-    return this.locks.run(snapshotLockKey(name), "CreateSnapshot", async () => ({ snapshot: toCsiSnapshot(await this.snapshots.create(source, name, params)) }));
+    return this.locks.run(snapshotLockKey(name), "CreateSnapshot", async () => {
+      try {
+        return { snapshot: toCsiSnapshot(await this.snapshots.create(source, name, params)) };
+      } catch (err) {
+        // The birth copy does not serve the volume (moved, its host down): snapshot the home copy.
+        if (!isZcsiError(err, "NotFound") && !isZcsiError(err, "Unavailable")) throw err;
+        const volume = await this.volumes.get(source);
+        if (!volume || (volume.ref.poolHost === source.poolHost && volume.ref.dataset === source.dataset)) throw err;
+        return { snapshot: toCsiSnapshot(await this.snapshots.create(volume.ref, name, params)) };
+      }
+    });
   }
 
   /**

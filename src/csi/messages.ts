@@ -13,10 +13,12 @@ import { volumeTopology } from "./topology.js";
  * (`placement`, for volumes created since CreateVolume records it; docs/placement.md).
  */
 export function volumeContext(volume: Volume): Record<string, string> {
+  // A moved volume keeps describing its birth copy: volume_context is immutable in a PV.
+  const at = volume.birth ?? { poolHost: volume.ref.poolHost, dataset: volume.ref.dataset, mountpoint: volume.mountpoint };
   return {
-    poolHost: volume.ref.poolHost,
-    dataset: volume.ref.dataset,
-    mountpoint: volume.mountpoint,
+    poolHost: at.poolHost,
+    dataset: at.dataset,
+    mountpoint: at.mountpoint,
     ...(volume.placement !== undefined && { placement: volume.placement }),
   };
 }

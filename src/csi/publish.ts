@@ -1,4 +1,4 @@
-import { alreadyExists, failedPrecondition, invalidArgument, isZcsiError, notFound } from "../errors.js";
+import { alreadyExists, failedPrecondition, invalidArgument, isZcsiError, notFound, unavailable } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { ControllerPublishVolumeRequest__Output } from "../gen/csi/v1/ControllerPublishVolumeRequest.js";
 import type { ControllerPublishVolumeResponse } from "../gen/csi/v1/ControllerPublishVolumeResponse.js";
@@ -7,6 +7,7 @@ import type { KeyedLocks } from "../util/locks.js";
 import { parseVolumeId } from "../volumes/ids.js";
 import { isPublishedMode, NODE_ID, readPublications, writePublications, type Publication, type PublishedMode } from "../volumes/publications.js";
 import type { VolumeService } from "../volumes/service.js";
+import { parseMoving } from "../volumes/moving.js";
 import { requireCapabilities } from "./capabilities.js";
 
 /**
@@ -105,6 +106,13 @@ export class Publisher {
     const wanted: Publication = { node: req.nodeId, mode, readonly: req.readonly };
     return this.locks.run(ref.leaf, "ControllerPublishVolume", async () => {
       const home = await this.volumes.resolveHome(req.volumeId);
+      if (home.moving !== undefined) {
+        // A planned move (zcsi migrate) waits for every node to let go; the external-attacher
+        // retries UNAVAILABLE, and the retry after the move gets the new home.
+        const { target, since } = parseMoving(home.moving);
+        this.logger.info({ op: "ControllerPublishVolume", volumeId: req.volumeId, nodeId: req.nodeId, poolHost: home.host, movingTo: target, since }, "refused: the volume is moving");
+        throw unavailable(`volume ${req.volumeId} is moving to ${target}${since !== undefined ? ` (attaches blocked since ${since})` : ""}; retry when the move is done`);
+      }
       const host = this.volumes.hosts.get(home.host);
       const record = await readPublications(host, home.dataset);
       const decision = decidePublish(record.publications, wanted, req.volumeId);

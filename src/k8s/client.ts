@@ -7,7 +7,7 @@ import type { AnnotationPatch, PvAnnotator } from "./pv.js";
 import { leaseConflict, leaseExists, leaseFromObject, type LeaseSpec, type LeaseStore, type StoredLease } from "./lease.js";
 
 /**
- * The only module that imports @kubernetes/client-node. It implements the small interfaces
+ * With kube-mobility.ts, the only modules that import @kubernetes/client-node. They implement the small interfaces
  * the rest of zcsi uses (LeaseStore, EventSink, NodeSource, PvAnnotator); everything else stays testable without a
  * cluster. client-node 1.x quirk worked around here: MicroTime fields (Lease acquireTime,
  * renewTime) are not in its type map, so they come back as plain strings although typed as
@@ -50,12 +50,12 @@ export function podNamespace(): string | undefined {
   }
 }
 
-function statusOf(err: unknown): number | undefined {
+export function statusOf(err: unknown): number | undefined {
   return err instanceof ApiException ? err.code : undefined;
 }
 
 /** A short reason from an API error: the Status message when the body is one. */
-function describe(err: unknown): string {
+export function describe(err: unknown): string {
   if (err instanceof ApiException) {
     const body: unknown = err.body;
     let message: string | undefined;
@@ -74,7 +74,7 @@ function describe(err: unknown): string {
   return errorMessage(err);
 }
 
-function leaseBody(name: string, namespace: string, spec: LeaseSpec, current?: StoredLease): V1Lease {
+export function leaseBody(name: string, namespace: string, spec: LeaseSpec, current?: StoredLease): V1Lease {
   return {
     apiVersion: "coordination.k8s.io/v1",
     kind: "Lease",

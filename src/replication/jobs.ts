@@ -6,6 +6,7 @@ import { formatVolumeId } from "../volumes/ids.js";
 import { durationSeconds } from "../util/units.js";
 import { DEFAULT_REPLICATION_INTERVAL, MIN_REPLICATION_BANDWIDTH, MIN_REPLICATION_INTERVAL_SECONDS } from "../volumes/parameters.js";
 import { PROP } from "../volumes/properties.js";
+import { isServingCopy } from "../volumes/volume.js";
 import { isBelow, validateDataset } from "../zfs/names.js";
 import { ownUserPropertyValue, type PropertyMap } from "../zfs/parse.js";
 import type { ReplicationJob } from "./types.js";
@@ -40,7 +41,7 @@ export const REPLICATION_NODE_SELECTOR = `${REPLICATION_LABEL}=true`;
  */
 
 /** What one discovery command per pool host asks for. */
-export const VOLUME_DISCOVERY_PROPS = [PROP.csiName, PROP.pv, PROP.replicateTo, PROP.replicationInterval, PROP.replicationBandwidth] as const;
+export const VOLUME_DISCOVERY_PROPS = [PROP.csiName, PROP.pv, PROP.replicateTo, PROP.replicationInterval, PROP.replicationBandwidth, PROP.volume, PROP.role, PROP.replicaOf, PROP.fenced] as const;
 
 export interface ScheduledJob {
   readonly job: ReplicationJob;
@@ -90,8 +91,10 @@ export function volumeJobs(host: PoolHostConfig, all: PropertyMap, hosts: readon
     if (!isBelow(parent, dataset) || dataset.includes("@") || dataset.slice(parent.length + 1).includes("/")) continue;
     const csiName = local(props, PROP.csiName);
     const replicateTo = local(props, PROP.replicateTo);
-    if (csiName === undefined || replicateTo === undefined) continue;
-    const volumeId = formatVolumeId({ poolHost: host.name, dataset });
+    // Only the volume's serving copy sends: a replica (a demoted home too) or a fenced copy never does.
+    if (csiName === undefined || replicateTo === undefined || !isServingCopy(props)) continue;
+    // A promoted copy replicates as the volume it serves (zcsi:volume: its birth id).
+    const volumeId = local(props, PROP.volume) ?? formatVolumeId({ poolHost: host.name, dataset });
     const where = `volume ${volumeId}`;
     const leaf = dataset.slice(parent.length + 1);
     const intervalText = local(props, PROP.replicationInterval);

@@ -1,5 +1,5 @@
 import { copyName, type HomeDecision } from "../volumes/home.js";
-import { FIRST_EPOCH, PROP } from "../volumes/properties.js";
+import { CARRIED_PROPS, FIRST_EPOCH, PROP } from "../volumes/properties.js";
 import { ownUserPropertyValue, type DatasetProperties } from "../zfs/parse.js";
 import { replicaMark } from "./bookkeeping.js";
 import type { ReplicationJob } from "./types.js";
@@ -15,7 +15,20 @@ import type { ReplicationJob } from "./types.js";
  */
 
 /** The zcsi properties both sides are read with (in the same `zfs get` as their snapshots). */
-export const ROLE_PROPS = [PROP.volume, PROP.role, PROP.epoch, PROP.fenced, PROP.replicaOf];
+export const ROLE_PROPS = [PROP.volume, PROP.role, PROP.epoch, PROP.fenced, PROP.replicaOf, PROP.meta, ...CARRIED_PROPS];
+
+/**
+ * The volume's metadata a replica carries in zcsi:meta (the source's own CARRIED_PROPS, as
+ * JSON, keys sorted), so a promotion can make it the volume with its old home gone; undefined
+ * for a source that has none (a node-annotation dataset).
+ */
+export function carriedMeta(source: DatasetProperties | undefined): string | undefined {
+  const entries = CARRIED_PROPS.flatMap((name) => {
+    const v = own(source, name);
+    return v === undefined ? [] : [[name, v] as const];
+  });
+  return entries.length === 0 ? undefined : JSON.stringify(Object.fromEntries(entries));
+}
 
 function own(props: DatasetProperties | undefined, name: string): string | undefined {
   const v = ownUserPropertyValue(props?.get(name));
@@ -42,11 +55,13 @@ export function identityOf(job: ReplicationJob, source: DatasetProperties | unde
 
 /** The properties that make the target a replica of this source at the source's epoch (with readonly=on). */
 export function replicaProperties(job: ReplicationJob, source: DatasetProperties | undefined): Record<string, string> {
+  const meta = carriedMeta(source);
   return {
     [PROP.replicaOf]: replicaMark(job.source),
     [PROP.volume]: identityOf(job, source),
     [PROP.role]: "replica",
     [PROP.epoch]: String(sideRole(source).epoch),
+    ...(meta !== undefined && { [PROP.meta]: meta }),
     readonly: "on",
   };
 }

@@ -7,6 +7,7 @@ import { ConditionLog } from "../util/periodic.js";
 import type { PoolHost, PoolHosts } from "../volumes/hosts.js";
 import { formatVolumeId } from "../volumes/ids.js";
 import { PROP } from "../volumes/properties.js";
+import { isServingCopy } from "../volumes/volume.js";
 import { hasReason } from "../zfs/errors.js";
 import { ownUserPropertyValue, PropertyView, type PropertyMap } from "../zfs/parse.js";
 import { formatPolicy, parsePolicy, type RetentionPolicy } from "../volumes/schedule.js";
@@ -50,6 +51,9 @@ const DISCOVERY_PROPS = [
   PROP.replicatedThrough,
   PROP.autoSnapshot,
   PROP.snapshotName,
+  PROP.role,
+  PROP.replicaOf,
+  PROP.fenced,
 ];
 
 export interface SnapshotInfo {
@@ -113,7 +117,8 @@ export function discoverVolumes(parent: string, all: PropertyMap): ManagedVolume
   const volumes: ManagedVolume[] = [];
   for (const [dataset, props] of all) {
     if (!dataset.startsWith(prefix) || dataset.includes("@") || dataset.slice(prefix.length).includes("/")) continue;
-    if (local(props, PROP.csiName) === undefined) continue;
+    // Only the copy serving a volume is snapshotted: a replica (a demoted home too) receives them, a fenced copy is kept as it is.
+    if (!isServingCopy(props)) continue;
     const pv = local(props, PROP.pv);
     const schedule = local(props, PROP.snapshotSchedule);
     const replicateTo = local(props, PROP.replicateTo);

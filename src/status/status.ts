@@ -34,6 +34,8 @@ const VOLUME_PROPS = [
   PROP.epoch,
   PROP.replicaOf,
   PROP.fenced,
+  PROP.diverged,
+  PROP.failedOver,
   "readonly",
   SIZE_PROPERTY,
   "referenced",
@@ -74,6 +76,10 @@ export interface VolumeStatus {
   readonly copyOf?: string;
   /** zcsi:fenced: why this stale primary was fenced. */
   readonly fenced?: string;
+  /** zcsi:diverged (JSON): diverged data a resync kept aside; not a copy of the volume any more. */
+  readonly diverged?: string;
+  /** zcsi:failed-over (JSON): this copy became the home by a failover, and the data-loss window. */
+  readonly failedOver?: string;
 }
 
 export interface PoolHostStatus {
@@ -125,6 +131,11 @@ function countSnapshots(names: readonly string[]): Map<string, { total: number; 
     counts.set(dataset, entry);
   }
   return counts;
+}
+
+function optionalOwn<K extends string>(key: K, props: DatasetProperties, name: string): { [P in K]?: string } {
+  const v = ownUserPropertyValue(props.get(name));
+  return (v === undefined || v === "-" || v === "" ? {} : { [key]: v }) as { [P in K]?: string };
 }
 
 function describeFailure(what: string, err: unknown): string {
@@ -186,6 +197,8 @@ async function collectHost(host: PoolHost): Promise<PoolHostStatus> {
         epoch,
         ...(facts.volume !== undefined && facts.volume !== id && { copyOf: facts.volume }),
         ...(facts.fenced !== undefined && { fenced: facts.fenced }),
+        ...optionalOwn("diverged", props, PROP.diverged),
+        ...optionalOwn("failedOver", props, PROP.failedOver),
       });
     }
   }
@@ -224,7 +237,7 @@ export async function collectStatus(hosts: PoolHosts, options: { now?: () => Dat
 /** Stale primaries and split brains, found by grouping every listed copy by the volume it belongs to. */
 export function copyProblems(hosts: readonly PoolHostStatus[]): string[] {
   const byVolume = new Map<string, VolumeStatus[]>();
-  for (const v of hosts.flatMap((h) => h.volumes)) byVolume.set(v.copyOf ?? v.id, [...(byVolume.get(v.copyOf ?? v.id) ?? []), v]);
+  for (const v of hosts.flatMap((h) => h.volumes).filter((c) => c.diverged === undefined)) byVolume.set(v.copyOf ?? v.id, [...(byVolume.get(v.copyOf ?? v.id) ?? []), v]);
   const unknown = hosts.filter((h) => !h.up && h.errors.length > 0).map((h) => ({ host: h.name, reason: h.errors.join("; ") }));
   const problems: string[] = [];
   for (const [volumeId, copies] of [...byVolume].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
@@ -305,7 +318,7 @@ function renderText(status: Status): string {
         v.poolHost,
         v.csiName,
         v.pvc ?? "-",
-        `${v.fenced !== undefined ? "stale" : v.role}@${v.epoch}`,
+        v.diverged !== undefined ? "diverged" : `${v.fenced !== undefined ? "stale" : v.role}@${v.epoch}`,
         formatBytes(v.sizeBytes),
         formatBytes(v.usedBytes),
         percent(v.usedBytes, v.sizeBytes),
@@ -318,9 +331,45 @@ function renderText(status: Status): string {
   } else {
     parts.push("No volumes.");
   }
+  parts.push(...mobilityLines(volumes));
   const problems = status.hosts.flatMap((h) => [...(h.up ? [] : [`${h.name}: DOWN (its volumes are degraded; the other pool hosts serve on)`]), ...h.errors.map((e) => `${h.name}: ${e}`)]).concat(status.copyProblems);
   if (problems.length > 0) parts.push(["Problems:", ...problems.map((p) => `  ${p}`)].join("\n"));
   return parts.join("\n\n") + "\n";
+}
+
+const parseJson = (text: string): Record<string, unknown> => {
+  try {
+    const v = JSON.parse(text) as unknown;
+    return typeof v === "object" && v !== null ? (v as Record<string, unknown>) : {};
+  } catch {
+    return {};
+  }
+};
+
+/**
+ * Where each volume with copies is served from (the unfenced primary at the newest epoch), with
+ * its replicas, stale copies and the data-loss window of a failover; then the diverged data
+ * resyncs kept. Empty when no volume has a copy elsewhere.
+ */
+function mobilityLines(volumes: readonly VolumeStatus[]): string[] {
+  const byVolume = new Map<string, VolumeStatus[]>();
+  for (const v of volumes.filter((c) => c.diverged === undefined)) byVolume.set(v.copyOf ?? v.id, [...(byVolume.get(v.copyOf ?? v.id) ?? []), v]);
+  const homes: string[] = [];
+  for (const [id, copies] of [...byVolume].sort(([a], [b]) => (a < b ? -1 : 1))) {
+    if (copies.length < 2 && copies.every((c) => c.copyOf === undefined)) continue;
+    const name = (c: VolumeStatus): string => `${c.poolHost}:${c.dataset}`;
+    const live = copies.filter((c) => c.role === "primary" && c.fenced === undefined).sort((a, b) => b.epoch - a.epoch)[0];
+    const replicas = copies.filter((c) => c.role === "replica").map(name);
+    const stale = copies.filter((c) => c.role === "primary" && c !== live).map(name);
+    const failed = live?.failedOver !== undefined ? parseJson(live.failedOver) : undefined;
+    const window = failed ? `; failed over from ${String(failed.from)} at ${String(failed.at)}, writes after ${String(failed.lastSnapshotAt ?? "?")} (${String(failed.lastSnapshot ?? "no snapshot")}) not here` : "";
+    homes.push(`  ${id}: home ${live ? `${name(live)} (epoch ${live.epoch})` : "NONE reachable"}; replicas: ${replicas.join(", ") || "none"}${stale.length > 0 ? `; stale: ${stale.join(", ")}` : ""}${window}`);
+  }
+  const kept = volumes.filter((v) => v.diverged !== undefined).map((v) => {
+    const d = parseJson(v.diverged ?? "");
+    return `  ${v.poolHost}:${v.dataset}: writes of ${String(d.volume)} at epoch ${String(d.epoch)} that ${String(d.home)} never got; kept since ${String(d.at)} (zcsi never destroys it)`;
+  });
+  return [...(homes.length > 0 ? [["Homes:", ...homes].join("\n")] : []), ...(kept.length > 0 ? [["Kept diverged data:", ...kept].join("\n")] : [])];
 }
 
 /**

@@ -18,6 +18,7 @@ export interface CopyFacts {
   readonly epoch?: string | undefined;
   readonly replicaOf?: string | undefined;
   readonly fenced?: string | undefined;
+  readonly moving?: string | undefined;
   readonly readonly: boolean;
   readonly mountpoint?: string | undefined;
 }
@@ -33,6 +34,8 @@ export interface Copy {
   readonly readonly: boolean;
   /** zcsi:fenced: why it was fenced, when it was. */
   readonly fenced?: string;
+  /** zcsi:moving: a planned move blocks this copy's attaches (`<target>@<time>`). */
+  readonly moving?: string;
   readonly mountpoint: string;
 }
 
@@ -91,6 +94,7 @@ export function classifyCopy(volumeId: string, birth: { readonly host: string; r
     identity: volumeId,
     readonly: facts.readonly,
     ...(facts.fenced !== undefined && { fenced: facts.fenced }),
+    ...(facts.moving !== undefined && { moving: facts.moving }),
     mountpoint: facts.mountpoint ?? "",
   };
 }

@@ -13,6 +13,8 @@ export interface ResolvedHome {
   readonly dataset: string;
   readonly mountpoint: string;
   readonly epoch: number;
+  /** zcsi:moving of the home: a planned move blocks new attaches (`<target>@<time>`). */
+  readonly moving?: string;
 }
 
 /** Everything known about a volume's copies: the decision (home.ts) with the birth it was made for. */
@@ -21,7 +23,7 @@ export interface VolumeCopies extends HomeDecision {
   readonly birth: { readonly host: string; readonly dataset: string };
 }
 
-export const HOME_PROPS = [PROP.csiName, PROP.volume, PROP.role, PROP.epoch, PROP.replicaOf, PROP.fenced, "readonly", "mountpoint"];
+export const HOME_PROPS = [PROP.csiName, PROP.volume, PROP.role, PROP.epoch, PROP.replicaOf, PROP.fenced, PROP.moving, "readonly", "mountpoint"];
 
 /** What a dataset's properties say for home.ts: own (local or received) zcsi values only, never inherited ones. */
 export function copyFacts(host: string, dataset: string, props: PropertyMap): CopyFacts {
@@ -38,6 +40,7 @@ export function copyFacts(host: string, dataset: string, props: PropertyMap): Co
     epoch: own(PROP.epoch),
     replicaOf: own(PROP.replicaOf),
     fenced: own(PROP.fenced),
+    moving: own(PROP.moving),
     readonly: storedReadonly(props.get("readonly")),
     mountpoint: props.get("mountpoint")?.value,
   };
@@ -107,7 +110,7 @@ export class VolumeHomes {
     const { home, problems, unknown } = copies;
     const splitBrain = problems.find((p) => p.startsWith("split brain"));
     if (splitBrain !== undefined) throw failedPrecondition(`volume ${volumeId}: ${splitBrain}`);
-    if (home) return { host: home.host, dataset: home.dataset, mountpoint: home.mountpoint, epoch: home.epoch };
+    if (home) return { host: home.host, dataset: home.dataset, mountpoint: home.mountpoint, epoch: home.epoch, ...(home.moving !== undefined && { moving: home.moving }) };
     const seen = copies.stale.length + copies.replicas.length > 0;
     if (unknown.length > 0) {
       throw unavailable(`volume ${volumeId} has no home among the pool hosts that answered; not reachable: ${unknown.map((u) => `${u.host} (${u.reason})`).join(", ")}${problems.length > 0 ? `; ${problems.join("; ")}` : ""}`);

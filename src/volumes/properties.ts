@@ -79,7 +79,50 @@ export const PROP = {
    * never destroyed automatically; an operator's resync turns it into a replica.
    */
   fenced: "zcsi:fenced",
+  /**
+   * On the home copy while a planned move (`zcsi migrate`) holds its attaches:
+   * `<target host>@<ISO time the attaches were blocked>`. ControllerPublishVolume answers
+   * UNAVAILABLE while the home carries it (the external-attacher retries), so the block is in
+   * ZFS with the data and outlives a killed CLI; the move removes it when it is done or undone.
+   */
+  moving: "zcsi:moving",
+  /**
+   * On a replica: the volume's metadata (CARRIED_PROPS of its source, as a JSON object of
+   * property → value), set by the replicator at each receive, so that a promotion can make the
+   * replica the volume even when the old home is gone (mobility/promote.ts). One property, so
+   * nothing that looks for volumes (zcsi:csi-name, schedules, replicate-to) mistakes a replica
+   * for one.
+   */
+  meta: "zcsi:meta",
+  /**
+   * On data a resync kept aside (`<leaf>-diverged-<time>`, readonly): JSON {volume, epoch,
+   * home, at}: the stale copy's writes that never reached the new home. Listed by `zcsi status`,
+   * never destroyed by zcsi.
+   */
+  diverged: "zcsi:diverged",
+  /**
+   * On a copy promoted by a failover: JSON {from, epoch, at, lastSnapshot, lastSnapshotAt}, the
+   * data-loss window (writes on the old home after lastSnapshotAt are not here). Shown by `zcsi status`.
+   */
+  failedOver: "zcsi:failed-over",
 } as const;
+
+/**
+ * What a copy needs to be the volume for every controller call (CreateVolume's properties):
+ * carried to replicas in zcsi:meta, set on a copy when it is promoted.
+ */
+export const CARRIED_PROPS = [
+  "zcsi:csi-name",
+  "zcsi:parameters",
+  "zcsi:pvc",
+  "zcsi:pv",
+  "zcsi:content-source",
+  "zcsi:snapshot-schedule",
+  "zcsi:replicate-to",
+  "zcsi:replication-interval",
+  "zcsi:replication-bandwidth",
+  "refquota",
+] as const;
 
 export const ROLES = ["primary", "replica"] as const;
 export type Role = (typeof ROLES)[number];

@@ -7,10 +7,11 @@ import type { VolumeParameters } from "./parameters.js";
 import { FIRST_EPOCH, PROP, SIZE_PROPERTY } from "./properties.js";
 import { requireHostCanHonour } from "./host-limits.js";
 import { applyModification, planModification } from "./modify.js";
-import { VolumeHomes } from "./homes.js";
+import { VolumeHomes, type ResolvedHome } from "./homes.js";
+import { volumeAtHome } from "./moved.js";
 import { choosePlacement, describePlacement, type PlacementReason } from "./placement.js";
 import { ContentCopies } from "./sources.js";
-import { cloneSnapshotName, contentSourceKey, isReplica, toVolume, VOLUME_PROPS, type CreateSpec, type Placement, type PropertyMap, type ReplicationHolds, type Volume } from "./volume.js";
+import { cloneSnapshotName, contentSourceKey, isFenced, isReplica, isServingCopy, toVolume, VOLUME_PROPS, type CreateSpec, type Placement, type PropertyMap, type ReplicationHolds, type Volume } from "./volume.js";
 import { PropertyView } from "../zfs/parse.js";
 
 export { cloneSnapshotName, contentSourceKey, type ContentSource, type CreateSpec, type Placement, type ReplicationHolds, type Volume } from "./volume.js";
@@ -46,7 +47,7 @@ export class VolumeService {
    * answer), fencing any stale copy it meets. NotFound: no copy; Unavailable: the only
    * candidates are on unreachable hosts; FailedPrecondition: split brain or no live primary.
    */
-  resolveHome(volumeId: string): Promise<{ host: string; dataset: string; mountpoint: string; epoch: number }> {
+  resolveHome(volumeId: string): Promise<ResolvedHome> {
     return this.homes.resolve(volumeId);
   }
 
@@ -59,15 +60,22 @@ export class VolumeService {
     return `${host.config.parentDataset}/${leaf}`;
   }
 
-  /** The volume at `ref`; undefined when no dataset is there. Throws FailedPrecondition for a dataset zcsi did not create. */
+  /** The volume born at `ref`: one `zfs get` while the birth copy serves it, else its home (moved.ts). */
   async get(ref: VolumeRef): Promise<Volume | undefined> {
     const host = this.hosts.get(ref.poolHost);
-    // A volume that is not there is an answer (DeleteVolume retries, NOT_FOUND), not a failure.
-    const props = (await host.zfs.get([ref.dataset], VOLUME_PROPS, { missingOk: true })).get(ref.dataset);
-    if (!props) return undefined;
-    const volume = toVolume(host, ref.dataset, props);
-    if (!volume) throw failedPrecondition(`dataset ${ref.dataset} on ${ref.poolHost} exists but was not created by zcsi (no ${PROP.csiName}); refusing to touch it`);
-    return volume;
+    let props: PropertyMap | undefined;
+    try {
+      props = (await host.zfs.get([ref.dataset], VOLUME_PROPS, { missingOk: true })).get(ref.dataset);
+    } catch (err) {
+      if (!isZcsiError(err, "Unavailable")) throw err;
+      return volumeAtHome(this.hosts, this.homes, this.logger, ref, err);
+    }
+    if (props && !isReplica(props) && !isFenced(props)) {
+      const volume = toVolume(host, ref.dataset, props);
+      if (!volume) throw failedPrecondition(`dataset ${ref.dataset} on ${ref.poolHost} exists but was not created by zcsi (no ${PROP.csiName}); refusing to touch it`);
+      return volume;
+    }
+    return props || this.hosts.names.length > 1 ? volumeAtHome(this.hosts, this.homes, this.logger, ref, undefined) : undefined;
   }
 
   /**
@@ -97,7 +105,7 @@ export class VolumeService {
         const parentProps = found.get(parent);
         if (!parentProps) return { host: name, unusable: failedPrecondition(`parent dataset ${parent} does not exist on pool host ${name}; create it first (see docs/pool-host.md)`) as unknown, free: undefined, volume: undefined };
         const entry = found.get(dataset);
-        const props = entry && !isReplica(entry) ? entry : undefined;
+        const props = entry && !isReplica(entry) && !isFenced(entry) ? entry : undefined;
         const volume = props ? toVolume(host, dataset, props) : undefined;
         if (props && !volume) throw failedPrecondition(`dataset ${dataset} on ${name} exists but was not created by zcsi (no ${PROP.csiName}); refusing to touch it`);
         return { host: name, free: new PropertyView(parent, parentProps, name).integer("available"), volume, unusable: undefined };
@@ -270,7 +278,7 @@ export class VolumeService {
   async delete(ref: VolumeRef): Promise<boolean> {
     const volume = await this.get(ref);
     if (!volume) return false;
-    return this.destroyer.destroy(this.hosts.get(ref.poolHost), volume);
+    return this.destroyer.destroy(this.hosts.get(volume.ref.poolHost), volume); // the home copy
   }
 
   /** Sets the size limit. Shrinking below what the volume already holds is OUT_OF_RANGE. */
@@ -316,7 +324,8 @@ export class VolumeService {
     const volumes: Volume[] = [];
     for (const [dataset, props] of all) {
       if (dataset === parent || !dataset.startsWith(parent + "/") || dataset.slice(parent.length + 1).includes("/")) continue;
-      const volume = toVolume(host, dataset, props);
+      // Replicas and fenced copies are not volumes; a moved volume is listed where it is served.
+      const volume = isServingCopy(props) ? toVolume(host, dataset, props) : undefined;
       if (volume) volumes.push(volume);
     }
     return volumes;

@@ -5,6 +5,7 @@ import type { PoolHost, PoolHosts } from "./hosts.js";
 import { formatSnapshotId, formatVolumeId, parseSnapshotId, parseVolumeId, type SnapshotRef, type VolumeRef } from "./ids.js";
 import type { SnapshotParameters } from "./parameters.js";
 import { AUTO_SNAPSHOT_PREFIX, PROP } from "./properties.js";
+import { isServingCopy } from "./volume.js";
 
 /** A CSI snapshot: a ZFS snapshot of a zcsi volume carrying zcsi:csi-snapshot-name, not deleted. */
 export interface Snapshot {
@@ -39,7 +40,7 @@ export type SnapshotLookup =
   | { readonly state: "other"; readonly name: string };
 
 /** Everything a snapshot lookup or listing needs, for volumes and snapshots alike, in one `zfs get`. */
-const SNAPSHOT_PROPS = [PROP.snapshotName, PROP.autoSnapshot, PROP.csiName, "defer_destroy", "creation", "referenced"];
+const SNAPSHOT_PROPS = [PROP.snapshotName, PROP.autoSnapshot, PROP.csiName, PROP.volume, PROP.role, PROP.replicaOf, PROP.fenced, "defer_destroy", "creation", "referenced"];
 
 type Props = ReadonlyMap<string, { value: string; source: string }>;
 
@@ -67,7 +68,8 @@ export function classifySnapshot(poolHost: string, name: string, all: PropertyMa
     snapshot: {
       id: formatSnapshotId(ref),
       ref,
-      sourceVolumeId: formatVolumeId({ poolHost, dataset }),
+      // A promoted copy's snapshots belong to the volume it serves (zcsi:volume, its birth id).
+      sourceVolumeId: local(all.get(dataset), PROP.volume) ?? formatVolumeId({ poolHost, dataset }),
       creationSeconds: new PropertyView(name, props, poolHost).integer("creation"),
       sizeBytes: new PropertyView(name, props, poolHost).integer("referenced"),
       ...(scheduled && { scheduled: true }),
@@ -133,7 +135,9 @@ export class SnapshotService {
   async create(source: VolumeRef, name: string, params: SnapshotParameters): Promise<Snapshot> {
     const host = this.hosts.get(source.poolHost);
     const all = await this.tree(host);
-    if (local(all.get(source.dataset), PROP.csiName) === undefined) throw notFound(`source volume ${formatVolumeId(source)} does not exist`);
+    // Not the serving copy (a replica, fenced): NotFound here, and the caller looks for the volume's home.
+    const sourceProps = all.get(source.dataset);
+    if (sourceProps === undefined || !isServingCopy(sourceProps)) throw notFound(`source volume ${formatVolumeId(source)} does not exist`);
     for (const existing of this.snapshotNames(host, all).filter((n) => n.endsWith(`@${name}`))) {
       const found = classifySnapshot(host.config.name, existing, all);
       const onSource = existing === `${source.dataset}@${name}`;

@@ -22,6 +22,12 @@ export interface Volume {
   readonly origin?: string;
   /** Local zcsi:replicate-to: the hosts the replicator copies this volume to. */
   readonly replicateTo?: string;
+  /**
+   * Set when the copy serving the volume is not its birth copy (a promoted replica): where the
+   * volume was born, which is what its id and volume_context keep saying (a PV is immutable).
+   * `ref` is where the data is now.
+   */
+  readonly birth?: { readonly poolHost: string; readonly dataset: string; readonly mountpoint: string };
   /** Local zcsi:placement: why the volume was created on its host (placement.ts). */
   readonly placement?: string;
 }
@@ -60,7 +66,23 @@ export interface CreateSpec {
   readonly preferredNode?: string;
 }
 
-export const VOLUME_PROPS = [PROP.csiName, PROP.state, PROP.parameters, PROP.contentSource, PROP.replicateTo, PROP.replicaOf, PROP.placement, SIZE_PROPERTY, "referenced", "mountpoint", "mounted", "origin"];
+export const VOLUME_PROPS = [
+  PROP.csiName,
+  PROP.state,
+  PROP.parameters,
+  PROP.contentSource,
+  PROP.replicateTo,
+  PROP.replicaOf,
+  PROP.volume,
+  PROP.role,
+  PROP.fenced,
+  PROP.placement,
+  SIZE_PROPERTY,
+  "referenced",
+  "mountpoint",
+  "mounted",
+  "origin",
+];
 
 export type PropertyMap = ReadonlyMap<string, { value: string; source: string }>;
 
@@ -73,10 +95,12 @@ export function toVolume(host: PoolHost, dataset: string, props: PropertyMap): V
   const csiName = local(props, PROP.csiName);
   if (csiName === undefined) return undefined;
   const ref = { poolHost: host.config.name, dataset };
+  // A promoted copy is the volume under the id it was born with (zcsi:volume); any other copy's id names itself.
+  const identity = local(props, PROP.volume);
   const view = new PropertyView(dataset, props, host.config.name);
   const number = (name: string): bigint => view.integer(name);
   return {
-    id: formatVolumeId(ref),
+    id: identity !== undefined && identity !== "-" && identity !== "" ? identity : formatVolumeId(ref),
     ref,
     csiName,
     capacityBytes: number(SIZE_PROPERTY),
@@ -107,6 +131,24 @@ export function cloneSnapshotName(sourceDataset: string, leaf: string): string {
  * volume of that name nor blocks the volume's own CreateVolume on its real host.
  */
 export function isReplica(props: PropertyMap): boolean {
+  // Its own zcsi:role decides (a promoted copy may still carry zcsi:replica-of for a moment).
+  const role = local(props, PROP.role);
+  if (role === "primary") return false;
+  if (role === "replica") return true;
   const mark = props.get(PROP.replicaOf)?.value;
   return mark !== undefined && mark !== "-" && mark !== "";
+}
+
+/** A stale primary, fenced (zcsi:fenced): kept, never served. */
+export function isFenced(props: PropertyMap): boolean {
+  const v = local(props, PROP.fenced);
+  return v !== undefined && v !== "-" && v !== "";
+}
+
+/**
+ * Whether a dataset serves its volume: zcsi's (zcsi:csi-name), neither a replica nor fenced.
+ * Only such copies are listed, snapshotted, replicated from or acted on by controller calls.
+ */
+export function isServingCopy(props: PropertyMap): boolean {
+  return local(props, PROP.csiName) !== undefined && !isReplica(props) && !isFenced(props);
 }

@@ -296,6 +296,12 @@ export function zfsHolds(snapshots: readonly string[]): string[] {
 }
 
 /** `zfs promote <clone>`. */
+/** `zfs rollback -r <snapshot>`: destroys the later snapshots and writes. Only behind an operator's explicit flag. */
+export function zfsRollback(snapshot: string): string[] {
+  validateSnapshot(snapshot);
+  return ["zfs", "rollback", "-r", snapshot];
+}
+
 export function zfsPromote(dataset: string): string[] {
   validateDataset(dataset);
   return ["zfs", "promote", dataset];

@@ -10,6 +10,7 @@ import {
   zfsList,
   zfsMount,
   zfsPromote,
+  zfsRollback,
   zfsHold,
   zfsHolds,
   zfsReceive,
@@ -336,6 +337,10 @@ export class Zfs {
   async promote(dataset: string): Promise<void> {
     const argv = zfsPromote(dataset);
     await this.withBusyRetry(() => this.run(argv));
+  }
+
+  async rollback(snapshot: string): Promise<void> {
+    await this.run(zfsRollback(snapshot));
   }
 
   /** `zfs mount <dataset>`; already mounted is success ("filesystem already mounted"). */

@@ -126,10 +126,22 @@ export interface RecordedRequest {
 export interface FakeApiServer {
   readonly url: string;
   readonly requests: RecordedRequest[];
-  /** The Lease the server holds (wire form), or undefined for 404. */
+  /** The (first) Lease the server holds (wire form), or undefined for 404; setting it replaces every Lease. */
   lease: WireObject | undefined;
+  /** Every Lease by name (one namespace is enough for the tests). */
+  readonly leases: Map<string, WireObject>;
   /** PersistentVolumes by name; a merge PATCH changes them as the API server would. */
   readonly pvs: Map<string, WireObject>;
+  /** VolumeAttachments by name: listed, deleted. */
+  readonly volumeAttachments: Map<string, WireObject>;
+  /** Pods by `namespace/name`: listed per namespace, deleted. */
+  readonly pods: Map<string, WireObject>;
+  /**
+   * Called after a pod is deleted, before the DELETE is answered: a test plays kubelet and the
+   * external-attacher here (unstage, ControllerUnpublish, remove the VolumeAttachment) or the
+   * pod's controller (put a new pod). An error fails the DELETE with 500.
+   */
+  onPodDeleted: ((pod: WireObject) => void | Promise<void>) | undefined;
   /** Nodes, listed (with a `key=value` labelSelector) by GET /api/v1/nodes, read one by one by GET /api/v1/nodes/NAME. */
   nodes: WireObject[];
   close(): Promise<void>;
@@ -139,6 +151,8 @@ const LEASES = /^\/apis\/coordination\.k8s\.io\/v1\/namespaces\/([^/]+)\/leases(
 const PV = /^\/api\/v1\/persistentvolumes\/([^/]+)$/;
 const EVENTS = /^\/api\/v1\/namespaces\/([^/]+)\/events$/;
 const NODES = /^\/api\/v1\/nodes$/;
+const VOLUME_ATTACHMENTS = /^\/apis\/storage\.k8s\.io\/v1\/volumeattachments(?:\/([^/]+))?$/;
+const PODS = /^\/api\/v1\/namespaces\/([^/]+)\/pods(?:\/([^/]+))?$/;
 
 /** RFC 7386 JSON merge patch: objects merge, null deletes, anything else replaces. */
 function mergePatch(target: unknown, patch: unknown): unknown {
@@ -164,9 +178,12 @@ async function readBody(req: IncomingMessage): Promise<unknown> {
 
 /** Loopback only (127.0.0.1, an ephemeral port). */
 export async function startFakeApiServer(): Promise<FakeApiServer> {
-  const state: { lease: WireObject | undefined; nodes: WireObject[] } = { lease: undefined, nodes: [] };
+  const state: { leases: Map<string, WireObject>; serial: number; nodes: WireObject[] } = { leases: new Map(), serial: 0, nodes: [] };
   const requests: RecordedRequest[] = [];
   const pvs = new Map<string, WireObject>();
+  const volumeAttachments = new Map<string, WireObject>();
+  const pods = new Map<string, WireObject>();
+  const hooks: { onPodDeleted: FakeApiServer["onPodDeleted"] } = { onPodDeleted: undefined };
   const server = createServer((req, res) => {
     void (async () => {
       const path = (req.url ?? "").split("?")[0] ?? "";
@@ -174,23 +191,35 @@ export async function startFakeApiServer(): Promise<FakeApiServer> {
       requests.push({ method: req.method ?? "", path, body });
       const lease = LEASES.exec(path);
       if (lease) {
-        const name = lease[2];
+        const name = lease[2] === undefined ? undefined : decodeURIComponent(lease[2]);
+        const current = name === undefined ? undefined : state.leases.get(name);
+        const notFound = (n: string): WireObject => ({ ...k8sFixture("status-lease-not-found"), message: `leases.coordination.k8s.io "${n}" not found`, details: { name: n, group: "coordination.k8s.io", kind: "leases" } });
         if (req.method === "GET" && name) {
-          if (state.lease === undefined) return send(res, 404, k8sFixture("status-lease-not-found"));
-          return send(res, 200, state.lease);
+          if (current === undefined) return send(res, 404, notFound(name));
+          return send(res, 200, current);
         }
         if (req.method === "POST" && !name) {
-          if (state.lease !== undefined) return send(res, 409, { ...k8sFixture("status-lease-conflict"), reason: "AlreadyExists" });
           const obj = body as WireObject;
-          state.lease = { ...obj, metadata: { ...obj.metadata, resourceVersion: "2000", uid: "7e1f0a9c-0000-4000-8000-000000000002", creationTimestamp: "2026-11-22T01:00:00Z" } };
-          return send(res, 201, state.lease);
+          const wanted = String(obj.metadata.name);
+          if (state.leases.has(wanted)) return send(res, 409, { ...k8sFixture("status-lease-conflict"), reason: "AlreadyExists", message: `leases.coordination.k8s.io "${wanted}" already exists` });
+          const created = { ...obj, metadata: { ...obj.metadata, resourceVersion: String(2000 + state.serial++ * 10), uid: "7e1f0a9c-0000-4000-8000-000000000002", creationTimestamp: "2026-11-22T01:00:00Z" } };
+          state.leases.set(wanted, created);
+          return send(res, 201, created);
         }
         if (req.method === "PUT" && name) {
           const obj = body as WireObject;
-          if (state.lease === undefined) return send(res, 404, k8sFixture("status-lease-not-found"));
-          if (obj.metadata.resourceVersion !== state.lease.metadata.resourceVersion) return send(res, 409, k8sFixture("status-lease-conflict"));
-          state.lease = { ...obj, metadata: { ...state.lease.metadata, ...obj.metadata, resourceVersion: String(Number(state.lease.metadata.resourceVersion) + 1) } };
-          return send(res, 200, state.lease);
+          if (current === undefined) return send(res, 404, notFound(name));
+          if (obj.metadata.resourceVersion !== current.metadata.resourceVersion) return send(res, 409, k8sFixture("status-lease-conflict"));
+          const replaced = { ...obj, metadata: { ...current.metadata, ...obj.metadata, resourceVersion: String(Number(current.metadata.resourceVersion) + 1) } };
+          state.leases.set(name, replaced);
+          return send(res, 200, replaced);
+        }
+        if (req.method === "DELETE" && name) {
+          if (current === undefined) return send(res, 404, notFound(name));
+          const wantedVersion = (body as { preconditions?: { resourceVersion?: string } } | undefined)?.preconditions?.resourceVersion;
+          if (wantedVersion !== undefined && wantedVersion !== current.metadata.resourceVersion) return send(res, 409, k8sFixture("status-lease-conflict"));
+          state.leases.delete(name);
+          return send(res, 200, { kind: "Status", apiVersion: "v1", metadata: {}, status: "Success", details: { name, group: "coordination.k8s.io", kind: "leases", uid: current.metadata.uid } });
         }
       }
       const pv = PV.exec(path);
@@ -221,6 +250,34 @@ export async function startFakeApiServer(): Promise<FakeApiServer> {
         const items = state.nodes.filter((n) => !selector || (n.metadata.labels as Record<string, string> | undefined)?.[key ?? ""] === value);
         return send(res, 200, { kind: "NodeList", apiVersion: "v1", metadata: { resourceVersion: "1051900" }, items });
       }
+      const va = VOLUME_ATTACHMENTS.exec(path);
+      if (va && req.method === "GET" && !va[1]) {
+        return send(res, 200, { kind: "VolumeAttachmentList", apiVersion: "storage.k8s.io/v1", metadata: { resourceVersion: "1051901" }, items: [...volumeAttachments.values()] });
+      }
+      if (va && req.method === "DELETE" && va[1]) {
+        const name = decodeURIComponent(va[1]);
+        const found = volumeAttachments.get(name);
+        if (!found) return send(res, 404, { kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", message: `volumeattachments.storage.k8s.io "${name}" not found`, reason: "NotFound", details: { name, group: "storage.k8s.io", kind: "volumeattachments" }, code: 404 });
+        volumeAttachments.delete(name);
+        return send(res, 200, found);
+      }
+      const pod = PODS.exec(path);
+      if (pod && req.method === "GET" && !pod[2]) {
+        const ns = decodeURIComponent(pod[1] ?? "");
+        return send(res, 200, { kind: "PodList", apiVersion: "v1", metadata: { resourceVersion: "1051902" }, items: [...pods.values()].filter((p) => p.metadata.namespace === ns) });
+      }
+      if (pod && req.method === "DELETE" && pod[2]) {
+        const key = `${decodeURIComponent(pod[1] ?? "")}/${decodeURIComponent(pod[2])}`;
+        const found = pods.get(key);
+        if (!found) return send(res, 404, { kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", message: `pods "${pod[2]}" not found`, reason: "NotFound", details: { name: pod[2], kind: "pods" }, code: 404 });
+        pods.delete(key);
+        try {
+          await hooks.onPodDeleted?.(found);
+        } catch (err) {
+          return send(res, 500, { kind: "Status", apiVersion: "v1", status: "Failure", code: 500, message: `fake API server: onPodDeleted: ${String(err)}` });
+        }
+        return send(res, 200, found);
+      }
       const events = EVENTS.exec(path);
       if (events && req.method === "POST") {
         const obj = body as WireObject;
@@ -236,12 +293,22 @@ export async function startFakeApiServer(): Promise<FakeApiServer> {
     url: `http://127.0.0.1:${port}`,
     requests,
     get lease() {
-      return state.lease;
+      return [...state.leases.values()][0];
     },
     set lease(v) {
-      state.lease = v;
+      state.leases.clear();
+      if (v !== undefined) state.leases.set(String(v.metadata.name), v);
     },
+    leases: state.leases,
     pvs,
+    volumeAttachments,
+    pods,
+    get onPodDeleted() {
+      return hooks.onPodDeleted;
+    },
+    set onPodDeleted(v) {
+      hooks.onPodDeleted = v;
+    },
     get nodes() {
       return state.nodes;
     },

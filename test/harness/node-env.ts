@@ -65,8 +65,19 @@ export interface RemoteNode extends NodeHandle {
   restart(): Promise<void>;
 }
 
+/** Another pool host beside alice (startNodeEnv's `morePoolHosts`): its own pool and sshd on the veth address. */
+export interface ExtraPoolHost {
+  readonly name: string;
+  readonly pool: TestPool;
+  readonly sshd: Sshd;
+  readonly parent: string;
+  readonly mountRoot: string;
+}
+
 export interface NodeEnv {
   readonly dir: string;
+  /** The pool hosts after alice, in the order asked. */
+  readonly morePoolHosts: readonly ExtraPoolHost[];
   readonly pool: TestPool;
   readonly sshd: Sshd;
   readonly netns: NetNs;
@@ -164,7 +175,7 @@ function readLog(path: string): () => Promise<Record<string, unknown>[]> {
       .map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
-export async function startNodeEnv(options: { poolSizeMiB?: number } = {}): Promise<NodeEnv> {
+export async function startNodeEnv(options: { poolSizeMiB?: number; morePoolHosts?: readonly string[] } = {}): Promise<NodeEnv> {
   const dir = await mkdtemp(join(tmpdir(), "zcsi-node-"));
   await chmod(dir, 0o755);
   const children = new Set<ChildProcess>();
@@ -246,10 +257,29 @@ export async function startNodeEnv(options: { poolSizeMiB?: number } = {}): Prom
       hostKey: sshd.hostKeyLine,
       sudo: true,
     };
-    const controllerConfig = parseConfig({ privateKeyFile: sshd.privateKeyPath, poolHosts: [host], commandTimeoutMs: 20_000 });
-    const nodeConfig = parseConfig({ privateKeyFile: nodeKeyPath, poolHosts: [host] });
+    // More pool hosts: each its own pool and sshd on the same veth address (another port), the
+    // nodes' SFTP-only key and the controller's key (alice's) authorized there too.
+    const morePoolHosts: ExtraPoolHost[] = [];
+    for (const name of options.morePoolHosts ?? []) {
+      const extraPool = await createTestPool({ sizeMiB: options.poolSizeMiB ?? 512 });
+      cleanups.push(() => extraPool.destroy());
+      await chmod(extraPool.dir, 0o711);
+      const extraParent = `${extraPool.pool}/k8s`;
+      await run(["zfs", "create", extraParent]);
+      const extraSshd = await startSshd({ address: netns.hostAddress, sudoCommands: POOL_HOST_SUDO });
+      cleanups.push(() => extraSshd.stop());
+      await extraSshd.authorize(await readFile(`${nodeKeyPath}.pub`, "utf8"), { keyOptions: `restrict,command="${wrapper}"` });
+      await extraSshd.authorize(sshd.publicKeyLine);
+      morePoolHosts.push({ name, pool: extraPool, sshd: extraSshd, parent: extraParent, mountRoot: join(extraPool.mountRoot, "k8s") });
+    }
+    const hostsConfig = [
+      host,
+      ...morePoolHosts.map((h) => ({ name: h.name, address: netns.hostAddress, port: h.sshd.port, user: h.sshd.user, parentDataset: h.parent, mountRoot: h.mountRoot, hostKey: h.sshd.hostKeyLine, sudo: true })),
+    ];
+    const controllerConfig = parseConfig({ privateKeyFile: sshd.privateKeyPath, poolHosts: hostsConfig, commandTimeoutMs: 20_000 });
+    const nodeConfig = parseConfig({ privateKeyFile: nodeKeyPath, poolHosts: hostsConfig });
     const nodeConfigPath = join(dir, "node-config.json");
-    await writeFile(nodeConfigPath, JSON.stringify({ privateKeyFile: nodeKeyPath, poolHosts: [host] }));
+    await writeFile(nodeConfigPath, JSON.stringify({ privateKeyFile: nodeKeyPath, poolHosts: hostsConfig }));
 
     const controllerLog = pino({ level: "debug", base: undefined }, pino.destination({ dest: join(dir, "controller.log"), sync: true }));
     const poolHosts: PoolHosts = connectPoolHosts(controllerConfig, controllerLog);
@@ -356,6 +386,7 @@ export async function startNodeEnv(options: { poolSizeMiB?: number } = {}): Prom
 
     return {
       dir,
+      morePoolHosts,
       pool,
       sshd,
       netns,

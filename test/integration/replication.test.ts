@@ -15,7 +15,7 @@ import { Transform, type TransformCallback } from "node:stream";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseConfig, type PoolHostConfig } from "../../src/config.js";
-import { isZcsiError, type ErrorKind } from "../../src/errors.js";
+import { isZcsiError } from "../../src/errors.js";
 import type { ExecOptions, ExecResult, ExecStream, Executor } from "../../src/exec/executor.js";
 import { SshExecutor } from "../../src/exec/ssh.js";
 import { createReplicationEngine, holdTag } from "../../src/replication/engine.js";
@@ -26,6 +26,7 @@ import { createPoolHost, zfsBackend, type PoolHost } from "../harness/backend.js
 import { POOL_HOST_SUDO } from "../harness/controller.js";
 import { ManualClock } from "../harness/fake-k8s.js";
 import { startSshd, type Sshd } from "../harness/sshd.js";
+import { zcsiRejection as rejection } from "../harness/fake-pool-host.js";
 
 const MiB = 1024 * 1024;
 const backend = zfsBackend();
@@ -167,15 +168,6 @@ function job(id: string, sourceDataset: string, extra: Partial<ReplicationJob> =
   };
 }
 
-async function rejection(p: Promise<unknown>): Promise<{ kind: ErrorKind; message: string }> {
-  try {
-    await p;
-  } catch (err) {
-    if (isZcsiError(err)) return { kind: err.kind, message: err.message };
-    throw err;
-  }
-  throw new Error("expected a rejection");
-}
 
 const repl = (names: string[]): string[] => names.filter((n) => n.startsWith("zcsi-repl-"));
 

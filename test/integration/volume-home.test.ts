@@ -7,7 +7,7 @@
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseConfig } from "../../src/config.js";
-import { isZcsiError, unavailable, type ErrorKind } from "../../src/errors.js";
+import { unavailable } from "../../src/errors.js";
 import type { ExecOptions, ExecResult, ExecStream, Executor } from "../../src/exec/executor.js";
 import { createReplicationEngine } from "../../src/replication/engine.js";
 import type { ReplicationEngine, ReplicationJob } from "../../src/replication/types.js";
@@ -16,6 +16,7 @@ import { PoolHosts } from "../../src/volumes/hosts.js";
 import { parseVolumeParameters } from "../../src/volumes/parameters.js";
 import { VolumeService } from "../../src/volumes/service.js";
 import { createPoolHost, type PoolHost } from "../harness/backend.js";
+import { zcsiRejection as rejection } from "../harness/fake-pool-host.js";
 
 const MiB = 1024 * 1024;
 
@@ -63,15 +64,6 @@ async function props(host: Host, dataset: string, names: string[]): Promise<Reco
 const snapshots = async (host: Host, dataset: string): Promise<string[]> =>
   (await zfs(host, "list", "-H", "-o", "name", "-t", "snapshot", "-r", dataset)).split("\n").filter((l) => l !== "");
 
-async function rejection(p: Promise<unknown>): Promise<{ kind: ErrorKind; message: string }> {
-  try {
-    await p;
-  } catch (err) {
-    if (isZcsiError(err)) return { kind: err.kind, message: err.message };
-    throw err;
-  }
-  throw new Error("expected a rejection");
-}
 
 async function createVolume(leaf: string): Promise<{ id: string; dataset: string; mountpoint: string }> {
   const volume = await service.create({ csiName: leaf, leaf, capacityBytes: 64n * BigInt(MiB), params: parseVolumeParameters({ poolHost: "alice" }, ["alice", "bob"]) });

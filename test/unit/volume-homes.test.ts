@@ -1,47 +1,11 @@
 import pino from "pino";
 import { describe, expect, it } from "vitest";
 import { parseConfig } from "../../src/config.js";
-import { isZcsiError, unavailable, type ErrorKind } from "../../src/errors.js";
-import type { ExecResult, ExecStream, Executor } from "../../src/exec/executor.js";
 import { PoolHosts } from "../../src/volumes/hosts.js";
 import { storedReadonly } from "../../src/volumes/homes.js";
 import { VolumeService } from "../../src/volumes/service.js";
+import { FakePoolHost, zcsiRejection as failure } from "../harness/fake-pool-host.js";
 
-/** A pool host's datasets as `zfs get` shows them (every value local), or a host that is down. */
-class FakeHost implements Executor {
-  readonly sets: string[][] = [];
-  down = false;
-  constructor(
-    readonly host: string,
-    readonly datasets: Map<string, Map<string, string>> = new Map(),
-  ) {}
-  async run(argv: readonly string[]): Promise<ExecResult> {
-    if (this.down) throw unavailable(`ssh ${this.host}: connection refused`);
-    if (argv[1] === "version") return { stdout: "zfs-2.2.2-1\nzfs-kmod-2.2.2-1\n", stderr: "", exitCode: 0 };
-    if (argv[1] === "get") {
-      const name = argv[argv.length - 1]!;
-      const props = argv[argv.length - 2]!.split(",");
-      const ds = this.datasets.get(name);
-      if (!ds) return { stdout: "", stderr: `cannot open '${name}': dataset does not exist\n`, exitCode: 1 };
-      const lines = props.map((p) => (ds.has(p) ? `${name}\t${p}\t${ds.get(p)}\t${p.includes(":") || p === "readonly" ? "local" : "-"}` : `${name}\t${p}\t-\t-`));
-      return { stdout: lines.join("\n") + "\n", stderr: "", exitCode: 0 };
-    }
-    if (argv[1] === "set") {
-      this.sets.push([...argv]);
-      const name = argv[argv.length - 1]!;
-      for (const a of argv.slice(2, -1)) {
-        const eq = a.indexOf("=");
-        this.datasets.get(name)?.set(a.slice(0, eq), a.slice(eq + 1));
-      }
-      return { stdout: "", stderr: "", exitCode: 0 };
-    }
-    return { stdout: "", stderr: `unexpected ${argv.join(" ")}`, exitCode: 2 };
-  }
-  stream(): Promise<ExecStream> {
-    return Promise.reject(new Error("no streams here"));
-  }
-  async close(): Promise<void> {}
-}
 
 const key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
 const config = parseConfig({
@@ -54,8 +18,8 @@ const config = parseConfig({
 const ID = "alice:tank/k8s/pvc-1";
 
 function setup(alice: Record<string, string> | undefined, bob: Record<string, string> | undefined) {
-  const a = new FakeHost("alice", new Map(alice ? [["tank/k8s/pvc-1", new Map(Object.entries(alice))]] : []));
-  const b = new FakeHost("bob", new Map(bob ? [["pool2/k8s/pvc-1", new Map(Object.entries(bob))]] : []));
+  const a = new FakePoolHost("alice", new Map(alice ? [["tank/k8s/pvc-1", new Map(Object.entries(alice))]] : []));
+  const b = new FakePoolHost("bob", new Map(bob ? [["pool2/k8s/pvc-1", new Map(Object.entries(bob))]] : []));
   const hosts = new PoolHosts([
     { config: config.poolHosts[0]!, exec: a },
     { config: config.poolHosts[1]!, exec: b },
@@ -66,15 +30,6 @@ function setup(alice: Record<string, string> | undefined, bob: Record<string, st
 const primaryA = { "zcsi:csi-name": "pvc-1", "zcsi:volume": ID, "zcsi:role": "primary", "zcsi:epoch": "1", readonly: "off", mountpoint: "/ma/pvc-1" };
 const replicaB = { "zcsi:csi-name": "pvc-1", "zcsi:volume": ID, "zcsi:role": "replica", "zcsi:epoch": "1", "zcsi:replica-of": ID, readonly: "on", mountpoint: "/mb/pvc-1" };
 
-async function failure(p: Promise<unknown>): Promise<{ kind: ErrorKind; message: string }> {
-  try {
-    await p;
-  } catch (err) {
-    if (isZcsiError(err)) return { kind: err.kind, message: err.message };
-    throw err;
-  }
-  throw new Error("expected a failure");
-}
 
 describe("reading a copy's readonly setting", () => {
   it("takes the setting, not a live mount that differs from it (source temporary)", () => {

@@ -1,0 +1,329 @@
+/**
+ * Copies that serve (issue 14): the promotion primitive on real pools, with the real controller
+ * over gRPC. A volume replicated alice → bob, bob's copy promoted: ControllerPublish returns
+ * bob, ControllerGetVolume / Expand / CreateSnapshot / DeleteVolume act on bob's copy under the
+ * same volume id, and alice's copy, demoted, is a readonly replica that bob replicates into.
+ * Every step is checked on the pools (`zfs get`, files), not only in replies.
+ */
+import { status } from "@grpc/grpc-js";
+import { createHash } from "node:crypto";
+import { readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { pino } from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { CreateVolumeRequest } from "../../src/gen/csi/v1/CreateVolumeRequest.js";
+import { isZcsiError } from "../../src/errors.js";
+import { kubeConfigFor } from "../../src/k8s/client.js";
+import { KubeNamedLeases } from "../../src/k8s/kube-mobility.js";
+import { failover, FAILOVER_ANNOTATION } from "../../src/mobility/failover.js";
+import { MoveLocks } from "../../src/mobility/move-lock.js";
+import { demoteCopy, promoteCopy } from "../../src/mobility/promote.js";
+import { mobilityContext, runFailover, runResync, type MobilityContext } from "../../src/roles/mobility.js";
+import { createReplicationEngine } from "../../src/replication/engine.js";
+import type { ReplicationEngine, ReplicationJob } from "../../src/replication/types.js";
+import { collectStatus, renderStatus } from "../../src/status/status.js";
+import { VolumeHomes } from "../../src/volumes/homes.js";
+import { startControllerEnv, type ControllerEnv, type PoolHostEnv } from "../harness/controller.js";
+import { k8sFixture, startFakeApiServer, type FakeApiServer } from "../harness/fake-k8s.js";
+
+const MiB = 1024 * 1024;
+const logger = pino({ level: process.env["ZCSI_TEST_LOG"] ?? "silent" });
+const mountCap = { mount: { fsType: "", mountFlags: [] as string[] }, accessMode: { mode: "SINGLE_NODE_WRITER" as const } };
+
+let env: ControllerEnv;
+let alice: PoolHostEnv;
+let bob: PoolHostEnv;
+let engine: ReplicationEngine;
+let homes: VolumeHomes;
+let api: FakeApiServer;
+let ctx: MobilityContext;
+
+beforeAll(async () => {
+  env = await startControllerEnv({ hostNames: ["alice", "bob"], poolSizeMiB: 256 });
+  [alice, bob] = env.hosts as [PoolHostEnv, PoolHostEnv];
+  engine = createReplicationEngine(env.poolHosts, { logger });
+  homes = new VolumeHomes(env.poolHosts, logger);
+  api = await startFakeApiServer();
+  ctx = await mobilityContext(env.config, kubeConfigFor(api.url, { token: "t", skipTLSVerify: true }), "zcsi", logger, env.poolHosts);
+}, 600_000);
+
+afterAll(async () => {
+  await ctx?.close();
+  await api?.close();
+  await env?.stop();
+});
+
+function req(name: string, parameters: Record<string, string>): CreateVolumeRequest {
+  return { name, capacityRange: { requiredBytes: String(32 * MiB) }, volumeCapabilities: [mountCap], parameters };
+}
+
+async function get(host: PoolHostEnv, dataset: string, property: string, columns = "value"): Promise<string> {
+  if (property === "readonly" && columns === "value") return readonlyOf(host, dataset);
+  const r = await host.pool.exec.run(["zfs", "get", "-Hp", "-o", columns, property, dataset]);
+  if (r.exitCode !== 0) throw new Error(`${host.name}: zfs get ${property} ${dataset}: ${r.stderr.trim()}`);
+  return r.stdout.trim();
+}
+
+/** The stored readonly setting: zfs-fuse reports a mounted dataset's live mount option (source `temporary`) instead. */
+async function readonlyOf(host: PoolHostEnv, dataset: string): Promise<string> {
+  const [value, source] = (await get(host, dataset, "readonly", "value,source")).split("\t");
+  return source === "temporary" ? (value === "on" ? "off" : "on") : (value ?? "");
+}
+
+async function snapshotsOf(host: PoolHostEnv, dataset: string): Promise<string[]> {
+  const r = await host.pool.exec.run(["zfs", "list", "-H", "-o", "name", "-t", "snapshot", "-r", dataset]);
+  return r.stdout.split("\n").filter((l) => l !== "");
+}
+
+const sha = (data: Buffer): string => createHash("sha256").update(data).digest("hex");
+
+export function job(volumeId: string, from: PoolHostEnv, to: PoolHostEnv, leaf: string): ReplicationJob {
+  const dataset = (h: PoolHostEnv): string => `${h.parent}/${leaf}`;
+  return { id: `${leaf}.${from.name}-${to.name}`, origin: { kind: "volume", volumeId }, source: { host: from.name, dataset: dataset(from) }, target: { host: to.name, dataset: dataset(to) } };
+}
+
+async function kindOf(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return "OK";
+  } catch (err) {
+    if (isZcsiError(err)) return err.kind;
+    throw err;
+  }
+}
+
+describe("promoting a replica", () => {
+  it("makes bob's copy the volume for every controller call, under the same id, and alice's copy a replica of it", async () => {
+    const leaf = "pvc-promote-1";
+    const created = await env.client.createVolume(req(leaf, { poolHost: "alice", replicateTo: "bob" }));
+    const volumeId = created.volume!.volumeId;
+    const onAlice = `${alice.parent}/${leaf}`;
+    const onBob = `${bob.parent}/${leaf}`;
+    const payload = Buffer.alloc(3 * MiB, 7);
+    await writeFile(join(alice.mountRoot, leaf, "data.bin"), payload);
+    await engine.replicate(job(volumeId, alice, bob, leaf));
+    expect(await get(bob, onBob, "zcsi:role")).toBe("replica");
+    // The replica carries the volume's metadata for a promotion with its home gone.
+    expect(JSON.parse(await get(bob, onBob, "zcsi:meta"))).toMatchObject({ "zcsi:csi-name": leaf, refquota: String(32 * MiB), "zcsi:replicate-to": "bob" });
+
+    // Refused, nothing changed: a host with no copy, a copy that is not there.
+    expect(await kindOf(promoteCopy(env.poolHosts, homes, `alice:${alice.parent}/pvc-none`, "bob", logger))).toBe("FailedPrecondition");
+    const other = await env.client.createVolume(req("pvc-promote-solo", { poolHost: "alice" }));
+    expect(await kindOf(promoteCopy(env.poolHosts, homes, other.volume!.volumeId, "bob", logger))).toBe("FailedPrecondition");
+    expect(await get(bob, onBob, "zcsi:role")).toBe("replica");
+
+    const promoted = await promoteCopy(env.poolHosts, homes, volumeId, "bob", logger);
+    expect(promoted).toMatchObject({ host: "bob", dataset: onBob, epoch: 2, already: false });
+    expect(promoted.previousHome?.host).toBe("alice");
+    // Rerun: the home already, nothing changed.
+    expect((await promoteCopy(env.poolHosts, homes, volumeId, "bob", logger)).already).toBe(true);
+    for (const [p, v] of Object.entries({ "zcsi:role": "primary", "zcsi:epoch": "2", readonly: "off", "zcsi:replica-of": "-", "zcsi:volume": volumeId, "zcsi:csi-name": leaf, "zcsi:state": "ready", refquota: String(32 * MiB), "zcsi:replicate-to": "alice", mounted: "yes" })) {
+      expect(await get(bob, onBob, p), p).toBe(v);
+    }
+    expect(sha(await readFile(join(bob.mountRoot, leaf, "data.bin")))).toBe(sha(payload));
+
+    // ControllerPublish names bob; alice's copy, a primary at epoch 1, was fenced by that lookup.
+    const published = await env.client.controllerPublishVolume({ volumeId, nodeId: "node-c", volumeCapability: mountCap, readonly: false, volumeContext: created.volume!.volumeContext });
+    expect(published.publishContext).toMatchObject({ poolHost: "bob", dataset: onBob, epoch: "2" });
+    expect(await get(alice, onAlice, "readonly")).toBe("on");
+    expect(await get(alice, onAlice, "zcsi:fenced")).toMatch(/superseded by epoch 2/);
+
+    // ControllerGetVolume: the same id and volume_context (the PV's), bob's capacity.
+    const got = await env.client.controllerGetVolume({ volumeId });
+    expect(got.volume?.volumeId).toBe(volumeId);
+    expect(got.volume?.volumeContext).toEqual(created.volume!.volumeContext);
+    expect(got.status?.volumeCondition?.abnormal).toBe(false);
+
+    // Expand acts on bob's copy; alice's fenced copy keeps its size.
+    const expanded = await env.client.controllerExpandVolume({ volumeId, capacityRange: { requiredBytes: String(48 * MiB) } });
+    expect(expanded.capacityBytes).toBe(String(48 * MiB));
+    expect(await get(bob, onBob, "refquota")).toBe(String(48 * MiB));
+    expect(await get(alice, onAlice, "refquota")).toBe(String(32 * MiB));
+
+    // CreateSnapshot of the volume: taken on bob, belonging to the volume's id.
+    const snap = await env.client.createSnapshot({ name: "snapshot-promote-1", sourceVolumeId: volumeId, parameters: {} });
+    expect(snap.snapshot?.snapshotId).toBe(`bob:${onBob}@snapshot-promote-1`);
+    expect(snap.snapshot?.sourceVolumeId).toBe(volumeId);
+    expect(await snapshotsOf(bob, onBob)).toContain(`${onBob}@snapshot-promote-1`);
+    expect(await snapshotsOf(alice, onAlice)).not.toContain(`${onAlice}@snapshot-promote-1`);
+
+    // ListVolumes: the volume once, served by bob.
+    const listed = (await env.client.listVolumes({})).entries.filter((e) => e.volume?.volumeId === volumeId);
+    expect(listed).toHaveLength(1);
+
+    // Demote alice: a readonly replica of bob at epoch 2; bob replicates into it.
+    await demoteCopy(env.poolHosts, homes, volumeId, "alice", logger);
+    for (const [p, v] of Object.entries({ "zcsi:role": "replica", "zcsi:epoch": "2", readonly: "on", "zcsi:replica-of": `bob:${onBob}`, "zcsi:fenced": "-" })) {
+      expect(await get(alice, onAlice, p), p).toBe(v);
+    }
+    expect(await kindOf(demoteCopy(env.poolHosts, homes, volumeId, "bob", logger))).toBe("FailedPrecondition"); // the home
+    await writeFile(join(bob.mountRoot, leaf, "after.bin"), Buffer.alloc(MiB, 9));
+    const back = await engine.replicate(job(volumeId, bob, alice, leaf));
+    expect(back.action).toBe("incremental");
+    // Replication never runs from the demoted copy.
+    expect(await kindOf(engine.replicate(job(volumeId, alice, bob, leaf)))).toBe("FailedPrecondition");
+
+    // DeleteVolume destroys the home (bob) and keeps the replica (alice); its snapshots go first.
+    await expect(env.client.deleteVolume({ volumeId })).rejects.toMatchObject({ code: status.FAILED_PRECONDITION });
+    await env.client.deleteSnapshot({ snapshotId: snap.snapshot!.snapshotId });
+    await env.client.deleteVolume({ volumeId });
+    expect((await bob.pool.exec.run(["zfs", "list", onBob])).exitCode).not.toBe(0);
+    expect(await get(alice, onAlice, "zcsi:role")).toBe("replica");
+    // Gone: the retry is OK, and ControllerGetVolume is NOT_FOUND.
+    await env.client.deleteVolume({ volumeId });
+    await expect(env.client.controllerGetVolume({ volumeId })).rejects.toMatchObject({ code: status.NOT_FOUND });
+  });
+});
+
+async function exists(host: PoolHostEnv, name: string): Promise<boolean> {
+  return (await host.pool.exec.run(["zfs", "list", "-H", "-o", "name", name])).exitCode === 0;
+}
+
+/** Until the hosts answer again after an sshd restart (the pool connection backs off). */
+async function untilReachable(volumeId: string): Promise<void> {
+  for (let attempt = 0; attempt < 120; attempt++) {
+    if ((await homes.find(volumeId)).unknown.length === 0) return;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error("pool hosts did not answer again");
+}
+
+describe("failover with the home's pool host gone", () => {
+  const leaf = "pvc-failover-1";
+  const onAlice = (): string => `${alice.parent}/${leaf}`;
+  const onBob = (): string => `${bob.parent}/${leaf}`;
+  let volumeId = "";
+  const replicated = Buffer.alloc(2 * MiB, 3);
+
+  it("refuses while the home answers (no --force), changing nothing", async () => {
+    const created = await env.client.createVolume(req(leaf, { poolHost: "alice", replicateTo: "bob" }));
+    volumeId = created.volume!.volumeId;
+    await writeFile(join(alice.mountRoot, leaf, "replicated.bin"), replicated);
+    await engine.replicate(job(volumeId, alice, bob, leaf));
+    // Written after the last replicated snapshot: the data-loss window.
+    await writeFile(join(alice.mountRoot, leaf, "late.bin"), Buffer.alloc(MiB, 5));
+    const pv = k8sFixture("pv");
+    pv.metadata.name = leaf;
+    (pv.spec as { csi: { volumeHandle: string } }).csi.volumeHandle = volumeId;
+    api.pvs.set(leaf, pv);
+    const va = k8sFixture("volumeattachment");
+    (va.spec as { attacher: string; source: { persistentVolumeName: string } }).attacher = env.config.driverName;
+    (va.spec as { source: { persistentVolumeName: string } }).source.persistentVolumeName = leaf;
+    api.volumeAttachments.set(String(va.metadata.name), va);
+    const unrelated = structuredClone(va);
+    unrelated.metadata.name = "csi-unrelated";
+    (unrelated.spec as { source: { persistentVolumeName: string } }).source.persistentVolumeName = "pvc-other";
+    api.volumeAttachments.set("csi-unrelated", unrelated);
+    const pod = k8sFixture("pod-using-pvc");
+    api.pods.set("db/postgres-0", pod);
+    const bystander = structuredClone(pod);
+    bystander.metadata.name = "web-0";
+    (bystander.spec as { volumes: unknown[] }).volumes = [{ name: "data", persistentVolumeClaim: { claimName: "www" } }];
+    api.pods.set("db/web-0", bystander);
+
+    const out: string[] = [];
+    expect(await runFailover(ctx, { volumeIds: [volumeId] }, (t) => out.push(t))).toBe(1);
+    expect(out.join("")).toMatch(/not failed over: .*home alice:.* answers.*--force.*nothing changed/);
+    expect(await get(bob, onBob(), "zcsi:role")).toBe("replica");
+    expect(await get(alice, onAlice(), "zcsi:role")).toBe("primary");
+    expect(api.leases.size).toBe(0);
+    expect(api.volumeAttachments.size).toBe(2);
+    expect(api.pods.size).toBe(2);
+  });
+
+  it("with alice's sshd down, two racing failovers: exactly one promotes bob (epoch 2) with the replicated data, and pods re-attach to bob", async () => {
+    await alice.sshd.kill();
+    const leases = new KubeNamedLeases(kubeConfigFor(api.url, { token: "t", skipTLSVerify: true }), "zcsi");
+    const other = { ...ctx.deps, locks: new MoveLocks(leases, "ops-2/222", logger) };
+    const out: string[] = [];
+    const [cli, direct] = await Promise.allSettled([runFailover(ctx, { volumeIds: [volumeId] }, (t) => out.push(t)), failover(other, { volumeId })]);
+    const directWon = direct.status === "fulfilled" && !direct.value.already;
+    const cliWon = cli.status === "fulfilled" && cli.value === 0;
+    expect([cliWon, directWon].filter(Boolean)).toHaveLength(1);
+    if (!directWon) expect(direct.status === "rejected" && isZcsiError(direct.reason, "FailedPrecondition")).toBe(true);
+    else expect(out.join("")).toMatch(/not failed over/);
+    // One promotion: epoch 2, not 3.
+    expect(await get(bob, onBob(), "zcsi:epoch")).toBe("2");
+    expect(await get(bob, onBob(), "zcsi:role")).toBe("primary");
+    expect(await readonlyOf(bob, onBob())).toBe("off");
+    expect(sha(await readFile(join(bob.mountRoot, leaf, "replicated.bin")))).toBe(sha(replicated));
+    await expect(readFile(join(bob.mountRoot, leaf, "late.bin"))).rejects.toMatchObject({ code: "ENOENT" });
+    if (cliWon) expect(out.join("")).toMatch(/failed over from alice to bob, epoch 2\n  data-loss window: writes on alice after \S+ \(last replicated snapshot zcsi-repl-/);
+    // Recorded on the PV: an Event and an annotation; the attachment and the pod of this PV are gone, the others kept.
+    const events = api.requests.filter((r) => r.method === "POST" && r.path.endsWith("/events")).map((r) => r.body as { reason: string; message: string; involvedObject: { name: string } });
+    expect(events.find((e) => e.reason === "FailedOver")).toMatchObject({ involvedObject: { name: leaf }, message: expect.stringMatching(/from alice to bob \(epoch 2\); data written after .* is not on bob/) as unknown });
+    const annotations = api.pvs.get(leaf)?.metadata.annotations as Record<string, string>;
+    expect(JSON.parse(annotations[FAILOVER_ANNOTATION]!)).toMatchObject({ from: "alice", to: "bob", epoch: 2 });
+    expect([...api.volumeAttachments.keys()]).toEqual(["csi-unrelated"]);
+    expect([...api.pods.keys()]).toEqual(["db/web-0"]);
+    expect(api.leases.size).toBe(0);
+    // ControllerPublish names bob while alice is down.
+    const published = await env.client.controllerPublishVolume({ volumeId, nodeId: "node-c", volumeCapability: mountCap, readonly: false, volumeContext: {} });
+    expect(published.publishContext).toMatchObject({ poolHost: "bob", dataset: onBob(), epoch: "2" });
+  });
+
+  it("when alice returns, its copy is fenced (readonly, zcsi:fenced) at the first lookup, nothing destroyed, and never published", async () => {
+    await alice.sshd.restart();
+    await untilReachable(volumeId);
+    const published = await env.client.controllerPublishVolume({ volumeId, nodeId: "node-c", volumeCapability: mountCap, readonly: false, volumeContext: {} });
+    expect(published.publishContext).toMatchObject({ poolHost: "bob" });
+    expect(await readonlyOf(alice, onAlice())).toBe("on");
+    expect(await get(alice, onAlice(), "zcsi:fenced")).toMatch(/superseded by epoch 2 on bob/);
+    expect(await get(alice, onAlice(), "zcsi:role")).toBe("primary");
+    expect(await exists(alice, onAlice())).toBe(true);
+    expect((await readFile(join(alice.mountRoot, leaf, "late.bin"))).length).toBe(MiB);
+    // A second failover to bob: already there, nothing changes.
+    const again = await failover(ctx.deps, { volumeId, to: "bob" });
+    expect(again).toMatchObject({ already: true, epoch: 2 });
+  });
+
+  it("resync refuses the home's copy, then makes alice a replica of bob keeping the diverged data aside, and refuses a second time", async () => {
+    const out: string[] = [];
+    expect(await runResync(ctx, { volumeIds: [volumeId], host: "bob" }, (t) => out.push(t))).toBe(1);
+    expect(out.join("")).toMatch(/is the home of .*nothing changed/);
+    const leftBefore = await snapshotsOf(alice, onAlice());
+    out.length = 0;
+    expect(await runResync(ctx, { volumeIds: [volumeId], host: "alice" }, (t) => out.push(t))).toBe(0);
+    const text = out.join("");
+    expect(text).toMatch(/the copy on alice is a replica of bob \(epoch 2\); replication incremental to zcsi-repl-\S+ from zcsi-repl-/);
+    const kept = /diverged data kept: alice:(\S+) \(snapshot @(zcsi-diverged-\S+)\)/.exec(text);
+    expect(kept).not.toBeNull();
+    const [, keptDataset, keptSnapshot] = kept as unknown as [string, string, string];
+    expect(keptDataset).toMatch(new RegExp(`^${alice.parent}/${leaf}-diverged-[0-9]{8}T[0-9]{6}Z$`));
+    // The diverged data: kept, readonly, marked, with the write bob never got.
+    expect(JSON.parse(await get(alice, keptDataset, "zcsi:diverged"))).toMatchObject({ volume: volumeId, epoch: 1, home: `bob:${onBob()}` });
+    expect(await readonlyOf(alice, keptDataset)).toBe("on");
+    expect(await snapshotsOf(alice, keptDataset)).toContain(`${keptDataset}@${keptSnapshot}`);
+    const keptAt = await get(alice, keptDataset, "mountpoint");
+    expect((await readFile(join(keptAt, "late.bin"))).length).toBe(MiB);
+    expect(sha(await readFile(join(keptAt, "replicated.bin")))).toBe(sha(replicated));
+    // alice's copy: a replica of bob at epoch 2, holding bob's newest snapshot, with the older ones it had.
+    for (const [p, v] of Object.entries({ "zcsi:role": "replica", "zcsi:epoch": "2", "zcsi:replica-of": `bob:${onBob()}`, "zcsi:fenced": "-", readonly: "on" })) {
+      expect(await get(alice, onAlice(), p), p).toBe(v);
+    }
+    const newestGuid = async (h: PoolHostEnv, ds: string): Promise<string> => {
+      const names = (await snapshotsOf(h, ds)).filter((n) => n.includes("@zcsi-repl-"));
+      return get(h, names[names.length - 1]!, "guid");
+    };
+    expect(await newestGuid(alice, onAlice())).toBe(await newestGuid(bob, onBob()));
+    expect(leftBefore.length).toBeGreaterThan(0);
+    // Replication runs bob → alice from now on: another write on bob arrives incrementally.
+    await writeFile(join(bob.mountRoot, leaf, "after-resync.bin"), Buffer.alloc(MiB, 1));
+    expect((await engine.replicate(job(volumeId, bob, alice, leaf))).action).toBe("incremental");
+    expect(await newestGuid(alice, onAlice())).toBe(await newestGuid(bob, onBob()));
+    // Not stale any more: refused, nothing changed.
+    out.length = 0;
+    const snapsBefore = await snapshotsOf(alice, onAlice());
+    expect(await runResync(ctx, { volumeIds: [volumeId], host: "alice" }, (t) => out.push(t))).toBe(1);
+    expect(out.join("")).toMatch(/is a replica \(epoch 2\), not stale.*nothing changed/);
+    expect(await snapshotsOf(alice, onAlice())).toEqual(snapsBefore);
+    expect(await exists(alice, keptDataset)).toBe(true);
+    expect(api.leases.size).toBe(0);
+    // zcsi status: the home, its replica, the failover's data-loss window, and the kept diverged data.
+    const report = renderStatus(await collectStatus(env.poolHosts), "text");
+    expect(report).toMatch(new RegExp(`^  ${volumeId}: home bob:${onBob()} \\(epoch 2\\); replicas: alice:${onAlice()}; failed over from alice at \\S+, writes after \\S+ \\(zcsi-repl-\\S+\\) not here$`, "m"));
+    expect(report).toMatch(new RegExp(`^Kept diverged data:\\n  alice:${keptDataset}: writes of ${volumeId} at epoch 1 that bob:${onBob()} never got`, "m"));
+    expect(report).toMatch(new RegExp(`^alice +${leaf} +- +diverged `, "m"));
+    expect(report).not.toMatch(/STALE/);
+  });
+});
