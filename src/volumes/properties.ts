@@ -121,6 +121,7 @@ export const CARRIED_PROPS = [
   "zcsi:replicate-to",
   "zcsi:replication-interval",
   "zcsi:replication-bandwidth",
+  "zcsi:placement",
   "refquota",
 ] as const;
 

@@ -327,3 +327,34 @@ describe("failover with the home's pool host gone", () => {
     expect(report).not.toMatch(/STALE/);
   });
 });
+
+describe("failover --force with the home up, then resync --discard-diverged", () => {
+  it("promotes bob although alice answers, fences alice, and the resync rolls alice back instead of keeping its writes", async () => {
+    const leaf = "pvc-failover-2";
+    const created = await env.client.createVolume(req(leaf, { poolHost: "alice", replicateTo: "bob" }));
+    const volumeId = created.volume!.volumeId;
+    const onAlice = `${alice.parent}/${leaf}`;
+    const onBob = `${bob.parent}/${leaf}`;
+    await writeFile(join(alice.mountRoot, leaf, "kept.bin"), Buffer.alloc(MiB, 2));
+    await engine.replicate(job(volumeId, alice, bob, leaf));
+    await writeFile(join(alice.mountRoot, leaf, "lost.bin"), Buffer.alloc(MiB, 4));
+    const forced = await failover(ctx.deps, { volumeId, force: true });
+    expect(forced).toMatchObject({ from: "alice", to: "bob", epoch: 2, already: false });
+    // The next lookup fences alice's copy (it answers, so it is fenced at once).
+    await homes.find(volumeId);
+    expect(await get(alice, onAlice, "zcsi:fenced")).toMatch(/superseded by epoch 2/);
+    const out: string[] = [];
+    expect(await runResync(ctx, { volumeIds: [volumeId], host: "alice", discardDiverged: true }, (t) => out.push(t))).toBe(0);
+    expect(out.join("")).toMatch(/replica of bob \(epoch 2\); replication incremental .*\n  diverged data discarded \(--discard-diverged\)/);
+    // Nothing kept aside; alice's copy is a replica holding bob's newest snapshot, without the lost write.
+    const children = (await alice.pool.exec.run(["zfs", "list", "-H", "-o", "name", "-r", alice.parent])).stdout;
+    expect(children).not.toContain(`${leaf}-diverged-`);
+    expect(await get(alice, onAlice, "zcsi:role")).toBe("replica");
+    const newest = async (h: PoolHostEnv, ds: string): Promise<string> => {
+      const names = (await snapshotsOf(h, ds)).filter((n) => n.includes("@zcsi-repl-"));
+      return get(h, names[names.length - 1]!, "guid");
+    };
+    expect(await newest(alice, onAlice)).toBe(await newest(bob, onBob));
+    await expect(readFile(join(bob.mountRoot, leaf, "lost.bin"))).rejects.toMatchObject({ code: "ENOENT" });
+  });
+});
