@@ -1,7 +1,8 @@
 import type { PoolHost } from "./hosts.js";
 import { formatVolumeId, type VolumeRef } from "./ids.js";
 import type { VolumeParameters } from "./parameters.js";
-import { CLONE_SNAPSHOT_PREFIX, PROP, SIZE_PROPERTY, type VolumeState } from "./properties.js";
+import { CLONE_SNAPSHOT_PREFIX, PROP, type VolumeState } from "./properties.js";
+import { capacityOf, SIZE_PROPERTIES, sizeModeOf, type SizeMode } from "./size-modes.js";
 import type { Snapshot } from "./snapshots.js";
 import { ownUserPropertyValue, PropertyView } from "../zfs/parse.js";
 
@@ -9,7 +10,10 @@ export interface Volume {
   readonly id: string;
   readonly ref: VolumeRef;
   readonly csiName: string;
+  /** The size, in the volume's size mode (size-modes.ts capacityOf). */
   readonly capacityBytes: bigint;
+  /** From zcsi:parameters; `refquota` when it says none. */
+  readonly sizeMode: SizeMode;
   readonly usedBytes: bigint;
   readonly mountpoint: string;
   readonly mounted: boolean;
@@ -56,7 +60,7 @@ export interface CreateSpec {
   readonly source?: ContentSource;
 }
 
-export const VOLUME_PROPS = [PROP.csiName, PROP.state, PROP.parameters, PROP.contentSource, PROP.replicateTo, PROP.replicaOf, SIZE_PROPERTY, "referenced", "mountpoint", "mounted", "origin"];
+export const VOLUME_PROPS = [PROP.csiName, PROP.state, PROP.parameters, PROP.contentSource, PROP.replicateTo, PROP.replicaOf, ...SIZE_PROPERTIES, "referenced", "mountpoint", "mounted", "origin"];
 
 export type PropertyMap = ReadonlyMap<string, { value: string; source: string }>;
 
@@ -70,17 +74,19 @@ export function toVolume(host: PoolHost, dataset: string, props: PropertyMap): V
   if (csiName === undefined) return undefined;
   const ref = { poolHost: host.config.name, dataset };
   const view = new PropertyView(dataset, props, host.config.name);
-  const number = (name: string): bigint => view.integer(name);
+  const parameters = local(props, PROP.parameters) ?? "{}";
+  const sizeMode = sizeModeOf(parameters);
   return {
     id: formatVolumeId(ref),
     ref,
     csiName,
-    capacityBytes: number(SIZE_PROPERTY),
-    usedBytes: number("referenced"),
+    capacityBytes: capacityOf(sizeMode, view, props),
+    sizeMode,
+    usedBytes: view.integer("referenced"),
     mountpoint: props.get("mountpoint")?.value ?? "",
     mounted: props.get("mounted")?.value === "yes",
     state: local(props, PROP.state) === "ready" ? "ready" : "creating",
-    parameters: local(props, PROP.parameters) ?? "{}",
+    parameters,
     ...optional("contentSource", local(props, PROP.contentSource)),
     ...optional("origin", props.get("origin")?.value),
     ...optional("replicateTo", local(props, PROP.replicateTo)),
