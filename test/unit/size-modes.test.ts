@@ -1,7 +1,14 @@
+import pino from "pino";
 import { describe, expect, it } from "vitest";
+import { parseConfig } from "../../src/config.js";
+import { isZcsiError } from "../../src/errors.js";
+import { PoolHosts } from "../../src/volumes/hosts.js";
+import { parseVolumeParameters } from "../../src/volumes/parameters.js";
+import { VolumeService } from "../../src/volumes/service.js";
 import { PROP } from "../../src/volumes/properties.js";
 import { capacityOf, sizeModeOf, sizeProperties, type SizeMode } from "../../src/volumes/size-modes.js";
 import { PropertyView } from "../../src/zfs/parse.js";
+import { fail, ok, ScriptedExecutor } from "../harness/scripted-executor.js";
 
 const MiB = 1n << 20n;
 
@@ -49,5 +56,73 @@ describe("size modes", () => {
     expect(capacity("thin", { [PROP.requestedSize]: ["33554432", "inherited from tank/k8s"] })).toBe(0n);
     expect(capacity("thin", { [PROP.requestedSize]: ["-", "-"] })).toBe(0n);
     expect(() => capacity("thin", { [PROP.requestedSize]: ["32M", "local"] })).toThrow(/exact integer/);
+  });
+});
+
+/**
+ * The refusals ZFS itself makes when the pool fills between zcsi's free-space check and its
+ * command (another controller, or anyone on the pool host, took the space): the integration
+ * tests reach only the check, so the commands' failures are scripted here, with the stderr
+ * zfs-fuse printed for them (measured).
+ */
+describe("VolumeService when ZFS runs out of space itself", () => {
+  const key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+  const config = parseConfig({
+    privateKeyFile: "/nonexistent",
+    poolHosts: [{ name: "alice", address: "127.0.0.1", port: 22, user: "zcsi", parentDataset: "tank/k8s", mountRoot: "/m", hostKey: key }],
+  });
+  const GiB = 1n << 30n;
+  const parentAvailable = ok(`tank/k8s\tavailable\t${GiB}\t-\n`);
+  const service = (exec: ScriptedExecutor) => new VolumeService(new PoolHosts([{ config: config.poolHosts[0]!, exec }]), pino({ level: "silent" }));
+
+  async function kindOf(p: Promise<unknown>): Promise<{ kind: string; message: string }> {
+    try {
+      await p;
+    } catch (err) {
+      if (isZcsiError(err)) return { kind: err.kind, message: err.message };
+      throw err;
+    }
+    throw new Error("expected a failure");
+  }
+
+  it("CreateVolume of a reserved volume refused by zfs create is RESOURCE_EXHAUSTED", async () => {
+    const exec = new ScriptedExecutor([
+      [/^zfs create /, fail("cannot create 'tank/k8s/pvc-r': out of space\n")],
+      [/^zfs get /, parentAvailable],
+    ]);
+    const params = parseVolumeParameters({ sizeMode: "reserved" }, ["alice"]);
+    const placement = { free: new Map([["alice", GiB]]) };
+    const refused = await kindOf(service(exec).create({ csiName: "pvc-r", leaf: "pvc-r", capacityBytes: 64n * MiB, params }, placement));
+    expect(refused).toEqual({ kind: "ResourceExhausted", message: expect.stringMatching(/^pool host alice cannot hold 67108864 bytes for tank\/k8s\/pvc-r \(sizeMode reserved\): .*out of space$/) });
+    const create = exec.calls.find((c) => c[1] === "create")!;
+    expect(create).toContain(`refreservation=${64n * MiB}`);
+  });
+
+  it("an expansion whose refreservation ZFS refuses puts the refquota back and is RESOURCE_EXHAUSTED", async () => {
+    const exec = new ScriptedExecutor([
+      [/^zfs get -Hp -o name,property,value,source available tank\/k8s$/, parentAvailable],
+      [/^zfs version$/, ok("zfs-2.2.2-1\nzfs-kmod-2.2.2-1\n")],
+      [/^zfs set refquota=\d+ refreservation=\d+ tank\/k8s\/pvc-r$/, fail("cannot set property for 'tank/k8s/pvc-r': size is greater than available space\n")],
+      [/^zfs set refquota=\d+ tank\/k8s\/pvc-r$/, ok()],
+    ]);
+    const volume = {
+      id: "alice:tank/k8s/pvc-r",
+      ref: { poolHost: "alice", dataset: "tank/k8s/pvc-r" },
+      csiName: "pvc-r",
+      capacityBytes: 8n * MiB,
+      sizeMode: "reserved" as const,
+      usedBytes: 0n,
+      mountpoint: "/m/pvc-r",
+      mounted: true,
+      state: "ready" as const,
+      parameters: JSON.stringify({ sizeMode: "reserved" }),
+    };
+    const refused = await kindOf(service(exec).resize(volume, 32n * MiB));
+    expect(refused.kind).toBe("ResourceExhausted");
+    expect(refused.message).toMatch(/cannot grow alice:tank\/k8s\/pvc-r \(sizeMode reserved\) to 33554432 bytes/);
+    expect(exec.calls.filter((c) => c[1] === "set")).toEqual([
+      ["zfs", "set", `refquota=${32n * MiB}`, `refreservation=${32n * MiB}`, "tank/k8s/pvc-r"],
+      ["zfs", "set", `refquota=${8n * MiB}`, "tank/k8s/pvc-r"],
+    ]);
   });
 });
