@@ -324,38 +324,6 @@ describe("reserved space", () => {
     expect(await props(dataset, SIZE_PROPS)).toEqual(before);
     expect((await env.controller.controllerGetVolume({ volumeId: created.volume!.volumeId })).volume?.capacityBytes).toBe(String(8 * MiB));
   });
-
-  it("keeps its space from the other volumes: a thin volume filling the pool stops short of it", async () => {
-    const reservedName = uniqueName("pvc-guaranteed");
-    const reservedRes = await create(reservedName, 16 * MiB, { sizeMode: "reserved" });
-    const reserved = { volumeId: reservedRes.volume!.volumeId, volumeContext: reservedRes.volume!.volumeContext, dataset: `${env.parent}/${reservedName}`, mountpoint: join(env.mountRoot, reservedName) };
-    const thinName = uniqueName("pvc-filler");
-    const thinRes = await create(thinName, 8 * MiB, { sizeMode: "thin" });
-    const thin = { volumeId: thinRes.volume!.volumeId, volumeContext: thinRes.volume!.volumeContext, dataset: `${env.parent}/${thinName}`, mountpoint: join(env.mountRoot, thinName) };
-    const filler = await attach(alice, thin, "pod-filler");
-    const guaranteed = await attach(alice, reserved, "pod-guaranteed");
-    // Fill the pool through the thin volume until ZFS refuses.
-    let full = false;
-    for (let i = 0; i < 400 && !full; i++) {
-      full = await writeFile(join(filler.target, `fill-${i}`), Buffer.alloc(MiB, 1)).then(
-        () => false,
-        (err: NodeJS.ErrnoException) => {
-          expect(["ENOSPC", "EDQUOT"]).toContain(err.code);
-          return true;
-        },
-      );
-    }
-    expect(full).toBe(true);
-    // The filler got everything but the reservation: the reserved volume's df still shows its size.
-    expect(await referenced(thin.dataset)).toBeGreaterThan(50 * MiB);
-    const { zfs, seen } = await dfBesideZfs(reserved.dataset, guaranteed.target);
-    expect(zfs).toBeGreaterThan(15 * MiB);
-    expect(seen).toEqual({ total: 16 * MiB, available: zfs });
-    await detach(alice, reserved, guaranteed);
-    await detach(alice, thin, filler);
-    await env.controller.deleteVolume({ volumeId: thin.volumeId });
-    await env.controller.deleteVolume({ volumeId: reserved.volumeId });
-  });
 });
 
 describe("volumes from snapshots and volumes", () => {
