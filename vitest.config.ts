@@ -31,6 +31,7 @@ const OPENZFS_VM_SUITES = [
   "test/integration/replication.test.ts",
   "test/integration/replicator.test.ts",
   "test/integration/node-sshfs.test.ts",
+  "test/integration/modify-volume.test.ts",
 ];
 
 const zfsFuse = {

@@ -33,6 +33,14 @@ export interface Config {
   readonly defaultCapacityBytes: bigint;
   /** Per-command timeout for commands run on pool hosts. */
   readonly commandTimeoutMs: number;
+  /**
+   * Whether ControllerGetCapabilities lists the alpha GET_SNAPSHOT (CSI v1.12). Off by default:
+   * no sidecar deploy/ ships calls GetSnapshot (the external-snapshotter checks a snapshot with
+   * ListSnapshots), and a sidecar built on csi-lib-utils < 0.21 crashes at start on a capability
+   * its CSI spec version does not know (deploy/README.md, "Sidecar versions"). The RPC itself
+   * answers either way.
+   */
+  readonly advertiseGetSnapshot?: boolean;
 }
 
 export const DEFAULT_DRIVER_NAME = "zfs.zcsi.dev";
@@ -108,7 +116,9 @@ export function parseConfig(raw: unknown, overrides: Partial<Record<"driverName"
   }
   const commandTimeoutMs = raw.commandTimeoutMs === undefined ? 60_000 : Number(raw.commandTimeoutMs);
   if (!Number.isInteger(commandTimeoutMs) || commandTimeoutMs < 100) throw invalidArgument("config: commandTimeoutMs must be an integer >= 100");
-  return { driverName, poolHosts, privateKeyFile, defaultCapacityBytes, commandTimeoutMs };
+  if (raw.advertiseGetSnapshot !== undefined && typeof raw.advertiseGetSnapshot !== "boolean") throw invalidArgument("config: advertiseGetSnapshot must be true or false");
+  const advertiseGetSnapshot = raw.advertiseGetSnapshot === true;
+  return { driverName, poolHosts, privateKeyFile, defaultCapacityBytes, commandTimeoutMs, advertiseGetSnapshot };
 }
 
 export function loadConfig(path: string, overrides: Parameters<typeof parseConfig>[1] = {}): Config {

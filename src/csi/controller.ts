@@ -1,4 +1,4 @@
-import { invalidArgument, unimplemented, alreadyExists, notFound, outOfRange } from "../errors.js";
+import { invalidArgument, alreadyExists, notFound, outOfRange } from "../errors.js";
 import type { Config } from "../config.js";
 import type { Logger } from "../log.js";
 import type { ControllerHandlers } from "../gen/csi/v1/Controller.js";
@@ -25,9 +25,12 @@ import type { ListSnapshotsRequest__Output } from "../gen/csi/v1/ListSnapshotsRe
 import type { ListSnapshotsResponse } from "../gen/csi/v1/ListSnapshotsResponse.js";
 import type { GetSnapshotRequest__Output } from "../gen/csi/v1/GetSnapshotRequest.js";
 import type { GetSnapshotResponse } from "../gen/csi/v1/GetSnapshotResponse.js";
+import type { ControllerModifyVolumeRequest__Output } from "../gen/csi/v1/ControllerModifyVolumeRequest.js";
+import type { ControllerModifyVolumeResponse } from "../gen/csi/v1/ControllerModifyVolumeResponse.js";
 import { MIN_VOLUME_BYTES, capacityFits, resolveCapacity, resolveRestoreCapacity } from "../volumes/capacity.js";
 import { parseSnapshotId, parseVolumeId, snapshotNameFromCsi, volumeLeafFromName } from "../volumes/ids.js";
 import { parseSnapshotParameters, parseVolumeParameters, type VolumeParameters } from "../volumes/parameters.js";
+import { mutableKeys, withMutableParameters } from "../volumes/modify.js";
 import type { ContentSource, Volume, VolumeListing, VolumeService } from "../volumes/service.js";
 import type { Snapshot, SnapshotService } from "../volumes/snapshots.js";
 import { KeyedLocks } from "../util/locks.js";
@@ -35,6 +38,7 @@ import { capabilityProblem, requireCapabilities } from "./capabilities.js";
 import { Publisher } from "./publish.js";
 import { unary } from "./server.js";
 import { requestedSource, toCsiSnapshot, toCsiVolume, volumeContext, type RequestedSource } from "./messages.js";
+import { preferredNode } from "./topology.js";
 import { ListingCache } from "./listing-cache.js";
 
 const CAPABILITIES = [
@@ -48,11 +52,12 @@ const CAPABILITIES = [
   "CREATE_DELETE_SNAPSHOT",
   "LIST_SNAPSHOTS",
   "CLONE_VOLUME",
-  "GET_SNAPSHOT",
   // The serving host is decided at attach time (publish.ts); readonly is honoured by the node,
   // which publishes every pod target of a readonly publication read-only.
   "PUBLISH_UNPUBLISH_VOLUME",
   "PUBLISH_READONLY",
+  // ControllerModifyVolume and CreateVolume's mutable_parameters (volumes/modify.ts).
+  "MODIFY_VOLUME",
 ] as const;
 
 /** Snapshot locks share the map with volume leaves; the prefix keeps `pvc-1` the volume and `pvc-1` the snapshot apart. */
@@ -85,7 +90,8 @@ export class ControllerService {
   async createVolume(req: CreateVolumeRequest__Output): Promise<CreateVolumeResponse> {
     const leaf = volumeLeafFromName(req.name);
     requireCapabilities(req.volumeCapabilities);
-    const params = parseVolumeParameters(req.parameters, this.volumes.hosts.names);
+    // mutable_parameters take precedence over parameters (CSI spec); stored and compared as one set.
+    const params = parseVolumeParameters(withMutableParameters(req.parameters, req.mutableParameters), this.volumes.hosts.names);
     const wanted = requestedSource(req.volumeContentSource);
     // Validates the range before any command; a source's own size is checked once it is known.
     const capacityBytes = resolveCapacity(req.capacityRange, this.config.defaultCapacityBytes);
@@ -105,7 +111,11 @@ export class ControllerService {
         }
         return { volume: toCsiVolume(await this.volumes.settle(existing, params), this.config.driverName) };
       }
-      if (!wanted) return { volume: toCsiVolume(await this.volumes.create({ csiName: req.name, leaf, capacityBytes, params }, placement), this.config.driverName) };
+      if (!wanted) {
+        const node = preferredNode(req.accessibilityRequirements, this.config.driverName);
+        const spec = { csiName: req.name, leaf, capacityBytes, params, ...(node !== undefined && { preferredNode: node }) };
+        return { volume: toCsiVolume(await this.volumes.create(spec, placement), this.config.driverName) };
+      }
       const source = await this.resolveSource(wanted, params);
       const size = resolveRestoreCapacity(
         req.capacityRange,
@@ -238,11 +248,11 @@ export class ControllerService {
     }
     let params;
     try {
-      params = parseVolumeParameters(req.parameters, this.volumes.hosts.names);
+      params = parseVolumeParameters(withMutableParameters(req.parameters, req.mutableParameters), this.volumes.hosts.names);
     } catch (err) {
       return { message: err instanceof Error ? err.message : String(err) };
     }
-    if (Object.keys(req.parameters).some((k) => !k.startsWith("csi.storage.k8s.io/")) && params.canonical !== volume.parameters) {
+    if ([...Object.keys(req.parameters), ...Object.keys(req.mutableParameters)].some((k) => !k.startsWith("csi.storage.k8s.io/")) && params.canonical !== volume.parameters) {
       return { message: `parameters do not match the volume's (${volume.parameters})` };
     }
     return { confirmed: { volumeContext: req.volumeContext, volumeCapabilities: req.volumeCapabilities, parameters: req.parameters } };
@@ -291,8 +301,10 @@ export class ControllerService {
     return { availableCapacity: best.toString(), maximumVolumeSize: { value: best.toString() }, minimumVolumeSize: { value: MIN_VOLUME_BYTES.toString() } };
   }
 
+  /** GET_SNAPSHOT (alpha) only when the config asks for it: see Config.advertiseGetSnapshot. */
   controllerGetCapabilities(): ControllerGetCapabilitiesResponse {
-    return { capabilities: CAPABILITIES.map((type): ControllerServiceCapability => ({ rpc: { type } })) };
+    const types = this.config.advertiseGetSnapshot === true ? [...CAPABILITIES, "GET_SNAPSHOT" as const] : CAPABILITIES;
+    return { capabilities: types.map((type): ControllerServiceCapability => ({ rpc: { type } })) };
   }
 
   async controllerExpandVolume(req: ControllerExpandVolumeRequest__Output): Promise<ControllerExpandVolumeResponse> {
@@ -318,6 +330,24 @@ export class ControllerService {
     });
   }
 
+  /**
+   * CSI spec, ControllerModifyVolume: only the keys given change, each validated as on a
+   * StorageClass; a key that cannot change, or a value the volume's pool host cannot take, is
+   * INVALID_ARGUMENT with nothing changed; an unknown volume is NOT_FOUND. Applying the same
+   * parameters again changes nothing and answers OK (volumes/modify.ts).
+   */
+  async controllerModifyVolume(req: ControllerModifyVolumeRequest__Output): Promise<ControllerModifyVolumeResponse> {
+    if (req.volumeId === "") throw invalidArgument("volume_id is required");
+    mutableKeys(req.mutableParameters); // keys first: a bad request is refused before any lookup
+    const ref = parseVolumeId(req.volumeId, this.volumes.hosts.configs);
+    return this.locks.run(ref.leaf, "ControllerModifyVolume", async () => {
+      const volume = await this.volumes.get(ref);
+      if (!volume) throw notFound(`volume ${req.volumeId} does not exist`);
+      await this.volumes.modify(volume, req.mutableParameters);
+      return {};
+    });
+  }
+
   async controllerGetVolume(req: ControllerGetVolumeRequest__Output): Promise<ControllerGetVolumeResponse> {
     if (req.volumeId === "") throw invalidArgument("volume_id is required");
     const volume = await this.requireVolume(req.volumeId);
@@ -328,7 +358,6 @@ export class ControllerService {
   handlers(): ControllerHandlers {
     const log = this.logger;
     const byId = <R extends { volumeId: string }>(r: R) => ({ volumeId: r.volumeId });
-    const notSupported = (op: string) => unary(log, op, async () => Promise.reject(unimplemented(`${op} is not supported by zcsi`)));
     return {
       CreateVolume: unary(log, "CreateVolume", (r) => this.createVolume(r), (r) => ({ name: r.name })),
       DeleteVolume: unary(log, "DeleteVolume", (r) => this.deleteVolume(r), byId),
@@ -344,7 +373,7 @@ export class ControllerService {
       DeleteSnapshot: unary(log, "DeleteSnapshot", (r) => this.deleteSnapshot(r), (r) => ({ snapshotId: r.snapshotId })),
       ListSnapshots: unary(log, "ListSnapshots", (r) => this.listSnapshots(r)),
       GetSnapshot: unary(log, "GetSnapshot", (r) => this.getSnapshot(r), (r) => ({ snapshotId: r.snapshotId })),
-      ControllerModifyVolume: notSupported("ControllerModifyVolume"),
+      ControllerModifyVolume: unary(log, "ControllerModifyVolume", (r) => this.controllerModifyVolume(r), byId),
     };
   }
 }

@@ -8,9 +8,17 @@ import { volumeTopology } from "./topology.js";
 
 /** zcsi's volumes and snapshots as CSI messages, and a CreateVolume's content source as asked. */
 
-/** What `kubectl describe pv` shows under VolumeAttributes. */
+/**
+ * What `kubectl describe pv` shows under VolumeAttributes: where the data lives, and why there
+ * (`placement`, for volumes created since CreateVolume records it; docs/placement.md).
+ */
 export function volumeContext(volume: Volume): Record<string, string> {
-  return { poolHost: volume.ref.poolHost, dataset: volume.ref.dataset, mountpoint: volume.mountpoint };
+  return {
+    poolHost: volume.ref.poolHost,
+    dataset: volume.ref.dataset,
+    mountpoint: volume.mountpoint,
+    ...(volume.placement !== undefined && { placement: volume.placement }),
+  };
 }
 
 /** A stored PROP.contentSource (`snapshot:<id>` / `volume:<id>`) as the CSI message. */

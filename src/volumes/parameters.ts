@@ -57,7 +57,7 @@ const COMPRESSION = /^(on|off|lzjb|zle|lz4|gzip|gzip-[1-9]|zstd|zstd-([1-9]|1[0-
 const SIZE = /^([0-9]+)([KMkm]?)$/;
 const ID = /^(0|[1-9][0-9]{0,9})$/;
 const MODE = /^0?[0-7]{3,4}$/;
-const SIDECAR_PREFIX = "csi.storage.k8s.io/";
+export const SIDECAR_PREFIX = "csi.storage.k8s.io/";
 const K8S_NAME = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 
 type Parser = (value: string, key: string) => string;

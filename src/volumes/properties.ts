@@ -26,6 +26,12 @@ export const PROP = {
    */
   contentSource: "zcsi:content-source",
   /**
+   * Why CreateVolume put the volume on its host (volumes/placement.ts): `pod-node`,
+   * `storage-class`, `most-free` or `content-source`, with the reason the pod's node was
+   * passed over in parentheses. Echoed in the volume context (`kubectl describe pv`).
+   */
+  placement: "zcsi:placement",
+  /**
    * On a snapshot: the CSI snapshot name it was taken for (set with `zfs snapshot -o`). Marks a
    * ZFS snapshot as a CSI snapshot; scheduled (`zcsi-auto-*`), hidden clone sources
    * (`zcsi-clone-*`) and snapshots users take by hand do not carry it, and ListSnapshots shows

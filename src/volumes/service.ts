@@ -1,14 +1,17 @@
-import { alreadyExists, errorMessage, failedPrecondition, invalidArgument, isZcsiError, notFound, outOfRange, resourceExhausted, unavailable } from "../errors.js";
+import { alreadyExists, errorMessage, failedPrecondition, invalidArgument, isZcsiError, notFound, resourceExhausted, unavailable } from "../errors.js";
 import type { Logger } from "../log.js";
 import { VolumeDestroyer } from "./delete.js";
 import { formatVolumeId, type VolumeRef } from "./ids.js";
 import type { PoolHost, PoolHosts } from "./hosts.js";
 import type { VolumeParameters } from "./parameters.js";
 import { FIRST_EPOCH, PROP } from "./properties.js";
+import { resizeVolume } from "./resize.js";
 import { sizeProperties } from "./size-modes.js";
 import { hasReason } from "../zfs/errors.js";
 import { requireHostCanHonour } from "./host-limits.js";
+import { applyModification, planModification } from "./modify.js";
 import { VolumeHomes } from "./homes.js";
+import { choosePlacement, describePlacement, type PlacementReason } from "./placement.js";
 import { ContentCopies } from "./sources.js";
 import { cloneSnapshotName, contentSourceKey, isReplica, toVolume, VOLUME_PROPS, type CreateSpec, type Placement, type PropertyMap, type ReplicationHolds, type Volume } from "./volume.js";
 import { PropertyView } from "../zfs/parse.js";
@@ -127,25 +130,34 @@ export class VolumeService {
   }
 
   /**
-   * The host a new volume goes to: the one named, or the one with the most free space among
-   * those that are not to hold its replicas (`exclude`: replicateTo; a volume and its replica
-   * on one host would protect against nothing).
+   * The host a new volume goes to and why (placement.ts: the pod's node when it is a pool host
+   * with room, else the StorageClass poolHost, else the most free space; never a host of its
+   * replicateTo, since a volume and its replica on one host would protect against nothing).
+   * Logged with the reason, which the volume also keeps in zcsi:placement.
    */
-  async chooseHost(poolHost: string | undefined, free?: ReadonlyMap<string, bigint>, exclude: readonly string[] = []): Promise<PoolHost> {
-    if (poolHost) return this.hosts.get(poolHost);
-    const hosts = this.hosts.all().filter((h) => !exclude.includes(h.config.name));
-    if (hosts.length === 0) throw invalidArgument(`parameter replicateTo names every pool host (${exclude.join(", ")}); none is left to hold the volume itself`);
-    if (hosts.length === 1 && hosts[0]) return hosts[0];
-    if (free) {
-      const best = [...free.entries()].filter(([name]) => !exclude.includes(name)).sort(([, a], [, b]) => (a === b ? 0 : a > b ? -1 : 1))[0];
-      if (best) return this.hosts.get(best[0]);
-    }
-    const settled = await Promise.allSettled(hosts.map(async (h) => ({ host: h, free: await this.available(h) })));
-    const usable = settled.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
-    for (const s of settled) if (s.status === "rejected") this.logger.warn({ op: "chooseHost", err: String(s.reason) }, "pool host skipped");
-    const best = usable.sort((a, b) => (a.free === b.free ? 0 : a.free > b.free ? -1 : 1))[0];
-    if (!best) throw unavailable("no pool host is reachable to place the volume on");
-    return best.host;
+  async place(spec: CreateSpec, known?: ReadonlyMap<string, bigint>): Promise<{ host: PoolHost; placement: string }> {
+    const exclude = spec.params.replicateTo ?? [];
+    const names = this.hosts.names;
+    if (names.every((n) => exclude.includes(n))) throw invalidArgument(`parameter replicateTo names every pool host (${exclude.join(", ")}); none is left to hold the volume itself`);
+    const free = known ?? (await this.freeByHost());
+    const choice = choosePlacement({ hosts: names, free, capacityBytes: spec.capacityBytes, exclude, ...(spec.preferredNode !== undefined && { preferredNode: spec.preferredNode }), ...(spec.params.poolHost !== undefined && { poolHost: spec.params.poolHost }) });
+    if (choice.host === undefined) throw unavailable("no pool host is reachable to place the volume on");
+    const placement = describePlacement(choice, spec.preferredNode);
+    this.logger.info({ op: "CreateVolume", leaf: spec.leaf, poolHost: choice.host, reason: choice.reason, placement, preferredNode: spec.preferredNode, free: Object.fromEntries([...free].map(([h, b]) => [h, b.toString()])) }, "pool host chosen");
+    return { host: this.hosts.get(choice.host), placement };
+  }
+
+  /** Free space of each host that answers (a host that does not is left out, and logged). */
+  private async freeByHost(): Promise<Map<string, bigint>> {
+    const hosts = this.hosts.all();
+    const settled = await Promise.allSettled(hosts.map((h) => this.available(h)));
+    const free = new Map<string, bigint>();
+    settled.forEach((s, i) => {
+      const name = hosts[i]?.config.name ?? "";
+      if (s.status === "fulfilled") free.set(name, s.value);
+      else this.logger.warn({ op: "CreateVolume", poolHost: name, err: errorMessage(s.reason) }, "pool host left out of placement: it cannot answer");
+    });
+    return free;
   }
 
   /**
@@ -157,9 +169,9 @@ export class VolumeService {
   async create(spec: CreateSpec, known?: Placement): Promise<Volume> {
     const source = spec.source;
     // A clone or restore lives where its source is (the caller checked poolHost agrees).
-    const host = source
-      ? this.hosts.get(source.kind === "snapshot" ? source.snapshot.ref.poolHost : source.volume.ref.poolHost)
-      : await this.chooseHost(spec.params.poolHost, known?.free, spec.params.replicateTo);
+    const { host, placement } = source
+      ? { host: this.hosts.get(source.kind === "snapshot" ? source.snapshot.ref.poolHost : source.volume.ref.poolHost), placement: "content-source" satisfies PlacementReason }
+      : await this.place(spec, known?.free);
     await requireHostCanHonour(host, spec.params);
     const dataset = this.datasetOf(host, spec.leaf);
     const needsSetup = spec.params.uid !== undefined || spec.params.gid !== undefined || spec.params.mode !== undefined;
@@ -183,6 +195,7 @@ export class VolumeService {
       [PROP.csiName]: spec.csiName,
       [PROP.parameters]: spec.params.canonical,
       [PROP.state]: needsSetup ? "creating" : "ready",
+      [PROP.placement]: placement,
       ...(source && { [PROP.contentSource]: contentSourceKey(source) ?? "" }),
       ...(spec.params.pvcName && spec.params.pvcNamespace && { [PROP.pvc]: `${spec.params.pvcNamespace}/${spec.params.pvcName}` }),
       ...(spec.params.pvName && { [PROP.pv]: spec.params.pvName }),
@@ -222,6 +235,7 @@ export class VolumeService {
           mounted: true,
           state: needsSetup ? "creating" : "ready",
           parameters: spec.params.canonical,
+          placement,
         };
     if (!volume) throw notFound(`dataset ${dataset} vanished right after it was created on ${host.config.name}`);
     return volume.state !== "ready" ? this.finish(volume, spec.params) : volume;
@@ -269,33 +283,23 @@ export class VolumeService {
     return this.destroyer.destroy(this.hosts.get(ref.poolHost), volume);
   }
 
-  /**
-   * Sets a new size in the volume's size mode (size-modes.ts): its `refquota`, `quota`, the
-   * recorded request of a thin volume, or `refquota` then `refreservation` of a reserved one.
-   * Shrinking below what the volume already holds is OUT_OF_RANGE; growth that the pool's free
-   * space cannot hold is RESOURCE_EXHAUSTED, and changes nothing.
-   */
+  /** Sets a new size in the volume's size mode (resize.ts). */
   async resize(volume: Volume, bytes: bigint): Promise<Volume> {
-    if (bytes < volume.usedBytes) throw outOfRange(`volume ${volume.id} already holds ${volume.usedBytes} bytes; cannot set its size to ${bytes}`);
     const host = this.hosts.get(volume.ref.poolHost);
-    if (bytes > volume.capacityBytes) {
-      const free = await this.available(host);
-      if (bytes - volume.capacityBytes > free) throw resourceExhausted(`pool host ${host.config.name} has ${free} bytes available; growing ${volume.id} (sizeMode ${volume.sizeMode}) by ${bytes - volume.capacityBytes} does not fit`);
-    }
-    try {
-      await host.zfs.set(volume.ref.dataset, sizeProperties(volume.sizeMode, bytes));
-    } catch (err) {
-      // A reserved volume whose refquota grew but whose refreservation did not: put the
-      // refquota back, so a refused expansion leaves the volume as it was.
-      if (volume.sizeMode === "reserved") {
-        await host.zfs.set(volume.ref.dataset, { refquota: volume.capacityBytes.toString() }).catch((undo: unknown) =>
-          this.logger.warn({ op: "ControllerExpandVolume", volumeId: volume.id, err: errorMessage(undo) }, "could not put the refquota back after a refused refreservation; the volume reads as its old size until an expansion succeeds"),
-        );
-      }
-      if (hasReason(err, "outOfSpace")) throw resourceExhausted(`pool host ${host.config.name} cannot grow ${volume.id} (sizeMode ${volume.sizeMode}) to ${bytes} bytes: ${errorMessage(err)}`, { cause: err });
-      throw err;
-    }
-    return { ...volume, capacityBytes: bytes };
+    return resizeVolume(host, volume, bytes, () => this.available(host), this.logger);
+  }
+
+  /**
+   * Changes a live volume's mutable parameters (modify.ts): validated with the stored ones,
+   * refused before anything changes when the host cannot take them, then one `zfs set`.
+   */
+  async modify(volume: Volume, mutable: Readonly<Record<string, string>>): Promise<Volume> {
+    const modification = planModification(volume, mutable, this.hosts.names);
+    // Only sidecar keys (or none): nothing to change; the CSI call still answers OK.
+    if (Object.keys(modification.properties).length === 1 && modification.params.canonical === volume.parameters) return volume;
+    await applyModification(this.hosts.get(volume.ref.poolHost), volume, modification);
+    this.logger.info({ op: "ControllerModifyVolume", volumeId: volume.id, set: modification.properties }, "volume parameters changed");
+    return { ...volume, parameters: modification.params.canonical };
   }
 
   /** Every zcsi volume on every host, ordered by id: one `zfs get` per host. */

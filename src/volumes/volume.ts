@@ -26,6 +26,8 @@ export interface Volume {
   readonly origin?: string;
   /** Local zcsi:replicate-to: the hosts the replicator copies this volume to. */
   readonly replicateTo?: string;
+  /** Local zcsi:placement: why the volume was created on its host (placement.ts). */
+  readonly placement?: string;
 }
 
 /**
@@ -58,9 +60,11 @@ export interface CreateSpec {
   readonly capacityBytes: bigint;
   readonly params: VolumeParameters;
   readonly source?: ContentSource;
+  /** The node the pod was scheduled to (accessibility_requirements.preferred), if any. */
+  readonly preferredNode?: string;
 }
 
-export const VOLUME_PROPS = [PROP.csiName, PROP.state, PROP.parameters, PROP.contentSource, PROP.replicateTo, PROP.replicaOf, ...SIZE_PROPERTIES, "referenced", "mountpoint", "mounted", "origin"];
+export const VOLUME_PROPS = [PROP.csiName, PROP.state, PROP.parameters, PROP.contentSource, PROP.replicateTo, PROP.replicaOf, PROP.placement, ...SIZE_PROPERTIES, "referenced", "mountpoint", "mounted", "origin"];
 
 export type PropertyMap = ReadonlyMap<string, { value: string; source: string }>;
 
@@ -90,6 +94,7 @@ export function toVolume(host: PoolHost, dataset: string, props: PropertyMap): V
     ...optional("contentSource", local(props, PROP.contentSource)),
     ...optional("origin", props.get("origin")?.value),
     ...optional("replicateTo", local(props, PROP.replicateTo)),
+    ...optional("placement", local(props, PROP.placement)),
   };
 }
 

@@ -1,4 +1,4 @@
-import { credentials, type Client, type ServiceError } from "@grpc/grpc-js";
+import { credentials, status, type Client, type ServiceError } from "@grpc/grpc-js";
 import type { CreateVolumeRequest } from "../../src/gen/csi/v1/CreateVolumeRequest.js";
 import type { CreateVolumeResponse__Output } from "../../src/gen/csi/v1/CreateVolumeResponse.js";
 import type { DeleteVolumeRequest } from "../../src/gen/csi/v1/DeleteVolumeRequest.js";
@@ -15,6 +15,8 @@ import type { ControllerExpandVolumeRequest } from "../../src/gen/csi/v1/Control
 import type { ControllerExpandVolumeResponse__Output } from "../../src/gen/csi/v1/ControllerExpandVolumeResponse.js";
 import type { ControllerGetVolumeRequest } from "../../src/gen/csi/v1/ControllerGetVolumeRequest.js";
 import type { ControllerGetVolumeResponse__Output } from "../../src/gen/csi/v1/ControllerGetVolumeResponse.js";
+import type { ControllerModifyVolumeRequest } from "../../src/gen/csi/v1/ControllerModifyVolumeRequest.js";
+import type { ControllerModifyVolumeResponse__Output } from "../../src/gen/csi/v1/ControllerModifyVolumeResponse.js";
 import type { ControllerPublishVolumeRequest } from "../../src/gen/csi/v1/ControllerPublishVolumeRequest.js";
 import type { ControllerPublishVolumeResponse__Output } from "../../src/gen/csi/v1/ControllerPublishVolumeResponse.js";
 import type { ControllerUnpublishVolumeRequest } from "../../src/gen/csi/v1/ControllerUnpublishVolumeRequest.js";
@@ -73,6 +75,7 @@ export class CsiClient {
   readonly controllerGetCapabilities: (r: ControllerGetCapabilitiesRequest) => Promise<ControllerGetCapabilitiesResponse__Output>;
   readonly controllerExpandVolume: (r: ControllerExpandVolumeRequest) => Promise<ControllerExpandVolumeResponse__Output>;
   readonly controllerGetVolume: (r: ControllerGetVolumeRequest) => Promise<ControllerGetVolumeResponse__Output>;
+  readonly controllerModifyVolume: (r: ControllerModifyVolumeRequest) => Promise<ControllerModifyVolumeResponse__Output>;
   readonly controllerPublishVolume: (r: ControllerPublishVolumeRequest) => Promise<ControllerPublishVolumeResponse__Output>;
   readonly controllerUnpublishVolume: (r: ControllerUnpublishVolumeRequest) => Promise<ControllerUnpublishVolumeResponse__Output>;
   readonly createSnapshot: (r: CreateSnapshotRequest) => Promise<CreateSnapshotResponse__Output>;
@@ -107,6 +110,7 @@ export class CsiClient {
     this.controllerGetCapabilities = rpc(controller, "ControllerGetCapabilities");
     this.controllerExpandVolume = rpc(controller, "ControllerExpandVolume");
     this.controllerGetVolume = rpc(controller, "ControllerGetVolume");
+    this.controllerModifyVolume = rpc(controller, "ControllerModifyVolume");
     this.controllerPublishVolume = rpc(controller, "ControllerPublishVolume");
     this.controllerUnpublishVolume = rpc(controller, "ControllerUnpublishVolume");
     this.createSnapshot = rpc(controller, "CreateSnapshot");
@@ -131,4 +135,14 @@ export class CsiClient {
   close(): void {
     for (const c of this.clients) c.close();
   }
+}
+
+/** The gRPC code and details a call ended with (OK and "" when it succeeded): what spec tests assert on. */
+export async function failure(p: Promise<unknown>): Promise<{ code: number; details: string }> {
+  try {
+    await p;
+  } catch (err) {
+    return err as { code: number; details: string };
+  }
+  return { code: status.OK, details: "" };
 }

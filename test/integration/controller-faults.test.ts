@@ -6,18 +6,10 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { CreateVolumeRequest } from "../../src/gen/csi/v1/CreateVolumeRequest.js";
 import { startControllerEnv, type ControllerEnv } from "../harness/controller.js";
+import { failure } from "../harness/csi-client.js";
 
 const cap = { mount: {}, accessMode: { mode: "SINGLE_NODE_WRITER" as const } };
 const req = (name: string): CreateVolumeRequest => ({ name, capacityRange: { requiredBytes: String(4 << 20) }, volumeCapabilities: [cap] });
-
-async function failure(p: Promise<unknown>): Promise<{ code: number; details: string }> {
-  try {
-    await p;
-  } catch (err) {
-    return err as { code: number; details: string };
-  }
-  return { code: status.OK, details: "" };
-}
 
 describe("a pool host whose host key does not match the pinned one", () => {
   let env: ControllerEnv;

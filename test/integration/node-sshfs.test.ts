@@ -99,4 +99,36 @@ describe(`a node that is not the pool host (SSHFS)`, () => {
     // The data stays on the dataset.
     expect(await alice.pool.files.read(`${mountpoint}/from-bob.txt`)).toBe("written on bob\n");
   });
+  it("keeps the SSHFS mount up through a ControllerModifyVolume, and what is written through it afterwards gets the new compression", async () => {
+    const created = await env.client.createVolume({ name: "pvc-sshfs-mod", capacityRange: { requiredBytes: String(32 * MiB) }, volumeCapabilities: [RWX], parameters: { compression: "off" } });
+    const volumeId = created.volume!.volumeId;
+    const volumeContext = created.volume!.volumeContext;
+    const dataset = volumeContext["dataset"]!;
+    const staging = join(dir, "staging-mod");
+    await mkdir(staging);
+    await bob!.nodeStageVolume({ volumeId, stagingTargetPath: staging, volumeCapability: RWX, volumeContext });
+    const before = mountAt(await readMountInfo(), staging);
+    expect(before?.fsType).toBe("fuse.sshfs");
+    const text = "zcsi modify over sshfs ".repeat(1 << 16); // ~1.4 MiB, compresses well
+    const ratio = async (): Promise<number> => {
+      await alice.pool.files.sync();
+      const r = await alice.pool.exec.run(["zfs", "get", "-H", "-o", "value", "compressratio", dataset]);
+      return Number.parseFloat(r.stdout);
+    };
+    await writeFile(join(staging, "before.txt"), text);
+    expect(await ratio()).toBe(1);
+
+    await env.client.controllerModifyVolume({ volumeId, mutableParameters: { compression: "gzip" } });
+    // The same mount (same id), still serving: nothing was unmounted or remounted.
+    expect(mountAt(await readMountInfo(), staging)?.id).toBe(before?.id);
+    await writeFile(join(staging, "after.txt"), text);
+    expect(await readFile(join(staging, "before.txt"), "utf8")).toBe(text);
+    // The ratio is accounted when the transaction group commits: wait for it (bounded).
+    let seen = 1;
+    for (let i = 0; i < 30 && seen <= 1; i++) seen = await ratio();
+    expect(seen).toBeGreaterThan(1.5);
+
+    await bob!.nodeUnstageVolume({ volumeId, stagingTargetPath: staging });
+    expect(mountAt(await readMountInfo(), staging)).toBeUndefined();
+  });
 });

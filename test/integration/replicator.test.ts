@@ -230,4 +230,34 @@ describe("zcsi replicator with two pool hosts", () => {
     expect(report?.released.length).toBeGreaterThan(0);
     expect(annotation("pvc-repl-1")).toBeUndefined();
   });
+  it("follows a ModifyVolume at its next pass: replication started on a live volume, then its interval changed", async () => {
+    const volumeId = await createVolume("pvc-repl-mod", { poolHost: "alice" });
+    const source = `${alice.parent}/pvc-repl-mod`;
+    const target = `${bob.parent}/pvc-repl-mod`;
+    const jobOf = () => running.replicator.currentJobs.find((s) => s.job.source.dataset === source);
+    const runsOf = (id: string | undefined) => running.replicator.outcomes.filter((o) => o.jobId === id).length;
+    await alice.pool.files.write(`${alice.mountRoot}/pvc-repl-mod/a.txt`, "written before replication");
+    clock.advance(MIN);
+    await running.runOnce();
+    expect(jobOf()).toBeUndefined();
+
+    await env.client.controllerModifyVolume({ volumeId, mutableParameters: { replicateTo: "bob" } });
+    clock.advance(MIN);
+    await running.runOnce();
+    expect(jobOf()?.intervalSeconds).toBe(15 * 60);
+    expect(await replicaFile(target, "a.txt")).toBe("written before replication");
+
+    await env.client.controllerModifyVolume({ volumeId, mutableParameters: { replicationInterval: "1h" } });
+    await alice.pool.files.write(`${alice.mountRoot}/pvc-repl-mod/b.txt`, "written after the change");
+    const id = jobOf()?.job.id;
+    const runs = runsOf(id);
+    clock.advance(16 * MIN); // due under the old 15m interval, not under the new 1h
+    await running.runOnce();
+    expect(jobOf()?.intervalSeconds).toBe(60 * 60);
+    expect(runsOf(id)).toBe(runs);
+    clock.advance(45 * MIN);
+    await running.runOnce();
+    expect(runsOf(id)).toBe(runs + 1);
+    expect(await replicaFile(target, "b.txt")).toBe("written after the change");
+  });
 });

@@ -10,6 +10,7 @@ import { parseVolumeParameters } from "../../src/volumes/parameters.js";
 import { VolumeService } from "../../src/volumes/service.js";
 import { SnapshotService } from "../../src/volumes/snapshots.js";
 import { startControllerEnv, type ControllerEnv } from "../harness/controller.js";
+import { failure } from "../harness/csi-client.js";
 
 const MiB = 1024 * 1024;
 const mountCap = { mount: { fsType: "", mountFlags: [] }, accessMode: { mode: "SINGLE_NODE_WRITER" as const } };
@@ -29,15 +30,6 @@ function fromSnapshot(snapshotId: string): Partial<CreateVolumeRequest> {
 
 function fromVolume(volumeId: string): Partial<CreateVolumeRequest> {
   return { volumeContentSource: { volume: { volumeId } } };
-}
-
-async function failure(p: Promise<unknown>): Promise<{ code: number; details: string }> {
-  try {
-    await p;
-  } catch (err) {
-    return err as { code: number; details: string };
-  }
-  return { code: status.OK, details: "" };
 }
 
 async function code(p: Promise<unknown>): Promise<number> {

@@ -351,6 +351,33 @@ describe("the csi-attacher sidecar (CSIDriver attachRequired: true)", () => {
   });
 });
 
+describe("the csi-resizer sidecar with VolumeAttributesClass (ControllerModifyVolume)", () => {
+  // What external-resizer v2 calls: its deploy/kubernetes/rbac.yaml (PVs, PVCs, the PVC status
+  // subresource where it reports expansion and modification, events) plus the
+  // volumeattributesclasses rule v2.0 added (CHANGELOG-2.0, "Rbac change for
+  // VolumeAttributesClass"), and its leader-election lease.
+  const RESIZER_CALLS: ApiRequest[] = [
+    ...["get", "list", "watch", "patch"].map((verb) => ({ group: "", resource: "persistentvolumes", verb, namespaced: false })),
+    ...["get", "list", "watch"].map((verb) => ({ group: "", resource: "persistentvolumeclaims", verb, namespaced: true })),
+    { group: "", resource: "persistentvolumeclaims/status", verb: "patch", namespaced: true },
+    ...["get", "list", "watch"].map((verb) => ({ group: "storage.k8s.io", resource: "volumeattributesclasses", verb, namespaced: false })),
+    ...["list", "watch", "create", "update", "patch"].map((verb) => ({ group: "", resource: "events", verb, namespaced: true })),
+    ...["get", "list", "watch", "create", "update", "delete"].map((verb) => ({ group: "coordination.k8s.io", resource: "leases", verb, namespaced: true })),
+  ];
+
+  it("runs with the VolumeAttributesClass feature gate on, and may make every call it makes from its own ClusterRole", () => {
+    const objects = build(DEPLOY_DIR);
+    const controller = ofKind(objects, "Deployment").find((d) => d.metadata.name === "zcsi-controller")!;
+    const podSpec = (controller.spec as { template: { spec: { serviceAccountName: string; containers: Array<{ name: string; image: string; args?: string[] }> } } }).template.spec;
+    const resizer = podSpec.containers.find((c) => c.name === "csi-resizer")!;
+    expect(resizer.image).toMatch(/^registry\.k8s\.io\/sig-storage\/csi-resizer:v2\.[0-9]+\.[0-9]+$/);
+    expect(resizer.args).toContain("--feature-gates=VolumeAttributesClass=true");
+    const sa = { name: podSpec.serviceAccountName, namespace: "zcsi" };
+    const onlyResizer = objects.filter((o) => !(o.kind === "ClusterRole" && o.metadata.name !== "zcsi-external-resizer") && !(o.kind === "ClusterRoleBinding" && o.metadata.name !== "zcsi-external-resizer"));
+    expect(RESIZER_CALLS.filter((r) => !allows(onlyResizer, sa, r)).map(describeRequest)).toEqual([]);
+  });
+});
+
 describe("RBAC is least privilege", () => {
   it("uses no wildcards and grants no access to Secrets", () => {
     const objects = build(DEPLOY_DIR);
