@@ -3,10 +3,11 @@
  * in a volume mounted on the pool host (bind) and on another node (SSHFS), expansion, reserved
  * space running out, and restores taking the mode of their own StorageClass.
  */
-import { status, type ServiceError } from "@grpc/grpc-js";
+import { status } from "@grpc/grpc-js";
 import { rm, statfs, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { failure } from "../harness/csi-client.js";
 import { RWX, startNodeEnv, uniqueName, type NodeEnv, type NodeHandle, type RemoteNode, type TestVolume } from "../harness/node-env.js";
 
 const MiB = 1024 * 1024;
@@ -24,15 +25,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await env?.stop();
 });
-
-async function failure(p: Promise<unknown>): Promise<{ code: status; details: string }> {
-  try {
-    await p;
-    return { code: status.OK, details: "" };
-  } catch (err) {
-    return { code: (err as ServiceError).code, details: (err as ServiceError).details };
-  }
-}
 
 /** `zfs get -Hp` values of one dataset, by property. */
 async function props(dataset: string, names: string[]): Promise<Record<string, string>> {
@@ -154,7 +146,7 @@ describe("sizeMode properties", () => {
   it.each(["Thin", "refreservation", "none", ""])("rejects sizeMode=%j with INVALID_ARGUMENT naming the modes, and creates nothing", async (value) => {
     const name = uniqueName("pvc-bad-mode");
     const refused = await failure(create(name, 8 * MiB, { sizeMode: value }));
-    expect(refused).toEqual({ code: status.INVALID_ARGUMENT, details: `parameter sizeMode=${JSON.stringify(value)}: must be one of refquota, quota, thin, reserved` });
+    expect(refused).toMatchObject({ code: status.INVALID_ARGUMENT, details: `parameter sizeMode=${JSON.stringify(value)}: must be one of refquota, quota, thin, reserved` });
     expect(await datasets()).not.toContain(`${env.parent}/${name}`);
     expect((await failure(env.controller.getCapacity({ volumeCapabilities: [RWX], parameters: { sizeMode: value } }))).code).toBe(status.INVALID_ARGUMENT);
   });
