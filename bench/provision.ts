@@ -1,7 +1,7 @@
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { commandName, type InstrumentedExecutor } from "../src/exec/instrumented.js";
-import { PROP, SIZE_PROPERTY } from "../src/volumes/properties.js";
+import { VOLUME_PROPS } from "../src/volumes/volume.js";
 import { zfsGet } from "../src/zfs/argv.js";
 import { startControllerEnv } from "../test/harness/controller.js";
 import { failureSummary, median, percentile, ratio, report, timeMs, rawExecutor } from "./lib.js";
@@ -16,7 +16,6 @@ const run = promisify(execFile);
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 50);
 const CAP = { mount: {}, accessMode: { mode: "SINGLE_NODE_WRITER" as const } };
 /** What VolumeService reads before a create (with `available`) and before a destroy. */
-const VOLUME_PROPS = [PROP.csiName, PROP.state, PROP.parameters, PROP.contentSource, SIZE_PROPERTY, "referenced", "mountpoint", "mounted", "origin"];
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export async function benchProvision(): Promise<void> {

@@ -2,7 +2,8 @@ import { pino } from "pino";
 import { LISTING_TTL_MS } from "../src/csi/listing-cache.js";
 import type { InstrumentedExecutor } from "../src/exec/instrumented.js";
 import { SnapshotScheduler } from "../src/snapshots/scheduler.js";
-import { PROP, SIZE_PROPERTY } from "../src/volumes/properties.js";
+import { PROP } from "../src/volumes/properties.js";
+import { VOLUME_PROPS } from "../src/volumes/volume.js";
 import { zfsGet, zfsList } from "../src/zfs/argv.js";
 import { startControllerEnv } from "../test/harness/controller.js";
 import { median, ratio, report, timeMs, type Row, rawExecutor } from "./lib.js";
@@ -21,7 +22,6 @@ const PAGE = Number(process.env.BENCH_SCALE_PAGE ?? 100);
 /** Volumes with a snapshot schedule: constant across sizes, so a tick's snapshot work is too. */
 const SCHEDULED = 10;
 /** The properties VolumeService.list and the scheduler's discovery read (src/volumes/service.ts, src/snapshots/scheduler.ts). */
-const VOLUME_PROPS = [PROP.csiName, PROP.state, PROP.parameters, PROP.contentSource, SIZE_PROPERTY, "referenced", "mountpoint", "mounted", "origin"];
 const DISCOVERY_PROPS = ["type", "createtxg", "guid", "userrefs", "origin", PROP.csiName, PROP.pv, PROP.snapshotSchedule, PROP.replicateTo, PROP.replicatedThrough, PROP.autoSnapshot, PROP.snapshotName];
 const CAP = { mount: {}, accessMode: { mode: "SINGLE_NODE_WRITER" as const } };
 
@@ -81,7 +81,7 @@ export async function benchScale(): Promise<void> {
           for (let i = todo.shift(); i !== undefined; i = todo.shift()) {
             const leaf = `pvc-${String(i).padStart(5, "0")}`;
             const props: Record<string, string> = {
-              [SIZE_PROPERTY]: String(64 << 20),
+              refquota: String(64 << 20),
               mountpoint: `${host.mountRoot}/${leaf}`,
               canmount: "noauto",
               [PROP.csiName]: leaf,

@@ -292,6 +292,13 @@ export class ControllerService {
     return { abnormal: false, message: "" };
   }
 
+  /**
+   * CSI spec, GetCapacity: the largest volume CreateVolume would make now with these
+   * parameters: the best host's `available` under its parent, in every size mode. For
+   * `reserved` that much can be set aside (it already excludes other volumes' reservations);
+   * for `refquota`, `quota` and `thin` it is free space shared with every volume that has not
+   * filled its size yet (a thin volume's size is a request, never a limit or a promise).
+   */
   async getCapacity(req: GetCapacityRequest__Output): Promise<GetCapacityResponse> {
     const params = parseVolumeParameters(req.parameters, this.volumes.hosts.names);
     if (req.volumeCapabilities.some((cap) => capabilityProblem(cap) !== undefined)) {
@@ -327,7 +334,8 @@ export class ControllerService {
         throw outOfRange(`volume ${req.volumeId} is ${volume.capacityBytes} bytes; limit_bytes ${limit} would shrink it, and zcsi never shrinks a volume`);
       }
       const resized = target > volume.capacityBytes ? await this.volumes.resize(volume, target) : volume;
-      // The quota grows on the pool host; bind mounts and SSHFS see it at once.
+      // The limit grows on the pool host (or a thin volume's request is recorded); bind mounts
+      // and SSHFS see it at once.
       return { capacityBytes: resized.capacityBytes.toString(), nodeExpansionRequired: false };
     });
   }

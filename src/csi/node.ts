@@ -186,7 +186,13 @@ export class NodeService {
   }
 
   /**
-   * Usage from statfs on the volume's mount. A dead or missing mount is reported as an
+   * Usage from statfs on the volume's mount, which ZFS computes per dataset, so it is what a pod
+   * can really write in each size mode (volumes/size-modes.ts). Total is referenced + available:
+   * `refquota`: the size, available the room left in it (less when the pool itself is fuller);
+   * `reserved`: the same, and the room is guaranteed; `quota`: available is what is left once
+   * snapshots are counted, so the total drops below the size while snapshots hold space;
+   * `thin`: available is the pool's free space. SSHFS passes the pool host's statvfs through.
+   * A dead or missing mount is reported as an
    * abnormal VolumeCondition, not an error, so kubelet records it as a volume health event;
    * usage is still filled (zeros), because kubelet discards a response without usage.
    */
@@ -214,7 +220,7 @@ export class NodeService {
   }
 
   /**
-   * The size limit is a ZFS refquota on the pool host, raised by ControllerExpandVolume;
+   * The size is a ZFS limit on the pool host (per sizeMode), raised by ControllerExpandVolume;
    * a bind mount and SSHFS both show it at once. Nothing changes on the node: this reports
    * the capacity the pod now sees (statfs through the mount).
    */

@@ -3,7 +3,8 @@ import type { PoolHost, PoolHosts } from "../volumes/hosts.js";
 import { formatVolumeId } from "../volumes/ids.js";
 import { classifyCopy, decideHome } from "../volumes/home.js";
 import { copyFacts } from "../volumes/homes.js";
-import { AUTO_SNAPSHOT_PREFIX, FIRST_EPOCH, PROP, SIZE_PROPERTY } from "../volumes/properties.js";
+import { AUTO_SNAPSHOT_PREFIX, FIRST_EPOCH, PROP } from "../volumes/properties.js";
+import { capacityOf, SIZE_PROPERTIES, sizeModeOf } from "../volumes/size-modes.js";
 import { ownUserPropertyValue, PropertyView, type DatasetProperties } from "../zfs/parse.js";
 
 /**
@@ -36,8 +37,9 @@ const VOLUME_PROPS = [
   PROP.fenced,
   PROP.diverged,
   PROP.failedOver,
+  PROP.parameters,
   "readonly",
-  SIZE_PROPERTY,
+  ...SIZE_PROPERTIES,
   "referenced",
   "used",
   "available",
@@ -57,7 +59,7 @@ export interface VolumeStatus {
   readonly pv?: string;
   /** `ready`, or `creating` for a volume whose creation has not finished. */
   readonly state: string;
-  /** The volume's size: its `refquota`. */
+  /** The volume's size in its size mode (volumes/size-modes.ts): `refquota`, `quota`, a thin volume's request. */
   readonly sizeBytes: bigint;
   /** What the volume's files take: its `referenced`. */
   readonly usedBytes: bigint;
@@ -185,7 +187,7 @@ async function collectHost(host: PoolHost): Promise<PoolHostStatus> {
         ...(pvc !== undefined && { pvc }),
         ...(pv !== undefined && { pv }),
         state: ownUserPropertyValue(props.get(PROP.state)) ?? "creating",
-        sizeBytes: new PropertyView(dataset, props, config.name).integer(SIZE_PROPERTY),
+        sizeBytes: capacityOf(sizeModeOf(ownUserPropertyValue(props.get(PROP.parameters))), new PropertyView(dataset, props, config.name), props),
         usedBytes: new PropertyView(dataset, props, config.name).integer("referenced"),
         usedWithSnapshotsBytes: new PropertyView(dataset, props, config.name).integer("used"),
         mountpoint: props.get("mountpoint")?.value ?? "",

@@ -1,6 +1,7 @@
 import { invalidArgument } from "../errors.js";
 import { durationSeconds, formatDuration, quantityBytes } from "../util/units.js";
 import { normalizePolicy } from "./schedule.js";
+import { DEFAULT_SIZE_MODE, SIZE_MODES, type SizeMode } from "./size-modes.js";
 
 /**
  * StorageClass parameters zcsi understands. Each entry validates and normalises one value;
@@ -25,6 +26,12 @@ export interface VolumeParameters {
    * volume depends on nothing and the snapshot can be deleted at once).
    */
   readonly restoreMode: RestoreMode;
+  /**
+   * What the size means on the pool host (size-modes.ts): `refquota` (default), `quota`, `thin`
+   * or `reserved`. A volume made from a snapshot or another volume takes the mode of its own
+   * StorageClass, not its source's.
+   */
+  readonly sizeMode: SizeMode;
   /** Snapshot schedule in normal form (docs/snapshots.md), stored on the dataset for the snapshotter. */
   readonly snapshotSchedule?: string;
   /**
@@ -108,6 +115,7 @@ export const PARAMETERS: Readonly<Record<string, Parser>> = {
     return value.padStart(4, "0").slice(-4);
   },
   restoreMode: enumOf(/^(clone|copy)$/, "clone, copy"),
+  sizeMode: enumOf(new RegExp(`^(${SIZE_MODES.join("|")})$`), SIZE_MODES.join(", ")),
   snapshotSchedule: (value, key) => normalizePolicy(value, `parameter ${key}`),
   // Names only; whether they are configured, and not the volume's own host, is checked below.
   replicateTo: (value, key) => {
@@ -172,6 +180,9 @@ export function parseVolumeParameters(raw: Readonly<Record<string, string>> | nu
       if (normalized[key] !== undefined) throw invalidArgument(`parameter ${key}=${JSON.stringify(raw?.[key])} needs replicateTo (the pool hosts to replicate to)`);
     }
   }
+  // The default mode is left out of the canonical form: `sizeMode: refquota`, no sizeMode, and a
+  // volume made before size modes existed all mean the same and must match on a retry.
+  if (normalized.sizeMode === DEFAULT_SIZE_MODE) delete normalized.sizeMode;
   const zfsProperties: Record<string, string> = {};
   for (const prop of ZFS_NATIVE) if (normalized[prop] !== undefined) zfsProperties[prop] = normalized[prop];
   return {
@@ -181,6 +192,7 @@ export function parseVolumeParameters(raw: Readonly<Record<string, string>> | nu
     ...(normalized.gid !== undefined && { gid: Number(normalized.gid) }),
     ...(normalized.mode !== undefined && { mode: normalized.mode }),
     restoreMode: normalized.restoreMode === "copy" ? "copy" : "clone",
+    sizeMode: SIZE_MODES.find((m) => m === normalized.sizeMode) ?? DEFAULT_SIZE_MODE,
     ...(normalized.snapshotSchedule !== undefined && { snapshotSchedule: normalized.snapshotSchedule }),
     ...(replicateTo !== undefined && { replicateTo, replicationInterval: normalized.replicationInterval ?? DEFAULT_REPLICATION_INTERVAL }),
     ...(normalized.replicationBandwidth !== undefined && { replicationBandwidth: Number(normalized.replicationBandwidth) }),

@@ -8,8 +8,16 @@ export const PROP = {
   csiName: "zcsi:csi-name",
   /** `creating` until every creation step is done, then `ready`. */
   state: "zcsi:state",
-  /** Normalised StorageClass parameters, compared on a retried CreateVolume. */
+  /**
+   * Normalised StorageClass parameters, compared on a retried CreateVolume. Also says the
+   * volume's size mode (`sizeMode`, absent for the default `refquota`; size-modes.ts).
+   */
   parameters: "zcsi:parameters",
+  /**
+   * A thin volume's size (sizeMode `thin`): the bytes its PVC asked for, as a decimal integer.
+   * No ZFS limit enforces it; it is what CSI reports as the volume's capacity.
+   */
+  requestedSize: "zcsi:requested-size",
   pvc: "zcsi:pvc",
   pv: "zcsi:pv",
   /**
@@ -122,20 +130,19 @@ export const CARRIED_PROPS = [
   "zcsi:replication-interval",
   "zcsi:replication-bandwidth",
   "zcsi:placement",
+  // The size, as its mode sets it (size-modes.ts SIZE_PROPERTIES, in the order zfs-fuse accepts:
+  // refquota before refreservation): a replica is received without properties, and a promoted
+  // copy without them would be a volume with no limit and no reservation.
+  "zcsi:requested-size",
   "refquota",
+  "quota",
+  "refreservation",
 ] as const;
 
 export const ROLES = ["primary", "replica"] as const;
 export type Role = (typeof ROLES)[number];
 /** The epoch of a volume when it is created, and of any copy that carries none. */
 export const FIRST_EPOCH = 1;
-
-/**
- * The size limit is `refquota`, not `quota`: `quota` also counts snapshots, so a volume
- * with scheduled snapshots would run out of space while `df` inside the pod showed room.
- * `refquota` limits what the pod's files reference, which is what a PVC's size means.
- */
-export const SIZE_PROPERTY = "refquota";
 
 export type VolumeState = "creating" | "ready";
 

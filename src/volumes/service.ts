@@ -1,10 +1,13 @@
-import { alreadyExists, errorMessage, failedPrecondition, invalidArgument, isZcsiError, notFound, outOfRange, resourceExhausted, unavailable } from "../errors.js";
+import { alreadyExists, errorMessage, failedPrecondition, invalidArgument, isZcsiError, notFound, resourceExhausted, unavailable } from "../errors.js";
 import type { Logger } from "../log.js";
 import { VolumeDestroyer } from "./delete.js";
 import { formatVolumeId, type VolumeRef } from "./ids.js";
 import type { PoolHost, PoolHosts } from "./hosts.js";
 import type { VolumeParameters } from "./parameters.js";
-import { FIRST_EPOCH, PROP, SIZE_PROPERTY } from "./properties.js";
+import { FIRST_EPOCH, PROP } from "./properties.js";
+import { resizeVolume } from "./resize.js";
+import { sizeProperties } from "./size-modes.js";
+import { hasReason } from "../zfs/errors.js";
 import { requireHostCanHonour } from "./host-limits.js";
 import { applyModification, planModification } from "./modify.js";
 import { VolumeHomes, type ResolvedHome } from "./homes.js";
@@ -182,9 +185,12 @@ export class VolumeService {
     const needsSetup = spec.params.uid !== undefined || spec.params.gid !== undefined || spec.params.mode !== undefined;
     const free = known?.free.get(host.config.name) ?? (await this.available(host));
     if (spec.capacityBytes > free) {
-      // A refquota larger than the pool is legal in ZFS (thin provisioning), but the CSI
-      // contract is that the capacity is usable: refuse rather than over-promise.
-      throw resourceExhausted(`pool host ${host.config.name} has ${free} bytes available under ${host.config.parentDataset}; ${spec.capacityBytes} requested`);
+      // A limit (or a thin request) larger than the pool is legal in ZFS, but the CSI contract
+      // is that the capacity is usable: refuse what the pool could not hold even now. For
+      // `reserved` this is ZFS's own rule (a refreservation must fit in the parent's
+      // `available`, which already counts every other reservation); the other modes set
+      // nothing aside, so their volumes together may be promised more than the pool holds.
+      throw resourceExhausted(`pool host ${host.config.name} has ${free} bytes available under ${host.config.parentDataset}; ${spec.capacityBytes} requested (sizeMode ${spec.params.sizeMode})`);
     }
     const props: Record<string, string> = {
       ...spec.params.zfsProperties,
@@ -192,7 +198,7 @@ export class VolumeService {
       [PROP.volume]: formatVolumeId({ poolHost: host.config.name, dataset }),
       [PROP.role]: "primary",
       [PROP.epoch]: String(FIRST_EPOCH),
-      [SIZE_PROPERTY]: spec.capacityBytes.toString(),
+      ...sizeProperties(spec.params.sizeMode, spec.capacityBytes),
       mountpoint: `${host.config.mountRoot}/${spec.leaf}`,
       [PROP.csiName]: spec.csiName,
       [PROP.parameters]: spec.params.canonical,
@@ -216,6 +222,9 @@ export class VolumeService {
     } catch (err) {
       // A concurrent creator (another controller replica) won the race: report what is there.
       if (isZcsiError(err, "AlreadyExists")) throw alreadyExists(`dataset ${dataset} already exists on ${host.config.name}`);
+      // The pool filled between the free-space check and the create (another volume took the
+      // space): ZFS refused the reservation, and created nothing.
+      if (hasReason(err, "outOfSpace")) throw resourceExhausted(`pool host ${host.config.name} cannot hold ${spec.capacityBytes} bytes for ${dataset} (sizeMode ${spec.params.sizeMode}): ${errorMessage(err)}`, { cause: err });
       throw err;
     }
     // A plain create set every property itself: the volume is what it asked for, with no
@@ -228,6 +237,7 @@ export class VolumeService {
           ref,
           csiName: spec.csiName,
           capacityBytes: spec.capacityBytes,
+          sizeMode: spec.params.sizeMode,
           usedBytes: 0n,
           mountpoint: props.mountpoint ?? "",
           mounted: true,
@@ -281,16 +291,10 @@ export class VolumeService {
     return this.destroyer.destroy(this.hosts.get(volume.ref.poolHost), volume); // the home copy
   }
 
-  /** Sets the size limit. Shrinking below what the volume already holds is OUT_OF_RANGE. */
+  /** Sets a new size in the volume's size mode (resize.ts). */
   async resize(volume: Volume, bytes: bigint): Promise<Volume> {
-    if (bytes < volume.usedBytes) throw outOfRange(`volume ${volume.id} already holds ${volume.usedBytes} bytes; cannot set its size to ${bytes}`);
     const host = this.hosts.get(volume.ref.poolHost);
-    if (bytes > volume.capacityBytes) {
-      const free = await this.available(host);
-      if (bytes - volume.capacityBytes > free) throw resourceExhausted(`pool host ${host.config.name} has ${free} bytes available; growing ${volume.id} by ${bytes - volume.capacityBytes} does not fit`);
-    }
-    await host.zfs.set(volume.ref.dataset, { [SIZE_PROPERTY]: bytes.toString() });
-    return { ...volume, capacityBytes: bytes };
+    return resizeVolume(host, volume, bytes, () => this.available(host), this.logger);
   }
 
   /**

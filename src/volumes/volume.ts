@@ -1,7 +1,8 @@
 import type { PoolHost } from "./hosts.js";
 import { formatVolumeId, type VolumeRef } from "./ids.js";
 import type { VolumeParameters } from "./parameters.js";
-import { CLONE_SNAPSHOT_PREFIX, PROP, SIZE_PROPERTY, type VolumeState } from "./properties.js";
+import { CLONE_SNAPSHOT_PREFIX, PROP, type VolumeState } from "./properties.js";
+import { capacityOf, SIZE_PROPERTIES, sizeModeOf, type SizeMode } from "./size-modes.js";
 import type { Snapshot } from "./snapshots.js";
 import { ownUserPropertyValue, PropertyView } from "../zfs/parse.js";
 
@@ -9,7 +10,10 @@ export interface Volume {
   readonly id: string;
   readonly ref: VolumeRef;
   readonly csiName: string;
+  /** The size, in the volume's size mode (size-modes.ts capacityOf). */
   readonly capacityBytes: bigint;
+  /** From zcsi:parameters; `refquota` when it says none. */
+  readonly sizeMode: SizeMode;
   readonly usedBytes: bigint;
   readonly mountpoint: string;
   readonly mounted: boolean;
@@ -77,7 +81,7 @@ export const VOLUME_PROPS = [
   PROP.role,
   PROP.fenced,
   PROP.placement,
-  SIZE_PROPERTY,
+  ...SIZE_PROPERTIES,
   "referenced",
   "mountpoint",
   "mounted",
@@ -98,17 +102,19 @@ export function toVolume(host: PoolHost, dataset: string, props: PropertyMap): V
   // A promoted copy is the volume under the id it was born with (zcsi:volume); any other copy's id names itself.
   const identity = local(props, PROP.volume);
   const view = new PropertyView(dataset, props, host.config.name);
-  const number = (name: string): bigint => view.integer(name);
+  const parameters = local(props, PROP.parameters) ?? "{}";
+  const sizeMode = sizeModeOf(parameters);
   return {
     id: identity !== undefined && identity !== "-" && identity !== "" ? identity : formatVolumeId(ref),
     ref,
     csiName,
-    capacityBytes: number(SIZE_PROPERTY),
-    usedBytes: number("referenced"),
+    capacityBytes: capacityOf(sizeMode, view, props),
+    sizeMode,
+    usedBytes: view.integer("referenced"),
     mountpoint: props.get("mountpoint")?.value ?? "",
     mounted: props.get("mounted")?.value === "yes",
     state: local(props, PROP.state) === "ready" ? "ready" : "creating",
-    parameters: local(props, PROP.parameters) ?? "{}",
+    parameters,
     ...optional("contentSource", local(props, PROP.contentSource)),
     ...optional("origin", props.get("origin")?.value),
     ...optional("replicateTo", local(props, PROP.replicateTo)),

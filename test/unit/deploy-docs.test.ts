@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { SIZE_PROPERTY } from "../../src/volumes/properties.js";
+import { SIZE_PROPERTIES } from "../../src/volumes/size-modes.js";
 import { REPO_ROOT } from "./deploy-manifests.js";
 
 /**
@@ -51,7 +51,8 @@ function requiredPermissions(): Set<string> {
   const native = /const ZFS_NATIVE = \[([^\]]*)\]/.exec(read("src/volumes/parameters.ts"));
   expect(native, "ZFS_NATIVE in src/volumes/parameters.ts").not.toBeNull();
   for (const m of native![1]!.matchAll(/"([a-z_]+)"/g)) needed.add(m[1]!);
-  needed.add(SIZE_PROPERTY);
+  // Every size mode's native properties (the user property of `thin` falls under userprop).
+  for (const p of SIZE_PROPERTIES) if (!p.includes(":")) needed.add(p);
   expect(read("src/volumes/service.ts")).toMatch(/\bmountpoint: `\$\{host\.config\.mountRoot\}/);
   needed.add("mountpoint");
   expect(read("src/volumes/properties.ts")).toMatch(/"zcsi:[a-z-]+"/);

@@ -407,7 +407,7 @@ describe("examples", () => {
       expect(Object.keys(params).length, vac.metadata.name).toBeGreaterThan(0);
       for (const sc of ofKind(all, "StorageClass")) {
         const stored = parseVolumeParameters((sc.parameters ?? {}) as Record<string, string>, hosts).canonical;
-        const volume: Volume = { id: "x", ref: { poolHost: "elsewhere", dataset: "tank/k8s/pvc-1" }, csiName: "pvc-1", capacityBytes: 1n, usedBytes: 0n, mountpoint: "", mounted: true, state: "ready", parameters: stored };
+        const volume: Volume = { id: "x", ref: { poolHost: "elsewhere", dataset: "tank/k8s/pvc-1" }, csiName: "pvc-1", capacityBytes: 1n, sizeMode: "refquota", usedBytes: 0n, mountpoint: "", mounted: true, state: "ready", parameters: stored };
         expect(() => planModification(volume, params, hosts), `${vac.metadata.name} on ${sc.metadata.name}`).not.toThrow();
       }
     }

@@ -7,7 +7,7 @@ const HOSTS = ["alice", "bob", "carol"];
 
 function volume(parameters: Record<string, string>): Volume {
   const ref = { poolHost: "alice", dataset: "tank/k8s/pvc-1" };
-  return { id: "alice:tank/k8s/pvc-1", ref, csiName: "pvc-1", capacityBytes: 1n << 30n, usedBytes: 0n, mountpoint: "/tank/k8s/pvc-1", mounted: true, state: "ready", parameters: parseVolumeParameters(parameters, HOSTS).canonical };
+  return { id: "alice:tank/k8s/pvc-1", ref, csiName: "pvc-1", capacityBytes: 1n << 30n, sizeMode: "refquota", usedBytes: 0n, mountpoint: "/tank/k8s/pvc-1", mounted: true, state: "ready", parameters: parseVolumeParameters(parameters, HOSTS).canonical };
 }
 
 describe("mutableKeys", () => {

@@ -99,3 +99,23 @@ describe("replication parameters", () => {
     expect(() => parseVolumeParameters(raw, THREE)).toThrow(expect.objectContaining({ kind: "InvalidArgument", message: expect.stringMatching(message) }));
   });
 });
+
+describe("sizeMode", () => {
+  it("is refquota by default, and each documented mode is taken as given", () => {
+    expect(parseVolumeParameters({}, HOSTS).sizeMode).toBe("refquota");
+    for (const mode of ["refquota", "quota", "thin", "reserved"]) expect(parseVolumeParameters({ sizeMode: mode }, HOSTS).sizeMode).toBe(mode);
+  });
+
+  it("is part of what a retry must match, except the default, which matches no sizeMode at all", () => {
+    expect(parseVolumeParameters({ sizeMode: "thin" }, HOSTS).canonical).toBe(JSON.stringify({ sizeMode: "thin" }));
+    expect(parseVolumeParameters({ sizeMode: "reserved" }, HOSTS).canonical).not.toBe(parseVolumeParameters({ sizeMode: "thin" }, HOSTS).canonical);
+    // Volumes made before sizeMode existed carry no sizeMode in zcsi:parameters: they are refquota.
+    expect(parseVolumeParameters({ sizeMode: "refquota" }, HOSTS).canonical).toBe("{}");
+  });
+
+  it.each(["Thin", "none", "refreservation", "", "thin,reserved"])("rejects sizeMode=%j with INVALID_ARGUMENT listing the modes", (value) => {
+    expect(() => parseVolumeParameters({ sizeMode: value }, HOSTS)).toThrow(
+      expect.objectContaining({ kind: "InvalidArgument", message: expect.stringMatching(/^parameter sizeMode=.*: must be one of refquota, quota, thin, reserved$/) }),
+    );
+  });
+});

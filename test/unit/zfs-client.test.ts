@@ -1,35 +1,10 @@
 import { describe, expect, it } from "vitest";
 import { isZcsiError } from "../../src/errors.js";
-import type { ExecOptions, ExecResult, ExecStream, Executor } from "../../src/exec/executor.js";
 import { Zfs } from "../../src/zfs/client.js";
 import { isBusy } from "../../src/zfs/errors.js";
 import { fixture } from "../fixtures/zfs/load.js";
+import { fail, ok, ScriptedExecutor } from "../harness/scripted-executor.js";
 
-type Reply = ExecResult | ((argv: readonly string[]) => ExecResult);
-
-/** Answers each command from a script (matched on the argv joined by spaces) and records it. */
-class ScriptedExecutor implements Executor {
-  readonly host = "fake";
-  readonly calls: string[][] = [];
-  readonly options: Array<ExecOptions | undefined> = [];
-  constructor(private readonly script: Array<[RegExp, Reply]>) {}
-  async run(argv: readonly string[], options?: ExecOptions): Promise<ExecResult> {
-    this.calls.push([...argv]);
-    this.options.push(options);
-    const line = argv.join(" ");
-    const i = this.script.findIndex(([re]) => re.test(line));
-    if (i < 0) throw new Error(`unexpected command: ${line}`);
-    const [, reply] = this.script[i] as [RegExp, Reply];
-    return typeof reply === "function" ? reply(argv) : reply;
-  }
-  async stream(): Promise<ExecStream> {
-    throw new Error("not used");
-  }
-  async close(): Promise<void> {}
-}
-
-const ok = (stdout = ""): ExecResult => ({ stdout, stderr: "", exitCode: 0 });
-const fail = (stderr: string, exitCode = 1): ExecResult => ({ stdout: "", stderr, exitCode });
 const BUSY = fail("cannot destroy 'tank/a': dataset is busy\n");
 const noSleep = async (): Promise<void> => {};
 
