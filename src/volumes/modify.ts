@@ -1,4 +1,5 @@
 import { invalidArgument } from "../errors.js";
+import type { Logger } from "../log.js";
 import { requireHostCanHonour } from "./host-limits.js";
 import type { PoolHost } from "./hosts.js";
 import { PARAMETERS, parseVolumeParameters, SIDECAR_PREFIX, type VolumeParameters } from "./parameters.js";
@@ -117,4 +118,17 @@ export async function applyModification(host: PoolHost, volume: Volume, modifica
   }
   await requireHostCanHonour(host, { ...modification.params, zfsProperties: changedNative });
   await host.zfs.set(volume.ref.dataset, modification.properties);
+}
+
+/**
+ * Changes a live volume's mutable parameters: validated with the stored ones, refused before
+ * anything changes when the host cannot take them, then one `zfs set` (applyModification).
+ */
+export async function modifyVolume(host: PoolHost, volume: Volume, mutable: Readonly<Record<string, string>>, knownHosts: readonly string[], logger: Logger): Promise<Volume> {
+  const modification = planModification(volume, mutable, knownHosts);
+  // Only sidecar keys (or none): nothing to change; the CSI call still answers OK.
+  if (Object.keys(modification.properties).length === 1 && modification.params.canonical === volume.parameters) return volume;
+  await applyModification(host, volume, modification);
+  logger.info({ op: "ControllerModifyVolume", volumeId: volume.id, set: modification.properties }, "volume parameters changed");
+  return { ...volume, parameters: modification.params.canonical };
 }

@@ -9,7 +9,7 @@ import { resizeVolume } from "./resize.js";
 import { sizeProperties } from "./size-modes.js";
 import { hasReason } from "../zfs/errors.js";
 import { requireHostCanHonour } from "./host-limits.js";
-import { applyModification, planModification } from "./modify.js";
+import { modifyVolume } from "./modify.js";
 import { VolumeHomes, type ResolvedHome } from "./homes.js";
 import { volumeAtHome } from "./moved.js";
 import { choosePlacement, describePlacement, type PlacementReason } from "./placement.js";
@@ -297,17 +297,9 @@ export class VolumeService {
     return resizeVolume(host, volume, bytes, () => this.available(host), this.logger);
   }
 
-  /**
-   * Changes a live volume's mutable parameters (modify.ts): validated with the stored ones,
-   * refused before anything changes when the host cannot take them, then one `zfs set`.
-   */
-  async modify(volume: Volume, mutable: Readonly<Record<string, string>>): Promise<Volume> {
-    const modification = planModification(volume, mutable, this.hosts.names);
-    // Only sidecar keys (or none): nothing to change; the CSI call still answers OK.
-    if (Object.keys(modification.properties).length === 1 && modification.params.canonical === volume.parameters) return volume;
-    await applyModification(this.hosts.get(volume.ref.poolHost), volume, modification);
-    this.logger.info({ op: "ControllerModifyVolume", volumeId: volume.id, set: modification.properties }, "volume parameters changed");
-    return { ...volume, parameters: modification.params.canonical };
+  /** Changes a live volume's mutable parameters (modify.ts). */
+  modify(volume: Volume, mutable: Readonly<Record<string, string>>): Promise<Volume> {
+    return modifyVolume(this.hosts.get(volume.ref.poolHost), volume, mutable, this.hosts.names, this.logger);
   }
 
   /** Every zcsi volume on every host, ordered by id: one `zfs get` per host. */
