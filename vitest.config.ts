@@ -50,6 +50,7 @@ const openZfsVm = {
     name: "openzfs-vm",
     include: OPENZFS_VM_SUITES,
     env: { ZCSI_ZFS_BACKEND: "openzfs-vm" },
+    // Boots the run's shared VMs (test/hosts/openzfs-vm/shared.ts), lent to one file at a time.
     globalSetup: ["test/hosts/openzfs-vm/global-setup.ts"],
     // After the zfs-fuse project, not beside it: qemu's TCG wants both cores.
     sequence: { groupOrder: 1 },

@@ -13,6 +13,7 @@
  * file write on the pool host goes through `exec`, never through this machine's filesystem.
  */
 import type { ExecResult, Executor } from "../../src/exec/executor.js";
+import { leaseSharedVm } from "../hosts/openzfs-vm/shared.js";
 import { startOpenZfsVm, type OpenZfsVm } from "../hosts/openzfs-vm/vm.js";
 import { createTestPool, type TestPool } from "./zfs-pool.js";
 
@@ -96,14 +97,19 @@ export interface PoolHostOptions {
   readonly name?: string;
 }
 
-/** A fresh pool on the selected backend; destroy() removes the pool (and the VM) again. */
+/**
+ * A fresh pool on the selected backend; destroy() removes it again. On openzfs-vm the pool is
+ * on one of the run's shared VMs (test/hosts/openzfs-vm/shared.ts) when one is free, else on a
+ * VM of its own that destroy() stops.
+ */
 export async function createPoolHost(options: PoolHostOptions = {}, backend: ZfsBackendName = zfsBackend()): Promise<PoolHost> {
   const sizeMiB = options.sizeMiB ?? 512;
   if (backend === "zfs-fuse") {
     const tp = await createTestPool({ sizeMiB });
     return { ...tp, destroy: () => tp.destroy(), backend, importArgs: ["-d", tp.dir], files: poolHostFiles(tp.exec) };
   }
-  const vm = await startOpenZfsVm({ diskMiB: sizeMiB, ...(options.name === undefined ? {} : { name: options.name }) });
+  const name = options.name === undefined ? {} : { name: options.name };
+  const vm = (await leaseSharedVm({ sizeMiB, ...name })) ?? (await startOpenZfsVm({ diskMiB: sizeMiB, ...name }));
   const pool = vm.pool;
   const mountRoot = vm.mountRoot;
   if (pool === undefined || mountRoot === undefined) {
@@ -114,7 +120,7 @@ export async function createPoolHost(options: PoolHostOptions = {}, backend: Zfs
     pool,
     exec: vm.exec,
     mountRoot,
-    // The host-side temp dir (disk image, keys); the pool's device is the guest's /dev/vda.
+    // The host-side temp dir (disk images, keys); the pool is on the guest disk `vm.disk`.
     dir: vm.dir,
     destroy: () => vm.stop(),
     backend,

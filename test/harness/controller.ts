@@ -92,6 +92,9 @@ export async function startControllerEnv(options: ControllerEnvOptions = {}): Pr
       const mountRoot = join(pool.mountRoot, "k8s");
       const r = await pool.exec.run(["zfs", "create", parent]);
       if (r.exitCode !== 0) throw new Error(`zfs create ${parent}: ${r.stderr}`);
+      // OpenZFS writes the pool's command history in a later txg: until it syncs, `available`
+      // drops by a few KiB between two reads (status.test.ts compares two). Settle it here.
+      if (pool.vm) await pool.exec.run(["zpool", "sync", pool.pool]);
       hosts.push({ name, pool, sshd, parent, mountRoot });
     }
     const first = hosts[0];

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { CreateVolumeRequest } from "../../src/gen/csi/v1/CreateVolumeRequest.js";
 import type { InstrumentedExecutor } from "../../src/exec/instrumented.js";
 import { startControllerEnv, type ControllerEnv } from "../harness/controller.js";
+import { times } from "../harness/parallel.js";
 
 const MiB = 1024 * 1024;
 const mountCap = { mount: { fsType: "", mountFlags: [] }, accessMode: { mode: "SINGLE_NODE_WRITER" as const } };
@@ -274,7 +275,7 @@ describe("DeleteVolume", () => {
 describe("ListVolumes", () => {
   it("pages through 25 volumes in order with no gaps or repeats", async () => {
     const made = new Set<string>();
-    for (let i = 0; i < 25; i++) made.add((await env.client.createVolume(req(`pvc-list-${String(i).padStart(2, "0")}`))).volume!.volumeId);
+    for (const res of await times(25, 4, (i) => env.client.createVolume(req(`pvc-list-${String(i).padStart(2, "0")}`)))) made.add(res.volume!.volumeId);
     const seen: string[] = [];
     let token = "";
     let pages = 0;
@@ -295,7 +296,7 @@ describe("ListVolumes", () => {
   });
 
   it("walks 30 volumes in pages of 7 with the commands of one unpaged call: one listing per host", async () => {
-    for (let i = 0; i < 30; i++) await env.client.createVolume(req(`pvc-walk-${String(i).padStart(2, "0")}`));
+    await times(30, 4, (i) => env.client.createVolume(req(`pvc-walk-${String(i).padStart(2, "0")}`)));
     const executors = env.poolHosts.all().map((h) => h.exec as InstrumentedExecutor);
     const snapshot = (): Map<string, number> => {
       const total = new Map<string, number>();

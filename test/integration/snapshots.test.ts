@@ -11,6 +11,7 @@ import { VolumeService } from "../../src/volumes/service.js";
 import { SnapshotService } from "../../src/volumes/snapshots.js";
 import { startControllerEnv, type ControllerEnv } from "../harness/controller.js";
 import { failure } from "../harness/csi-client.js";
+import { times } from "../harness/parallel.js";
 
 const MiB = 1024 * 1024;
 const mountCap = { mount: { fsType: "", mountFlags: [] }, accessMode: { mode: "SINGLE_NODE_WRITER" as const } };
@@ -474,10 +475,7 @@ describe("ListSnapshots and GetSnapshot", () => {
   let volumes: { id: string; dataset: string }[];
   beforeAll(async () => {
     volumes = [await volume("pvc-ls-a"), await volume("pvc-ls-b"), await volume("pvc-ls-c", { parameters: { poolHost: "bob" } })];
-    for (let i = 0; i < 30; i++) {
-      const v = volumes[i % 3]!;
-      made.push(await snapshot(v.id, `snapshot-ls-${String(i).padStart(2, "0")}`));
-    }
+    made.push(...(await times(30, 4, (i) => snapshot(volumes[i % 3]!.id, `snapshot-ls-${String(i).padStart(2, "0")}`))));
     // Neither of these is a CSI snapshot: one by hand, one the scheduler's.
     await env.zfs("snapshot", `${volumes[0]!.dataset}@byhand`);
     await env.zfs("snapshot", `${volumes[0]!.dataset}@zcsi-auto-hourly-1`);
