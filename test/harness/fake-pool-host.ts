@@ -4,6 +4,7 @@
  * a dataset, `zfs set` and `zfs inherit` changing them, and a switch that takes the host down
  * (every command fails as over a dead connection). No streams: sends are not its business.
  */
+import { parseConfig } from "../../src/config.js";
 import { isZcsiError, unavailable, type ErrorKind } from "../../src/errors.js";
 import type { ExecResult, ExecStream, Executor } from "../../src/exec/executor.js";
 
@@ -64,3 +65,15 @@ export async function zcsiRejection(p: Promise<unknown>): Promise<{ kind: ErrorK
   }
   throw new Error("expected a rejection");
 }
+
+/** A host key in the pinned form the config wants; fake hosts are never dialled. */
+export const FAKE_HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+
+/** Two pool hosts, alice (tank/k8s) and bob (pool2/k8s), for tests over FakePoolHost executors. */
+export const TWO_POOL_HOSTS = parseConfig({
+  privateKeyFile: "/nonexistent",
+  poolHosts: [
+    { name: "alice", address: "127.0.0.1", port: 22, user: "zcsi", parentDataset: "tank/k8s", mountRoot: "/ma", hostKey: FAKE_HOST_KEY },
+    { name: "bob", address: "127.0.0.1", port: 22, user: "zcsi", parentDataset: "pool2/k8s", mountRoot: "/mb", hostKey: FAKE_HOST_KEY },
+  ],
+});

@@ -11,17 +11,10 @@ import type { ReplicationJob, ReplicationResult } from "../../src/replication/ty
 import { VolumeHomes } from "../../src/volumes/homes.js";
 import { PoolHosts } from "../../src/volumes/hosts.js";
 import { ManualClock } from "../harness/fake-k8s.js";
-import { FakePoolHost, zcsiRejection as failure } from "../harness/fake-pool-host.js";
+import { FAKE_HOST_KEY, FakePoolHost, TWO_POOL_HOSTS, zcsiRejection as failure } from "../harness/fake-pool-host.js";
 
 
-const key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
-const config = parseConfig({
-  privateKeyFile: "/nonexistent",
-  poolHosts: [
-    { name: "alice", address: "127.0.0.1", port: 22, user: "zcsi", parentDataset: "tank/k8s", mountRoot: "/ma", hostKey: key },
-    { name: "bob", address: "127.0.0.1", port: 22, user: "zcsi", parentDataset: "pool2/k8s", mountRoot: "/mb", hostKey: key },
-  ],
-});
+const config = TWO_POOL_HOSTS;
 const ID = "alice:tank/k8s/pvc-1";
 const A = { host: "alice", dataset: "tank/k8s/pvc-1" };
 const B = { host: "bob", dataset: "pool2/k8s/pvc-1" };
@@ -252,7 +245,7 @@ describe("zcsi migrate, step by step", () => {
 describe("zcsi drain", () => {
   const three = parseConfig({
     privateKeyFile: "/nonexistent",
-    poolHosts: ["alice", "bob", "carol"].map((name) => ({ name, address: "127.0.0.1", port: 22, user: "zcsi", parentDataset: `${name}p/k8s`, mountRoot: `/m${name}`, hostKey: key })),
+    poolHosts: ["alice", "bob", "carol"].map((name) => ({ name, address: "127.0.0.1", port: 22, user: "zcsi", parentDataset: `${name}p/k8s`, mountRoot: `/m${name}`, hostKey: FAKE_HOST_KEY })),
   });
   const primary = (host: string, leaf: string, extra: Record<string, string> = {}) =>
     new Map(Object.entries({ "zcsi:csi-name": leaf, "zcsi:volume": `${host}:${host}p/k8s/${leaf}`, "zcsi:role": "primary", "zcsi:epoch": "1", readonly: "off", mountpoint: `/m${host}/${leaf}`, ...extra }));

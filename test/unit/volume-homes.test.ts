@@ -1,20 +1,12 @@
 import pino from "pino";
 import { describe, expect, it } from "vitest";
-import { parseConfig } from "../../src/config.js";
 import { PoolHosts } from "../../src/volumes/hosts.js";
 import { storedReadonly } from "../../src/volumes/homes.js";
 import { VolumeService } from "../../src/volumes/service.js";
-import { FakePoolHost, zcsiRejection as failure } from "../harness/fake-pool-host.js";
+import { FakePoolHost, TWO_POOL_HOSTS, zcsiRejection as failure } from "../harness/fake-pool-host.js";
 
 
-const key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
-const config = parseConfig({
-  privateKeyFile: "/nonexistent",
-  poolHosts: [
-    { name: "alice", address: "127.0.0.1", port: 22, user: "zcsi", parentDataset: "tank/k8s", mountRoot: "/ma", hostKey: key },
-    { name: "bob", address: "127.0.0.1", port: 22, user: "zcsi", parentDataset: "pool2/k8s", mountRoot: "/mb", hostKey: key },
-  ],
-});
+const config = TWO_POOL_HOSTS;
 const ID = "alice:tank/k8s/pvc-1";
 
 function setup(alice: Record<string, string> | undefined, bob: Record<string, string> | undefined) {
