@@ -63,7 +63,7 @@ export class VolumeService {
     return `${host.config.parentDataset}/${leaf}`;
   }
 
-  /** The volume born at `ref`: one `zfs get` while the birth copy serves it, else its home (moved.ts). */
+  /** The volume born at `ref`: one `zfs get` while the birth copy has no replicas and serves it, else its home (moved.ts). */
   async get(ref: VolumeRef): Promise<Volume | undefined> {
     const host = this.hosts.get(ref.poolHost);
     let props: PropertyMap | undefined;
@@ -73,7 +73,10 @@ export class VolumeService {
       if (!isZcsiError(err, "Unavailable")) throw err;
       return volumeAtHome(this.hosts, this.homes, this.logger, ref, err);
     }
-    if (props && !isReplica(props) && !isFenced(props)) {
+    // A copy with replicas may have lost its home to a failover while its host was down, and
+    // still say primary until the first lookup fences it: only the copies decide (moved.ts).
+    const mayBeStale = props !== undefined && this.hosts.names.length > 1 && (props.get(PROP.replicateTo)?.value ?? "-") !== "-";
+    if (props && !isReplica(props) && !isFenced(props) && !mayBeStale) {
       const volume = toVolume(host, ref.dataset, props);
       if (!volume) throw failedPrecondition(`dataset ${ref.dataset} on ${ref.poolHost} exists but was not created by zcsi (no ${PROP.csiName}); refusing to touch it`);
       return volume;

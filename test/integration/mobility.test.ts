@@ -179,13 +179,20 @@ async function exists(host: PoolHostEnv, name: string): Promise<boolean> {
   return (await host.pool.exec.run(["zfs", "list", "-H", "-o", "name", name])).exitCode === 0;
 }
 
-/** Until the hosts answer again after an sshd restart (the pool connection backs off). */
-async function untilReachable(volumeId: string): Promise<void> {
+/**
+ * Until the driver's connection to `host` answers again after an sshd restart (it backs off).
+ * Asks for the parent dataset only, never the volume: a lookup of the volume would fence.
+ */
+async function untilReachable(host: string, parent: string): Promise<void> {
   for (let attempt = 0; attempt < 120; attempt++) {
-    if ((await homes.find(volumeId)).unknown.length === 0) return;
-    await new Promise((r) => setTimeout(r, 250));
+    try {
+      await env.poolHosts.get(host).zfs.get([parent], ["type"]);
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 250));
+    }
   }
-  throw new Error("pool hosts did not answer again");
+  throw new Error(`pool host ${host} did not answer again`);
 }
 
 describe("failover with the home's pool host gone", () => {
@@ -264,7 +271,12 @@ describe("failover with the home's pool host gone", () => {
 
   it("when alice returns, its copy is fenced (readonly, zcsi:fenced) at the first lookup, nothing destroyed, and never published", async () => {
     await alice.sshd.restart();
-    await untilReachable(volumeId);
+    await untilReachable("alice", alice.parent);
+    // Any controller call finds bob's copy and fences alice's, not only ControllerPublish:
+    // alice's copy still says primary, and must never be read, grown or destroyed as the volume.
+    const got = await env.client.controllerGetVolume({ volumeId });
+    expect(got.volume?.volumeId).toBe(volumeId);
+    expect(await readonlyOf(alice, onAlice())).toBe("on");
     const published = await env.client.controllerPublishVolume({ volumeId, nodeId: "node-c", volumeCapability: mountCap, readonly: false, volumeContext: {} });
     expect(published.publishContext).toMatchObject({ poolHost: "bob" });
     expect(await readonlyOf(alice, onAlice())).toBe("on");
