@@ -21,6 +21,8 @@ export interface ResolvedHome {
 export interface VolumeCopies extends HomeDecision {
   readonly volumeId: string;
   readonly birth: { readonly host: string; readonly dataset: string };
+  /** The home copy's properties as read for the decision (with the `extraProps` find was asked for). */
+  readonly homeProps?: PropertyMap;
 }
 
 export const HOME_PROPS = [PROP.csiName, PROP.volume, PROP.role, PROP.epoch, PROP.replicaOf, PROP.fenced, PROP.moving, "readonly", "mountpoint"];
@@ -72,8 +74,12 @@ export class VolumeHomes {
     private readonly logger: Logger,
   ) {}
 
-  /** The copies and the decision, after fencing what is stale. NotFound for an id that cannot be a volume. */
-  async find(volumeId: string, op = "home"): Promise<VolumeCopies> {
+  /**
+   * The copies and the decision, after fencing what is stale. NotFound for an id that cannot be
+   * a volume. `extraProps` are read in the same `zfs get` and returned for the home copy, so a
+   * caller that needs the volume itself asks each host once.
+   */
+  async find(volumeId: string, op = "home", extraProps: readonly string[] = []): Promise<VolumeCopies> {
     const id = parseVolumeId(volumeId, this.hosts.configs);
     const birth = { host: id.poolHost, dataset: id.dataset };
     const answers = await Promise.all(
@@ -81,8 +87,8 @@ export class VolumeHomes {
         const name = host.config.name;
         const dataset = name === birth.host ? birth.dataset : `${host.config.parentDataset}/${id.leaf}`;
         try {
-          const props = (await host.zfs.get([dataset], HOME_PROPS, { missingOk: true })).get(dataset);
-          return { host: name, copy: props && classifyCopy(volumeId, birth, copyFacts(name, dataset, props)) };
+          const props = (await host.zfs.get([dataset], [...new Set([...HOME_PROPS, ...extraProps])], { missingOk: true })).get(dataset);
+          return { host: name, props, copy: props && classifyCopy(volumeId, birth, copyFacts(name, dataset, props)) };
         } catch (err) {
           this.logger.debug({ op, volumeId, poolHost: name, err: errorMessage(err) }, "pool host skipped: it cannot answer, its copy is unknown");
           return { host: name, unknown: errorMessage(err) };
@@ -97,7 +103,8 @@ export class VolumeHomes {
     for (const stale of decision.stale) {
       if (stale.needsFence) await this.fence(this.hosts.get(stale.host), stale, stale.reason, volumeId, op);
     }
-    return { ...decision, volumeId, birth };
+    const homeProps = decision.home && answers.find((a) => a.host === decision.home?.host)?.props;
+    return { ...decision, volumeId, birth, ...(homeProps && { homeProps }) };
   }
 
   /**

@@ -15,7 +15,7 @@ import { toVolume, VOLUME_PROPS, type Volume } from "./volume.js";
  */
 export async function volumeAtHome(hosts: PoolHosts, homes: VolumeHomes, logger: Logger, ref: VolumeRef, birthFailure: unknown): Promise<Volume | undefined> {
   const volumeId = formatVolumeId(ref);
-  const copies = await homes.find(volumeId, "get");
+  const copies = await homes.find(volumeId, "get", VOLUME_PROPS);
   const { home } = copies;
   if (!home) {
     if (birthFailure !== undefined) throw birthFailure;
@@ -24,7 +24,7 @@ export async function volumeAtHome(hosts: PoolHosts, homes: VolumeHomes, logger:
     return undefined;
   }
   const host = hosts.get(home.host);
-  const props = (await host.zfs.get([home.dataset], VOLUME_PROPS, { missingOk: true })).get(home.dataset);
+  const props = copies.homeProps;
   const volume = props && toVolume(host, home.dataset, props);
   if (!volume) throw failedPrecondition(`copy ${home.host}:${home.dataset} is the home of volume ${volumeId} but carries no ${PROP.csiName}; promote it with zcsi (docs/pool-host-lost.md)`);
   const birth = parseVolumeId(volumeId, hosts.configs);
