@@ -50,8 +50,11 @@ const openZfsVm = {
     name: "openzfs-vm",
     include: OPENZFS_VM_SUITES,
     env: { ZCSI_ZFS_BACKEND: "openzfs-vm" },
-    // Boots the run's shared VMs (test/hosts/openzfs-vm/shared.ts), lent to one file at a time.
+    // Finds or builds the VM image and boots the run's shared VMs (test/hosts/openzfs-vm/shared.ts),
+    // lent to one file at a time, in the background while the zfs-fuse project runs.
     globalSetup: ["test/hosts/openzfs-vm/global-setup.ts"],
+    // Waits for the image that globalSetup finds or builds in the background (image-ready.ts).
+    setupFiles: ["test/hosts/openzfs-vm/image-ready.ts"],
     // After the zfs-fuse project, not beside it: qemu's TCG wants both cores.
     sequence: { groupOrder: 1 },
     // TCG is 5-20x slower than the host for CPU-bound work (a zfs command is ~0.3 s in the VM).

@@ -2,10 +2,12 @@
  * OpenZFS VMs booted once per vitest run and lent to the test files one after the other,
  * instead of a boot (~20 s under TCG, two for a two-host suite) per pool host per file.
  *
- * - The `openzfs-vm` project's globalSetup calls `bootSharedVms(n)`: it boots n VMs in the
- *   background, one after the other (the zfs-fuse project runs meanwhile in `both`), writes each one's address to
- *   `<dir>/<i>.json` (or the boot's error to `<i>.error`) and tells the workers `<dir>` in
- *   `$ZCSI_OPENZFS_SHARED_VMS`. Its teardown kills them.
+ * - The `openzfs-vm` project's globalSetup calls `bootSharedVms(n, image)`: once the image is
+ *   ready it writes its directory to `<dir>/image` (or the build's error to `image.error`),
+ *   then boots n VMs in the background, one after the other (the zfs-fuse project runs
+ *   meanwhile in `both`), writes each one's address to `<dir>/<i>.json` (or the boot's error
+ *   to `<i>.error`) and tells the workers `<dir>` in `$ZCSI_OPENZFS_SHARED_VMS`. Its teardown
+ *   kills them. `waitForImage` (the project's setup file) waits for `<dir>/image`.
  * - A worker's `createPoolHost` calls `leaseSharedVm`: the first VM this process has not lent
  *   out yet, reset (see RESET) and given a fresh pool on its whole disk; giving it back
  *   destroys the pool. Test files run one at a time (`fileParallelism: false`), so a VM
@@ -17,11 +19,11 @@
  */
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { readFile, rm, writeFile } from "node:fs/promises";
+import { readFile, rename, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { attachOpenZfsVm, type OpenZfsVm, type OpenZfsVmAddress } from "./client.js";
-import { bootOpenZfsVm, type BootedOpenZfsVm } from "./vm.js";
+import { bootOpenZfsVm, type BootedOpenZfsVm, type OpenZfsImage } from "./vm.js";
 
 const ENV = "ZCSI_OPENZFS_SHARED_VMS";
 /**
@@ -31,18 +33,35 @@ const ENV = "ZCSI_OPENZFS_SHARED_VMS";
  */
 export const SHARED_DISKS_MIB = [256, 512, 1024, 2048];
 
-/** Boots `count` VMs in the background; resolves at once with the teardown that kills them. */
-export function bootSharedVms(count: number): () => Promise<void> {
+/**
+ * Once `image` is ready, boots `count` VMs of it in the background; returns at once with the
+ * teardown that kills them.
+ */
+export function bootSharedVms(count: number, image: Promise<OpenZfsImage>): () => Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "zcsi-shared-vms-"));
   process.env[ENV] = dir;
   const booted: BootedOpenZfsVm[] = [];
   // Before any worker can look: a worker waits for a VM that is `pending`.
   for (let i = 0; i < count; i++) writeFileSync(join(dir, `${i}.pending`), "");
+  const ready = image.then(
+    // Written whole, then renamed: a waiting worker never reads half a path.
+    async (img) => {
+      await writeFile(join(dir, "image.tmp"), img.dir);
+      await rename(join(dir, "image.tmp"), join(dir, "image"));
+    },
+    async (err: unknown) => {
+      const message = `the OpenZFS VM image: ${err instanceof Error ? err.message : String(err)}`;
+      await writeFile(join(dir, "image.error"), message);
+      throw new Error(message);
+    },
+  );
+  ready.catch(() => undefined); // awaited below, per VM; with none, nobody else would
   // One after the other: the first is ready soonest (three at once on two cores took 150 s
   // under load, each), and the others boot while the first file runs.
   let chain = Promise.resolve();
   const boots = Array.from({ length: count }, (_, i) => (chain = chain.then(async () => {
     try {
+      await ready;
       const [first, ...more] = SHARED_DISKS_MIB;
       const vm = await bootOpenZfsVm({ name: `openzfs-vm-${i + 1}`, diskMiB: first, extraDisksMiB: more });
       booted.push(vm);
@@ -54,7 +73,7 @@ export function bootSharedVms(count: number): () => Promise<void> {
     await rm(join(dir, `${i}.pending`), { force: true });
   })));
   return async () => {
-    await Promise.allSettled(boots);
+    await Promise.allSettled([ready, ...boots]);
     await Promise.allSettled(booted.map((vm) => vm.stop()));
     await rm(dir, { recursive: true, force: true });
   };
@@ -143,5 +162,24 @@ async function nextFree(dir: string): Promise<OpenZfsVmAddress | undefined> {
     }
     if (Date.now() > until) throw new Error(`the shared OpenZFS VMs in ${dir} did not boot within 10 minutes`);
     await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+/**
+ * In a worker of the VM project (its setup file, image-ready.ts): waits for the image that the
+ * globalSetup finds or builds, and hands its directory to `openZfsImage` through
+ * `$ZCSI_OPENZFS_VM_IMAGE`. A cold build takes longer than any hook may, hence here.
+ */
+export async function waitForImage(): Promise<void> {
+  const dir = process.env[ENV];
+  if ((process.env["ZCSI_OPENZFS_VM_IMAGE"] ?? "") !== "" || dir === undefined || dir === "") return;
+  for (;;) {
+    if (existsSync(join(dir, "image"))) {
+      process.env["ZCSI_OPENZFS_VM_IMAGE"] = readFileSync(join(dir, "image"), "utf8");
+      return;
+    }
+    if (existsSync(join(dir, "image.error"))) throw new Error(readFileSync(join(dir, "image.error"), "utf8"));
+    if (!existsSync(dir)) throw new Error(`${dir} is gone: the run's globalSetup ended`);
+    await new Promise((r) => setTimeout(r, 1000));
   }
 }
