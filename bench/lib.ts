@@ -141,18 +141,40 @@ export function failureSummary(results: readonly PromiseSettledResult<unknown>[]
   return [...counts].sort((a, b) => b[1] - a[1]).map(([key, n]) => `${n}× ${key}`);
 }
 
+/** `ssh USER@HOST ARGV...` to pool host i of env, with its known host key (checked). */
+function sshTo(env: ControllerEnv, i: number, argv: string[]) {
+  const h = env.hosts[i]!.sshd;
+  return spawn(
+    "ssh",
+    ["-i", h.privateKeyPath, "-o", `UserKnownHostsFile=${h.knownHostsPath}`, "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-p", String(h.port), `${h.user}@${h.address}`, ...argv],
+    { stdio: ["pipe", "pipe", "pipe"] },
+  );
+}
+
+/**
+ * What rawPipe pays before any byte moves: two fresh ssh connections made side by side (`ssh
+ * alice true` and `ssh bob true`). The engine relays over connections it already holds, so a
+ * fair raw baseline subtracts this, measured in the same round.
+ */
+export async function rawHandshakes(env: ControllerEnv): Promise<number> {
+  return timeMs(() =>
+    Promise.all(
+      [0, 1].map(
+        (i) =>
+          new Promise<void>((resolve, reject) => {
+            const p = sshTo(env, i, ["true"]);
+            p.stdin.end();
+            p.once("close", (code) => (code === 0 ? resolve() : reject(new Error(`ssh to host ${i}: exit ${code}`))));
+          }),
+      ),
+    ),
+  );
+}
+
 /** `ssh alice sudo zfs send ... | ssh bob sudo zfs recv ...`, relayed through this process's pipes. */
 export async function rawPipe(env: ControllerEnv, sendArgv: string[], recvArgv: string[]): Promise<void> {
-  const ssh = (i: number, argv: string[]) => {
-    const h = env.hosts[i]!.sshd;
-    return spawn(
-      "ssh",
-      ["-i", h.privateKeyPath, "-o", `UserKnownHostsFile=${h.knownHostsPath}`, "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-p", String(h.port), `${h.user}@${h.address}`, "sudo", "-n", ...argv],
-      { stdio: ["pipe", "pipe", "pipe"] },
-    );
-  };
-  const recv = ssh(1, recvArgv);
-  const send = ssh(0, sendArgv);
+  const recv = sshTo(env, 1, ["sudo", "-n", ...recvArgv]);
+  const send = sshTo(env, 0, ["sudo", "-n", ...sendArgv]);
   send.stdin.end();
   send.stdout.pipe(recv.stdin);
   let errors = "";
