@@ -1,6 +1,6 @@
 import { status as grpcStatus } from "@grpc/grpc-js";
 import { execFileSync, spawn } from "node:child_process";
-import { mkdirSync, writeFileSync, appendFileSync, existsSync } from "node:fs";
+import { mkdirSync, writeFileSync, appendFileSync, existsSync, renameSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { SshExecutor } from "../src/exec/ssh.js";
@@ -47,7 +47,13 @@ export interface Row {
   readonly note?: string;
 }
 
-/** Prints a markdown table and appends it to bench/results/latest.md. */
+/**
+ * Prints a markdown table and appends it to this run's results file (resultsFile()).
+ *
+ * A verdict that judges a target names it ("(target ≥ 0.8×)" or "(target)") and ends its
+ * judgement with `met`, `MISSED`, `held` or `EXCEEDED`, followed on a miss by the measured
+ * reason: targets.ts collects exactly those lines into the run's summary and the README.
+ */
 export function report(title: string, rows: readonly Row[], verdicts: readonly string[]): void {
   const fmt = (n: number | undefined): string => (n === undefined || Number.isNaN(n) ? "" : n >= 100 ? n.toFixed(0) : n.toFixed(2));
   const lines = [
@@ -71,15 +77,35 @@ export function appendResults(text: string): void {
   appendFileSync(resultsFile(), text + "\n");
 }
 
-/** bench/results/latest.md, or BENCH_RESULTS_FILE (a trial run that should not replace the record). */
-function resultsFile(): string {
-  const file = process.env.BENCH_RESULTS_FILE ?? join(packageRoot, "bench", "results", "latest.md");
+export const LATEST_RESULTS = join(packageRoot, "bench", "results", "latest.md");
+
+/**
+ * Where this run writes: BENCH_RESULTS_FILE when set; a subset run (BENCH_ONLY) writes
+ * bench/results/subset-<names>.md (not kept in git); a complete run writes latest.md.tmp,
+ * which finishResults() renames to latest.md once every benchmark has run, so latest.md is
+ * always one complete run and never spliced from several.
+ */
+export function resultsFile(): string {
+  const only = process.env.BENCH_ONLY;
+  const file =
+    process.env.BENCH_RESULTS_FILE ??
+    (only !== undefined && only !== ""
+      ? join(packageRoot, "bench", "results", `subset-${only.split(",").map((s) => s.trim()).join("-")}.md`)
+      : `${LATEST_RESULTS}.tmp`);
   mkdirSync(dirname(file), { recursive: true });
   return file;
 }
 
-export function startResults(): void {
-  writeFileSync(resultsFile(), `# zcsi benchmark results\n\nRun ${new Date().toISOString()} by \`npm run bench\`.\n\n`);
+export function startResults(what: string): void {
+  writeFileSync(resultsFile(), `# zcsi benchmark results\n\nRun ${new Date().toISOString()} by \`npm run bench\` (${what}).\n\n`);
+}
+
+/** A complete run's file becomes latest.md; other runs keep theirs. Returns the file kept. */
+export function finishResults(): string {
+  const file = resultsFile();
+  if (file !== `${LATEST_RESULTS}.tmp`) return file;
+  renameSync(file, LATEST_RESULTS);
+  return LATEST_RESULTS;
 }
 
 export const ratio = (a: number, b: number): string => `${(a / b).toFixed(2)}×`;
@@ -115,18 +141,40 @@ export function failureSummary(results: readonly PromiseSettledResult<unknown>[]
   return [...counts].sort((a, b) => b[1] - a[1]).map(([key, n]) => `${n}× ${key}`);
 }
 
+/** `ssh USER@HOST ARGV...` to pool host i of env, with its known host key (checked). */
+function sshTo(env: ControllerEnv, i: number, argv: string[]) {
+  const h = env.hosts[i]!.sshd;
+  return spawn(
+    "ssh",
+    ["-i", h.privateKeyPath, "-o", `UserKnownHostsFile=${h.knownHostsPath}`, "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-p", String(h.port), `${h.user}@${h.address}`, ...argv],
+    { stdio: ["pipe", "pipe", "pipe"] },
+  );
+}
+
+/**
+ * What rawPipe pays before any byte moves: two fresh ssh connections made side by side (`ssh
+ * alice true` and `ssh bob true`). The engine relays over connections it already holds, so a
+ * fair raw baseline subtracts this, measured in the same round.
+ */
+export async function rawHandshakes(env: ControllerEnv): Promise<number> {
+  return timeMs(() =>
+    Promise.all(
+      [0, 1].map(
+        (i) =>
+          new Promise<void>((resolve, reject) => {
+            const p = sshTo(env, i, ["true"]);
+            p.stdin.end();
+            p.once("close", (code) => (code === 0 ? resolve() : reject(new Error(`ssh to host ${i}: exit ${code}`))));
+          }),
+      ),
+    ),
+  );
+}
+
 /** `ssh alice sudo zfs send ... | ssh bob sudo zfs recv ...`, relayed through this process's pipes. */
 export async function rawPipe(env: ControllerEnv, sendArgv: string[], recvArgv: string[]): Promise<void> {
-  const ssh = (i: number, argv: string[]) => {
-    const h = env.hosts[i]!.sshd;
-    return spawn(
-      "ssh",
-      ["-i", h.privateKeyPath, "-o", `UserKnownHostsFile=${h.knownHostsPath}`, "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-p", String(h.port), `${h.user}@${h.address}`, "sudo", "-n", ...argv],
-      { stdio: ["pipe", "pipe", "pipe"] },
-    );
-  };
-  const recv = ssh(1, recvArgv);
-  const send = ssh(0, sendArgv);
+  const recv = sshTo(env, 1, ["sudo", "-n", ...recvArgv]);
+  const send = sshTo(env, 0, ["sudo", "-n", ...sendArgv]);
   send.stdin.end();
   send.stdout.pipe(recv.stdin);
   let errors = "";
