@@ -256,12 +256,20 @@ type Labels = ReadonlySet<string> | "scalar";
 
 const KEEPS_LABELS = /^(rate|irate|increase|delta|idelta|deriv|changes|resets|abs|ceil|floor|round|clamp|clamp_min|clamp_max|exp|ln|log2|log10|sqrt|sgn|timestamp|predict_linear|holt_winters|sort|sort_desc|[a-z]+_over_time)$/;
 
+export interface CheckOptions {
+  /** Labels Prometheus adds when it scrapes (job, pod, ...), which /metrics does not show. */
+  readonly extraLabels?: readonly string[];
+  /** Labels the result must carry: an alert's `$labels.x`, a panel legend's `{{x}}`. */
+  readonly resultLabels?: readonly string[];
+}
+
 /**
  * What is wrong with `expr` against the metrics as served: unknown metrics, and labels used
- * (in a matcher, `by`, `on`, `group_left`, a function argument) that the expression cannot
- * have there. `extraLabels` are the ones Prometheus adds when it scrapes (job, pod, ...).
+ * (in a matcher, `by`, `on`, `group_left`, a function argument, the result) that the
+ * expression cannot have there.
  */
-export function checkExpression(expr: string, metrics: MetricLabels, extraLabels: readonly string[] = []): string[] {
+export function checkExpression(expr: string, metrics: MetricLabels, options: CheckOptions = {}): string[] {
+  const extraLabels = options.extraLabels ?? [];
   const problems: string[] = [];
   const need = (labels: Labels, wanted: readonly string[], where: string): void => {
     if (labels === "scalar") return;
@@ -336,7 +344,7 @@ export function checkExpression(expr: string, metrics: MetricLabels, extraLabels
       }
     }
   };
-  walk(parsePromQL(expr));
+  need(walk(parsePromQL(expr)), options.resultLabels ?? [], "result");
   return problems;
 }
 

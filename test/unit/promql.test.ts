@@ -63,7 +63,7 @@ describe("checkExpression", () => {
     expect(checkExpression("max by (host, pool) (zcsi_pool_allocated_bytes / zcsi_pool_size_bytes) > 0.85", served)).toEqual([]);
     expect(checkExpression("zcsi_replication_lag_seconds > on (job_id, source, target) 2 * zcsi_replication_interval_seconds", served)).toEqual([]);
     expect(checkExpression('histogram_quantile(0.9, sum by (le, host) (rate(zcsi_command_duration_seconds_bucket{host=~"$host"}[5m])))', served)).toEqual([]);
-    expect(checkExpression("sum by (pod) (zcsi_snapshotter_leader)", served, ["pod"])).toEqual([]);
+    expect(checkExpression("sum by (pod) (zcsi_snapshotter_leader)", served, { extraLabels: ["pod"] })).toEqual([]);
   });
 
   it("names an unknown metric", () => {
@@ -77,6 +77,11 @@ describe("checkExpression", () => {
     expect(checkExpression("max by (pool) (sum by (host) (zcsi_pool_size_bytes))", served).join()).toMatch(/label pool is not there/);
     expect(checkExpression("zcsi_pool_size_bytes * on (job_id) zcsi_replication_lag_seconds", served).join()).toMatch(/left of \* on: label job_id/);
     expect(checkExpression("zcsi_pool_size_bytes * on (host) group_left (state) zcsi_pool_allocated_bytes", served).join()).toMatch(/group_left: label state/);
+  });
+
+  it("names a label the result must carry (an alert's $labels.x, a legend's {{x}}) and does not", () => {
+    expect(checkExpression("max by (host) (zcsi_pool_size_bytes)", served, { resultLabels: ["host"] })).toEqual([]);
+    expect(checkExpression("max by (host) (zcsi_pool_size_bytes)", served, { resultLabels: ["pool"] }).join()).toMatch(/result: label pool is not there/);
   });
 
   it("knows that histogram_quantile needs le and drops it", () => {
