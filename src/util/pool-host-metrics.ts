@@ -34,32 +34,30 @@ export const POOL_HEALTH_STATES = ["ONLINE", "DEGRADED", "FAULTED", "OFFLINE", "
  *   the pool's root dataset's used+available, available and used (what volumes can use).
  */
 export function registerPoolHostMetrics(registry: Registry, health: PoolHostUpSource): Gauge<"host"> {
-  const up = new Gauge({
-    name: "zcsi_pool_host_up",
-    help: "1 while the pool host answers with its pool ONLINE and parent dataset present, 0 while it does not (as of the last check).",
-    labelNames: ["host"],
-    registers: [registry],
-    collect() {
-      this.reset();
-      for (const host of health.hosts) {
-        const isUp = health.isUp(host);
-        if (isUp !== undefined) this.set({ host }, isUp ? 1 : 0);
-      }
-    },
-  });
-  new Gauge({
-    name: "zcsi_pool_host_reachable",
-    help: "1 while the pool host runs commands over SSH (whatever they answer), 0 while SSH fails or times out (as of the last check).",
-    labelNames: ["host"],
-    registers: [registry],
-    collect() {
-      this.reset();
-      for (const host of health.hosts) {
-        const seen = health.observation(host);
-        if (seen !== undefined) this.set({ host }, seen.reachable ? 1 : 0);
-      }
-    },
-  });
+  const perHost = (name: string, help: string, value: (host: string) => boolean | undefined): Gauge<"host"> =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ["host"],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const host of health.hosts) {
+          const v = value(host);
+          if (v !== undefined) this.set({ host }, v ? 1 : 0);
+        }
+      },
+    });
+  const up = perHost(
+    "zcsi_pool_host_up",
+    "1 while the pool host answers with its pool ONLINE and parent dataset present, 0 while it does not (as of the last check).",
+    (host) => health.isUp(host),
+  );
+  perHost(
+    "zcsi_pool_host_reachable",
+    "1 while the pool host runs commands over SSH (whatever they answer), 0 while SSH fails or times out (as of the last check).",
+    (host) => health.observation(host)?.reachable,
+  );
   const pools = (): Array<{ host: string; pool: ObservedPool }> =>
     health.hosts.flatMap((host) => {
       const pool = health.observation(host)?.pool;
