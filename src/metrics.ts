@@ -5,8 +5,8 @@ import type { Logger } from "./log.js";
 
 /**
  * Prometheus metrics. Each role builds its own Registry (never prom-client's global one), so
- * tests and several roles in one process do not share counters. Metric names are documented
- * in docs/snapshots.md.
+ * tests and several roles in one process do not share counters. Every metric is documented in
+ * docs/monitoring.md (deploy/monitoring's dashboard and alerts read them).
  */
 export function createRegistry(options: { processMetrics?: boolean } = {}): Registry {
   const registry = new Registry();
@@ -25,6 +25,8 @@ export class SnapshotMetrics {
   readonly lastSuccess: Gauge<"volume_id">;
   readonly leader: Gauge;
   readonly ticks: Counter;
+  /** Volumes served from each pool host (replicas and fenced copies not counted), as the last tick listed them. */
+  readonly volumes: Gauge<"pool_host">;
   /** Volumes with a last-success sample, per host: removed when a volume disappears. */
   private readonly volumesByHost = new Map<string, Set<string>>();
 
@@ -45,6 +47,25 @@ export class SnapshotMetrics {
     });
     this.leader = new Gauge({ name: "zcsi_snapshotter_leader", help: "1 while this replica holds the snapshotter Lease.", registers: [registry] });
     this.ticks = new Counter({ name: "zcsi_snapshotter_ticks_total", help: "Scheduler passes run (by the leader).", registers: [registry] });
+    this.volumes = new Gauge({
+      name: "zcsi_volumes",
+      help: "Volumes served from each pool host (replicas and fenced copies not counted), as the snapshotter's last pass listed them (leader only).",
+      labelNames: ["pool_host"],
+      registers: [registry],
+    });
+  }
+
+  /**
+   * Zero failure counts for every host and operation, so the first failure is an increase that
+   * rate()/increase() see (a series born at 1 shows none) and alerts have a series to read.
+   */
+  initialize(poolHosts: readonly string[]): void {
+    const operations: SnapshotOperation[] = ["discover", "policy", "snapshot", "prune"];
+    for (const poolHost of poolHosts) {
+      this.taken.inc({ pool_host: poolHost }, 0);
+      this.pruned.inc({ pool_host: poolHost }, 0);
+      for (const operation of operations) this.failed.inc({ pool_host: poolHost, operation }, 0);
+    }
   }
 
   /** Replaces the last-success samples of one host's volumes (a deleted volume's sample goes away). */
@@ -67,6 +88,8 @@ export class ReplicationMetrics {
   readonly lag: Gauge<ReplicationLabels>;
   readonly failures: Counter<ReplicationLabels | "reason">;
   readonly runs: Counter<ReplicationLabels | "action">;
+  /** A job's interval: the lag alert compares the lag with it. */
+  readonly interval: Gauge<ReplicationLabels>;
   readonly jobs: Gauge<"origin">;
   readonly configProblems: Gauge;
   readonly leader: Gauge;
@@ -85,6 +108,12 @@ export class ReplicationMetrics {
     this.lag = new Gauge({
       name: "zcsi_replication_lag_seconds",
       help: "Age of the newest snapshot the target has received (now minus its creation on the source); grows while runs fail. Alert when it exceeds a few intervals.",
+      labelNames,
+      registers: [registry],
+    });
+    this.interval = new Gauge({
+      name: "zcsi_replication_interval_seconds",
+      help: "Time between the runs of a replication job (replicationInterval, or --annotation-interval); a lag over twice this means runs are failing or too slow.",
       labelNames,
       registers: [registry],
     });
@@ -115,6 +144,7 @@ export class ReplicationMetrics {
   /** Drops every series of a job that no longer exists, so dashboards do not show it forever. */
   forget(labels: Record<ReplicationLabels, string>): void {
     this.lag.remove(labels);
+    this.interval.remove(labels);
     this.duration.remove(labels);
     this.bytes.remove(labels);
     for (const entry of this.extraLabels.get(labels.job_id) ?? []) {
@@ -159,6 +189,30 @@ export class CommandMetrics {
 
   observe(host: string, command: string, outcome: CommandOutcome, seconds: number): void {
     this.duration.observe({ host, command, outcome }, seconds);
+  }
+}
+
+/**
+ * `zcsi_csi_operation_duration_seconds{method,code}`: every CSI call this process served
+ * (CreateVolume, NodeStageVolume, Probe, ...) and the gRPC code it ended with (`OK`,
+ * `INVALID_ARGUMENT`, ...). Both label sets are small and fixed: the CSI methods, the gRPC codes.
+ */
+export class CsiMetrics {
+  readonly duration: Histogram<"method" | "code">;
+
+  constructor(readonly registry: Registry) {
+    this.duration = new Histogram({
+      name: "zcsi_csi_operation_duration_seconds",
+      help: "Duration of CSI calls served, by method (CreateVolume, NodeStageVolume, ...) and gRPC code (OK, INVALID_ARGUMENT, UNAVAILABLE, ...).",
+      labelNames: ["method", "code"],
+      // From an idempotent retry answered from ZFS properties (ms) to a copy restore (minutes).
+      buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300],
+      registers: [registry],
+    });
+  }
+
+  observe(method: string, code: string, seconds: number): void {
+    this.duration.observe({ method, code }, seconds);
   }
 }
 

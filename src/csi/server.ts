@@ -5,6 +5,7 @@ import { dirname } from "node:path";
 import { failedPrecondition, invalidArgument } from "../errors.js";
 import { deadlineSignal, withCallSignal } from "../exec/call-context.js";
 import type { Logger } from "../log.js";
+import type { CsiMetrics } from "../metrics.js";
 import type { ControllerHandlers } from "../gen/csi/v1/Controller.js";
 import type { IdentityHandlers } from "../gen/csi/v1/Identity.js";
 import type { NodeHandlers } from "../gen/csi/v1/Node.js";
@@ -94,15 +95,37 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-export async function startCsiServer(endpoint: string, services: CsiServices, logger: Logger): Promise<RunningServer> {
+type AnyUnaryHandler = (call: { request: unknown }, callback: (err: { code?: number } | null, value?: unknown) => void) => void;
+
+/**
+ * Each unary handler of a service, timed into `zcsi_csi_operation_duration_seconds` under its
+ * method name and the gRPC code it answered with (the code the caller sees, after csi/errors.ts).
+ */
+function measured<T extends object>(handlers: T, metrics: Pick<CsiMetrics, "observe"> | undefined): T {
+  if (metrics === undefined) return handlers;
+  const wrapped: Record<string, AnyUnaryHandler> = {};
+  for (const [method, handler] of Object.entries(handlers as Record<string, AnyUnaryHandler>)) {
+    wrapped[method] = (call, callback) => {
+      const started = process.hrtime.bigint();
+      handler(call, (err, value) => {
+        const code = err ? (status[err.code ?? status.UNKNOWN] ?? "UNKNOWN") : "OK";
+        metrics.observe(method, code, Number(process.hrtime.bigint() - started) / 1e9);
+        callback(err, value);
+      });
+    };
+  }
+  return wrapped as T;
+}
+
+export async function startCsiServer(endpoint: string, services: CsiServices, logger: Logger, metrics?: Pick<CsiMetrics, "observe">): Promise<RunningServer> {
   const socketPath = socketPathOf(endpoint);
   mkdirSync(dirname(socketPath), { recursive: true });
   await clearStaleSocket(socketPath);
   const proto = loadCsiProto();
   const server = new Server();
-  server.addService(proto.csi.v1.Identity.service, services.identity as unknown as UntypedServiceImplementation);
-  if (services.controller) server.addService(proto.csi.v1.Controller.service, services.controller);
-  if (services.node) server.addService(proto.csi.v1.Node.service, services.node);
+  server.addService(proto.csi.v1.Identity.service, measured(services.identity, metrics) as unknown as UntypedServiceImplementation);
+  if (services.controller) server.addService(proto.csi.v1.Controller.service, measured(services.controller, metrics));
+  if (services.node) server.addService(proto.csi.v1.Node.service, measured(services.node, metrics));
   await new Promise<void>((resolve, reject) =>
     server.bindAsync(`unix://${socketPath}`, ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
   );

@@ -208,6 +208,7 @@ export class Replicator {
     const nowMs = at.getTime();
     for (const [id, job] of this.jobs) {
       const st = this.state.get(id);
+      this.options.metrics?.interval.set(labelsOf(job.job), job.intervalSeconds);
       if (st?.lastGood !== undefined) this.options.metrics?.lag.set(labelsOf(job.job), Math.max(0, nowMs / 1000 - st.lastGood.createdAt));
     }
     const due = [...this.jobs.values()]

@@ -4,7 +4,7 @@ import { ControllerService } from "../csi/controller.js";
 import { identityHandlers } from "../csi/identity.js";
 import { startCsiServer, type RunningServer } from "../csi/server.js";
 import type { Logger } from "../log.js";
-import { startMetricsServer, type MetricsServer } from "../metrics.js";
+import { CsiMetrics, startMetricsServer, type MetricsServer } from "../metrics.js";
 import { createReplicationEngine } from "../replication/engine.js";
 import { registerPoolHostMetrics } from "../util/pool-host-metrics.js";
 import type { PoolHosts } from "../volumes/hosts.js";
@@ -39,13 +39,15 @@ export async function startController(config: Config, hosts: PoolHosts, endpoint
     logger,
   );
   let metrics: MetricsServer | undefined;
+  let csiMetrics: CsiMetrics | undefined;
   if (options.metricsAddress !== undefined) {
     if (!options.registry) throw new TypeError("startController: metricsAddress needs the registry the pool hosts report to");
     registerPoolHostMetrics(options.registry, hosts.health);
+    csiMetrics = new CsiMetrics(options.registry);
     metrics = await startMetricsServer(options.metricsAddress, options.registry, logger);
   }
   try {
-    const server = await startCsiServer(endpoint, { identity, controller: controller.handlers() }, logger);
+    const server = await startCsiServer(endpoint, { identity, controller: controller.handlers() }, logger, csiMetrics);
     return {
       socketPath: server.socketPath,
       ...(metrics && { metricsPort: metrics.port }),

@@ -9,7 +9,7 @@ import { startCsiServer, type RunningServer } from "../csi/server.js";
 import { InstrumentedExecutor } from "../exec/instrumented.js";
 import { LocalExecutor } from "../exec/local.js";
 import type { Logger } from "../log.js";
-import { CommandMetrics, createRegistry, startMetricsServer, type MetricsServer } from "../metrics.js";
+import { CommandMetrics, createRegistry, CsiMetrics, startMetricsServer, type MetricsServer } from "../metrics.js";
 import { Mounter, type SshfsLauncher } from "../mount/mounter.js";
 import { checkRemoteCommandPath } from "../mount/sshfs.js";
 import { VolumeMounts, type RepairReport } from "../mount/volume-mounts.js";
@@ -23,7 +23,7 @@ export interface NodeRoleOptions {
   readonly sudoPath?: string;
   readonly sftpServerPath?: string;
   readonly probeTimeoutMs?: number;
-  /** `host:port` to serve /metrics on (mount, umount, sshfs, stat durations); absent → none. */
+  /** `host:port` to serve /metrics on (CSI calls; mount, umount, sshfs, stat durations); absent → none. */
   readonly metricsAddress?: string;
 }
 
@@ -91,7 +91,7 @@ export async function startNode(config: Config, nodeId: string, endpoint: string
   let metrics: MetricsServer | undefined;
   if (options.metricsAddress !== undefined) metrics = await startMetricsServer(options.metricsAddress, registry, logger);
   try {
-    const server = await startCsiServer(endpoint, { identity, node: node.handlers() }, logger);
+    const server = await startCsiServer(endpoint, { identity, node: node.handlers() }, logger, metrics && new CsiMetrics(registry));
     const close = async (): Promise<void> => {
       await server.close();
       await metrics?.close();

@@ -48,12 +48,15 @@ export async function startSnapshotter(config: Config, hosts: PoolHosts, options
   const lease = options.lease;
   const registry = options.registry ?? createRegistry();
   const metrics = new SnapshotMetrics(registry);
+  metrics.initialize(hosts.names);
   const scheduler = new SnapshotScheduler(hosts, { clock: options.clock ?? systemClock, logger, metrics, ...(options.events && { events: options.events }) });
   const sidecar = await startSidecar<TickReport>({
     name: "snapshotter",
     logger,
     lease,
     leaderGauge: metrics.leader,
+    // The new leader counts the volumes now; a stale count here would be summed with its.
+    onLeadershipLost: () => metrics.volumes.reset(),
     tick: async (leading) => {
       const report = await scheduler.tick(leading);
       const taken = report.hosts.reduce((n, h) => n + h.volumes.filter((v) => v.taken !== undefined).length, 0);

@@ -250,6 +250,7 @@ export class SnapshotScheduler {
       volumes = await this.discover(host);
     } catch (err) {
       this.options.metrics?.failed.inc({ pool_host: poolHost, operation: "discover" });
+      this.options.metrics?.volumes.remove({ pool_host: poolHost });
       const condition = this.conditions.observe(poolHost, `discover:${poolHost}`, errorMessage(err), now);
       if (condition !== undefined) log.warn({ op: "snapshotter", poolHost, err: errorMessage(err), condition }, "listing volumes and snapshots failed; nothing done on this host");
       // The pool host's Node (same name, by the config's rule) says so once, when it starts or changes.
@@ -258,6 +259,7 @@ export class SnapshotScheduler {
       }
       return { poolHost, error: errorMessage(err), volumes: [] };
     }
+    this.options.metrics?.volumes.set({ pool_host: poolHost }, volumes.length);
     const unlisted = this.conditions.end(`discover:${poolHost}`);
     if (unlisted !== undefined) {
       log.info({ op: "snapshotter", poolHost, was: unlisted, condition: "ended" }, "listing volumes and snapshots works again");

@@ -1,7 +1,7 @@
 import type { PoolHostConfig } from "../config.js";
 import { invalidArgument } from "../errors.js";
 import type { Executor } from "../exec/executor.js";
-import { Zfs } from "../zfs/client.js";
+import { Zfs, type PoolInfo } from "../zfs/client.js";
 
 /** A configured pool host with its command channel. */
 export interface PoolHost {
@@ -21,6 +21,14 @@ export interface PoolHostState {
   readonly since: number;
 }
 
+/** What the last check saw beyond up/down: whether the host answered at all, and its pool's state. */
+export interface PoolHostObservation {
+  /** The host ran the check's commands (whatever they answered); false: SSH failed or timed out. */
+  readonly reachable: boolean;
+  /** The pool as `zpool list` and `zfs get` showed it; absent when they did not answer. */
+  readonly pool?: PoolInfo;
+}
+
 /**
  * Health per pool host, not per process (ARCHITECTURE, key decisions): one unreachable host
  * degrades its own volumes only. Fed by every host check (Probe, ListVolumes,
@@ -29,6 +37,7 @@ export interface PoolHostState {
  */
 export class PoolHostHealth {
   private readonly states = new Map<string, PoolHostState>();
+  private readonly observations = new Map<string, PoolHostObservation>();
 
   constructor(
     readonly hosts: readonly string[],
@@ -36,7 +45,8 @@ export class PoolHostHealth {
   ) {}
 
   /** Records a check's outcome; returns the new state when it differs from the last one (a start, change or end of a problem). */
-  record(host: string, problem: string | undefined): PoolHostState | undefined {
+  record(host: string, problem: string | undefined, observation?: PoolHostObservation): PoolHostState | undefined {
+    if (observation !== undefined) this.observations.set(host, observation);
     const before = this.states.get(host);
     if (before && before.up === (problem === undefined) && before.problem === problem) return undefined;
     const state: PoolHostState = problem === undefined ? { up: true, since: this.now() } : { up: false, problem, since: this.now() };
@@ -46,6 +56,11 @@ export class PoolHostHealth {
 
   state(host: string): PoolHostState | undefined {
     return this.states.get(host);
+  }
+
+  /** What the last check that recorded one saw (reachability, the pool): the pool gauges' source. */
+  observation(host: string): PoolHostObservation | undefined {
+    return this.observations.get(host);
   }
 
   /** 1 up, 0 down, undefined not checked yet: what the gauge shows. */

@@ -2,12 +2,12 @@ import { alreadyExists, errorMessage, failedPrecondition, invalidArgument, isZcs
 import type { Logger } from "../log.js";
 import { VolumeDestroyer } from "./delete.js";
 import { formatVolumeId, type VolumeRef } from "./ids.js";
-import type { PoolHost, PoolHosts } from "./hosts.js";
+import type { PoolHost, PoolHostObservation, PoolHosts } from "./hosts.js";
 import type { VolumeParameters } from "./parameters.js";
 import { FIRST_EPOCH, PROP } from "./properties.js";
 import { resizeVolume } from "./resize.js";
 import { sizeProperties } from "./size-modes.js";
-import { hasReason } from "../zfs/errors.js";
+import { hasReason, ZfsError } from "../zfs/errors.js";
 import { requireHostCanHonour } from "./host-limits.js";
 import { modifyVolume } from "./modify.js";
 import { VolumeHomes, type ResolvedHome } from "./homes.js";
@@ -361,8 +361,8 @@ export class VolumeService {
    * or ends, not on every check (Probe runs every 30 s).
    */
   async checkHost(host: PoolHost): Promise<string | undefined> {
-    const problem = await this.hostProblem(host);
-    const changed = this.hosts.health.record(host.config.name, problem);
+    const { problem, ...observation } = await this.hostCheck(host);
+    const changed = this.hosts.health.record(host.config.name, problem, observation);
     if (changed?.up === false) this.logger.warn({ op: "health", poolHost: host.config.name, problem }, "pool host down: its volumes are degraded, the other hosts serve on");
     else if (changed?.up === true) this.logger.info({ op: "health", poolHost: host.config.name }, "pool host up");
     return problem;
@@ -385,12 +385,13 @@ export class VolumeService {
     return problems.length === this.hosts.names.length ? problems : [];
   }
 
-  /** Why a host is not fit to serve, or undefined when it is (pool ONLINE, parent present). */
-  async hostProblem(host: PoolHost): Promise<string | undefined> {
+  /** Why a host is unfit (none: pool ONLINE, parent present), its pool, whether it answered at all (a failed zfs command is an answer). */
+  async hostCheck(host: PoolHost): Promise<PoolHostObservation & { problem?: string }> {
     // Both questions at once: one round trip, not two (ListVolumes waits on this while it lists).
     const [pool, parent] = await Promise.allSettled([host.zfs.pool(host.pool), this.available(host)]);
-    if (pool.status === "rejected") return errorMessage(pool.reason);
-    if (pool.value.health !== "ONLINE") return `pool ${host.pool} on ${host.config.name} is ${pool.value.health}`;
-    return parent.status === "rejected" ? errorMessage(parent.reason) : undefined;
+    if (pool.status === "rejected") return { reachable: pool.reason instanceof ZfsError, problem: errorMessage(pool.reason) };
+    const seen = { reachable: true, pool: pool.value };
+    if (pool.value.health !== "ONLINE") return { ...seen, problem: `pool ${host.pool} on ${host.config.name} is ${pool.value.health}` };
+    return parent.status === "rejected" ? { ...seen, problem: errorMessage(parent.reason) } : seen;
   }
 }

@@ -5,9 +5,11 @@
  * `kubectl kustomize` (kustomize built into kubectl) is used when kubectl is installed (it is
  * on this project's machine image). Neither Debian nor npm ships a kustomize binary, so
  * without kubectl a minimal built-in subset builds the same manifests: `resources` (files
- * and directories with a kustomization.yaml) and `images`, the only fields deploy/ uses. Any
- * other kustomization field makes it throw instead of building something different, and
- * deploy.test.ts checks that both builders give the same objects whenever kubectl exists.
+ * and directories with a kustomization.yaml), `images`, `components` (kind Component:
+ * deploy/monitoring) and `configMapGenerator` from files with fixed names, the only fields
+ * deploy/ uses. Any other kustomization field makes it throw instead of building something
+ * different, and deploy*.test.ts check that both builders give the same objects whenever
+ * kubectl exists.
  */
 import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, statSync } from "node:fs";
@@ -69,7 +71,33 @@ interface ImageRule {
   digest?: string;
 }
 
-const SUPPORTED_FIELDS = new Set(["apiVersion", "kind", "resources", "images"]);
+const SUPPORTED_FIELDS = new Set(["apiVersion", "kind", "resources", "images", "components", "configMapGenerator"]);
+
+interface ConfigMapGenerator {
+  name: string;
+  namespace?: string;
+  files?: string[];
+  options?: { disableNameSuffixHash?: boolean; labels?: Record<string, string>; annotations?: Record<string, string> };
+}
+
+/** A configMapGenerator entry: files only (`key=path` or `path`), and no hash suffix (computing kustomize's hash is not worth it). */
+function generateConfigMap(dir: string, file: string, gen: ConfigMapGenerator): K8sObject {
+  for (const key of Object.keys(gen)) if (!["name", "namespace", "files", "options"].includes(key)) throw new Error(`${file}: configMapGenerator field ${key} is not in the built-in kustomize subset`);
+  for (const key of Object.keys(gen.options ?? {})) if (!["disableNameSuffixHash", "labels", "annotations"].includes(key)) throw new Error(`${file}: configMapGenerator option ${key} is not in the built-in kustomize subset`);
+  if (gen.options?.disableNameSuffixHash !== true) throw new Error(`${file}: configMapGenerator ${gen.name}: the built-in subset needs options.disableNameSuffixHash: true`);
+  const data: Record<string, string> = {};
+  for (const entry of gen.files ?? []) {
+    const [key, path] = entry.includes("=") ? (entry.split("=", 2) as [string, string]) : [entry.split("/").pop() ?? entry, entry];
+    data[key] = readFileSync(resolve(dir, path), "utf8");
+  }
+  const { labels, annotations } = gen.options;
+  return {
+    apiVersion: "v1",
+    kind: "ConfigMap",
+    metadata: { name: gen.name, ...(gen.namespace && { namespace: gen.namespace }), ...(labels && { labels }), ...(annotations && { annotations }) },
+    data,
+  };
+}
 
 /** `registry/repo:tag@digest` → its name (without tag and digest). */
 export function imageName(image: string): string {
@@ -111,13 +139,15 @@ export function podSpecOf(obj: K8sObject): Record<string, unknown> | undefined {
 }
 
 /** The built-in subset of `kustomize build` described at the top of this file. */
-export function miniKustomize(dir: string): K8sObject[] {
+export function miniKustomize(dir: string, kind: "Kustomization" | "Component" = "Kustomization"): K8sObject[] {
   const file = join(dir, "kustomization.yaml");
   const [doc] = parseManifestsLoose(readFileSync(file, "utf8"), file);
-  const kustomization = (doc ?? {}) as { resources?: unknown; images?: unknown };
+  const kustomization = (doc ?? {}) as { kind?: string; resources?: unknown; images?: unknown; components?: unknown; configMapGenerator?: ConfigMapGenerator[] };
   for (const key of Object.keys(kustomization)) {
     if (!SUPPORTED_FIELDS.has(key)) throw new Error(`${file}: field ${key} is not in the built-in kustomize subset (test/unit/deploy-manifests.ts); extend it or install kubectl`);
   }
+  // kustomize: a Component only through `components`, and a Kustomization never there.
+  if ((kustomization.kind ?? "Kustomization") !== kind) throw new Error(`${file}: is a ${kustomization.kind ?? "Kustomization"} where a ${kind} is expected`);
   const resources = (kustomization.resources ?? []) as unknown[];
   const objects: K8sObject[] = [];
   for (const entry of resources) {
@@ -127,6 +157,11 @@ export function miniKustomize(dir: string): K8sObject[] {
     if (statSync(path).isDirectory()) objects.push(...miniKustomize(path));
     else objects.push(...parseManifests(readFileSync(path, "utf8"), path));
   }
+  for (const entry of (kustomization.components ?? []) as unknown[]) {
+    if (typeof entry !== "string") throw new Error(`${file}: components entries must be paths`);
+    objects.push(...miniKustomize(resolve(dir, entry), "Component"));
+  }
+  for (const gen of kustomization.configMapGenerator ?? []) objects.push(generateConfigMap(dir, file, gen));
   const images = (kustomization.images ?? []) as ImageRule[];
   for (const obj of objects) {
     for (const list of containerLists(obj)) {
