@@ -59,6 +59,14 @@ export async function bareTsxPeak(): Promise<number> {
 const mb = (n: number): string => `${n.toFixed(0)} MiB`;
 const flag = (peak: number): string => (peak > FLAG_MB ? `OVER ~${FLAG_MB} MB: investigate` : `under ~${FLAG_MB} MB`);
 
+/** A zcsi config file in `dir` for the one pool host `host`; returns its path. */
+export async function writeHostConfig(dir: string, host: PoolHostEnv): Promise<string> {
+  const configPath = join(dir, "config.json");
+  const poolHost = { name: host.name, address: host.sshd.address, port: host.sshd.port, user: host.sshd.user, parentDataset: host.parent, mountRoot: host.mountRoot, hostKey: host.sshd.hostKeyLine, sudo: true };
+  await writeFile(configPath, JSON.stringify({ privateKeyFile: host.sshd.privateKeyPath, poolHosts: [poolHost] }));
+  return configPath;
+}
+
 /**
  * A `zcsi controller` process for `host`, whose parent already holds `volumes` volumes: peak RSS
  * idle, after ListVolumes over all of them (paged by 100, and unpaged), after 100 parallel
@@ -70,14 +78,7 @@ export async function controllerMemory(host: PoolHostEnv, volumes: number): Prom
   let child: ChildProcess | undefined;
   let client: CsiClient | undefined;
   try {
-    const configPath = join(dir, "config.json");
-    await writeFile(
-      configPath,
-      JSON.stringify({
-        privateKeyFile: host.sshd.privateKeyPath,
-        poolHosts: [{ name: host.name, address: host.sshd.address, port: host.sshd.port, user: host.sshd.user, parentDataset: host.parent, mountRoot: host.mountRoot, hostKey: host.sshd.hostKeyLine, sudo: true }],
-      }),
-    );
+    const configPath = await writeHostConfig(dir, host);
     const socket = join(dir, "csi.sock");
     const log = await open(join(dir, "controller.log"), "w");
     child = spawn(process.execPath, ["--import", "tsx", join(packageRoot, "src", "cli.ts"), "controller", "--endpoint", `unix://${socket}`, "--config", configPath, "--log-level", "info"], {

@@ -64,6 +64,26 @@ async function paired(times: number, driver: () => Promise<unknown>, raw: () => 
 
 const spread = (p: Pairs): string => `${p.ratio.toFixed(2)}× (${p.min.toFixed(2)}–${p.max.toFixed(2)}, ${p.n} pairs)`;
 
+/** A paged walk through every page of a listing call; `pages` and `seen` describe the last walk. */
+function walker(call: (startingToken: string) => Promise<{ entries: unknown[]; nextToken: string }>) {
+  const state = {
+    pages: 0,
+    seen: 0,
+    walk: async (): Promise<void> => {
+      state.pages = 0;
+      state.seen = 0;
+      let token = "";
+      do {
+        const res = await call(token);
+        state.pages++;
+        state.seen += res.entries.length;
+        token = res.nextToken;
+      } while (token !== "");
+    },
+  };
+  return state;
+}
+
 interface SizeFigures {
   readonly n: number;
   readonly snapshots: number;
@@ -148,41 +168,17 @@ export async function benchScale(): Promise<void> {
       snapshots += n;
       setup.push(`${adding} volumes in ${(createMs / 1000).toFixed(1)} s (${(createMs / adding).toFixed(1)} ms each), ${n} snapshots in one \`zfs snapshot -r\` in ${(snapMs / 1000).toFixed(1)} s`);
 
-      // ListVolumes, every page.
-      let pages = 0;
-      let seen = 0;
-      const walk = async (): Promise<void> => {
-        pages = 0;
-        seen = 0;
-        let token = "";
-        do {
-          const res = await env.client.listVolumes({ maxEntries: PAGE, startingToken: token });
-          pages++;
-          seen += res.entries.length;
-          token = res.nextToken;
-        } while (token !== "");
-      };
-      const listCalls = await counted(walk);
-      if (seen !== n) throw new Error(`ListVolumes saw ${seen} volumes, expected ${n}`);
-      const list = await paired(REPS, walk, () => rawRun(zfsGet([host.parent], VOLUME_PROPS, { depth: 1 })));
-
-      // ListSnapshots, every page.
-      let snapPages = 0;
-      let snapSeen = 0;
-      const snapWalk = async (): Promise<void> => {
-        snapPages = 0;
-        snapSeen = 0;
-        let token = "";
-        do {
-          const res = await env.client.listSnapshots({ maxEntries: PAGE, startingToken: token });
-          snapPages++;
-          snapSeen += res.entries.length;
-          token = res.nextToken;
-        } while (token !== "");
-      };
-      const snapCalls = await counted(snapWalk);
-      if (snapSeen !== snapshots) throw new Error(`ListSnapshots saw ${snapSeen} snapshots, expected ${snapshots}`);
-      const snapList = await paired(REPS, snapWalk, () => rawRun(zfsGet([host.parent], SNAPSHOT_PROPS, { depth: 2 })));
+      // ListVolumes and ListSnapshots, every page.
+      const volumeWalk = walker((startingToken) => env.client.listVolumes({ maxEntries: PAGE, startingToken }));
+      const listCalls = await counted(volumeWalk.walk);
+      if (volumeWalk.seen !== n) throw new Error(`ListVolumes saw ${volumeWalk.seen} volumes, expected ${n}`);
+      const list = await paired(REPS, volumeWalk.walk, () => rawRun(zfsGet([host.parent], VOLUME_PROPS, { depth: 1 })));
+      const pages = volumeWalk.pages;
+      const snapshotWalk = walker((startingToken) => env.client.listSnapshots({ maxEntries: PAGE, startingToken }));
+      const snapCalls = await counted(snapshotWalk.walk);
+      if (snapshotWalk.seen !== snapshots) throw new Error(`ListSnapshots saw ${snapshotWalk.seen} snapshots, expected ${snapshots}`);
+      const snapList = await paired(REPS, snapshotWalk.walk, () => rawRun(zfsGet([host.parent], SNAPSHOT_PROPS, { depth: 2 })));
+      const snapPages = snapshotWalk.pages;
 
       // GetCapacity.
       const capCalls = await counted(() => env.client.getCapacity({ volumeCapabilities: [CAP], parameters: {} }));

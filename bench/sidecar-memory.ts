@@ -1,12 +1,12 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { mkdtemp, open, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, open, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { packageRoot } from "../src/util/package.js";
 import type { PoolHostEnv } from "../test/harness/controller.js";
 import { report, type Row } from "./lib.js";
-import { bareTsxPeak, memoryOf, stopChild as stop } from "./memory.js";
+import { bareTsxPeak, memoryOf, stopChild as stop, writeHostConfig } from "./memory.js";
 
 /**
  * Issue 17, item 5: peak RSS (VmHWM) of real `zcsi snapshotter` and `zcsi replicator`
@@ -28,14 +28,7 @@ export async function sidecarMemory(host: PoolHostEnv, volumes: number): Promise
   const dir = await mkdtemp(join(tmpdir(), "zcsi-bench-sidecar-"));
   const children: ChildProcess[] = [];
   try {
-    const configPath = join(dir, "config.json");
-    await writeFile(
-      configPath,
-      JSON.stringify({
-        privateKeyFile: host.sshd.privateKeyPath,
-        poolHosts: [{ name: host.name, address: host.sshd.address, port: host.sshd.port, user: host.sshd.user, parentDataset: host.parent, mountRoot: host.mountRoot, hostKey: host.sshd.hostKeyLine, sudo: true }],
-      }),
-    );
+    const configPath = await writeHostConfig(dir, host);
     const rows: Row[] = [{ what: "floor: `node --import tsx` loading nothing", median: await bareTsxPeak(), unit: "MiB peak RSS", note: "what node and the tsx loader take before any zcsi code" }];
     const roles: [string, string[]][] = [
       ["snapshotter", ["--snapshot-interval", "1"]],
