@@ -102,7 +102,9 @@ interface SizeFigures {
 }
 
 export async function benchScale(): Promise<void> {
-  const env = await startControllerEnv({ poolSizeMiB: Number(process.env.BENCH_SCALE_POOL_MIB ?? 4096) });
+  // The product's default command timeout (60 s), not the test harness's 20 s: a 10,000-volume
+  // listing on zfs-fuse under the machine's load can take more than 20 s.
+  const env = await startControllerEnv({ poolSizeMiB: Number(process.env.BENCH_SCALE_POOL_MIB ?? 4096), configExtra: { commandTimeoutMs: 60_000 } });
   const host = env.hosts[0]!;
   const raw = rawExecutor(host);
   const exec = env.poolHosts.get("alice").exec as InstrumentedExecutor;
