@@ -200,6 +200,8 @@ export async function benchScale(): Promise<void> {
       const repl = await paired(REPS, () => replicator.tick(), () => rawRun(zfsGet([host.parent], [...VOLUME_DISCOVERY_PROPS], { depth: 1 })));
 
       perSize.push({ n, snapshots, pages, listCalls, list, snapPages, snapCalls, snapList, cap, capCalls, tick, tickCalls, repl, replCalls });
+      // Each size's figures as soon as they are known: a later size that fails (a timeout at 10,000) keeps them.
+      console.log(`scale progress: ${JSON.stringify({ ...perSize[perSize.length - 1], first, firstCalls, setup: setup[setup.length - 1] })}`);
       rows.push(
         { what: `${n} volumes: ListVolumes, all ${pages} page(s) of ${PAGE} via gRPC`, median: list.driver, unit: "ms", ratio: spread(list), note: `${listCalls} zfs/zpool invocations for the whole walk; ratio to one raw \`zfs get -Hp -d 1\` of the listed properties (${list.raw.toFixed(0)} ms, open ssh2)` },
         { what: `${n} volumes, ${snapshots} CSI snapshots: ListSnapshots, all ${snapPages} page(s) of ${PAGE} via gRPC`, median: snapList.driver, unit: "ms", ratio: spread(snapList), note: `${snapCalls} invocation(s) for the whole walk; ratio to one raw \`zfs get -Hp -d 2\` (${snapList.raw.toFixed(0)} ms)` },
