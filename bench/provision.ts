@@ -4,13 +4,15 @@ import { commandName, type InstrumentedExecutor } from "../src/exec/instrumented
 import { VOLUME_PROPS } from "../src/volumes/volume.js";
 import { zfsGet } from "../src/zfs/argv.js";
 import { startControllerEnv } from "../test/harness/controller.js";
+import { benchDeleteSnapshot } from "./delete-snapshot.js";
 import { failureSummary, median, percentile, ratio, report, timeMs, rawExecutor } from "./lib.js";
 
 /**
  * Issue 8, benchmarks 1 and 2: CreateVolume+DeleteVolume through gRPC → SSH → zfs, against
  * (a) the same `zfs create`/`zfs destroy` on an already-open ssh2 connection (the floor), and
  * (b) a fresh `ssh host zfs ...` per call (how a shell script does it); then 100 parallel
- * CreateVolumes against 100 sequential raw creates on one connection.
+ * CreateVolumes against 100 sequential raw creates on one connection; and DeleteSnapshot against
+ * the `zfs destroy` it wraps (delete-snapshot.ts).
  */
 const run = promisify(execFile);
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 50);
@@ -142,6 +144,8 @@ export async function benchProvision(): Promise<void> {
         `driver / fresh ssh = ${x(pr.fresh)} (target ≤ 0.3×): ${pr.fresh <= 0.3 ? "met" : "MISSED"}`,
       ],
     );
+
+    await benchDeleteSnapshot(env, raw);
 
     // Concurrency: 100 parallel creates vs 100 sequential raw creates on one connection, in
     // alternating rounds (one round is a few seconds: long enough for the machine's load to swing).

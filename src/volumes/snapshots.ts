@@ -40,7 +40,7 @@ export type SnapshotLookup =
   | { readonly state: "other"; readonly name: string };
 
 /** Everything a snapshot lookup or listing needs, for volumes and snapshots alike, in one `zfs get`. */
-const SNAPSHOT_PROPS = [PROP.snapshotName, PROP.autoSnapshot, PROP.csiName, PROP.volume, PROP.role, PROP.replicaOf, PROP.fenced, "defer_destroy", "creation", "referenced"];
+export const SNAPSHOT_PROPS = [PROP.snapshotName, PROP.autoSnapshot, PROP.csiName, PROP.volume, PROP.role, PROP.replicaOf, PROP.fenced, "defer_destroy", "creation", "referenced"];
 
 type Props = ReadonlyMap<string, { value: string; source: string }>;
 
