@@ -17,6 +17,14 @@ case "$ZCSI_ZFS_BACKEND" in
 esac
 bash scripts/setup.sh
 npx tsc --noEmit -p .
+if [ "$ZCSI_ZFS_BACKEND" != "openzfs-vm" ]; then
+  # The container image from the Dockerfile (cached: seconds when nothing changed), for
+  # test/integration/image.test.ts.
+  t0=$(date +%s)
+  ZCSI_IMAGE=$(bash test/hosts/image/build.sh | tail -1)
+  export ZCSI_IMAGE
+  echo "test: image $ZCSI_IMAGE ready in $(($(date +%s) - t0)) s"
+fi
 if [ "$ZCSI_ZFS_BACKEND" != "zfs-fuse" ]; then
   # Build (or find in the cache) the VM image first, in the open: a cold build takes minutes.
   t0=$(date +%s)

@@ -39,7 +39,7 @@ T1=$(date +%s)
 # ours: without CAP_SYS_RESOURCE (these machines drop it) the runtime cannot raise them.
 RUNTIME_FLAGS=(--runtime runc --ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit nproc=4096:4096)
 log "buildah bud --build-arg NODE_IMAGE=$BASE -t $IMAGE ."
-buildah bud --quiet --layers --network host --pull-never "${RUNTIME_FLAGS[@]}" --build-arg "NODE_IMAGE=$BASE" -t "$IMAGE" . >"$CACHE/bud.log" 2>&1 ||
+buildah bud --quiet --layers --force-rm --network host --pull-never "${RUNTIME_FLAGS[@]}" --build-arg "NODE_IMAGE=$BASE" -t "$IMAGE" . >"$CACHE/bud.log" 2>&1 ||
   { tail -40 "$CACHE/bud.log" >&2; die "buildah bud failed (log: $CACHE/bud.log)"; }
 log "base $((T1 - T0)) s, image $(($(date +%s) - T1)) s"
 echo "$IMAGE"
