@@ -3,8 +3,9 @@
 # zcsi: one image for every role (`zcsi controller | node | snapshotter | replicator | status`).
 # The demo (scripts/demo.ts) drives the test harness and is not in the image.
 #
-#   docker build -t REGISTRY/zcsi:0.1.0 .
+#   docker build -t REGISTRY/zcsi:0.1.0 .       (or `podman build`, `buildah bud`: the same)
 #
+# CI builds it with buildah and runs the image (test/hosts/image/build.sh, test/integration/image.test.ts).
 # The tag is package.json's version; `images` in deploy/base/kustomization.yaml points at it.
 #
 # The base image is pinned by version and digest: Node.js 20 on Debian 12 (bookworm), the

@@ -28,7 +28,7 @@ const local = new LocalExecutor();
 let image: string;
 let env: NodeEnv;
 /** Host directories that stand in for the pod volumes of deploy/base. */
-let dirs: { config: string; controllerKey: string; controllerCsi: string; nodeKey: string; nodeCsi: string; nodeState: string; kubelet: string };
+let dirs: { config: string; controllerKey: string; controllerCsi: string; serviceAccount: string; nodeKey: string; nodeCsi: string; nodeState: string; kubelet: string };
 const containers: string[] = [];
 let controller: CsiClient | undefined;
 
@@ -85,6 +85,14 @@ function controllerRunArgs(name: string): string[] {
     `${dirs.controllerKey}:/etc/zcsi/ssh:ro`,
     "-v",
     `${dirs.controllerCsi}:/csi`,
+    // What kubelet gives every pod of a ServiceAccount (automountServiceAccountToken): the
+    // in-cluster config the operator commands find without a kubeconfig.
+    "-v",
+    `${dirs.serviceAccount}:/var/run/secrets/kubernetes.io/serviceaccount:ro`,
+    "-e",
+    "KUBERNETES_SERVICE_HOST=127.0.0.1",
+    "-e",
+    "KUBERNETES_SERVICE_PORT=6443",
     "-e",
     "ZCSI_CONFIG=/etc/zcsi/config/config.yaml",
     "-e",
@@ -136,7 +144,7 @@ beforeAll(async () => {
   image = await imageUnderTest();
   env = await startNodeEnv();
   const d = (name: string): string => join(env.dir, name);
-  dirs = { config: d("config"), controllerKey: d("controller-ssh"), controllerCsi: d("controller-csi"), nodeKey: d("node-ssh"), nodeCsi: d("node-csi"), nodeState: d("node-state"), kubelet: d("kubelet") };
+  dirs = { config: d("config"), controllerKey: d("controller-ssh"), controllerCsi: d("controller-csi"), serviceAccount: d("serviceaccount"), nodeKey: d("node-ssh"), nodeCsi: d("node-csi"), nodeState: d("node-state"), kubelet: d("kubelet") };
   for (const dir of Object.values(dirs)) await mkdir(dir, { recursive: true, mode: 0o755 });
   // The ConfigMap of deploy/base/config.yaml, for the test's pool host.
   const poolHost = { name: POOL_HOST, address: env.netns.hostAddress, port: env.sshd.port, user: env.sshd.user, sudo: true, parentDataset: env.parent, mountRoot: env.mountRoot, hostKey: env.sshd.hostKeyLine };
@@ -148,6 +156,8 @@ beforeAll(async () => {
   // The socket emptyDir, group-owned by fsGroup with the setgid bit, as kubelet makes it.
   await chown(dirs.controllerCsi, 0, CONTROLLER_UID);
   await chmod(dirs.controllerCsi, 0o2775);
+  // The projected service-account volume (a token that is never used here: see the status test).
+  for (const [file, text] of [["token", "test-token"], ["namespace", "zcsi"], ["ca.crt", ""]] as const) await writeFile(join(dirs.serviceAccount, file), text, { mode: 0o644 });
   // The node's SFTP-only key Secret: defaultMode 0400, root.
   await copyFile(env.nodeKeyPath, join(dirs.nodeKey, "id_ed25519"));
   await chmod(join(dirs.nodeKey, "id_ed25519"), 0o400);
@@ -186,14 +196,21 @@ describe("the image", () => {
     expect((await env.zfs("get", "-H", "-o", "value", "refquota", `${env.parent}/${volumeName}`)).trim()).toBe("32M");
   });
 
-  it("runs `zcsi status` inside the controller container with no flags (config, key from the pod's mounts)", async () => {
+  it("runs the operator commands inside the controller container with no flags: config and key from the pod's mounts", async () => {
     const name = containers.find((c) => c.startsWith("zcsi-image-ctl"));
     if (!name) throw new Error("the controller container did not start");
-    const r = await podman(["exec", name, "zcsi", "status"]);
-    expect(r.stderr).toBe("");
-    expect(r.exitCode).toBe(0);
-    expect(r.stdout).toContain(POOL_HOST);
-    expect(r.stdout).toMatch(/pvc-image-[0-9a-f]{6}/);
+    // What `kubectl -n zcsi exec deploy/zcsi-controller -c zcsi-controller -- zcsi status` runs.
+    const status = await podman(["exec", name, "zcsi", "status"]);
+    expect(status.stderr).toBe("");
+    expect(status.exitCode).toBe(0);
+    expect(status.stdout).toContain(POOL_HOST);
+    expect(status.stdout).toMatch(/pvc-image-[0-9a-f]{6}/);
+    // failover loads the in-cluster config and the pool hosts; a volume already served by the
+    // host asked for needs no Kubernetes call, so this shows the command runs here, not the API.
+    const volumeId = status.stdout.match(/pvc-image-[0-9a-f]{6}/)?.[0];
+    const failover = await podman(["exec", name, "zcsi", "failover", `${POOL_HOST}:${env.parent}/${volumeId}`, "--to", POOL_HOST]);
+    expect(failover.stdout).toContain("already served by alice");
+    expect(failover.exitCode).toBe(0);
   });
 
   it("runs the node privileged: stages over SSHFS from inside the container, and the mount is the host's and stays after the container stops", async () => {
