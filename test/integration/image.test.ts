@@ -230,8 +230,16 @@ describe("the image", () => {
     await podmanOk(["rm", first]);
     expect(mountAt(await readMountInfo(), staging)).toMatchObject({ fsType: "fuse.sshfs", source: staged?.source });
 
-    const next = await startServing(uniqueName("zcsi-image-node"), nodeRunArgs(), join(dirs.nodeCsi, "csi.sock"));
+    const nextName = uniqueName("zcsi-image-node");
+    const next = await startServing(nextName, nodeRunArgs(), join(dirs.nodeCsi, "csi.sock"));
     next.close();
+    // sshfs died with the first container (SIGKILL: no unmount), so the start-up scan remounted it.
+    const repair = (await logsOf(nextName))
+      .split("\n")
+      .filter((l) => l.startsWith("{"))
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .find((l) => l["op"] === "repair");
+    expect(repair).toMatchObject({ launcher: "detached", checked: 1, repaired: [volume.volumeId], failed: [] });
     expect(mountAt(await readMountInfo(), staging)).toMatchObject({ fsType: "fuse.sshfs", source: staged?.source });
     expect(await readFile(join(staging, "from-the-host.txt"), "utf8")).toBe("through the container's sshfs\n");
   });
