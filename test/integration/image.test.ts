@@ -238,7 +238,7 @@ describe("the image", () => {
       .split("\n")
       .filter((l) => l.startsWith("{"))
       .map((l) => JSON.parse(l) as Record<string, unknown>)
-      .find((l) => l["op"] === "repair");
+      .find((l) => l["op"] === "repair" && "checked" in l);
     expect(repair).toMatchObject({ launcher: "detached", checked: 1, repaired: [volume.volumeId], failed: [] });
     expect(mountAt(await readMountInfo(), staging)).toMatchObject({ fsType: "fuse.sshfs", source: staged?.source });
     expect(await readFile(join(staging, "from-the-host.txt"), "utf8")).toBe("through the container's sshfs\n");
