@@ -3,8 +3,9 @@
 # zcsi: one image for every role (`zcsi controller | node | snapshotter | replicator | status`).
 # The demo (scripts/demo.ts) drives the test harness and is not in the image.
 #
-#   docker build -t REGISTRY/zcsi:0.1.0 .
+#   docker build -t REGISTRY/zcsi:0.1.0 .       (or `podman build`, `buildah bud`: the same)
 #
+# CI builds it with buildah and runs the image (test/hosts/image/build.sh, test/integration/image.test.ts).
 # The tag is package.json's version; `images` in deploy/base/kustomization.yaml points at it.
 #
 # The base image is pinned by version and digest: Node.js 20 on Debian 12 (bookworm), the
@@ -13,7 +14,7 @@
 # prints the digest).
 ARG NODE_IMAGE=node:20.20.2-bookworm-slim@sha256:2cf067cfed83d5ea958367df9f966191a942351a2df77d6f0193e162b5febfc0
 
-# ---- build: compile TypeScript, then keep only the runtime dependencies -------------------
+# ---- build: compile TypeScript -------------------------------------------------------------
 FROM ${NODE_IMAGE} AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
@@ -23,8 +24,14 @@ RUN npm ci --no-audit --no-fund --ignore-scripts
 COPY tsconfig.json ./
 COPY proto ./proto
 COPY src ./src
-RUN npx tsc -p tsconfig.json \
- && npm prune --omit=dev --ignore-scripts --no-audit --no-fund
+RUN npx tsc -p tsconfig.json
+
+# ---- runtime dependencies only: a stage of its own, so that a change under src/ reuses it from
+# the layer cache (the install runs again only when package-lock.json changes) -----------------
+FROM ${NODE_IMAGE} AS modules
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund --ignore-scripts
 
 # ---- runtime ------------------------------------------------------------------------------
 FROM ${NODE_IMAGE}
@@ -46,7 +53,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY --from=build /app/package.json ./
-COPY --from=build /app/node_modules ./node_modules
+COPY --from=modules /app/node_modules ./node_modules
 COPY --from=build /app/proto ./proto
 COPY --from=build /app/dist/src ./dist/src
 RUN chmod 0755 /app/dist/src/cli.js \

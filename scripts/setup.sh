@@ -12,6 +12,9 @@ fi
 # Debian packages: zfs-fuse (real ZFS in user space), sshd/ssh, sshfs over FUSE 3, sudo (the
 # pool-host user runs zfs through `sudo -n`), iproute2 (network namespaces), util-linux (mount, nsenter).
 packages=(zfs-fuse openssh-server openssh-client sshfs fuse3 sudo iproute2 util-linux procps)
+# The container image test (test/hosts/image/build.sh): buildah builds the Dockerfile on a base
+# debootstrap makes, podman runs it (with runc: see build.sh).
+packages+=(buildah podman runc debootstrap)
 # The OpenZFS backend (test/hosts/openzfs-vm): qemu boots a VM whose image debootstrap builds.
 # Not needed when only zfs-fuse is asked for (ZCSI_ZFS_BACKEND=zfs-fuse).
 if [ "${ZCSI_ZFS_BACKEND:-both}" != "zfs-fuse" ]; then

@@ -18,6 +18,14 @@ esac
 # setup.sh's build type-checks everything tsconfig.json includes (tests and benchmarks too);
 # it is incremental, so a second setup (CI runs one before this script) costs seconds.
 bash scripts/setup.sh
+if [ "$ZCSI_ZFS_BACKEND" != "openzfs-vm" ]; then
+  # The container image from the Dockerfile (cached: seconds when nothing changed), for
+  # test/integration/image.test.ts.
+  t0=$(date +%s)
+  ZCSI_IMAGE=$(bash test/hosts/image/build.sh | tail -1)
+  export ZCSI_IMAGE
+  echo "test: image $ZCSI_IMAGE ready in $(($(date +%s) - t0)) s"
+fi
 # The OpenZFS VM image (test/hosts/openzfs-vm/build.sh; a cold build takes about ten minutes)
 # is found or built by the VM project's globalSetup, in the background while the zfs-fuse
 # project runs; it prints "openzfs-vm: image ... ready in N s".
