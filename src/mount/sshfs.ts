@@ -18,6 +18,13 @@ export interface SshfsTuning {
   /** Parallel SSH connections per mount (sshfs ≥ 3.7). */
   readonly max_conns: number;
   /**
+   * Bytes per SFTP read / write request. sshfs splits each FUSE request into requests of
+   * this size, all in flight at once; it caps both at 65536 (sshfs.c), the SFTP spec
+   * promises 32768.
+   */
+  readonly max_read: number;
+  readonly max_write: number;
+  /**
    * Seconds sshfs caches directory entries and attributes. Short by default because a
    * volume may be shared by pods on several nodes (ReadWriteMany): another node's change
    * shows within about this long.
@@ -38,6 +45,8 @@ export const SSHFS_DEFAULTS: SshfsTuning = {
   ServerAliveCountMax: 3,
   ConnectTimeout: 10,
   max_conns: 1,
+  max_read: 32768,
+  max_write: 32768,
   dcache_timeout: 1,
   sshfs_sync: "yes",
 };
@@ -71,6 +80,8 @@ export const SSHFS_TUNABLES: { readonly [K in keyof SshfsTuning]: Tunable<SshfsT
   ServerAliveCountMax: integer(1, 30),
   ConnectTimeout: integer(1, 600),
   max_conns: integer(1, 16),
+  max_read: integer(4096, 65536),
+  max_write: integer(4096, 65536),
   dcache_timeout: integer(0, 86400),
   sshfs_sync: oneOf(["yes", "no"] as const),
 };
@@ -165,6 +176,8 @@ export function sshfsArgv(mount: SshfsMount): string[] {
     "default_permissions",
     "idmap=none",
     `max_conns=${tuning.max_conns}`,
+    `max_read=${tuning.max_read}`,
+    `max_write=${tuning.max_write}`,
     `dcache_timeout=${tuning.dcache_timeout}`,
     ...(tuning.sshfs_sync === "yes" ? ["sshfs_sync"] : []),
     `sftp_server=${sftpServerCommand(mount.sudoPath, mount.sftpServerPath, mount.owner)}`,
