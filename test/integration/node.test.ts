@@ -389,7 +389,8 @@ describe("stats, expansion and quota", () => {
   it.each([
     ["the pool host", () => alice, ["ENOSPC", "EDQUOT"]],
     // SFTP (v3) has no code for a full disk: sftp-server answers SSH_FX_FAILURE, which sshfs
-    // turns into EIO (or EPERM); the write still fails, and sshfs_sync makes write() report it.
+    // turns into EIO (or EPERM); the write still fails, at a later write() or at close()
+    // (sshfs-semantics.test.ts pins down which call, per write mode).
     ["a remote node", () => bob, ["ENOSPC", "EDQUOT", "EIO", "EPERM"]],
   ])("writing past the volume's size through %s fails and leaves the dataset intact", async (_, node, codes) => {
     const volume = await env.createVolume(uniqueName("pvc-full"), 16 * MiB);
