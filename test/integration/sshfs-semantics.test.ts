@@ -100,6 +100,8 @@ describe("a full volume over SSHFS", () => {
     // SFTP v3 has no "disk full" status: sftp-server answers SSH_FX_FAILURE, sshfs reports EIO.
     expect(await writeToFullVolume(join(target, "late.bin"), "close")).toEqual({ write: "OK", close: "EIO" });
     expect((await readFile(join(volume.mountpoint, "late.bin"))).length).toBe(0);
+    // Creating a file is refused at open(): sshfs maps SSH_FX_FAILURE on open to EPERM.
+    expect(await errnoOf(writeFile(join(target, "new.bin"), "x"))).toBe("EPERM");
   });
 
   it("with the defaults, fsync() fails with EIO, so a program that syncs before closing learns it there", async () => {
