@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mountAt, readMountInfo } from "../../src/mount/mountinfo.js";
-import { RWX, startNodeEnv, uniqueName, type NodeEnv, type NodeHandle, type RemoteNode, type TestVolume } from "../harness/node-env.js";
+import { errnoOf, RWX, startNodeEnv, uniqueName, type NodeEnv, type NodeHandle, type RemoteNode, type TestVolume } from "../harness/node-env.js";
 
 const MiB = 1024 * 1024;
 const run = promisify(execFile);
@@ -30,19 +30,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await env?.stop();
 });
-
-/** "OK" or the errno name (libuv has no name for some, such as EDQUOT: looked up by number). */
-async function errnoOf(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-    return "OK";
-  } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    if (e.code?.startsWith("E")) return e.code;
-    const name = Object.entries(constants.errno).find(([, n]) => n === -(e.errno ?? 0))?.[0];
-    return name ?? e.code ?? String(err);
-  }
-}
 
 /** Stage (with `mountFlags`, a StorageClass's mountOptions) and publish on a node; returns the pod's target. */
 async function attach(node: NodeHandle, volume: TestVolume, pod: string, mountFlags: string[] = []): Promise<string> {
@@ -70,7 +57,6 @@ async function fillUp(volume: TestVolume): Promise<void> {
       throw err;
     });
     if (!fh) return; // not even a new file fits
-
     let wrote = 0;
     try {
       while ((await errnoOf(fh.write(chunk))) === "OK") wrote++;
