@@ -32,8 +32,8 @@ export interface SshfsTuning {
   readonly dcache_timeout: number;
   /**
    * sshfs's own cache of attributes and directory entries (`dir_cache`). Off by default:
-   * it measured no faster here, and without it the only cache between nodes is the kernel's
-   * one-second attribute cache.
+   * it measured no faster beyond the noise, and without it the only cache between nodes is
+   * the kernel's one-second attribute cache.
    */
   readonly dir_cache: "yes" | "no";
   /**
