@@ -18,15 +18,30 @@ export interface SshfsTuning {
   /** Parallel SSH connections per mount (sshfs ≥ 3.7). */
   readonly max_conns: number;
   /**
+   * Bytes per SFTP read / write request. sshfs splits each FUSE request into requests of
+   * this size, all in flight at once; it caps both at 65536 (sshfs.c), the SFTP spec
+   * promises 32768.
+   */
+  readonly max_read: number;
+  readonly max_write: number;
+  /**
    * Seconds sshfs caches directory entries and attributes. Short by default because a
    * volume may be shared by pods on several nodes (ReadWriteMany): another node's change
    * shows within about this long.
    */
   readonly dcache_timeout: number;
   /**
-   * Synchronous writes: a write returns after the pool host answered, so a full volume
-   * fails the write() itself. Asynchronous writes are faster on a slow link but report
-   * such errors only at fsync(), and a close() without fsync() loses them silently.
+   * sshfs's own cache of attributes and directory entries (`dir_cache`). Off by default:
+   * it measured no faster beyond the noise, and without it the only cache between nodes is
+   * the kernel's one-second attribute cache.
+   */
+  readonly dir_cache: "yes" | "no";
+  /**
+   * Synchronous writes (`sshfs_sync`): each write() waits for the pool host's answer, so a
+   * full volume fails the write() itself. Off by default: writes stream (sshfs answers
+   * write() once the data is queued), a refusal fails the next write() once it is back, and
+   * close() and fsync() always report it (sshfs's flush waits for every outstanding write
+   * and returns its error); docs/node.md, "Full volumes".
    */
   readonly sshfs_sync: "yes" | "no";
 }
@@ -38,8 +53,11 @@ export const SSHFS_DEFAULTS: SshfsTuning = {
   ServerAliveCountMax: 3,
   ConnectTimeout: 10,
   max_conns: 1,
+  max_read: 65536,
+  max_write: 65536,
   dcache_timeout: 1,
-  sshfs_sync: "yes",
+  dir_cache: "no",
+  sshfs_sync: "no",
 };
 
 interface Tunable<T> {
@@ -71,7 +89,10 @@ export const SSHFS_TUNABLES: { readonly [K in keyof SshfsTuning]: Tunable<SshfsT
   ServerAliveCountMax: integer(1, 30),
   ConnectTimeout: integer(1, 600),
   max_conns: integer(1, 16),
+  max_read: integer(4096, 65536),
+  max_write: integer(4096, 65536),
   dcache_timeout: integer(0, 86400),
+  dir_cache: oneOf(["yes", "no"] as const),
   sshfs_sync: oneOf(["yes", "no"] as const),
 };
 
@@ -165,7 +186,10 @@ export function sshfsArgv(mount: SshfsMount): string[] {
     "default_permissions",
     "idmap=none",
     `max_conns=${tuning.max_conns}`,
+    `max_read=${tuning.max_read}`,
+    `max_write=${tuning.max_write}`,
     `dcache_timeout=${tuning.dcache_timeout}`,
+    `dir_cache=${tuning.dir_cache}`,
     ...(tuning.sshfs_sync === "yes" ? ["sshfs_sync"] : []),
     `sftp_server=${sftpServerCommand(mount.sudoPath, mount.sftpServerPath, mount.owner)}`,
   ];

@@ -14,7 +14,7 @@ import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { chmod, copyFile, mkdir, mkdtemp, open, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { constants, tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
 import { parseConfig, type Config } from "../../src/config.js";
@@ -416,4 +416,17 @@ export async function startNodeEnv(options: { poolSizeMiB?: number; morePoolHost
 /** A name unique to this run, for volumes and pods. */
 export function uniqueName(prefix: string): string {
   return `${prefix}-${randomBytes(3).toString("hex")}`;
+}
+
+/** "OK" or the errno name (libuv has no name for some, such as EDQUOT: looked up by number). */
+export async function errnoOf(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return "OK";
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code?.startsWith("E")) return e.code;
+    const name = Object.entries(constants.errno).find(([, n]) => n === -(e.errno ?? 0))?.[0];
+    return name ?? e.code ?? String(err);
+  }
 }

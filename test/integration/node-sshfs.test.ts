@@ -6,7 +6,8 @@
  * this is the same SSHFS path on a real OpenZFS pool host.
  */
 import { execFile } from "node:child_process";
-import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { chmod, mkdir, mkdtemp, open, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -98,6 +99,43 @@ describe(`a node that is not the pool host (SSHFS)`, () => {
     expect(mountAt(await readMountInfo(), staging)).toBeUndefined();
     // The data stays on the dataset.
     expect(await alice.pool.files.read(`${mountpoint}/from-bob.txt`)).toBe("written on bob\n");
+  });
+  it("on a full volume, write() is accepted and close() fails with EIO (the default asynchronous writes); nothing lands on the dataset", async () => {
+    const created = await env.client.createVolume({ name: "pvc-sshfs-full", capacityRange: { requiredBytes: String(16 * MiB) }, volumeCapabilities: [RWX] });
+    const volumeId = created.volume!.volumeId;
+    const volumeContext = created.volume!.volumeContext;
+    const mountpoint = volumeContext["mountpoint"]!;
+    const staging = join(dir, "staging-full");
+    await mkdir(staging);
+    await bob!.nodeStageVolume({ volumeId, stagingTargetPath: staging, volumeCapability: RWX, volumeContext });
+    // Fill it on the pool host until even 16 KiB is refused right after a sync (ZFS reserves
+    // pending writes pessimistically, so the first refusal can leave room once written).
+    // late.bin exists before: on a full volume even creating a file is refused.
+    await alice.pool.files.write(`${mountpoint}/late.bin`, "");
+    let full = false;
+    for (let pass = 0; pass < 8 && !full; pass++) {
+      const file = `${mountpoint}/fill-${pass}`;
+      await alice.pool.exec.run(["dd", "if=/dev/urandom", `of=${file}`, pass === 0 ? "bs=1M" : "bs=16k"]); // ends refused: its exit code is expected to be 1
+      await alice.pool.files.sync();
+      // dd makes the file even when no block fits; no file at all means not even that fitted.
+      const size = await alice.pool.exec.run(["stat", "-c", "%s", file]);
+      full = size.exitCode !== 0 || size.stdout.trim() === "0";
+    }
+    expect(full).toBe(true);
+
+    const fh = await open(join(staging, "late.bin"), "r+");
+    const write = await fh.write(randomBytes(64 * 1024)).then(
+      () => "OK",
+      (e: NodeJS.ErrnoException) => e.code,
+    );
+    const close = await fh.close().then(
+      () => "OK",
+      (e: NodeJS.ErrnoException) => e.code,
+    );
+    // SFTP v3 has no "disk full" status: sftp-server answers SSH_FX_FAILURE, sshfs reports EIO.
+    expect({ write, close }).toEqual({ write: "OK", close: "EIO" });
+    expect((await alice.pool.exec.run(["stat", "-c", "%s", `${mountpoint}/late.bin`])).stdout.trim()).toBe("0");
+    await bob!.nodeUnstageVolume({ volumeId, stagingTargetPath: staging });
   });
   it("keeps the SSHFS mount up through a ControllerModifyVolume, and what is written through it afterwards gets the new compression", async () => {
     const created = await env.client.createVolume({ name: "pvc-sshfs-mod", capacityRange: { requiredBytes: String(32 * MiB) }, volumeCapabilities: [RWX], parameters: { compression: "off" } });

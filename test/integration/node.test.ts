@@ -6,12 +6,11 @@
 import { status, type ServiceError } from "@grpc/grpc-js";
 import { execFile } from "node:child_process";
 import { open, readFile, readdir, rm, stat, statfs, writeFile } from "node:fs/promises";
-import { constants } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mountAt, readMountInfo } from "../../src/mount/mountinfo.js";
-import { OWNER, RWX, UNKNOWN_OWNER, uniqueName, startNodeEnv, type NodeEnv, type NodeHandle, type RemoteNode, type TestVolume } from "../harness/node-env.js";
+import { errnoOf, OWNER, RWX, UNKNOWN_OWNER, uniqueName, startNodeEnv, type NodeEnv, type NodeHandle, type RemoteNode, type TestVolume } from "../harness/node-env.js";
 
 const MiB = 1024 * 1024;
 const run = promisify(execFile);
@@ -37,19 +36,6 @@ async function code(p: Promise<unknown>): Promise<status> {
     return status.OK;
   } catch (err) {
     return (err as ServiceError).code;
-  }
-}
-
-/** "OK" or the errno name (libuv has no name for some, such as EDQUOT: looked up by number). */
-async function errnoOf(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-    return "OK";
-  } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    if (e.code?.startsWith("E")) return e.code;
-    const name = Object.entries(constants.errno).find(([, n]) => n === -(e.errno ?? 0))?.[0];
-    return name ?? e.code ?? String(err);
   }
 }
 
@@ -389,7 +375,8 @@ describe("stats, expansion and quota", () => {
   it.each([
     ["the pool host", () => alice, ["ENOSPC", "EDQUOT"]],
     // SFTP (v3) has no code for a full disk: sftp-server answers SSH_FX_FAILURE, which sshfs
-    // turns into EIO (or EPERM); the write still fails, and sshfs_sync makes write() report it.
+    // turns into EIO (or EPERM); the write still fails, at a later write() or at close()
+    // (sshfs-semantics.test.ts pins down which call, per write mode).
     ["a remote node", () => bob, ["ENOSPC", "EDQUOT", "EIO", "EPERM"]],
   ])("writing past the volume's size through %s fails and leaves the dataset intact", async (_, node, codes) => {
     const volume = await env.createVolume(uniqueName("pvc-full"), 16 * MiB);

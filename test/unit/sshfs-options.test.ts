@@ -57,10 +57,14 @@ describe("sshfsArgv", () => {
         "allow_other",
         "default_permissions",
         "idmap=none",
-        "sshfs_sync",
+        "max_read=65536",
+        "max_write=65536",
+        "dir_cache=no",
         "sftp_server=/usr/bin/sudo -n /usr/lib/openssh/sftp-server",
       ]),
     );
+    // Asynchronous writes by default: close() and fsync() report a refused write (docs/node.md, "Full volumes").
+    expect(options(argv)).not.toContain("sshfs_sync");
   });
 
   it("runs sftp-server as the volume's owner when it is not root, in the one shape the wrapper accepts", () => {
@@ -68,10 +72,11 @@ describe("sshfsArgv", () => {
     expect(sftpServerCommand("/usr/bin/sudo", "/usr/lib/openssh/sftp-server", { uid: 0, gid: 0 })).toBe("/usr/bin/sudo -n /usr/lib/openssh/sftp-server");
   });
 
-  it("applies tunables and leaves sshfs_sync out when asked", () => {
-    const argv = sshfsArgv({ ...mount, tuning: { ...SSHFS_DEFAULTS, ...parseMountFlags(["Ciphers=chacha20-poly1305@openssh.com", "sshfs_sync=no", "max_conns=4"]).sshfs } });
-    expect(options(argv)).toEqual(expect.arrayContaining(["Ciphers=chacha20-poly1305@openssh.com", "max_conns=4"]));
-    expect(options(argv)).not.toContain("sshfs_sync");
+  it("applies tunables: synchronous writes, request sizes and sshfs's cache when asked", () => {
+    const flags = ["Ciphers=chacha20-poly1305@openssh.com", "sshfs_sync=yes", "max_conns=4", "max_read=32768", "max_write=16384", "dir_cache=yes"];
+    const argv = sshfsArgv({ ...mount, tuning: { ...SSHFS_DEFAULTS, ...parseMountFlags(flags).sshfs } });
+    expect(options(argv)).toEqual(expect.arrayContaining(["Ciphers=chacha20-poly1305@openssh.com", "sshfs_sync", "max_conns=4", "max_read=32768", "max_write=16384", "dir_cache=yes"]));
+    expect(options(argv)).not.toContain("dir_cache=no");
   });
 
   it("refuses a path with a comma, which sshfs would split into another option", () => {
@@ -108,6 +113,8 @@ describe("parseMountFlags", () => {
     ["a cipher outside the list", "Ciphers=none"],
     ["a number out of range", "ServerAliveInterval=0"],
     ["a number with junk", "max_conns=2;id"],
+    ["requests larger than sshfs sends", "max_write=131072"],
+    ["a dir_cache other than yes or no", "dir_cache=1"],
     ["a prototype key", "__proto__=1"],
   ])("refuses %s with INVALID_ARGUMENT", (_, flag) => {
     expect(invalid(() => parseMountFlags([flag]))).toContain("mount_flags");
