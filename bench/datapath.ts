@@ -318,9 +318,14 @@ export async function benchDataPath(): Promise<void> {
       `- ratios: the median of ${ROUNDS} per-round ratios (min–max in brackets), each against the raw ssh pipe with the path's own cipher, or the bind mount, measured in the same round.`,
     ];
     const zcsiPipe = pipes.get(SSHFS_DEFAULTS.Ciphers)!;
-    const verdict = (what: string, r: number, target: number): string => `${what} ${r.toFixed(2)}× (target ≥ ${target}×): ${r >= target ? "met" : "MISSED"}`;
+    // One verdict a line, so bench/targets.ts lists each target on its own.
+    const verdict = (what: string, r: number, target: number, whyMissed: string): string =>
+      `- zcsi defaults, ${what} ${r.toFixed(2)}× (target ≥ ${target}×): ${r >= target ? "met" : `MISSED: ${whyMissed}`}`;
+    const noOption = "no option set in the matrix above that keeps a full volume's error and cross-node freshness reaches it";
     lines.push(
-      `- zcsi defaults: ${verdict("sequential write", paired(zcsi, zcsiPipe, "write").median, TARGET.write)}; ${verdict("sequential read", paired(zcsi, zcsiPipe, "read").median, TARGET.read)}; ${verdict("small files", paired(zcsi, native, "small").median, TARGET.small)}.`,
+      verdict("sequential write", paired(zcsi, zcsiPipe, "write").median, TARGET.write, noOption),
+      verdict("sequential read", paired(zcsi, zcsiPipe, "read").median, TARGET.read, noOption),
+      verdict("small files vs the bind mount", paired(zcsi, native, "small").median, TARGET.small, `each file is several SFTP round trips (open, write, close, stat: FUSE → sshfs → ssh → sftp-server) where the bind mount has none; ${noOption}`),
       `- reads may come from the pool host's ARC on every path alike (the file was just written); page caches on this side are not dropped (a shared machine).`,
       "",
     );
