@@ -6,6 +6,7 @@ import { failedPrecondition, invalidArgument } from "../errors.js";
 import { deadlineSignal, withCallSignal } from "../exec/call-context.js";
 import type { Logger } from "../log.js";
 import type { ControllerHandlers } from "../gen/csi/v1/Controller.js";
+import type { GroupControllerHandlers } from "../gen/csi/v1/GroupController.js";
 import type { IdentityHandlers } from "../gen/csi/v1/Identity.js";
 import type { NodeHandlers } from "../gen/csi/v1/Node.js";
 import { toServiceError } from "./errors.js";
@@ -86,6 +87,7 @@ export function unary<Req, Res>(
 export interface CsiServices {
   identity: IdentityHandlers;
   controller?: ControllerHandlers;
+  groupController?: GroupControllerHandlers;
   node?: NodeHandlers;
 }
 
@@ -102,6 +104,7 @@ export async function startCsiServer(endpoint: string, services: CsiServices, lo
   const server = new Server();
   server.addService(proto.csi.v1.Identity.service, services.identity as unknown as UntypedServiceImplementation);
   if (services.controller) server.addService(proto.csi.v1.Controller.service, services.controller);
+  if (services.groupController) server.addService(proto.csi.v1.GroupController.service, services.groupController);
   if (services.node) server.addService(proto.csi.v1.Node.service, services.node);
   await new Promise<void>((resolve, reject) =>
     server.bindAsync(`unix://${socketPath}`, ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
