@@ -52,6 +52,8 @@ export const PROP = {
   groupMembers: "zcsi:group-members",
   /** Snapshot schedule in normal form (volumes/schedule.ts); set at creation, changed only by `zfs set`. */
   snapshotSchedule: "zcsi:snapshot-schedule",
+  /** StorageClass snapshotGroup: volumes of one host with the same value are snapshotted together by the schedule. */
+  snapshotGroup: "zcsi:snapshot-group",
   /** On a snapshot: marks it as taken by the snapshotter (value: the schedule it was taken under). */
   autoSnapshot: "zcsi:auto-snapshot",
   /** Replication targets of the volume; when set, unreplicated automatic snapshots are never pruned. */

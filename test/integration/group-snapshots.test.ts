@@ -95,7 +95,7 @@ describe("CreateVolumeGroupSnapshot", () => {
     const last: number[] = [];
     for (const [i, m] of members.entries()) {
       const snap = group.snapshots.find((s) => s.sourceVolumeId === m.id)!;
-      const restored = (await env.client.createVolume({ name: `pvc-grp-restored-${i}`, volumeCapabilities: [mountCap], parameters: { poolHost: "alice" }, volumeContentSource: { snapshot: { snapshotId: snap.snapshotId } } })).volume!;
+      const restored = (await env.client.createVolume({ name: `pvc-grp-restored-${i}`, capacityRange: { requiredBytes: String(16 * MiB) }, volumeCapabilities: [mountCap], parameters: { poolHost: "alice" }, volumeContentSource: { snapshot: { snapshotId: snap.snapshotId } } })).volume!;
       const lines = (await host.files.read(`${restored.volumeContext["mountpoint"]}/seq`)).trim().split("\n");
       last.push(Number(lines[lines.length - 1]));
     }
@@ -173,7 +173,7 @@ describe("GetVolumeGroupSnapshot, ListSnapshots and DeleteVolumeGroupSnapshot", 
 
   it("deletes every member (one a restored volume still depends on is deferred, the clone keeps working); retries and unknown ids are OK", async () => {
     const origin = snapshotIds.find((id) => id.startsWith(members[0]!.id))!;
-    const clone = (await env.client.createVolume({ name: "pvc-grp-clone", volumeCapabilities: [mountCap], parameters: { poolHost: "alice" }, volumeContentSource: { snapshot: { snapshotId: origin } } })).volume!;
+    const clone = (await env.client.createVolume({ name: "pvc-grp-clone", capacityRange: { requiredBytes: String(16 * MiB) }, volumeCapabilities: [mountCap], parameters: { poolHost: "alice" }, volumeContentSource: { snapshot: { snapshotId: origin } } })).volume!;
     expect(await code(env.client.deleteVolumeGroupSnapshot({ groupSnapshotId: groupId, snapshotIds: [snapshotIds[0]!, bystander.id + "@x"] }))).toBe(status.INVALID_ARGUMENT);
     expect(await snapshotsNamed("groupsnapshot-life")).toHaveLength(3); // a refused delete deletes nothing
     await env.client.deleteVolumeGroupSnapshot({ groupSnapshotId: groupId, snapshotIds });
