@@ -77,7 +77,8 @@ describe("the scheduler with a snapshot group", () => {
     loner = (await env.client.createVolume(req("pvc-sg-loner", { snapshotSchedule: "hourly=2" }))).volume!.volumeContext["dataset"]!;
     // The group's name on another pool host: one snapshot per host, logged once.
     bobMember = (await env.client.createVolume(req("pvc-sg-bob", { poolHost: "bob", snapshotSchedule: "hourly=2", snapshotGroup: "db" }))).volume!.volumeContext["dataset"]!;
-    scheduler = new SnapshotScheduler(env.poolHosts, { clock, logger });
+    // Ticks an hour apart here: a persisting condition is re-logged hourly by default, so once a day.
+    scheduler = new SnapshotScheduler(env.poolHosts, { clock, logger, conditionRepeatMs: 24 * HOUR });
   });
 
   it("takes one atomic snapshot of the members per period (one createtxg), besides the loner's own", async () => {
