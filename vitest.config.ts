@@ -32,6 +32,7 @@ const OPENZFS_VM_SUITES = [
   "test/integration/replicator.test.ts",
   "test/integration/node-sshfs.test.ts",
   "test/integration/modify-volume.test.ts",
+  "test/integration/group-snapshots.test.ts",
 ];
 
 const zfsFuse = {

@@ -16,7 +16,9 @@ export function identityHandlers(options: IdentityOptions, logger: Logger): Iden
   // VOLUME_ACCESSIBILITY_CONSTRAINTS: NodeGetInfo and every volume report topology, which the
   // spec allows only with this capability (see topology.ts: a volume is reachable from every node).
   const common: PluginCapability[] = [{ service: { type: "VOLUME_ACCESSIBILITY_CONSTRAINTS" } }, { volumeExpansion: { type: "ONLINE" } }];
-  const capabilities: PluginCapability[] = options.controller ? [{ service: { type: "CONTROLLER_SERVICE" } }, ...common] : common;
+  // GROUP_CONTROLLER_SERVICE: the controller serves group snapshots too (csi/group-controller.ts).
+  const controller: PluginCapability[] = [{ service: { type: "CONTROLLER_SERVICE" } }, { service: { type: "GROUP_CONTROLLER_SERVICE" } }];
+  const capabilities: PluginCapability[] = options.controller ? [...controller, ...common] : common;
   return {
     GetPluginInfo: unary(logger, "GetPluginInfo", async () => ({ name: options.driverName, vendorVersion: packageVersion })),
     GetPluginCapabilities: unary(logger, "GetPluginCapabilities", async () => ({ capabilities })),

@@ -50,6 +50,7 @@ export function toCsiSnapshot(snapshot: Snapshot): CsiSnapshot {
     creationTime: { seconds: snapshot.creationSeconds.toString(), nanos: 0 },
     // A ZFS snapshot is complete when `zfs snapshot` returns: there is no upload phase.
     readyToUse: true,
+    ...(snapshot.groupSnapshotId !== undefined && { groupSnapshotId: snapshot.groupSnapshotId }),
   };
 }
 

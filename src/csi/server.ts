@@ -7,6 +7,7 @@ import { deadlineSignal, withCallSignal } from "../exec/call-context.js";
 import type { Logger } from "../log.js";
 import type { CsiMetrics } from "../metrics.js";
 import type { ControllerHandlers } from "../gen/csi/v1/Controller.js";
+import type { GroupControllerHandlers } from "../gen/csi/v1/GroupController.js";
 import type { IdentityHandlers } from "../gen/csi/v1/Identity.js";
 import type { NodeHandlers } from "../gen/csi/v1/Node.js";
 import { toServiceError } from "./errors.js";
@@ -87,6 +88,7 @@ export function unary<Req, Res>(
 export interface CsiServices {
   identity: IdentityHandlers;
   controller?: ControllerHandlers;
+  groupController?: GroupControllerHandlers;
   node?: NodeHandlers;
 }
 
@@ -125,6 +127,7 @@ export async function startCsiServer(endpoint: string, services: CsiServices, lo
   const server = new Server();
   server.addService(proto.csi.v1.Identity.service, measured(services.identity, metrics) as unknown as UntypedServiceImplementation);
   if (services.controller) server.addService(proto.csi.v1.Controller.service, measured(services.controller, metrics));
+  if (services.groupController) server.addService(proto.csi.v1.GroupController.service, measured(services.groupController, metrics));
   if (services.node) server.addService(proto.csi.v1.Node.service, measured(services.node, metrics));
   await new Promise<void>((resolve, reject) =>
     server.bindAsync(`unix://${socketPath}`, ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),

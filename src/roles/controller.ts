@@ -1,6 +1,7 @@
 import type { Registry } from "prom-client";
 import type { Config } from "../config.js";
 import { ControllerService } from "../csi/controller.js";
+import { GroupControllerService } from "../csi/group-controller.js";
 import { identityHandlers } from "../csi/identity.js";
 import { startCsiServer, type RunningServer } from "../csi/server.js";
 import type { Logger } from "../log.js";
@@ -10,6 +11,7 @@ import { registerPoolHostMetrics } from "../util/pool-host-metrics.js";
 import type { PoolHosts } from "../volumes/hosts.js";
 import { VolumeService } from "../volumes/service.js";
 import { SnapshotService } from "../volumes/snapshots.js";
+import { GroupSnapshotService } from "../volumes/group-snapshots.js";
 
 export interface ControllerRoleOptions {
   /** `host:port` to serve /metrics on (`registry`'s metrics); absent → no metrics server. */
@@ -29,6 +31,7 @@ export async function startController(config: Config, hosts: PoolHosts, endpoint
   const volumes = new VolumeService(hosts, logger, createReplicationEngine(hosts, { logger }));
   const snapshots = new SnapshotService(hosts, logger);
   const controller = new ControllerService(config, volumes, snapshots, logger);
+  const groupController = new GroupControllerService(new GroupSnapshotService(hosts, volumes, snapshots, logger), logger);
   const identity = identityHandlers(
     {
       driverName: config.driverName,
@@ -47,7 +50,7 @@ export async function startController(config: Config, hosts: PoolHosts, endpoint
     metrics = await startMetricsServer(options.metricsAddress, options.registry, logger);
   }
   try {
-    const server = await startCsiServer(endpoint, { identity, controller: controller.handlers() }, logger, csiMetrics);
+    const server = await startCsiServer(endpoint, { identity, controller: controller.handlers(), groupController: groupController.handlers() }, logger, csiMetrics);
     return {
       socketPath: server.socketPath,
       ...(metrics && { metricsPort: metrics.port }),

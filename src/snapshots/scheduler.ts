@@ -12,6 +12,7 @@ import { hasReason } from "../zfs/errors.js";
 import { ownUserPropertyValue, PropertyView, type PropertyMap } from "../zfs/parse.js";
 import { formatPolicy, parsePolicy, type RetentionPolicy } from "../volumes/schedule.js";
 import { parseAutoSnapshotName, planRetention, type AutoSnapshot } from "./retention.js";
+import { planGroups, reportSpreadGroups, tickGroup } from "./groups.js";
 
 /**
  * The scheduler's pass over every pool host ("tick"): discover, take what is due, prune what
@@ -47,6 +48,7 @@ const DISCOVERY_PROPS = [
   PROP.csiName,
   PROP.pv,
   PROP.snapshotSchedule,
+  PROP.snapshotGroup,
   PROP.replicateTo,
   PROP.replicatedThrough,
   PROP.autoSnapshot,
@@ -72,6 +74,8 @@ export interface ManagedVolume {
   readonly pv?: string;
   /** The local zcsi:snapshot-schedule as stored (not yet parsed). */
   readonly schedule?: string;
+  /** The local zcsi:snapshot-group: volumes of the host with the same one are snapshotted together (groups.ts). */
+  readonly group?: string;
   readonly replicateTo?: string;
   readonly replicatedThrough?: string;
   readonly snapshots: readonly SnapshotInfo[];
@@ -121,12 +125,14 @@ export function discoverVolumes(parent: string, all: PropertyMap): ManagedVolume
     if (!isServingCopy(props)) continue;
     const pv = local(props, PROP.pv);
     const schedule = local(props, PROP.snapshotSchedule);
+    const group = local(props, PROP.snapshotGroup);
     const replicateTo = local(props, PROP.replicateTo);
     const replicatedThrough = local(props, PROP.replicatedThrough);
     volumes.push({
       dataset,
       ...(pv !== undefined && { pv }),
       ...(schedule !== undefined && { schedule }),
+      ...(group !== undefined && { group }),
       ...(replicateTo !== undefined && { replicateTo }),
       ...(replicatedThrough !== undefined && { replicatedThrough }),
       snapshots: snapshotsOf.get(dataset) ?? [],
@@ -223,7 +229,9 @@ export class SnapshotScheduler {
    */
   async tick(active: () => boolean = () => true): Promise<TickReport> {
     const at = this.options.clock.now();
-    const hosts = await Promise.all(this.hosts.all().map((host) => this.tickHost(host, at, active)));
+    const groupHosts = new Map<string, Set<string>>();
+    const hosts = await Promise.all(this.hosts.all().map((host) => this.tickHost(host, at, active, groupHosts)));
+    reportSpreadGroups(groupHosts, this.conditions, this.options.logger, at);
     this.options.metrics?.ticks.inc();
     return { at, hosts };
   }
@@ -242,7 +250,7 @@ export class SnapshotScheduler {
     return discoverVolumes(parent, all);
   }
 
-  private async tickHost(host: PoolHost, now: Date, active: () => boolean): Promise<HostTick> {
+  private async tickHost(host: PoolHost, now: Date, active: () => boolean, groupHosts: Map<string, Set<string>>): Promise<HostTick> {
     const poolHost = host.config.name;
     const log = this.options.logger;
     let volumes: ManagedVolume[];
@@ -267,8 +275,14 @@ export class SnapshotScheduler {
     }
     const reports: VolumeTick[] = [];
     let covered = true;
+    const scheduled = volumes.filter((v) => v.schedule !== undefined);
+    for (const v of scheduled) if (v.group !== undefined) groupHosts.set(v.group, (groupHosts.get(v.group) ?? new Set()).add(poolHost));
+    // Groups first: zfs-fuse's recursive group snapshot fails whole when any dataset below the
+    // parent already has its name, as a single volume's snapshot of this minute would.
+    const singles = await this.tickGroups(host, scheduled, now, active, reports);
+    if (singles === undefined) covered = false;
     await forEachLimited(
-      volumes.filter((v) => v.schedule !== undefined),
+      singles ?? [],
       this.concurrency,
       async (volume) => {
         if (active()) reports.push(await this.tickVolume(host, volume, now));
@@ -292,6 +306,17 @@ export class SnapshotScheduler {
     }
     this.options.metrics?.setLastSuccess(poolHost, lastSuccess);
     return { poolHost, volumes: reports };
+  }
+
+  /** The host's snapshot groups (groups.ts planGroups), one after another; returns the volumes to tick alone. */
+  private async tickGroups(host: PoolHost, scheduled: readonly ManagedVolume[], now: Date, active: () => boolean, reports: VolumeTick[]): Promise<ManagedVolume[] | undefined> {
+    const { singles, groups } = planGroups(host.config.name, scheduled, this.conditions, this.options.logger, now);
+    const ctx = { logger: this.options.logger, guard: replicationGuard, ...(this.options.metrics && { metrics: this.options.metrics }) };
+    for (const g of groups) {
+      if (!active()) return undefined;
+      reports.push(...(await tickGroup(ctx, host, g.group, g.members, g.policy, formatPolicy(g.policy), now)));
+    }
+    return singles;
   }
 
   private async tickVolume(host: PoolHost, volume: ManagedVolume, now: Date): Promise<VolumeTick> {

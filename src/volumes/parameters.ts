@@ -35,6 +35,11 @@ export interface VolumeParameters {
   /** Snapshot schedule in normal form (docs/snapshots.md), stored on the dataset for the snapshotter. */
   readonly snapshotSchedule?: string;
   /**
+   * Volumes of one pool host carrying the same name are snapshotted by the schedule in one
+   * atomic `zfs snapshot` and pruned together (docs/snapshots.md, "Snapshot groups").
+   */
+  readonly snapshotGroup?: string;
+  /**
    * Pool hosts that keep a replica (docs/replication.md), distinct, sorted; never the volume's
    * own host (checked where the host is known: VolumeService.create, ControllerService).
    */
@@ -57,6 +62,7 @@ const COMPRESSION = /^(on|off|lzjb|zle|lz4|gzip|gzip-[1-9]|zstd|zstd-([1-9]|1[0-
 const SIZE = /^([0-9]+)([KMkm]?)$/;
 const ID = /^(0|[1-9][0-9]{0,9})$/;
 const MODE = /^0?[0-7]{3,4}$/;
+const SNAPSHOT_GROUP = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 export const SIDECAR_PREFIX = "csi.storage.k8s.io/";
 const K8S_NAME = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 
@@ -117,6 +123,10 @@ export const PARAMETERS: Readonly<Record<string, Parser>> = {
   restoreMode: enumOf(/^(clone|copy)$/, "clone, copy"),
   sizeMode: enumOf(new RegExp(`^(${SIZE_MODES.join("|")})$`), SIZE_MODES.join(", ")),
   snapshotSchedule: (value, key) => normalizePolicy(value, `parameter ${key}`),
+  snapshotGroup: (value, key) => {
+    if (!SNAPSHOT_GROUP.test(value)) throw invalidArgument(`parameter ${key}=${JSON.stringify(value)}: must be 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit`);
+    return value;
+  },
   // Names only; whether they are configured, and not the volume's own host, is checked below.
   replicateTo: (value, key) => {
     const names = value.split(",").map((n) => n.trim());
@@ -180,6 +190,10 @@ export function parseVolumeParameters(raw: Readonly<Record<string, string>> | nu
       if (normalized[key] !== undefined) throw invalidArgument(`parameter ${key}=${JSON.stringify(raw?.[key])} needs replicateTo (the pool hosts to replicate to)`);
     }
   }
+  // Refused rather than ignored: a group without a schedule would never be snapshotted.
+  if (normalized.snapshotGroup !== undefined && normalized.snapshotSchedule === undefined) {
+    throw invalidArgument(`parameter snapshotGroup=${JSON.stringify(normalized.snapshotGroup)} needs snapshotSchedule (the schedule the group is snapshotted on)`);
+  }
   // The default mode is left out of the canonical form: `sizeMode: refquota`, no sizeMode, and a
   // volume made before size modes existed all mean the same and must match on a retry.
   if (normalized.sizeMode === DEFAULT_SIZE_MODE) delete normalized.sizeMode;
@@ -194,6 +208,7 @@ export function parseVolumeParameters(raw: Readonly<Record<string, string>> | nu
     restoreMode: normalized.restoreMode === "copy" ? "copy" : "clone",
     sizeMode: SIZE_MODES.find((m) => m === normalized.sizeMode) ?? DEFAULT_SIZE_MODE,
     ...(normalized.snapshotSchedule !== undefined && { snapshotSchedule: normalized.snapshotSchedule }),
+    ...(normalized.snapshotGroup !== undefined && { snapshotGroup: normalized.snapshotGroup }),
     ...(replicateTo !== undefined && { replicateTo, replicationInterval: normalized.replicationInterval ?? DEFAULT_REPLICATION_INTERVAL }),
     ...(normalized.replicationBandwidth !== undefined && { replicationBandwidth: Number(normalized.replicationBandwidth) }),
     canonical: JSON.stringify(normalized),

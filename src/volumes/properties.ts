@@ -43,8 +43,17 @@ export const PROP = {
   volumeSnapshot: "zcsi:volumesnapshot",
   /** On a snapshot: the VolumeSnapshotContent name. */
   volumeSnapshotContent: "zcsi:volumesnapshotcontent",
+  /**
+   * On each member of a group snapshot (CreateVolumeGroupSnapshot, a scheduled snapshotGroup):
+   * the members' dataset leaves, sorted, comma-separated. Its presence makes the snapshot a group
+   * member; a snapshot of the same name on a dataset not in the list is not one (zfs-fuse's
+   * `zfs snapshot -r` marks every dataset below the parent before the non-members' are destroyed).
+   */
+  groupMembers: "zcsi:group-members",
   /** Snapshot schedule in normal form (volumes/schedule.ts); set at creation, changed only by `zfs set`. */
   snapshotSchedule: "zcsi:snapshot-schedule",
+  /** StorageClass snapshotGroup: volumes of one host with the same value are snapshotted together by the schedule. */
+  snapshotGroup: "zcsi:snapshot-group",
   /** On a snapshot: marks it as taken by the snapshotter (value: the schedule it was taken under). */
   autoSnapshot: "zcsi:auto-snapshot",
   /** Replication targets of the volume; when set, unreplicated automatic snapshots are never pruned. */

@@ -211,6 +211,7 @@ export class VolumeService {
       ...(spec.params.pvcName && spec.params.pvcNamespace && { [PROP.pvc]: `${spec.params.pvcNamespace}/${spec.params.pvcName}` }),
       ...(spec.params.pvName && { [PROP.pv]: spec.params.pvName }),
       ...(spec.params.snapshotSchedule !== undefined && { [PROP.snapshotSchedule]: spec.params.snapshotSchedule }),
+      ...(spec.params.snapshotGroup !== undefined && { [PROP.snapshotGroup]: spec.params.snapshotGroup }),
       // Read by the replicator at every pass (docs/replication.md); changed later only by `zfs set`.
       ...(spec.params.replicateTo !== undefined && {
         [PROP.replicateTo]: spec.params.replicateTo.join(","),

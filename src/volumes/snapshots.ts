@@ -23,6 +23,8 @@ export interface Snapshot {
    * and DeleteSnapshot leaves it to the schedule's retention (docs/snapshots.md).
    */
   readonly scheduled?: boolean;
+  /** The group snapshot it belongs to (group-snapshots.ts), when it is a member of one. */
+  readonly groupSnapshotId?: string;
 }
 
 /**
@@ -40,7 +42,7 @@ export type SnapshotLookup =
   | { readonly state: "other"; readonly name: string };
 
 /** Everything a snapshot lookup or listing needs, for volumes and snapshots alike, in one `zfs get`. */
-export const SNAPSHOT_PROPS = [PROP.snapshotName, PROP.autoSnapshot, PROP.csiName, PROP.volume, PROP.role, PROP.replicaOf, PROP.fenced, "defer_destroy", "creation", "referenced"];
+export const SNAPSHOT_PROPS = [PROP.snapshotName, PROP.groupMembers, PROP.autoSnapshot, PROP.csiName, PROP.volume, PROP.role, PROP.replicaOf, PROP.fenced, "defer_destroy", "creation", "referenced"];
 
 type Props = ReadonlyMap<string, { value: string; source: string }>;
 
@@ -61,6 +63,9 @@ export function classifySnapshot(poolHost: string, name: string, all: PropertyMa
   const isVolume = local(all.get(dataset), PROP.csiName) !== undefined;
   const scheduled = local(props, PROP.snapshotName) === undefined && snapshot.startsWith(AUTO_SNAPSHOT_PREFIX) && local(props, PROP.autoSnapshot) !== undefined;
   if ((local(props, PROP.snapshotName) === undefined && !scheduled) || !isVolume) return { state: "other", name };
+  const group = groupOf(poolHost, dataset, snapshot, local(props, PROP.groupMembers));
+  // Marked by a recursive group snapshot but not a member: about to be destroyed, never a CSI snapshot.
+  if (group === null) return { state: "other", name };
   if (props.get("defer_destroy")?.value === "on") return { state: "deleted", name };
   const ref = { poolHost, dataset, snapshot };
   return {
@@ -73,8 +78,20 @@ export function classifySnapshot(poolHost: string, name: string, all: PropertyMa
       creationSeconds: new PropertyView(name, props, poolHost).integer("creation"),
       sizeBytes: new PropertyView(name, props, poolHost).integer("referenced"),
       ...(scheduled && { scheduled: true }),
+      ...(group !== undefined && { groupSnapshotId: group }),
     },
   };
+}
+
+/**
+ * The group id of a snapshot carrying zcsi:group-members (`<poolHost>:<parent>@<snapshot>`,
+ * group-snapshots.ts); undefined without the mark; null when the mark does not list the dataset.
+ */
+export function groupOf(poolHost: string, dataset: string, snapshot: string, members: string | undefined): string | null | undefined {
+  if (members === undefined) return undefined;
+  const slash = dataset.lastIndexOf("/");
+  if (!members.split(",").includes(dataset.slice(slash + 1))) return null;
+  return `${poolHost}:${dataset.slice(0, slash)}@${snapshot}`;
 }
 
 function byId(a: Snapshot, b: Snapshot): number {
@@ -96,7 +113,7 @@ export class SnapshotService {
    * in one call. Depth 2 reaches `<parent>/<leaf>@<snap>` (a snapshot counts one level below its
    * dataset). A missing parent has no snapshots.
    */
-  private async tree(host: PoolHost): Promise<PropertyMap> {
+  async tree(host: PoolHost): Promise<PropertyMap> {
     try {
       return await host.zfs.get([host.config.parentDataset], SNAPSHOT_PROPS, { depth: 2 });
     } catch (err) {
@@ -106,7 +123,7 @@ export class SnapshotService {
   }
 
   /** Snapshots directly of the parent's children (`<parent>/<leaf>@<snap>`) in a tree result. */
-  private snapshotNames(host: PoolHost, all: PropertyMap): string[] {
+  snapshotNames(host: PoolHost, all: PropertyMap): string[] {
     const prefix = host.config.parentDataset + "/";
     return [...all.keys()].filter((n) => n.startsWith(prefix) && n.includes("@") && !n.slice(prefix.length, n.indexOf("@")).includes("/"));
   }

@@ -167,10 +167,15 @@ export function zfsRename(from: string, to: string, opts: { parents?: boolean } 
   return ["zfs", "rename", ...(opts.parents ? ["-p"] : []), from, to];
 }
 
-/** `zfs snapshot [-r] -o k=v ... <dataset@snap>` (zfs-fuse accepts -o on snapshot, measured). */
-export function zfsSnapshot(snapshot: string, props: Props = {}, opts: { recursive?: boolean } = {}): string[] {
-  validateSnapshot(snapshot);
-  return ["zfs", "snapshot", ...(opts.recursive ? ["-r"] : []), ...dashO(props), snapshot];
+/**
+ * `zfs snapshot [-r] -o k=v ... <dataset@snap>...` (zfs-fuse accepts -o on snapshot, measured).
+ * Several names make one atomic snapshot of them all (zfs-snapshot(8), OpenZFS only: see
+ * Capabilities.multiSnapshot); the properties go on every one.
+ */
+export function zfsSnapshot(snapshot: string | readonly string[], props: Props = {}, opts: { recursive?: boolean } = {}): string[] {
+  const names = typeof snapshot === "string" ? [snapshot] : snapshotsArgs(snapshot, "snapshot");
+  for (const name of names) validateSnapshot(name);
+  return ["zfs", "snapshot", ...(opts.recursive ? ["-r"] : []), ...dashO(props), ...names];
 }
 
 /** `zfs clone [-p] -o k=v ... <snapshot> <target>`. */

@@ -28,6 +28,11 @@ export interface Capabilities {
   readonly getTypeFilter: boolean;
   /** `zfs set a=b c=d <dataset>` in one call. zfs-fuse takes one assignment per call. */
   readonly multiPropertySet: boolean;
+  /**
+   * `zfs snapshot a@s b@s ...`: several snapshots in one atomic command (one txg; OpenZFS).
+   * zfs-fuse takes one name; its atomic form for several datasets is `-r` of a common parent.
+   */
+  readonly multiSnapshot: boolean;
 }
 
 export const OPENZFS_FEATURES = {
@@ -36,6 +41,7 @@ export const OPENZFS_FEATURES = {
   bookmarks: true,
   getTypeFilter: true,
   multiPropertySet: true,
+  multiSnapshot: true,
 } as const;
 
 /**
@@ -75,6 +81,8 @@ export function capabilitiesFromUsage(usage: string): Capabilities {
   const bookmarks = usageEntries(usage, "bookmark").length > 0;
   const getTypeFilter = get.some((e) => /-t type/.test(e));
   const multiPropertySet = set.some((e) => /<property=value> \.\.\./.test(e));
+  // OpenZFS: `<filesystem|volume>@<snap> ...`; zfs-fuse: `<filesystem@snapname|volume@snapname>` (one).
+  const multiSnapshot = usageEntries(usage, "snapshot").some((e) => /@\S*\s+\.\.\.\s*$/.test(e));
   const looksLikeZfsFuse =
     send.length === 1 && /^send \[-RDp\] \[-\[iI\] snapshot\] <snapshot>$/.test(send[0] ?? "") && !listParsable && !bookmarks;
   return {
@@ -84,6 +92,7 @@ export function capabilitiesFromUsage(usage: string): Capabilities {
     bookmarks,
     getTypeFilter,
     multiPropertySet,
+    multiSnapshot,
   };
 }
 

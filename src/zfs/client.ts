@@ -246,8 +246,8 @@ export class Zfs {
     if (unmounted) await this.mount(to);
   }
 
-  /** `zfs snapshot [-r] -o k=v ... <dataset@snap>`. */
-  async snapshot(snapshot: string, props: Props = {}, opts: { recursive?: boolean } = {}): Promise<void> {
+  /** `zfs snapshot [-r] -o k=v ... <dataset@snap>...` (several names: Capabilities.multiSnapshot). */
+  async snapshot(snapshot: string | readonly string[], props: Props = {}, opts: { recursive?: boolean } = {}): Promise<void> {
     await this.run(zfsSnapshot(snapshot, props, opts));
   }
 

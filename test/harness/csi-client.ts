@@ -48,6 +48,12 @@ import type { NodeGetInfoResponse__Output } from "../../src/gen/csi/v1/NodeGetIn
 import type { GetPluginInfoResponse__Output } from "../../src/gen/csi/v1/GetPluginInfoResponse.js";
 import type { GetPluginCapabilitiesResponse__Output } from "../../src/gen/csi/v1/GetPluginCapabilitiesResponse.js";
 import type { ProbeResponse__Output } from "../../src/gen/csi/v1/ProbeResponse.js";
+import type { CreateVolumeGroupSnapshotRequest } from "../../src/gen/csi/v1/CreateVolumeGroupSnapshotRequest.js";
+import type { CreateVolumeGroupSnapshotResponse__Output } from "../../src/gen/csi/v1/CreateVolumeGroupSnapshotResponse.js";
+import type { DeleteVolumeGroupSnapshotRequest } from "../../src/gen/csi/v1/DeleteVolumeGroupSnapshotRequest.js";
+import type { GetVolumeGroupSnapshotRequest } from "../../src/gen/csi/v1/GetVolumeGroupSnapshotRequest.js";
+import type { GetVolumeGroupSnapshotResponse__Output } from "../../src/gen/csi/v1/GetVolumeGroupSnapshotResponse.js";
+import type { GroupControllerGetCapabilitiesResponse__Output } from "../../src/gen/csi/v1/GroupControllerGetCapabilitiesResponse.js";
 import { loadCsiProto } from "../../src/csi/proto.js";
 
 type Callback = (err: ServiceError | null, response?: unknown) => void;
@@ -90,6 +96,10 @@ export class CsiClient {
   readonly nodeExpandVolume: (r: NodeExpandVolumeRequest) => Promise<NodeExpandVolumeResponse__Output>;
   readonly nodeGetCapabilities: (r: NodeGetCapabilitiesRequest) => Promise<NodeGetCapabilitiesResponse__Output>;
   readonly nodeGetInfo: (r: NodeGetInfoRequest) => Promise<NodeGetInfoResponse__Output>;
+  readonly groupControllerGetCapabilities: (r: object) => Promise<GroupControllerGetCapabilitiesResponse__Output>;
+  readonly createVolumeGroupSnapshot: (r: CreateVolumeGroupSnapshotRequest) => Promise<CreateVolumeGroupSnapshotResponse__Output>;
+  readonly deleteVolumeGroupSnapshot: (r: DeleteVolumeGroupSnapshotRequest) => Promise<object>;
+  readonly getVolumeGroupSnapshot: (r: GetVolumeGroupSnapshotRequest) => Promise<GetVolumeGroupSnapshotResponse__Output>;
 
   constructor(endpoint: string) {
     const address = endpoint.startsWith("unix:") ? endpoint : `unix://${endpoint}`;
@@ -98,7 +108,12 @@ export class CsiClient {
     const identity = new proto.csi.v1.Identity(address, creds);
     const controller = new proto.csi.v1.Controller(address, creds);
     const node = new proto.csi.v1.Node(address, creds);
-    this.clients = [identity, controller, node];
+    const group = new proto.csi.v1.GroupController(address, creds);
+    this.clients = [identity, controller, node, group];
+    this.groupControllerGetCapabilities = rpc(group, "GroupControllerGetCapabilities");
+    this.createVolumeGroupSnapshot = rpc(group, "CreateVolumeGroupSnapshot");
+    this.deleteVolumeGroupSnapshot = rpc(group, "DeleteVolumeGroupSnapshot");
+    this.getVolumeGroupSnapshot = rpc(group, "GetVolumeGroupSnapshot");
     this.getPluginInfo = rpc(identity, "GetPluginInfo");
     this.getPluginCapabilities = rpc(identity, "GetPluginCapabilities");
     this.probe = rpc(identity, "Probe");

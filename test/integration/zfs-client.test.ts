@@ -304,9 +304,9 @@ describe(`Zfs client on a real ${backend} pool`, () => {
     const fresh = new Zfs(exec);
     const caps = await fresh.capabilities();
     if (onOpenZfs) {
-      expect(caps).toMatchObject({ implementation: "openzfs", version: expect.stringMatching(/^2\./), listParsable: true, resumableSend: true, bookmarks: true, getTypeFilter: true, multiPropertySet: true });
+      expect(caps).toMatchObject({ implementation: "openzfs", version: expect.stringMatching(/^2\./), listParsable: true, resumableSend: true, bookmarks: true, getTypeFilter: true, multiPropertySet: true, multiSnapshot: true });
     } else {
-      expect(caps).toMatchObject({ implementation: "zfs-fuse", listParsable: false, resumableSend: false, bookmarks: false, getTypeFilter: false, multiPropertySet: false });
+      expect(caps).toMatchObject({ implementation: "zfs-fuse", listParsable: false, resumableSend: false, bookmarks: false, getTypeFilter: false, multiPropertySet: false, multiSnapshot: false });
     }
     await fresh.capabilities();
     expect(exec.calls).toEqual([["zfs", "version"]]);

@@ -39,7 +39,7 @@ const base = (): K8sObject[] => build(DEPLOY_DIR);
 const withExamples = (): K8sObject[] => build(join(DEPLOY_DIR, "examples"));
 const packageVersion = (JSON.parse(readFileSync(join(REPO_ROOT, "package.json"), "utf8")) as { version: string }).version;
 
-const CRD_GROUPS = new Set(["snapshot.storage.k8s.io"]);
+const CRD_GROUPS = new Set(["snapshot.storage.k8s.io", "groupsnapshot.storage.k8s.io"]);
 
 type Validatable = new (data: unknown) => { validate(): void };
 
@@ -201,6 +201,24 @@ describe("Kubernetes schemas", () => {
       expect(Object.keys(spec.source ?? {})).toEqual(["persistentVolumeClaimName"]);
       expect(vs.metadata.namespace).toBeTruthy();
     }
+    // The group kinds in the API version csi-snapshotter v8.7 serves (v1 since v8.6, CHANGELOG-8.6).
+    const classes = ofKind(all, "VolumeGroupSnapshotClass");
+    expect(classes.length).toBeGreaterThan(0);
+    for (const vgsc of classes) {
+      expect(vgsc.apiVersion).toBe("groupsnapshot.storage.k8s.io/v1");
+      expect(["Delete", "Retain"]).toContain(vgsc.deletionPolicy);
+      for (const field of Object.keys(vgsc)) expect(["apiVersion", "kind", "metadata", "driver", "deletionPolicy", "parameters"]).toContain(field);
+    }
+    for (const vgs of ofKind(all, "VolumeGroupSnapshot")) {
+      expect(vgs.apiVersion).toBe("groupsnapshot.storage.k8s.io/v1");
+      const spec = vgs.spec as { volumeGroupSnapshotClassName?: string; source?: { selector?: { matchLabels?: Record<string, string> } } };
+      expect(Object.keys(spec.source ?? {})).toEqual(["selector"]);
+      expect(classes.map((c) => c.metadata.name)).toContain(spec.volumeGroupSnapshotClassName);
+      // The selector picks the example PVC, in the VolumeGroupSnapshot's namespace.
+      const pvc = find(all, "PersistentVolumeClaim", "zcsi-example-data");
+      expect(pvc.metadata.namespace).toBe(vgs.metadata.namespace);
+      for (const [k, v] of Object.entries(spec.source?.selector?.matchLabels ?? {})) expect(pvc.metadata.labels?.[k]).toBe(v);
+    }
   });
 });
 
@@ -243,6 +261,7 @@ describe("driver wiring", () => {
     expect(parseConfig(configDocument(all)).driverName).toBe(name);
     for (const sc of ofKind(all, "StorageClass")) expect(sc.provisioner).toBe(name);
     for (const vsc of ofKind(all, "VolumeSnapshotClass")) expect(vsc.driver).toBe(name);
+    for (const vgsc of ofKind(all, "VolumeGroupSnapshotClass")) expect(vgsc.driver).toBe(name);
     for (const vac of ofKind(all, "VolumeAttributesClass")) expect(vac.driverName).toBe(name);
     const registrar = containers(all).find((c) => c.container.name === "node-driver-registrar")!;
     expect(registrar.container.args).toContain(`--kubelet-registration-path=/var/lib/kubelet/plugins/${name}/csi.sock`);

@@ -119,3 +119,17 @@ describe("sizeMode", () => {
     );
   });
 });
+
+describe("snapshotGroup", () => {
+  it("is kept as given with a schedule, and is part of what a retry must match", () => {
+    const p = parseVolumeParameters({ snapshotSchedule: "hourly=2", snapshotGroup: "orders-db" }, HOSTS);
+    expect(p.snapshotGroup).toBe("orders-db");
+    expect(p.canonical).not.toBe(parseVolumeParameters({ snapshotSchedule: "hourly=2", snapshotGroup: "other" }, HOSTS).canonical);
+  });
+  it.each([["Orders"], ["-db"], ["db-"], ["a_b"], ["x".repeat(64)], [""]])("refuses the name %j", (name) => {
+    expect(() => parseVolumeParameters({ snapshotSchedule: "hourly=2", snapshotGroup: name }, HOSTS)).toThrow(/snapshotGroup/);
+  });
+  it("needs snapshotSchedule: a group without a schedule would never be snapshotted", () => {
+    expect(() => parseVolumeParameters({ snapshotGroup: "db" }, HOSTS)).toThrow(/snapshotGroup="db" needs snapshotSchedule/);
+  });
+});

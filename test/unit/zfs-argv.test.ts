@@ -158,6 +158,8 @@ describe("snapshot, clone, promote, unmount, version, zpool list", () => {
   it("builds them", () => {
     expect(zfsSnapshot("tank/a@s", { "zcsi:name": "x" })).toEqual(["zfs", "snapshot", "-o", "zcsi:name=x", "tank/a@s"]);
     expect(zfsSnapshot("tank/a@s", {}, { recursive: true })).toEqual(["zfs", "snapshot", "-r", "tank/a@s"]);
+    // Several names: one atomic snapshot of them all (OpenZFS), the properties on each.
+    expect(zfsSnapshot(["tank/a@g", "tank/b@g"], { "zcsi:name": "g" })).toEqual(["zfs", "snapshot", "-o", "zcsi:name=g", "tank/a@g", "tank/b@g"]);
     expect(zfsClone("tank/a@s", "tank/b", { refquota: "1" })).toEqual(["zfs", "clone", "-o", "refquota=1", "tank/a@s", "tank/b"]);
     expect(zfsPromote("tank/b")).toEqual(["zfs", "promote", "tank/b"]);
     expect(zfsUnmount("tank/b")).toEqual(["zfs", "unmount", "tank/b"]);
@@ -166,6 +168,8 @@ describe("snapshot, clone, promote, unmount, version, zpool list", () => {
   });
   it("validates every input", () => {
     expect(invalid(() => zfsSnapshot("tank/a", {}))).toMatch(/no "@"/);
+    expect(invalid(() => zfsSnapshot(["tank/a@g", "tank/b"], {}))).toMatch(/no "@"/);
+    expect(invalid(() => zfsSnapshot([], {}))).toMatch(/at least one snapshot/);
     expect(invalid(() => zfsClone("tank/a", "tank/b"))).toMatch(/no "@"/);
     expect(invalid(() => zfsClone("tank/a@s", "tank/b@c"))).toMatch(/snapshot name/);
     expect(invalid(() => zfsPromote("tank/a@s"))).toMatch(/snapshot name/);

@@ -12,6 +12,7 @@ describe("capabilities from `zfs version`", () => {
       bookmarks: false,
       getTypeFilter: false,
       multiPropertySet: false,
+      multiSnapshot: false,
     });
   });
 
@@ -24,6 +25,7 @@ describe("capabilities from `zfs version`", () => {
       bookmarks: true,
       getTypeFilter: true,
       multiPropertySet: true,
+      multiSnapshot: true,
     });
   });
 
@@ -49,6 +51,7 @@ describe("capabilities from `zfs version`", () => {
       bookmarks: true,
       getTypeFilter: true,
       multiPropertySet: true,
+      multiSnapshot: true,
     });
   });
 
@@ -71,7 +74,7 @@ describe("property limits from the capabilities", () => {
   });
 
   it("OpenZFS: lz4 always, zstd from 2.0, records up to 1M, 16M from 2.2", () => {
-    const at = (version: string) => propertyLimits({ implementation: "openzfs", version, listParsable: true, resumableSend: true, bookmarks: true, getTypeFilter: true, multiPropertySet: true });
+    const at = (version: string) => propertyLimits({ implementation: "openzfs", version, listParsable: true, resumableSend: true, bookmarks: true, getTypeFilter: true, multiPropertySet: true, multiSnapshot: true });
     expect(at("2.3.2-2~bpo12+2")).toMatchObject({ maxRecordsizeBytes: 16 * 1024 * 1024, what: "OpenZFS 2.3.2-2~bpo12+2" });
     expect(at("2.3.2-2~bpo12+2")?.compression).toContain("zstd");
     expect(at("2.1.5-1")).toMatchObject({ maxRecordsizeBytes: 1024 * 1024 });
