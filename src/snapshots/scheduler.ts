@@ -83,9 +83,7 @@ export interface ManagedVolume {
 
 type Props = ReadonlyMap<string, { value: string; source: string }>;
 
-function local(props: Props | undefined, name: string): string | undefined {
-  return ownUserPropertyValue(props?.get(name));
-}
+const local = (props: Props | undefined, name: string): string | undefined => ownUserPropertyValue(props?.get(name));
 
 /**
  * The zcsi volumes directly below `parent` and their snapshots, from one discovery result.
