@@ -40,6 +40,8 @@ import { unary } from "./server.js";
 import { requestedSource, toCsiSnapshot, toCsiVolume, volumeContext, type RequestedSource } from "./messages.js";
 import { preferredNode } from "./topology.js";
 import { ListingCache } from "./listing-cache.js";
+import { isAdoptedId, parseAdoptedId } from "../volumes/adopted-ids.js";
+import { AdoptedVolumes } from "../volumes/adopted.js";
 
 const CAPABILITIES = [
   "CREATE_DELETE_VOLUME",
@@ -71,6 +73,8 @@ export class ControllerService {
   /** A paged walk lists once: the later pages come from the first page's listing (listing-cache.ts). */
   private readonly volumeListings = new ListingCache<VolumeListing, Volume>("volumes", (l) => l.volumes, (v) => v.id);
   private readonly snapshotListings = new ListingCache<Snapshot[], Snapshot>("snapshots", (l) => l, (s) => s.id);
+  /** Datasets the operator adopted (`zcsi adopt`): served, never destroyed or resized. */
+  private readonly adopted: AdoptedVolumes;
 
   constructor(
     private readonly config: Config,
@@ -79,7 +83,8 @@ export class ControllerService {
     private readonly logger: Logger,
   ) {
     // Publish shares the per-volume locks: a publish during a delete or expand is ABORTED.
-    this.publisher = new Publisher(volumes, this.locks, logger);
+    this.adopted = new AdoptedVolumes(volumes.hosts);
+    this.publisher = new Publisher(volumes, this.locks, logger, this.adopted);
   }
 
   /**
@@ -226,6 +231,11 @@ export class ControllerService {
   /** CSI spec, DeleteVolume: a volume that does not exist (or cannot be ours) is already deleted: OK. */
   async deleteVolume(req: DeleteVolumeRequest__Output): Promise<Record<string, never>> {
     if (req.volumeId === "") throw invalidArgument("volume_id is required");
+    if (isAdoptedId(req.volumeId)) {
+      // Whatever asks (a PV edited to Delete, a hand-made call): the operator's data is never destroyed.
+      this.logger.info({ op: "DeleteVolume", volumeId: req.volumeId }, "adopted volume: the dataset is the operator's and is kept, untouched");
+      return {};
+    }
     let ref;
     try {
       ref = parseVolumeId(req.volumeId, this.volumes.hosts.configs);
@@ -238,8 +248,7 @@ export class ControllerService {
   }
 
   private async requireVolume(volumeId: string): Promise<Volume> {
-    const ref = parseVolumeId(volumeId, this.volumes.hosts.configs);
-    const volume = await this.volumes.get(ref);
+    const volume = isAdoptedId(volumeId) ? await this.adopted.get(parseAdoptedId(volumeId, this.volumes.hosts.configs)) : await this.volumes.get(parseVolumeId(volumeId, this.volumes.hosts.configs));
     if (!volume) throw notFound(`volume ${volumeId} does not exist`);
     return volume;
   }
@@ -321,6 +330,11 @@ export class ControllerService {
     if (req.volumeId === "") throw invalidArgument("volume_id is required");
     if (!req.capacityRange) throw invalidArgument("capacity_range is required");
     if (req.volumeCapability) requireCapabilities([req.volumeCapability], "volume_capability");
+    if (isAdoptedId(req.volumeId)) {
+      // INVALID_ARGUMENT: final for the external-resizer, which reports it on the PVC instead of retrying.
+      const volume = await this.requireVolume(req.volumeId);
+      throw invalidArgument(`volume ${volume.id} is an adopted dataset; zcsi never changes its size (set refquota on ${volume.ref.poolHost} yourself; docs/coming-from-hostpath.md)`);
+    }
     const ref = parseVolumeId(req.volumeId, this.volumes.hosts.configs);
     return this.locks.run(ref.leaf, "ControllerExpandVolume", async () => {
       const volume = await this.volumes.get(ref);
