@@ -41,7 +41,7 @@ import { requestedSource, toCsiSnapshot, toCsiVolume, volumeContext, type Reques
 import { preferredNode } from "./topology.js";
 import { ListingCache } from "./listing-cache.js";
 import { isAdoptedId, parseAdoptedId } from "../volumes/adopted-ids.js";
-import { AdoptedVolumes } from "../volumes/adopted.js";
+import { adoptedResizeRefused, AdoptedVolumes } from "../volumes/adopted.js";
 
 const CAPABILITIES = [
   "CREATE_DELETE_VOLUME",
@@ -232,8 +232,7 @@ export class ControllerService {
   async deleteVolume(req: DeleteVolumeRequest__Output): Promise<Record<string, never>> {
     if (req.volumeId === "") throw invalidArgument("volume_id is required");
     if (isAdoptedId(req.volumeId)) {
-      // Whatever asks (a PV edited to Delete, a hand-made call): the operator's data is never destroyed.
-      this.logger.info({ op: "DeleteVolume", volumeId: req.volumeId }, "adopted volume: the dataset is the operator's and is kept, untouched");
+      this.logger.info({ op: "DeleteVolume", volumeId: req.volumeId }, "adopted volume: the dataset is the operator's and is kept, untouched (whatever asks)");
       return {};
     }
     let ref;
@@ -330,11 +329,7 @@ export class ControllerService {
     if (req.volumeId === "") throw invalidArgument("volume_id is required");
     if (!req.capacityRange) throw invalidArgument("capacity_range is required");
     if (req.volumeCapability) requireCapabilities([req.volumeCapability], "volume_capability");
-    if (isAdoptedId(req.volumeId)) {
-      // INVALID_ARGUMENT: final for the external-resizer, which reports it on the PVC instead of retrying.
-      const volume = await this.requireVolume(req.volumeId);
-      throw invalidArgument(`volume ${volume.id} is an adopted dataset; zcsi never changes its size (set refquota on ${volume.ref.poolHost} yourself; docs/coming-from-hostpath.md)`);
-    }
+    if (isAdoptedId(req.volumeId)) throw adoptedResizeRefused(await this.requireVolume(req.volumeId));
     const ref = parseVolumeId(req.volumeId, this.volumes.hosts.configs);
     return this.locks.run(ref.leaf, "ControllerExpandVolume", async () => {
       const volume = await this.volumes.get(ref);

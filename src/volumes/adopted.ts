@@ -1,4 +1,4 @@
-import { failedPrecondition, isZcsiError } from "../errors.js";
+import { failedPrecondition, invalidArgument, isZcsiError, type ZcsiError } from "../errors.js";
 import { ownUserPropertyValue, PropertyView } from "../zfs/parse.js";
 import type { AdoptedRef } from "./adopted-ids.js";
 import type { PoolHosts } from "./hosts.js";
@@ -67,6 +67,15 @@ export function toAdoptedVolume(ref: AdoptedRef, props: PropertyMap | undefined)
     parameters: "{}",
     placement: "adopted",
   };
+}
+
+/**
+ * ControllerExpandVolume of an adopted volume: refused. Its size is the operator's `refquota`
+ * (or none), which zcsi never changes on a dataset it did not create. INVALID_ARGUMENT is final
+ * for the external-resizer, which reports it on the PVC instead of retrying forever.
+ */
+export function adoptedResizeRefused(volume: Volume): ZcsiError {
+  return invalidArgument(`volume ${volume.id} is an adopted dataset; zcsi never changes its size (set refquota on ${volume.ref.poolHost} yourself; docs/coming-from-hostpath.md)`);
 }
 
 export class AdoptedVolumes {
