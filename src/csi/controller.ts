@@ -41,7 +41,7 @@ import { requestedSource, toCsiSnapshot, toCsiVolume, volumeContext, type Reques
 import { preferredNode } from "./topology.js";
 import { ListingCache } from "./listing-cache.js";
 import { isAdoptedId, parseAdoptedId } from "../volumes/adopted-ids.js";
-import { adoptedResizeRefused, AdoptedVolumes } from "../volumes/adopted.js";
+import { adoptedResizeRefused, AdoptedVolumes, refuseAdopted } from "../volumes/adopted.js";
 
 const CAPABILITIES = [
   "CREATE_DELETE_VOLUME",
@@ -173,6 +173,7 @@ export class ControllerService {
   async createSnapshot(req: CreateSnapshotRequest__Output): Promise<CreateSnapshotResponse> {
     const name = snapshotNameFromCsi(req.name);
     if (req.sourceVolumeId === "") throw invalidArgument("source_volume_id is required");
+    refuseAdopted(req.sourceVolumeId, "snapshot");
     const params = parseSnapshotParameters(req.parameters);
     const source = parseVolumeId(req.sourceVolumeId, this.volumes.hosts.configs, "source_volume_id");
     return this.locks.run(snapshotLockKey(name), "CreateSnapshot", async () => {
@@ -358,6 +359,7 @@ export class ControllerService {
   async controllerModifyVolume(req: ControllerModifyVolumeRequest__Output): Promise<ControllerModifyVolumeResponse> {
     if (req.volumeId === "") throw invalidArgument("volume_id is required");
     mutableKeys(req.mutableParameters); // keys first: a bad request is refused before any lookup
+    refuseAdopted(req.volumeId, "modify");
     const ref = parseVolumeId(req.volumeId, this.volumes.hosts.configs);
     return this.locks.run(ref.leaf, "ControllerModifyVolume", async () => {
       const volume = await this.volumes.get(ref);

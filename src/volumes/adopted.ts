@@ -1,6 +1,6 @@
 import { failedPrecondition, invalidArgument, isZcsiError, type ZcsiError } from "../errors.js";
 import { ownUserPropertyValue, PropertyView } from "../zfs/parse.js";
-import type { AdoptedRef } from "./adopted-ids.js";
+import { isAdoptedId, type AdoptedRef } from "./adopted-ids.js";
 import type { PoolHosts } from "./hosts.js";
 import { PROP } from "./properties.js";
 import type { SizeMode } from "./size-modes.js";
@@ -76,6 +76,15 @@ export function toAdoptedVolume(ref: AdoptedRef, props: PropertyMap | undefined)
  */
 export function adoptedResizeRefused(volume: Volume): ZcsiError {
   return invalidArgument(`volume ${volume.id} is an adopted dataset; zcsi never changes its size (set refquota on ${volume.ref.poolHost} yourself; docs/coming-from-hostpath.md)`);
+}
+
+/**
+ * Calls zcsi does not make on an adopted volume yet (CreateSnapshot, ControllerModifyVolume):
+ * INVALID_ARGUMENT with the reason, before any lookup, rather than NOT_FOUND for a volume that
+ * exists. Snapshots of an adopted dataset stay the operator's `zfs snapshot` on the pool host.
+ */
+export function refuseAdopted(volumeId: string, what: string): void {
+  if (isAdoptedId(volumeId)) throw invalidArgument(`volume ${volumeId} is an adopted dataset; zcsi does not ${what} adopted volumes yet (docs/coming-from-hostpath.md)`);
 }
 
 export class AdoptedVolumes {
