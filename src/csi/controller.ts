@@ -40,8 +40,7 @@ import { unary } from "./server.js";
 import { requestedSource, toCsiSnapshot, toCsiVolume, volumeContext, type RequestedSource } from "./messages.js";
 import { preferredNode } from "./topology.js";
 import { ListingCache } from "./listing-cache.js";
-import { isAdoptedId, parseAdoptedId } from "../volumes/adopted-ids.js";
-import { adoptedResizeRefused, AdoptedVolumes, refuseAdopted } from "../volumes/adopted.js";
+import { adoptedResizeRefused, AdoptedVolumes, isAdoptedId, keepAdopted, parseAdoptedId, refuseAdopted } from "../volumes/adopted.js";
 
 const CAPABILITIES = [
   "CREATE_DELETE_VOLUME",
@@ -232,10 +231,7 @@ export class ControllerService {
   /** CSI spec, DeleteVolume: a volume that does not exist (or cannot be ours) is already deleted: OK. */
   async deleteVolume(req: DeleteVolumeRequest__Output): Promise<Record<string, never>> {
     if (req.volumeId === "") throw invalidArgument("volume_id is required");
-    if (isAdoptedId(req.volumeId)) {
-      this.logger.info({ op: "DeleteVolume", volumeId: req.volumeId }, "adopted volume: the dataset is the operator's and is kept, untouched (whatever asks)");
-      return {};
-    }
+    if (keepAdopted(req.volumeId, this.logger)) return {}; // never destroyed, whatever asks
     let ref;
     try {
       ref = parseVolumeId(req.volumeId, this.volumes.hosts.configs);

@@ -1,6 +1,9 @@
 import { failedPrecondition, invalidArgument, isZcsiError, type ZcsiError } from "../errors.js";
 import { ownUserPropertyValue, PropertyView } from "../zfs/parse.js";
+import type { Logger } from "../log.js";
 import { isAdoptedId, type AdoptedRef } from "./adopted-ids.js";
+
+export { isAdoptedId, parseAdoptedId } from "./adopted-ids.js";
 import type { PoolHosts } from "./hosts.js";
 import { PROP } from "./properties.js";
 import type { SizeMode } from "./size-modes.js";
@@ -85,6 +88,16 @@ export function adoptedResizeRefused(volume: Volume): ZcsiError {
  */
 export function refuseAdopted(volumeId: string, what: string): void {
   if (isAdoptedId(volumeId)) throw invalidArgument(`volume ${volumeId} is an adopted dataset; zcsi does not ${what} adopted volumes yet (docs/coming-from-hostpath.md)`);
+}
+
+/**
+ * DeleteVolume of an adopted volume: true (answer OK) and nothing touched, whatever asks (a PV
+ * switched to Delete, a hand-made call): the dataset is the operator's. False for other ids.
+ */
+export function keepAdopted(volumeId: string, logger: Logger): boolean {
+  if (!isAdoptedId(volumeId)) return false;
+  logger.info({ op: "DeleteVolume", volumeId }, "adopted volume: the dataset is the operator's and is kept, untouched");
+  return true;
 }
 
 export class AdoptedVolumes {
