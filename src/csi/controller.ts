@@ -41,6 +41,7 @@ import { requestedSource, toCsiSnapshot, toCsiVolume, volumeContext, type Reques
 import { preferredNode } from "./topology.js";
 import { ListingCache } from "./listing-cache.js";
 import { adoptedResizeRefused, AdoptedVolumes, isAdoptedId, keepAdopted, parseAdoptedId, refuseAdopted } from "../volumes/adopted.js";
+import { AdoptedSnapshots } from "../volumes/adopted-snapshots.js";
 
 const CAPABILITIES = [
   "CREATE_DELETE_VOLUME",
@@ -74,6 +75,7 @@ export class ControllerService {
   private readonly snapshotListings = new ListingCache<Snapshot[], Snapshot>("snapshots", (l) => l, (s) => s.id);
   /** Datasets the operator adopted (`zcsi adopt`): served, never destroyed or resized. */
   private readonly adopted: AdoptedVolumes;
+  private readonly adoptedSnapshots: AdoptedSnapshots;
 
   constructor(
     private readonly config: Config,
@@ -83,6 +85,7 @@ export class ControllerService {
   ) {
     // Publish shares the per-volume locks: a publish during a delete or expand is ABORTED.
     this.adopted = new AdoptedVolumes(volumes.hosts);
+    this.adoptedSnapshots = new AdoptedSnapshots(volumes.hosts, logger);
     this.publisher = new Publisher(volumes, this.locks, logger, this.adopted);
   }
 
@@ -172,8 +175,8 @@ export class ControllerService {
   async createSnapshot(req: CreateSnapshotRequest__Output): Promise<CreateSnapshotResponse> {
     const name = snapshotNameFromCsi(req.name);
     if (req.sourceVolumeId === "") throw invalidArgument("source_volume_id is required");
-    refuseAdopted(req.sourceVolumeId, "snapshot");
     const params = parseSnapshotParameters(req.parameters);
+    if (isAdoptedId(req.sourceVolumeId)) return this.locks.run(snapshotLockKey(name), "CreateSnapshot", async () => ({ snapshot: toCsiSnapshot(await this.adoptedSnapshots.create(req.sourceVolumeId, req.name, params)) }));
     const source = parseVolumeId(req.sourceVolumeId, this.volumes.hosts.configs, "source_volume_id");
     return this.locks.run(snapshotLockKey(name), "CreateSnapshot", async () => {
       try {
@@ -195,6 +198,7 @@ export class ControllerService {
    */
   async deleteSnapshot(req: DeleteSnapshotRequest__Output): Promise<Record<string, never>> {
     if (req.snapshotId === "") throw invalidArgument("snapshot_id is required");
+    if (isAdoptedId(req.snapshotId)) return this.locks.run(snapshotLockKey(req.snapshotId.slice(req.snapshotId.lastIndexOf("@") + 1)), "DeleteSnapshot", () => this.adoptedSnapshots.delete(req.snapshotId)).then(() => ({}));
     let ref;
     try {
       ref = parseSnapshotId(req.snapshotId, this.volumes.hosts.configs);
@@ -222,8 +226,7 @@ export class ControllerService {
   /** CSI v1.12 GetSnapshot (alpha): one live CSI snapshot by id, else NOT_FOUND. */
   async getSnapshot(req: GetSnapshotRequest__Output): Promise<GetSnapshotResponse> {
     if (req.snapshotId === "") throw invalidArgument("snapshot_id is required");
-    const ref = parseSnapshotId(req.snapshotId, this.volumes.hosts.configs);
-    const snapshot = await this.snapshots.get(ref);
+    const snapshot = isAdoptedId(req.snapshotId) ? await this.adoptedSnapshots.get(req.snapshotId) : await this.snapshots.get(parseSnapshotId(req.snapshotId, this.volumes.hosts.configs));
     if (!snapshot) throw notFound(`snapshot ${req.snapshotId} does not exist`);
     return { snapshot: toCsiSnapshot(snapshot) };
   }

@@ -127,6 +127,21 @@ describe("zcsi adopt on a real pool", () => {
     expect(await readFile(join(env.pool.mountRoot, "apps", "mysql", "from-bob"), "utf8")).toBe("hi\n");
   });
 
+  it("VolumeSnapshots of an adopted volume: ZFS snapshots of the dataset; DeleteSnapshot removes only those zcsi took", async () => {
+    const volumeId = `${POOL_HOST}:${apps}/mysql#adopted`;
+    await env.zfs("snapshot", `${apps}/mysql@nightly-1`); // the operator's own, from before zcsi
+    const made = await env.controller.createSnapshot({ name: "snapshot-4d2a", sourceVolumeId: volumeId, parameters: {} });
+    expect(made.snapshot).toMatchObject({ snapshotId: `${volumeId}@snapshot-4d2a`, sourceVolumeId: volumeId, readyToUse: true });
+    expect((await env.controller.createSnapshot({ name: "snapshot-4d2a", sourceVolumeId: volumeId, parameters: {} })).snapshot?.snapshotId).toBe(made.snapshot?.snapshotId);
+    const snapshots = async (): Promise<string[]> => (await env.zfs("list", "-H", "-o", "name", "-t", "snapshot", "-r", `${apps}/mysql`)).trim().split("\n").sort();
+    expect(await snapshots()).toEqual([`${apps}/mysql@nightly-1`, `${apps}/mysql@snapshot-4d2a`]);
+    expect(await code(env.controller.createSnapshot({ name: "nightly-1", sourceVolumeId: volumeId, parameters: {} }))).toBe(status.ALREADY_EXISTS);
+    expect(await code(env.controller.deleteSnapshot({ snapshotId: `${volumeId}@nightly-1` }))).toBe(status.FAILED_PRECONDITION);
+    expect(await code(env.controller.deleteSnapshot({ snapshotId: made.snapshot!.snapshotId }))).toBe(status.OK);
+    expect(await code(env.controller.deleteSnapshot({ snapshotId: made.snapshot!.snapshotId }))).toBe(status.OK);
+    expect(await snapshots()).toEqual([`${apps}/mysql@nightly-1`]);
+  });
+
   it("adopts one dataset read-only into two namespaces; every mount of either is read-only, bind and SSHFS", async () => {
     expect(await run({ dataset: `${apps}/shared`, pvc: "team-a/shared", readOnly: true })).toBe(0);
     expect(await run({ dataset: `${apps}/shared`, pvc: "team-b/shared", readOnly: true })).toBe(0);
@@ -136,6 +151,8 @@ describe("zcsi adopt on a real pool", () => {
     const a = await mountOn(env.local, `${POOL_HOST}:${apps}/shared#adopted-ro-team-a`, context, "pod-ro-a", RWX);
     const b = await mountOn(bob, `${POOL_HOST}:${apps}/shared#adopted-ro-team-b`, context, "pod-ro-b", RO, true);
     expect(a.publishContext.readonly).toBe("true");
+    // A read-only adoption changes nothing on the dataset, snapshots included.
+    expect(await code(env.controller.createSnapshot({ name: "snapshot-ro", sourceVolumeId: `${POOL_HOST}:${apps}/shared#adopted-ro-team-a`, parameters: {} }))).toBe(status.INVALID_ARGUMENT);
     const mounts = await readMountInfo();
     for (const m of [a, b]) {
       const target = mountAt(mounts, m.targetPath);
