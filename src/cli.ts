@@ -24,6 +24,7 @@ Usage:
   zcsi drain HOST --config config.yaml [--to HOST] [--parallel 2] [--max-final-delta 64Mi] [--detach-timeout 10m] [--namespace zcsi]
   zcsi failover VOLUME... | --host HOST  --config config.yaml [--to HOST] [--force] [--resume] [--namespace zcsi]
   zcsi resync VOLUME... --host OLD --config config.yaml [--discard-diverged] [--resume] [--namespace zcsi]
+  zcsi adopt DATASET --pvc NAMESPACE/NAME --config config.yaml [--host H] [--read-only] [--storage-class SC] [--dry-run]
   zcsi --version
 
 Environment (used when the flag is absent): CSI_ENDPOINT, ZCSI_CONFIG, ZCSI_PRIVATE_KEY_FILE,
@@ -66,6 +67,10 @@ async function main(argv: string[]): Promise<void> {
       resume: { type: "boolean" },
       namespace: { type: "string" },
       "discard-diverged": { type: "boolean" },
+      pvc: { type: "string" },
+      "read-only": { type: "boolean" },
+      "dry-run": { type: "boolean" },
+      "storage-class": { type: "string" },
       version: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
@@ -80,7 +85,7 @@ async function main(argv: string[]): Promise<void> {
     if (role === undefined && !values.help) process.exitCode = 2;
     return;
   }
-  const logger = createLogger({ level: values["log-level"], name: `zcsi-${role}`, fd: role === "migrate" || role === "drain" ? 2 : 1 });
+  const logger = createLogger({ level: values["log-level"], name: `zcsi-${role}`, fd: role === "migrate" || role === "drain" || role === "adopt" ? 2 : 1 });
   const endpoint = values.endpoint ?? process.env.CSI_ENDPOINT ?? "unix:///csi/csi.sock";
   const configPath = values.config ?? process.env.ZCSI_CONFIG;
   if (!configPath) throw new Error("--config (or ZCSI_CONFIG) is required");
@@ -181,6 +186,13 @@ async function main(argv: string[]): Promise<void> {
     case "resync": {
       const { runMobilityCommand } = await import("./roles/mobility-cli.js");
       process.exitCode = await runMobilityCommand(role, config, logger, { ...values, volumeIds: positionals.slice(1) }, (text) => process.stdout.write(text));
+      return;
+    }
+    case "adopt": {
+      // stdout is the outcome (or, with --dry-run, the PV and PVC as YAML); logs go to stderr.
+      const { runAdoptCommand } = await import("./roles/adopt.js");
+      const flags = { dataset: positionals[1], pvc: values.pvc, host: values.host, readOnly: values["read-only"], dryRun: values["dry-run"], storageClass: values["storage-class"] };
+      process.exitCode = await runAdoptCommand(config, flags, logger, (text) => process.stdout.write(text));
       return;
     }
     default:

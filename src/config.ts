@@ -22,6 +22,12 @@ export interface PoolHostConfig {
    * parseConfig always sets it; absent (a config built by hand): DEFAULT_MAX_CONCURRENT_COMMANDS.
    */
   readonly maxConcurrentCommands?: number;
+  /**
+   * Datasets below these may be adopted as PVs (`zcsi adopt`, docs/coming-from-hostpath.md):
+   * datasets zcsi did not create, which it then serves but never destroys. Empty by default:
+   * nothing outside parentDataset is zcsi's to touch unless the operator lists it here.
+   */
+  readonly adoptRoots?: readonly string[];
 }
 
 export interface Config {
@@ -91,7 +97,23 @@ function parsePoolHost(raw: unknown, index: number): PoolHostConfig {
   if (typeof maxConcurrentCommands !== "number" || !Number.isInteger(maxConcurrentCommands) || maxConcurrentCommands < 1 || maxConcurrentCommands > MAX_SSH_CHANNELS) {
     throw invalidArgument(`config: ${where}.maxConcurrentCommands must be an integer from 1 to ${MAX_SSH_CHANNELS} (the SSH channels zcsi opens per host), got ${JSON.stringify(maxConcurrentCommands)}`);
   }
-  return { name, address, port, user, parentDataset, mountRoot: mountRoot.replace(/\/+$/, "") || "/", hostKeys, sudo, maxConcurrentCommands };
+  const adoptRoots = parseAdoptRoots(raw.adoptRoots, where, parentDataset);
+  return { name, address, port, user, parentDataset, mountRoot: mountRoot.replace(/\/+$/, "") || "/", hostKeys, sudo, maxConcurrentCommands, adoptRoots };
+}
+
+const DATASET_NAME = /^[A-Za-z][A-Za-z0-9_.:-]*(\/[A-Za-z0-9_.:-]+)*$/;
+
+/** `adoptRoots`: dataset names (a pool's name allowed: its datasets may be adopted, never the pool itself), none overlapping parentDataset. */
+function parseAdoptRoots(raw: unknown, where: string, parentDataset: string): string[] {
+  if (raw === undefined) return [];
+  if (!Array.isArray(raw)) throw invalidArgument(`config: ${where}.adoptRoots must be a list of dataset names`);
+  return raw.map((root: unknown, i) => {
+    const name = typeof root === "string" ? root.replace(/\/+$/, "") : "";
+    if (!DATASET_NAME.test(name) || name.split("/").some((c) => c === "." || c === "..")) throw invalidArgument(`config: ${where}.adoptRoots[${i}] must be a dataset name such as tank/apps`);
+    // Inside the parent every dataset is zcsi's own volume (or a replica): adopting one would hand it out twice.
+    if (name === parentDataset || name.startsWith(`${parentDataset}/`)) throw invalidArgument(`config: ${where}.adoptRoots[${i}] ${name} is inside parentDataset ${parentDataset}, whose datasets zcsi creates itself`);
+    return name;
+  });
 }
 
 /** Validates a parsed config document. Every problem names the field. */

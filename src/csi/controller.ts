@@ -40,6 +40,8 @@ import { unary } from "./server.js";
 import { requestedSource, toCsiSnapshot, toCsiVolume, volumeContext, type RequestedSource } from "./messages.js";
 import { preferredNode } from "./topology.js";
 import { ListingCache } from "./listing-cache.js";
+import { adoptedResizeRefused, AdoptedVolumes, isAdoptedId, keepAdopted, parseAdoptedId, refuseAdopted } from "../volumes/adopted.js";
+import { AdoptedSnapshots } from "../volumes/adopted-snapshots.js";
 
 const CAPABILITIES = [
   "CREATE_DELETE_VOLUME",
@@ -71,6 +73,9 @@ export class ControllerService {
   /** A paged walk lists once: the later pages come from the first page's listing (listing-cache.ts). */
   private readonly volumeListings = new ListingCache<VolumeListing, Volume>("volumes", (l) => l.volumes, (v) => v.id);
   private readonly snapshotListings = new ListingCache<Snapshot[], Snapshot>("snapshots", (l) => l, (s) => s.id);
+  /** Datasets the operator adopted (`zcsi adopt`): served, never destroyed or resized. */
+  private readonly adopted: AdoptedVolumes;
+  private readonly adoptedSnapshots: AdoptedSnapshots;
 
   constructor(
     private readonly config: Config,
@@ -79,7 +84,9 @@ export class ControllerService {
     private readonly logger: Logger,
   ) {
     // Publish shares the per-volume locks: a publish during a delete or expand is ABORTED.
-    this.publisher = new Publisher(volumes, this.locks, logger);
+    this.adopted = new AdoptedVolumes(volumes.hosts);
+    this.adoptedSnapshots = new AdoptedSnapshots(volumes.hosts, logger);
+    this.publisher = new Publisher(volumes, this.locks, logger, this.adopted);
   }
 
   /**
@@ -169,6 +176,7 @@ export class ControllerService {
     const name = snapshotNameFromCsi(req.name);
     if (req.sourceVolumeId === "") throw invalidArgument("source_volume_id is required");
     const params = parseSnapshotParameters(req.parameters);
+    if (isAdoptedId(req.sourceVolumeId)) return this.locks.run(snapshotLockKey(name), "CreateSnapshot", async () => ({ snapshot: toCsiSnapshot(await this.adoptedSnapshots.create(req.sourceVolumeId, req.name, params)) }));
     const source = parseVolumeId(req.sourceVolumeId, this.volumes.hosts.configs, "source_volume_id");
     return this.locks.run(snapshotLockKey(name), "CreateSnapshot", async () => {
       try {
@@ -190,6 +198,7 @@ export class ControllerService {
    */
   async deleteSnapshot(req: DeleteSnapshotRequest__Output): Promise<Record<string, never>> {
     if (req.snapshotId === "") throw invalidArgument("snapshot_id is required");
+    if (isAdoptedId(req.snapshotId)) return this.locks.run(snapshotLockKey(req.snapshotId.slice(req.snapshotId.lastIndexOf("@") + 1)), "DeleteSnapshot", () => this.adoptedSnapshots.delete(req.snapshotId)).then(() => ({}));
     let ref;
     try {
       ref = parseSnapshotId(req.snapshotId, this.volumes.hosts.configs);
@@ -217,8 +226,7 @@ export class ControllerService {
   /** CSI v1.12 GetSnapshot (alpha): one live CSI snapshot by id, else NOT_FOUND. */
   async getSnapshot(req: GetSnapshotRequest__Output): Promise<GetSnapshotResponse> {
     if (req.snapshotId === "") throw invalidArgument("snapshot_id is required");
-    const ref = parseSnapshotId(req.snapshotId, this.volumes.hosts.configs);
-    const snapshot = await this.snapshots.get(ref);
+    const snapshot = isAdoptedId(req.snapshotId) ? await this.adoptedSnapshots.get(req.snapshotId) : await this.snapshots.get(parseSnapshotId(req.snapshotId, this.volumes.hosts.configs));
     if (!snapshot) throw notFound(`snapshot ${req.snapshotId} does not exist`);
     return { snapshot: toCsiSnapshot(snapshot) };
   }
@@ -226,6 +234,7 @@ export class ControllerService {
   /** CSI spec, DeleteVolume: a volume that does not exist (or cannot be ours) is already deleted: OK. */
   async deleteVolume(req: DeleteVolumeRequest__Output): Promise<Record<string, never>> {
     if (req.volumeId === "") throw invalidArgument("volume_id is required");
+    if (keepAdopted(req.volumeId, this.logger)) return {}; // never destroyed, whatever asks
     let ref;
     try {
       ref = parseVolumeId(req.volumeId, this.volumes.hosts.configs);
@@ -238,8 +247,7 @@ export class ControllerService {
   }
 
   private async requireVolume(volumeId: string): Promise<Volume> {
-    const ref = parseVolumeId(volumeId, this.volumes.hosts.configs);
-    const volume = await this.volumes.get(ref);
+    const volume = isAdoptedId(volumeId) ? await this.adopted.get(parseAdoptedId(volumeId, this.volumes.hosts.configs)) : await this.volumes.get(parseVolumeId(volumeId, this.volumes.hosts.configs));
     if (!volume) throw notFound(`volume ${volumeId} does not exist`);
     return volume;
   }
@@ -321,6 +329,7 @@ export class ControllerService {
     if (req.volumeId === "") throw invalidArgument("volume_id is required");
     if (!req.capacityRange) throw invalidArgument("capacity_range is required");
     if (req.volumeCapability) requireCapabilities([req.volumeCapability], "volume_capability");
+    if (isAdoptedId(req.volumeId)) throw adoptedResizeRefused(await this.requireVolume(req.volumeId));
     const ref = parseVolumeId(req.volumeId, this.volumes.hosts.configs);
     return this.locks.run(ref.leaf, "ControllerExpandVolume", async () => {
       const volume = await this.volumes.get(ref);
@@ -349,6 +358,7 @@ export class ControllerService {
   async controllerModifyVolume(req: ControllerModifyVolumeRequest__Output): Promise<ControllerModifyVolumeResponse> {
     if (req.volumeId === "") throw invalidArgument("volume_id is required");
     mutableKeys(req.mutableParameters); // keys first: a bad request is refused before any lookup
+    refuseAdopted(req.volumeId, "modify");
     const ref = parseVolumeId(req.volumeId, this.volumes.hosts.configs);
     return this.locks.run(ref.leaf, "ControllerModifyVolume", async () => {
       const volume = await this.volumes.get(ref);

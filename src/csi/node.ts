@@ -20,6 +20,7 @@ import { readMountInfo } from "../mount/mountinfo.js";
 import type { NodeVolume, StagedSource, VolumeMounts } from "../mount/volume-mounts.js";
 import { KeyedLocks } from "../util/locks.js";
 import { parseVolumeId } from "../volumes/ids.js";
+import { isAdoptedId, parseAdoptedId } from "../volumes/adopted-ids.js";
 import { capabilityProblem } from "./capabilities.js";
 import { unary } from "./server.js";
 import { nodeTopology } from "./topology.js";
@@ -81,6 +82,7 @@ export class NodeService {
    * PV cannot point the node at another directory of the pool host.
    */
   resolveVolume(volumeId: string, context: Readonly<Record<string, string>> = {}): NodeVolume {
+    if (isAdoptedId(volumeId)) return this.resolveAdopted(volumeId, context, undefined);
     const ref = parseVolumeId(volumeId, this.config.poolHosts);
     const mountpoint = `${ref.host.mountRoot === "/" ? "" : ref.host.mountRoot}/${ref.leaf}`;
     for (const [key, expected] of [
@@ -103,6 +105,7 @@ export class NodeService {
    * configured pool host, a dataset directly below its parent, mounted at `<mountRoot>/<leaf>`.
    */
   resolveServed(volumeId: string, context: Readonly<Record<string, string>>, source: Partial<StagedSource> | undefined): NodeVolume {
+    if (isAdoptedId(volumeId)) return this.resolveAdopted(volumeId, context, source);
     const birth = this.resolveVolume(volumeId, context);
     if (source?.poolHost === undefined && source?.dataset === undefined && source?.mountpoint === undefined) return birth;
     const { poolHost = "", dataset = "", mountpoint = "" } = source;
@@ -118,6 +121,26 @@ export class NodeService {
     const expected = `${home.host.mountRoot === "/" ? "" : home.host.mountRoot}/${home.leaf}`;
     if (mountpoint !== expected) throw invalidArgument(`publish_context mountpoint ${JSON.stringify(mountpoint)} of volume ${volumeId} is not ${JSON.stringify(expected)}`);
     return { id: volumeId, host: home.host, dataset: home.dataset, mountpoint, local: home.host.name === this.options.nodeId };
+  }
+
+  /**
+   * An adopted dataset (volumes/adopted-ids.ts): always served from the host and dataset its id
+   * names, which the config must allow adopting. Its mountpoint is the operator's, so it comes
+   * from publish_context (read from ZFS by the controller) or the stage record, else
+   * volume_context; all that are given must agree, and it must be a plain absolute path.
+   */
+  private resolveAdopted(volumeId: string, context: Readonly<Record<string, string>>, source: Partial<StagedSource> | undefined): NodeVolume {
+    const ref = parseAdoptedId(volumeId, this.config.poolHosts);
+    const given = { poolHost: [context.poolHost, source?.poolHost], dataset: [context.dataset, source?.dataset], mountpoint: [context.mountpoint, source?.mountpoint] };
+    for (const [key, expected] of [["poolHost", ref.poolHost], ["dataset", ref.dataset]] as const) {
+      const other = given[key].find((v) => v !== undefined && v !== expected);
+      if (other !== undefined) throw invalidArgument(`${key}=${JSON.stringify(other)} does not match adopted volume ${volumeId} (expected ${JSON.stringify(expected)})`);
+    }
+    const mountpoints = [...new Set(given.mountpoint.filter((v): v is string => v !== undefined))];
+    if (mountpoints.length > 1) throw invalidArgument(`volume_context mountpoint ${JSON.stringify(context.mountpoint)} of adopted volume ${volumeId} is not where it is served (${JSON.stringify(source?.mountpoint)})`);
+    const mountpoint = mountpoints[0] ?? "";
+    if (mountpoint !== "" && (!mountpoint.startsWith("/") || mountpoint.split("/").some((c) => c === "." || c === ".."))) throw invalidArgument(`mountpoint ${JSON.stringify(mountpoint)} of adopted volume ${volumeId} is not an absolute path`);
+    return { id: volumeId, host: ref.host, dataset: ref.dataset, mountpoint, local: ref.host.name === this.options.nodeId };
   }
 
   /** The volume as this node staged it (stage record), for calls that carry no publish_context. */
@@ -144,6 +167,7 @@ export class NodeService {
 
   async nodeStageVolume(req: NodeStageVolumeRequest__Output): Promise<Record<string, never>> {
     const volume = this.resolveServed(req.volumeId, req.volumeContext, req.publishContext);
+    if (volume.mountpoint === "") throw invalidArgument(`adopted volume ${volume.id}: neither publish_context nor volume_context gives its mountpoint`);
     const stagingPath = requirePath(req.stagingTargetPath, "staging_target_path");
     const { flags } = requireCapability(req.volumeCapability);
     await this.locks.run(req.volumeId, "NodeStageVolume", async () => {
@@ -169,7 +193,7 @@ export class NodeService {
     if (targetPath === stagingPath) throw invalidArgument("target_path must differ from staging_target_path");
     const { cap, flags } = requireCapability(req.volumeCapability);
     // publish_context readonly=true: ControllerPublishVolume was asked for a readonly publication (PUBLISH_READONLY).
-    const readOnly = req.readonly || flags.readOnly || READ_ONLY_MODES.has(cap.accessMode?.mode ?? "") || req.publishContext.readonly === "true";
+    const readOnly = isAdoptedId(req.volumeId) && parseAdoptedId(req.volumeId, this.config.poolHosts).readOnly ? true : req.readonly || flags.readOnly || READ_ONLY_MODES.has(cap.accessMode?.mode ?? "") || req.publishContext.readonly === "true";
     await this.locks.run(req.volumeId, "NodePublishVolume", async () => {
       const outcome = await this.mounts.publish(volume, stagingPath, targetPath, { readOnly, bindFlags: flags.bind });
       this.logger.info({ op: "NodePublishVolume", volumeId: volume.id, targetPath, readOnly, outcome }, outcome);

@@ -5,10 +5,13 @@ import type { ControllerPublishVolumeResponse } from "../gen/csi/v1/ControllerPu
 import type { ControllerUnpublishVolumeRequest__Output } from "../gen/csi/v1/ControllerUnpublishVolumeRequest.js";
 import type { KeyedLocks } from "../util/locks.js";
 import { parseVolumeId } from "../volumes/ids.js";
-import { isPublishedMode, NODE_ID, readPublications, writePublications, type Publication, type PublishedMode } from "../volumes/publications.js";
+import { isPublishedMode, NODE_ID, PUBLISHED_TO_PROPERTY, readPublications, writePublications, type Publication, type PublishedMode } from "../volumes/publications.js";
 import type { VolumeService } from "../volumes/service.js";
 import { parseMoving } from "../volumes/moving.js";
 import { requireCapabilities } from "./capabilities.js";
+import { isAdoptedId, parseAdoptedId } from "../volumes/adopted-ids.js";
+import type { AdoptedVolumes } from "../volumes/adopted.js";
+import type { ResolvedHome } from "../volumes/homes.js";
 
 /**
  * ControllerPublishVolume / ControllerUnpublishVolume: the serving host of a volume is decided
@@ -82,7 +85,30 @@ export class Publisher {
     private readonly volumes: VolumeService,
     private readonly locks: KeyedLocks,
     private readonly logger: Logger,
+    private readonly adopted: AdoptedVolumes,
   ) {}
+
+  /**
+   * The lock key, the birth volume_context must match, and how to find the home. An adopted
+   * dataset is served where it is (no copies, no moves); its mountpoint is the operator's, read
+   * from ZFS, so volume_context's mountpoint is checked against the home instead.
+   */
+  private target(volumeId: string): { lockKey: string; birth: Record<string, string>; readOnly: boolean; record?: string; resolve: () => Promise<ResolvedHome> } {
+    if (isAdoptedId(volumeId)) {
+      const ref = parseAdoptedId(volumeId, this.volumes.hosts.configs);
+      const resolve = async (): Promise<ResolvedHome> => {
+        const home = await this.adopted.home(ref);
+        if (!home) throw notFound(`adopted volume ${volumeId} does not exist (dataset gone, or no longer carries its adoption mark)`);
+        return home;
+      };
+      // Each read-only adoption of a dataset is its own volume: its publications get their own record.
+      const record = ref.namespace === undefined ? undefined : `${PUBLISHED_TO_PROPERTY}.ro-${ref.namespace}`;
+      return { lockKey: ref.id, birth: { poolHost: ref.poolHost, dataset: ref.dataset }, readOnly: ref.readOnly, ...(record !== undefined && { record }), resolve };
+    }
+    const ref = parseVolumeId(volumeId, this.volumes.hosts.configs);
+    const birth = { poolHost: ref.poolHost, dataset: ref.dataset, mountpoint: `${ref.host.mountRoot === "/" ? "" : ref.host.mountRoot}/${ref.leaf}` };
+    return { lockKey: ref.leaf, birth, readOnly: false, resolve: () => this.volumes.resolveHome(volumeId) };
+  }
 
   async publish(req: ControllerPublishVolumeRequest__Output): Promise<ControllerPublishVolumeResponse> {
     if (req.volumeId === "") throw invalidArgument("volume_id is required");
@@ -91,21 +117,24 @@ export class Publisher {
     requireCapabilities([req.volumeCapability], "volume_capability");
     const mode = req.volumeCapability.accessMode?.mode ?? "";
     if (!isPublishedMode(mode)) throw invalidArgument(`volume_capability.access_mode ${JSON.stringify(mode)} is not supported`);
-    const ref = parseVolumeId(req.volumeId, this.volumes.hosts.configs);
+    const target = this.target(req.volumeId);
     // zcsi's controller does not talk to Kubernetes, so it cannot tell whether a node exists;
     // a name that cannot be a node is NOT_FOUND, any other is taken at its word (docs/node.md).
     if (!NODE_ID.test(req.nodeId)) throw notFound(`node ${JSON.stringify(req.nodeId)} does not exist (not a Kubernetes node name)`);
     // volume_context, when given, is CreateVolume's: the birth host, whatever the home is now.
-    const birth = { poolHost: ref.poolHost, dataset: ref.dataset, mountpoint: `${ref.host.mountRoot === "/" ? "" : ref.host.mountRoot}/${ref.leaf}` };
-    for (const [key, expected] of Object.entries(birth)) {
+    for (const [key, expected] of Object.entries(target.birth)) {
       const given = req.volumeContext[key];
       if (given !== undefined && given !== expected) {
         throw invalidArgument(`volume_context ${key}=${JSON.stringify(given)} does not match volume ${req.volumeId} (expected ${JSON.stringify(expected)})`);
       }
     }
     const wanted: Publication = { node: req.nodeId, mode, readonly: req.readonly };
-    return this.locks.run(ref.leaf, "ControllerPublishVolume", async () => {
-      const home = await this.volumes.resolveHome(req.volumeId);
+    return this.locks.run(target.lockKey, "ControllerPublishVolume", async () => {
+      const home = await target.resolve();
+      const givenMountpoint = req.volumeContext.mountpoint;
+      if (target.birth.mountpoint === undefined && givenMountpoint !== undefined && givenMountpoint !== home.mountpoint) {
+        throw invalidArgument(`volume_context mountpoint=${JSON.stringify(givenMountpoint)} does not match adopted volume ${req.volumeId} (mounted at ${JSON.stringify(home.mountpoint)})`);
+      }
       if (home.moving !== undefined) {
         // A planned move (zcsi migrate) waits for every node to let go; the external-attacher
         // retries UNAVAILABLE, and the retry after the move gets the new home.
@@ -114,9 +143,9 @@ export class Publisher {
         throw unavailable(`volume ${req.volumeId} is moving to ${target}${since !== undefined ? ` (attaches blocked since ${since})` : ""}; retry when the move is done`);
       }
       const host = this.volumes.hosts.get(home.host);
-      const record = await readPublications(host, home.dataset);
+      const record = await readPublications(host, home.dataset, target.record);
       const decision = decidePublish(record.publications, wanted, req.volumeId);
-      if (decision.changed) await writePublications(host, home.dataset, { publications: decision.publications, unreadable: record.unreadable });
+      if (decision.changed) await writePublications(host, home.dataset, { publications: decision.publications, unreadable: record.unreadable }, target.record);
       this.logger.info(
         { op: "ControllerPublishVolume", volumeId: req.volumeId, nodeId: req.nodeId, poolHost: home.host, dataset: home.dataset, epoch: home.epoch, recorded: decision.changed },
         decision.changed ? "published" : "already published",
@@ -127,7 +156,8 @@ export class Publisher {
         [PUBLISH_CONTEXT.mountpoint]: home.mountpoint,
         [PUBLISH_CONTEXT.epoch]: String(home.epoch),
       };
-      if (req.readonly) context[PUBLISH_CONTEXT.readonly] = "true";
+      // A read-only adoption publishes read-only whatever the request says (the node enforces it too).
+      if (req.readonly || target.readOnly) context[PUBLISH_CONTEXT.readonly] = "true";
       return { publishContext: context };
     });
   }
@@ -139,30 +169,30 @@ export class Publisher {
    */
   async unpublish(req: ControllerUnpublishVolumeRequest__Output): Promise<Record<string, never>> {
     if (req.volumeId === "") throw invalidArgument("volume_id is required");
-    let ref;
+    let target;
     try {
-      ref = parseVolumeId(req.volumeId, this.volumes.hosts.configs);
+      target = this.target(req.volumeId);
     } catch {
       this.logger.info({ op: "ControllerUnpublishVolume", volumeId: req.volumeId }, "volume id cannot name a zcsi volume; nothing is published");
       return {};
     }
     const node = req.nodeId === "" ? undefined : req.nodeId;
     if (node !== undefined && !NODE_ID.test(node)) return {}; // no such node: nothing published to it
-    await this.locks.run(ref.leaf, "ControllerUnpublishVolume", async () => {
+    await this.locks.run(target.lockKey, "ControllerUnpublishVolume", async () => {
       let home;
       try {
-        home = await this.volumes.resolveHome(req.volumeId);
+        home = await target.resolve();
       } catch (err) {
         if (isZcsiError(err, "NotFound")) return;
         throw err;
       }
       const host = this.volumes.hosts.get(home.host);
-      const record = await readPublications(host, home.dataset);
+      const record = await readPublications(host, home.dataset, target.record);
       const decision = decideUnpublish(record.publications, node);
       // From every node: entries zcsi could not read go too.
       const unreadable = node === undefined ? [] : record.unreadable;
       const changed = decision.changed || unreadable.length !== record.unreadable.length;
-      if (changed) await writePublications(host, home.dataset, { publications: decision.publications, unreadable });
+      if (changed) await writePublications(host, home.dataset, { publications: decision.publications, unreadable }, target.record);
       this.logger.info({ op: "ControllerUnpublishVolume", volumeId: req.volumeId, nodeId: node ?? "(all)", poolHost: home.host, recorded: changed }, changed ? "unpublished" : "was not published");
     });
     return {};

@@ -122,6 +122,12 @@ export const PROP = {
    * data-loss window (writes on the old home after lastSnapshotAt are not here). Shown by `zcsi status`.
    */
   failedOver: "zcsi:failed-over",
+  /**
+   * On a dataset zcsi did not create but serves as a PV because the operator adopted it
+   * (`zcsi adopt`, volumes/adopted.ts): `read-write` or `read-only`. The controller serves an
+   * adopted id only while its dataset carries the mark, and never destroys such a dataset.
+   */
+  adopted: "zcsi:adopted",
 } as const;
 
 /**

@@ -86,20 +86,20 @@ export interface PublicationRecord {
 }
 
 /** The record on a dataset (one `zfs get`). A dataset that is gone reads as no publications. */
-export async function readPublications(host: PoolHost, dataset: string): Promise<PublicationRecord> {
-  const props = (await host.zfs.get([dataset], [PUBLISHED_TO_PROPERTY], { missingOk: true })).get(dataset);
-  return parsePublications(ownUserPropertyValue(props?.get(PUBLISHED_TO_PROPERTY)));
+export async function readPublications(host: PoolHost, dataset: string, property = PUBLISHED_TO_PROPERTY): Promise<PublicationRecord> {
+  const props = (await host.zfs.get([dataset], [property], { missingOk: true })).get(dataset);
+  return parsePublications(ownUserPropertyValue(props?.get(property)));
 }
 
 /** Writes the record: one `zfs set`, or one `zfs inherit` (removing the property) when it is empty. */
-export async function writePublications(host: PoolHost, dataset: string, record: PublicationRecord): Promise<void> {
+export async function writePublications(host: PoolHost, dataset: string, record: PublicationRecord, property = PUBLISHED_TO_PROPERTY): Promise<void> {
   const text = [formatPublications(record.publications), ...record.unreadable].filter((t) => t !== "").join(",");
   if (text === "") {
-    await host.zfs.inherit(dataset, PUBLISHED_TO_PROPERTY);
+    await host.zfs.inherit(dataset, property);
     return;
   }
   if (Buffer.byteLength(text, "utf8") > 8192) {
-    throw resourceExhausted(`dataset ${dataset} cannot record more publications (${record.publications.length} nodes fill its ${PUBLISHED_TO_PROPERTY} property)`);
+    throw resourceExhausted(`dataset ${dataset} cannot record more publications (${record.publications.length} nodes fill its ${property} property)`);
   }
-  await host.zfs.set(dataset, { [PUBLISHED_TO_PROPERTY]: text });
+  await host.zfs.set(dataset, { [property]: text });
 }

@@ -132,6 +132,8 @@ export interface FakeApiServer {
   readonly leases: Map<string, WireObject>;
   /** PersistentVolumes by name; a merge PATCH changes them as the API server would. */
   readonly pvs: Map<string, WireObject>;
+  /** PersistentVolumeClaims by `namespace/name`: read, created (`zcsi adopt`). */
+  readonly pvcs: Map<string, WireObject>;
   /** VolumeAttachments by name: listed, deleted. */
   readonly volumeAttachments: Map<string, WireObject>;
   /** Pods by `namespace/name`: listed per namespace, deleted. */
@@ -149,6 +151,8 @@ export interface FakeApiServer {
 
 const LEASES = /^\/apis\/coordination\.k8s\.io\/v1\/namespaces\/([^/]+)\/leases(?:\/([^/]+))?$/;
 const PV = /^\/api\/v1\/persistentvolumes\/([^/]+)$/;
+const PVS = /^\/api\/v1\/persistentvolumes$/;
+const PVCS = /^\/api\/v1\/namespaces\/([^/]+)\/persistentvolumeclaims(?:\/([^/]+))?$/;
 const EVENTS = /^\/api\/v1\/namespaces\/([^/]+)\/events$/;
 const NODES = /^\/api\/v1\/nodes$/;
 const VOLUME_ATTACHMENTS = /^\/apis\/storage\.k8s\.io\/v1\/volumeattachments(?:\/([^/]+))?$/;
@@ -176,12 +180,17 @@ async function readBody(req: IncomingMessage): Promise<unknown> {
   return text === "" ? undefined : (JSON.parse(text) as unknown);
 }
 
+function alreadyExistsStatus(kind: string, name: string): Record<string, unknown> {
+  return { kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", message: `${kind} "${name}" already exists`, reason: "AlreadyExists", details: { name, kind }, code: 409 };
+}
+
 /** Loopback only (127.0.0.1, an ephemeral port). */
 export async function startFakeApiServer(): Promise<FakeApiServer> {
   const state: { leases: Map<string, WireObject>; serial: number; nodes: WireObject[] } = { leases: new Map(), serial: 0, nodes: [] };
   const requests: RecordedRequest[] = [];
   const pvs = new Map<string, WireObject>();
   const volumeAttachments = new Map<string, WireObject>();
+  const pvcs = new Map<string, WireObject>();
   const pods = new Map<string, WireObject>();
   const hooks: { onPodDeleted: FakeApiServer["onPodDeleted"] } = { onPodDeleted: undefined };
   const server = createServer((req, res) => {
@@ -238,6 +247,35 @@ export async function startFakeApiServer(): Promise<FakeApiServer> {
         patched.metadata = { ...patched.metadata, resourceVersion: String(Number(found.metadata.resourceVersion ?? "1") + 1) };
         pvs.set(name, patched);
         return send(res, 200, patched);
+      }
+      if (PVS.test(path) && req.method === "GET") {
+        return send(res, 200, { kind: "PersistentVolumeList", apiVersion: "v1", metadata: { resourceVersion: "1051903" }, items: [...pvs.values()] });
+      }
+      if (PVS.test(path) && req.method === "POST") {
+        const obj = body as WireObject;
+        const name = String(obj.metadata.name);
+        if (pvs.has(name)) return send(res, 409, alreadyExistsStatus("persistentvolumes", name));
+        // What the API server adds to a created PV (test/fixtures/k8s/recorded/pv-provisioned.yaml): uid, version, the pv-protection finalizer, phase Pending until the binder runs.
+        const created = { ...obj, metadata: { ...obj.metadata, uid: `0a0d0b7e-0000-4000-8000-${String(++state.serial).padStart(12, "0")}`, resourceVersion: String(4000 + state.serial), creationTimestamp: "2026-12-03T08:24:49Z", finalizers: ["kubernetes.io/pv-protection"] }, status: { phase: "Pending" } } as WireObject;
+        pvs.set(name, created);
+        return send(res, 201, created);
+      }
+      const pvc = PVCS.exec(path);
+      if (pvc) {
+        const ns = decodeURIComponent(pvc[1] ?? "");
+        const name = pvc[2] === undefined ? undefined : decodeURIComponent(pvc[2]);
+        if (req.method === "GET" && name !== undefined) {
+          const found = pvcs.get(`${ns}/${name}`);
+          return found ? send(res, 200, found) : send(res, 404, { kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", message: `persistentvolumeclaims "${name}" not found`, reason: "NotFound", details: { name, kind: "persistentvolumeclaims" }, code: 404 });
+        }
+        if (req.method === "POST" && name === undefined) {
+          const obj = body as WireObject;
+          const wanted = String(obj.metadata.name);
+          if (pvcs.has(`${ns}/${wanted}`)) return send(res, 409, alreadyExistsStatus("persistentvolumeclaims", wanted));
+          const created = { ...obj, metadata: { ...obj.metadata, namespace: ns, uid: `3faf57a1-0000-4000-8000-${String(++state.serial).padStart(12, "0")}`, resourceVersion: String(4000 + state.serial), creationTimestamp: "2026-12-03T08:24:49Z", finalizers: ["kubernetes.io/pvc-protection"] }, status: { phase: "Pending" } } as WireObject;
+          pvcs.set(`${ns}/${wanted}`, created);
+          return send(res, 201, created);
+        }
       }
       const oneNode = /^\/api\/v1\/nodes\/([^/]+)$/.exec(path);
       if (oneNode && req.method === "GET") {
@@ -301,6 +339,7 @@ export async function startFakeApiServer(): Promise<FakeApiServer> {
     },
     leases: state.leases,
     pvs,
+    pvcs,
     volumeAttachments,
     pods,
     get onPodDeleted() {

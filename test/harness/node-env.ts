@@ -175,7 +175,7 @@ function readLog(path: string): () => Promise<Record<string, unknown>[]> {
       .map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
-export async function startNodeEnv(options: { poolSizeMiB?: number; morePoolHosts?: readonly string[] } = {}): Promise<NodeEnv> {
+export async function startNodeEnv(options: { poolSizeMiB?: number; morePoolHosts?: readonly string[]; adoptRoots?: (pool: string) => string[] } = {}): Promise<NodeEnv> {
   const dir = await mkdtemp(join(tmpdir(), "zcsi-node-"));
   await chmod(dir, 0o755);
   const children = new Set<ChildProcess>();
@@ -256,6 +256,7 @@ export async function startNodeEnv(options: { poolSizeMiB?: number; morePoolHost
       mountRoot,
       hostKey: sshd.hostKeyLine,
       sudo: true,
+      ...(options.adoptRoots && { adoptRoots: options.adoptRoots(pool.pool) }),
     };
     // More pool hosts: each its own pool and sshd on the same veth address (another port), the
     // nodes' SFTP-only key and the controller's key (alice's) authorized there too.
