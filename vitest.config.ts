@@ -32,6 +32,8 @@ const OPENZFS_VM_SUITES = [
   "test/integration/replicator.test.ts",
   "test/integration/node-sshfs.test.ts",
   "test/integration/modify-volume.test.ts",
+  "test/integration/size-modes.test.ts",
+  "test/integration/size-modes-full-pool.test.ts",
 ];
 
 const zfsFuse = {

@@ -24,6 +24,7 @@ Usage:
   zcsi drain HOST --config config.yaml [--to HOST] [--parallel 2] [--max-final-delta 64Mi] [--detach-timeout 10m] [--namespace zcsi]
   zcsi failover VOLUME... | --host HOST  --config config.yaml [--to HOST] [--force] [--resume] [--namespace zcsi]
   zcsi resync VOLUME... --host OLD --config config.yaml [--discard-diverged] [--resume] [--namespace zcsi]
+  zcsi rollback NAMESPACE/PVC SNAPSHOT [--destroy-newer] [--keep-current] [--force]   (docs/rollback.md)
   zcsi --version
 
 Environment (used when the flag is absent): CSI_ENDPOINT, ZCSI_CONFIG, ZCSI_PRIVATE_KEY_FILE,
@@ -66,6 +67,8 @@ async function main(argv: string[]): Promise<void> {
       resume: { type: "boolean" },
       namespace: { type: "string" },
       "discard-diverged": { type: "boolean" },
+      "destroy-newer": { type: "boolean" },
+      "keep-current": { type: "boolean" },
       version: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
@@ -80,7 +83,7 @@ async function main(argv: string[]): Promise<void> {
     if (role === undefined && !values.help) process.exitCode = 2;
     return;
   }
-  const logger = createLogger({ level: values["log-level"], name: `zcsi-${role}`, fd: role === "migrate" || role === "drain" ? 2 : 1 });
+  const logger = createLogger({ level: values["log-level"], name: `zcsi-${role}`, fd: role === "migrate" || role === "drain" || role === "rollback" ? 2 : 1 });
   const endpoint = values.endpoint ?? process.env.CSI_ENDPOINT ?? "unix:///csi/csi.sock";
   const configPath = values.config ?? process.env.ZCSI_CONFIG;
   if (!configPath) throw new Error("--config (or ZCSI_CONFIG) is required");
@@ -181,6 +184,15 @@ async function main(argv: string[]): Promise<void> {
     case "resync": {
       const { runMobilityCommand } = await import("./roles/mobility-cli.js");
       process.exitCode = await runMobilityCommand(role, config, logger, { ...values, volumeIds: positionals.slice(1) }, (text) => process.stdout.write(text));
+      return;
+    }
+    case "rollback": {
+      // stdout is the outcome; logs go to stderr.
+      const [pvc, snapshot] = positionals.slice(1);
+      if (pvc === undefined || snapshot === undefined) throw new Error("usage: zcsi rollback NAMESPACE/PVC SNAPSHOT [--destroy-newer] [--keep-current] [--force]");
+      const { runRollbackRole } = await import("./roles/rollback.js");
+      const args = { pvc, snapshot, force: values.force === true, destroyNewer: values["destroy-newer"] === true, keepCurrent: values["keep-current"] === true };
+      process.exitCode = await runRollbackRole(config, args, logger, (text) => process.stdout.write(text));
       return;
     }
     default:

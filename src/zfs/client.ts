@@ -339,8 +339,9 @@ export class Zfs {
     await this.withBusyRetry(() => this.run(argv));
   }
 
-  async rollback(snapshot: string): Promise<void> {
-    await this.run(zfsRollback(snapshot));
+  /** `zfs rollback [-r] <snapshot>` (argv.zfsRollback); "busy" (a process holds the mount on zfs-fuse) passes through. */
+  async rollback(snapshot: string, opts: { destroyNewer?: boolean } = {}): Promise<void> {
+    await this.run(zfsRollback(snapshot, opts));
   }
 
   /** `zfs mount <dataset>`; already mounted is success ("filesystem already mounted"). */
