@@ -339,7 +339,6 @@ export class Zfs {
     await this.withBusyRetry(() => this.run(argv));
   }
 
-  /** `zfs rollback [-r] <snapshot>` (argv.zfsRollback); "busy" (a process holds the mount on zfs-fuse) passes through. */
   async rollback(snapshot: string, opts: { destroyNewer?: boolean } = {}): Promise<void> {
     await this.run(zfsRollback(snapshot, opts));
   }
