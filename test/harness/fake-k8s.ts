@@ -142,6 +142,11 @@ export interface FakeApiServer {
    * pod's controller (put a new pod). An error fails the DELETE with 500.
    */
   onPodDeleted: ((pod: WireObject) => void | Promise<void>) | undefined;
+  /** PersistentVolumeClaims by `namespace/name`: read one by one. */
+  readonly pvcs: Map<string, WireObject>;
+  /** VolumeSnapshots by `namespace/name` and VolumeSnapshotContents by name (snapshot.storage.k8s.io/v1): read one by one. */
+  readonly volumeSnapshots: Map<string, WireObject>;
+  readonly volumeSnapshotContents: Map<string, WireObject>;
   /** Nodes, listed (with a `key=value` labelSelector) by GET /api/v1/nodes, read one by one by GET /api/v1/nodes/NAME. */
   nodes: WireObject[];
   close(): Promise<void>;
@@ -152,6 +157,9 @@ const PV = /^\/api\/v1\/persistentvolumes\/([^/]+)$/;
 const EVENTS = /^\/api\/v1\/namespaces\/([^/]+)\/events$/;
 const NODES = /^\/api\/v1\/nodes$/;
 const VOLUME_ATTACHMENTS = /^\/apis\/storage\.k8s\.io\/v1\/volumeattachments(?:\/([^/]+))?$/;
+const PVCS = /^\/api\/v1\/namespaces\/([^/]+)\/persistentvolumeclaims\/([^/]+)$/;
+const VOLUME_SNAPSHOTS = /^\/apis\/snapshot\.storage\.k8s\.io\/v1\/namespaces\/([^/]+)\/volumesnapshots\/([^/]+)$/;
+const VOLUME_SNAPSHOT_CONTENTS = /^\/apis\/snapshot\.storage\.k8s\.io\/v1\/volumesnapshotcontents\/([^/]+)$/;
 const PODS = /^\/api\/v1\/namespaces\/([^/]+)\/pods(?:\/([^/]+))?$/;
 
 /** RFC 7386 JSON merge patch: objects merge, null deletes, anything else replaces. */
@@ -183,6 +191,12 @@ export async function startFakeApiServer(): Promise<FakeApiServer> {
   const pvs = new Map<string, WireObject>();
   const volumeAttachments = new Map<string, WireObject>();
   const pods = new Map<string, WireObject>();
+  const pvcs = new Map<string, WireObject>();
+  const volumeSnapshots = new Map<string, WireObject>();
+  const volumeSnapshotContents = new Map<string, WireObject>();
+  /** The API server's 404 Status for a missing object (`persistentvolumeclaims "x" not found`). */
+  const missing = (resource: string, group: string, name: string): WireObject =>
+    ({ kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", message: `${resource}${group ? `.${group}` : ""} "${name}" not found`, reason: "NotFound", details: { name, ...(group && { group }), kind: resource }, code: 404 }) as unknown as WireObject;
   const hooks: { onPodDeleted: FakeApiServer["onPodDeleted"] } = { onPodDeleted: undefined };
   const server = createServer((req, res) => {
     void (async () => {
@@ -261,6 +275,24 @@ export async function startFakeApiServer(): Promise<FakeApiServer> {
         volumeAttachments.delete(name);
         return send(res, 200, found);
       }
+      const pvc = PVCS.exec(path);
+      if (pvc && req.method === "GET") {
+        const name = decodeURIComponent(pvc[2] ?? "");
+        const found = pvcs.get(`${decodeURIComponent(pvc[1] ?? "")}/${name}`);
+        return found ? send(res, 200, found) : send(res, 404, missing("persistentvolumeclaims", "", name));
+      }
+      const vs = VOLUME_SNAPSHOTS.exec(path);
+      if (vs && req.method === "GET") {
+        const name = decodeURIComponent(vs[2] ?? "");
+        const found = volumeSnapshots.get(`${decodeURIComponent(vs[1] ?? "")}/${name}`);
+        return found ? send(res, 200, found) : send(res, 404, missing("volumesnapshots", "snapshot.storage.k8s.io", name));
+      }
+      const vsc = VOLUME_SNAPSHOT_CONTENTS.exec(path);
+      if (vsc && req.method === "GET") {
+        const name = decodeURIComponent(vsc[1] ?? "");
+        const found = volumeSnapshotContents.get(name);
+        return found ? send(res, 200, found) : send(res, 404, missing("volumesnapshotcontents", "snapshot.storage.k8s.io", name));
+      }
       const pod = PODS.exec(path);
       if (pod && req.method === "GET" && !pod[2]) {
         const ns = decodeURIComponent(pod[1] ?? "");
@@ -303,6 +335,9 @@ export async function startFakeApiServer(): Promise<FakeApiServer> {
     pvs,
     volumeAttachments,
     pods,
+    pvcs,
+    volumeSnapshots,
+    volumeSnapshotContents,
     get onPodDeleted() {
       return hooks.onPodDeleted;
     },
