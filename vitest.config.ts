@@ -33,7 +33,7 @@ const OPENZFS_VM_SUITES = [
   "test/integration/node-sshfs.test.ts",
   "test/integration/modify-volume.test.ts",
   "test/integration/size-modes.test.ts",
-  "test/integration/size-modes-full-pool.test.ts",
+  "test/integration/rollback.test.ts",
 ];
 
 const zfsFuse = {

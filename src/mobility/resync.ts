@@ -78,7 +78,7 @@ async function snapshotsOf(host: PoolHost, dataset: string): Promise<Snap[]> {
 }
 
 /** `20261203T165001Z`: sortable, valid in dataset and snapshot names. */
-function stamp(at: Date): string {
+export function stamp(at: Date): string {
   return at.toISOString().replace(/[-:]/g, "").replace(/\.[0-9]{3}/, "");
 }
 

@@ -11,7 +11,9 @@ import type { VolumeHomes } from "../volumes/homes.js";
 import type { PoolHost, PoolHosts } from "../volumes/hosts.js";
 import { PROP, REPLICATION_SNAPSHOT_PREFIX } from "../volumes/properties.js";
 import { formatRollbackRequest, parseRollbackRequest, planRollback, PRE_ROLLBACK_INFIX, type RollbackPlan, type RollbackSnapshot } from "../volumes/rollback.js";
+import { parentOf } from "../zfs/names.js";
 import { ownUserPropertyValue, PropertyView } from "../zfs/parse.js";
+import { stamp } from "./resync.js";
 
 /**
  * `zcsi rollback NAMESPACE/PVC SNAPSHOT`: the volume bound to the PVC goes back, in place on
@@ -76,11 +78,6 @@ export function parseClaim(text: string): ClaimRef {
   return { namespace, name };
 }
 
-/** `20261203T165001Z`: sortable, valid in dataset and snapshot names. */
-function stamp(at: Date): string {
-  return at.toISOString().replace(/[-:]/g, "").replace(/\.[0-9]{3}/, "");
-}
-
 export async function rollback(deps: RollbackDeps, args: RollbackArgs): Promise<RollbackResult> {
   const claim = parseClaim(args.pvc);
   if (!SNAPSHOT_NAME.test(args.snapshot)) throw invalidArgument(`${JSON.stringify(args.snapshot)} is not a snapshot name`);
@@ -90,7 +87,7 @@ export async function rollback(deps: RollbackDeps, args: RollbackArgs): Promise<
   const volumeId = bound.volumeHandle;
   const home = await deps.homes.resolve(volumeId, "rollback");
   const host = deps.hosts.get(home.host);
-  if (home.dataset !== `${host.config.parentDataset}/${home.dataset.slice(home.dataset.lastIndexOf("/") + 1)}`) {
+  if (parentOf(home.dataset) !== host.config.parentDataset) {
     throw failedPrecondition(`volume ${volumeId}: ${copyName(home)} is not directly below ${host.config.parentDataset}; zcsi rolls back only its own datasets`);
   }
   const log = deps.logger.child({ op: "rollback", volumeId, poolHost: home.host, dataset: home.dataset });
