@@ -33,6 +33,8 @@ const OPENZFS_VM_SUITES = [
   "test/integration/node-sshfs.test.ts",
   "test/integration/modify-volume.test.ts",
   "test/integration/group-snapshots.test.ts",
+  "test/integration/size-modes.test.ts",
+  "test/integration/rollback.test.ts",
 ];
 
 const zfsFuse = {

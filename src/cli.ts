@@ -25,6 +25,7 @@ Usage:
   zcsi failover VOLUME... | --host HOST  --config config.yaml [--to HOST] [--force] [--resume] [--namespace zcsi]
   zcsi resync VOLUME... --host OLD --config config.yaml [--discard-diverged] [--resume] [--namespace zcsi]
   zcsi adopt DATASET --pvc NAMESPACE/NAME --config config.yaml [--host H] [--read-only] [--storage-class SC] [--dry-run]
+  zcsi rollback NAMESPACE/PVC SNAPSHOT [--destroy-newer] [--keep-current] [--force]   (docs/rollback.md)
   zcsi --version
 
 Environment (used when the flag is absent): CSI_ENDPOINT, ZCSI_CONFIG, ZCSI_PRIVATE_KEY_FILE,
@@ -71,6 +72,8 @@ async function main(argv: string[]): Promise<void> {
       "read-only": { type: "boolean" },
       "dry-run": { type: "boolean" },
       "storage-class": { type: "string" },
+      "destroy-newer": { type: "boolean" },
+      "keep-current": { type: "boolean" },
       version: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
@@ -85,7 +88,7 @@ async function main(argv: string[]): Promise<void> {
     if (role === undefined && !values.help) process.exitCode = 2;
     return;
   }
-  const logger = createLogger({ level: values["log-level"], name: `zcsi-${role}`, fd: role === "migrate" || role === "drain" || role === "adopt" ? 2 : 1 });
+  const logger = createLogger({ level: values["log-level"], name: `zcsi-${role}`, fd: role === "migrate" || role === "drain" || role === "adopt" || role === "rollback" ? 2 : 1 });
   const endpoint = values.endpoint ?? process.env.CSI_ENDPOINT ?? "unix:///csi/csi.sock";
   const configPath = values.config ?? process.env.ZCSI_CONFIG;
   if (!configPath) throw new Error("--config (or ZCSI_CONFIG) is required");
@@ -193,6 +196,15 @@ async function main(argv: string[]): Promise<void> {
       const { runAdoptCommand } = await import("./roles/adopt.js");
       const flags = { dataset: positionals[1], pvc: values.pvc, host: values.host, readOnly: values["read-only"], dryRun: values["dry-run"], storageClass: values["storage-class"] };
       process.exitCode = await runAdoptCommand(config, flags, logger, (text) => process.stdout.write(text));
+      return;
+    }
+    case "rollback": {
+      // stdout is the outcome; logs go to stderr.
+      const [pvc, snapshot] = positionals.slice(1);
+      if (pvc === undefined || snapshot === undefined) throw new Error("usage: zcsi rollback NAMESPACE/PVC SNAPSHOT [--destroy-newer] [--keep-current] [--force]");
+      const { runRollbackRole } = await import("./roles/rollback.js");
+      const args = { pvc, snapshot, force: values.force === true, destroyNewer: values["destroy-newer"] === true, keepCurrent: values["keep-current"] === true };
+      process.exitCode = await runRollbackRole(config, args, logger, (text) => process.stdout.write(text));
       return;
     }
     default:

@@ -78,7 +78,7 @@ async function snapshotsOf(host: PoolHost, dataset: string): Promise<Snap[]> {
 }
 
 /** `20261203T165001Z`: sortable, valid in dataset and snapshot names. */
-function stamp(at: Date): string {
+export function stamp(at: Date): string {
   return at.toISOString().replace(/[-:]/g, "").replace(/\.[0-9]{3}/, "");
 }
 
@@ -116,7 +116,7 @@ export async function resync(deps: ResyncDeps, req: ResyncRequest): Promise<Resy
     if (req.discardDiverged) {
       if (!common) throw failedPrecondition(`the copy on ${req.host} has no snapshot in common with the home ${copyName(home)}; nothing to roll back to. Resync without --discard-diverged keeps its data aside and sends in full; nothing changed`);
       log.warn({ dataset, snapshot: common.name }, "--discard-diverged: rolling the stale copy back to the newest common snapshot, destroying its diverged writes");
-      await host.zfs.rollback(`${dataset}@${common.name}`);
+      await host.zfs.rollback(`${dataset}@${common.name}`, { destroyNewer: true });
       await lock.step("rolled-back", { common: common.name });
     } else {
       kept = await keepAside(deps, host, stale, home, volumeId, lock);

@@ -11,6 +11,7 @@ import { ownUserPropertyValue } from "../zfs/parse.js";
 import { formatJobState, holdsToRelease, holdTag, jobStateProperty, needsHold, replicaMark, replicatedThrough, sourcePrune } from "./bookkeeping.js";
 import { statesAfter, statesToDrop, tagsToRelease, targetPrune, type JobState } from "./bookkeeping.js";
 import { describeDivergence, plan, type SnapshotEntry } from "./plan.js";
+import { followRollback } from "./follow.js";
 import { checkOwnership, ensureTargetParent, jobStates, planInput, readSide, requireHomeSource, takeSnapshot, userProperties, value, type Side } from "./sides.js";
 import { isMarkedReplica, replicaProperties, ROLE_PROPS } from "./roles.js";
 import { abortStaleReceive, transfer, type TransferContext, type TransferWhat } from "./transfer.js";
@@ -43,7 +44,8 @@ export { holdTag, jobStateProperty, JOB_STATE_PREFIX, replicaMark, replicationSn
  *
  * THE `-F` RULE: this engine never receives with `-F` (zfs-receive(8): roll the target back to
  * its newest snapshot, destroying later snapshots and writes). A target that diverged is
- * refused and reported; the operator decides what to destroy. Where writes matter for the
+ * refused and reported; the operator decides what to destroy. The one exception is an
+ * operator's `zcsi rollback` of the source, which the targets follow once (follow.ts). Where writes matter for the
  * receive, the target is kept `readonly=on` (set at the first receive) so that merely mounting
  * and reading it (atime) does not count as a modification: zfs-fuse refuses an incremental
  * receive after a read of a read-write target ("has been modified since most recent snapshot").
@@ -189,6 +191,9 @@ export class ZfsReplicationEngine implements ReplicationEngine {
         [source, target] = await Promise.all([this.readSource(ctx), this.readTarget(ctx)]);
       }
     }
+
+    // An operator's rollback of the source, once per request (follow.ts): the one rollback of a target.
+    if (await followRollback(ctx, source, target)) target = await this.readTarget(ctx);
 
     // Refuse a diverged target before creating anything on the source.
     const before = plan(planInput(source, target));

@@ -1,5 +1,6 @@
 import { copyName, type HomeDecision } from "../volumes/home.js";
 import { CARRIED_PROPS, FIRST_EPOCH, PROP } from "../volumes/properties.js";
+import { parseRollbackRequest } from "../volumes/rollback.js";
 import { ownUserPropertyValue, type DatasetProperties } from "../zfs/parse.js";
 import { replicaMark } from "./bookkeeping.js";
 import type { ReplicationJob } from "./types.js";
@@ -15,7 +16,7 @@ import type { ReplicationJob } from "./types.js";
  */
 
 /** The zcsi properties both sides are read with (in the same `zfs get` as their snapshots). */
-export const ROLE_PROPS = [PROP.volume, PROP.role, PROP.epoch, PROP.fenced, PROP.replicaOf, PROP.meta, ...CARRIED_PROPS];
+export const ROLE_PROPS = [PROP.volume, PROP.role, PROP.epoch, PROP.fenced, PROP.replicaOf, PROP.meta, PROP.rollback, PROP.rollbackFollowed, ...CARRIED_PROPS];
 
 /**
  * The volume's metadata a replica carries in zcsi:meta (the source's own CARRIED_PROPS, as
@@ -56,12 +57,15 @@ export function identityOf(job: ReplicationJob, source: DatasetProperties | unde
 /** The properties that make the target a replica of this source at the source's epoch (with readonly=on). */
 export function replicaProperties(job: ReplicationJob, source: DatasetProperties | undefined): Record<string, string> {
   const meta = carriedMeta(source);
+  // A target that received from a source rolled back by an operator has followed that rollback (replication/follow.ts).
+  const rollback = parseRollbackRequest(own(source, PROP.rollback));
   return {
     [PROP.replicaOf]: replicaMark(job.source),
     [PROP.volume]: identityOf(job, source),
     [PROP.role]: "replica",
     [PROP.epoch]: String(sideRole(source).epoch),
     ...(meta !== undefined && { [PROP.meta]: meta }),
+    ...(rollback !== undefined && { [PROP.rollbackFollowed]: String(rollback.generation) }),
     readonly: "on",
   };
 }

@@ -128,6 +128,16 @@ export const PROP = {
    * adopted id only while its dataset carries the mark, and never destroys such a dataset.
    */
   adopted: "zcsi:adopted",
+  /**
+   * On a volume an operator rolled back (`zcsi rollback`): `<generation> <snapshot guid>
+   * <snapshot>`, the request that its replicas follow (volumes/rollback.ts). The replicator rolls
+   * each target back once per generation, the one time it rolls a target back.
+   */
+  rollback: "zcsi:rollback",
+  /** On a replica: the zcsi:rollback generation of its source it has followed. */
+  rollbackFollowed: "zcsi:rollback-followed",
+  /** On a `--keep-current` copy: JSON {volume, snapshot, at}: the volume's data before a rollback. */
+  preRollback: "zcsi:pre-rollback",
 } as const;
 
 /**

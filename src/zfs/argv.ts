@@ -300,13 +300,18 @@ export function zfsHolds(snapshots: readonly string[]): string[] {
   return ["zfs", "holds", "-H", ...snapshotsArgs(snapshots, "holds")];
 }
 
-/** `zfs promote <clone>`. */
-/** `zfs rollback -r <snapshot>`: destroys the later snapshots and writes. Only behind an operator's explicit flag. */
-export function zfsRollback(snapshot: string): string[] {
+/**
+ * `zfs rollback [-r] <snapshot>`: the dataset's data and the writes since `snapshot` are
+ * discarded (zfs-rollback(8)). Without `-r` only the newest snapshot can be the target; `-r`
+ * destroys the later snapshots too. Never `-R` (it would destroy their clones). Only behind an
+ * operator's explicit command (`zcsi rollback`; `-r` only with `--destroy-newer`).
+ */
+export function zfsRollback(snapshot: string, opts: { destroyNewer?: boolean } = {}): string[] {
   validateSnapshot(snapshot);
-  return ["zfs", "rollback", "-r", snapshot];
+  return ["zfs", "rollback", ...(opts.destroyNewer ? ["-r"] : []), snapshot];
 }
 
+/** `zfs promote <clone>`. */
 export function zfsPromote(dataset: string): string[] {
   validateDataset(dataset);
   return ["zfs", "promote", dataset];

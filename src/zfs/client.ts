@@ -339,8 +339,8 @@ export class Zfs {
     await this.withBusyRetry(() => this.run(argv));
   }
 
-  async rollback(snapshot: string): Promise<void> {
-    await this.run(zfsRollback(snapshot));
+  async rollback(snapshot: string, opts: { destroyNewer?: boolean } = {}): Promise<void> {
+    await this.run(zfsRollback(snapshot, opts));
   }
 
   /** `zfs mount <dataset>`; already mounted is success ("filesystem already mounted"). */

@@ -144,6 +144,9 @@ export interface FakeApiServer {
    * pod's controller (put a new pod). An error fails the DELETE with 500.
    */
   onPodDeleted: ((pod: WireObject) => void | Promise<void>) | undefined;
+  /** VolumeSnapshots by `namespace/name` and VolumeSnapshotContents by name (snapshot.storage.k8s.io/v1): read one by one. */
+  readonly volumeSnapshots: Map<string, WireObject>;
+  readonly volumeSnapshotContents: Map<string, WireObject>;
   /** Nodes, listed (with a `key=value` labelSelector) by GET /api/v1/nodes, read one by one by GET /api/v1/nodes/NAME. */
   nodes: WireObject[];
   close(): Promise<void>;
@@ -156,6 +159,8 @@ const PVCS = /^\/api\/v1\/namespaces\/([^/]+)\/persistentvolumeclaims(?:\/([^/]+
 const EVENTS = /^\/api\/v1\/namespaces\/([^/]+)\/events$/;
 const NODES = /^\/api\/v1\/nodes$/;
 const VOLUME_ATTACHMENTS = /^\/apis\/storage\.k8s\.io\/v1\/volumeattachments(?:\/([^/]+))?$/;
+const VOLUME_SNAPSHOTS = /^\/apis\/snapshot\.storage\.k8s\.io\/v1\/namespaces\/([^/]+)\/volumesnapshots\/([^/]+)$/;
+const VOLUME_SNAPSHOT_CONTENTS = /^\/apis\/snapshot\.storage\.k8s\.io\/v1\/volumesnapshotcontents\/([^/]+)$/;
 const PODS = /^\/api\/v1\/namespaces\/([^/]+)\/pods(?:\/([^/]+))?$/;
 
 /** RFC 7386 JSON merge patch: objects merge, null deletes, anything else replaces. */
@@ -192,6 +197,11 @@ export async function startFakeApiServer(): Promise<FakeApiServer> {
   const volumeAttachments = new Map<string, WireObject>();
   const pvcs = new Map<string, WireObject>();
   const pods = new Map<string, WireObject>();
+  const volumeSnapshots = new Map<string, WireObject>();
+  const volumeSnapshotContents = new Map<string, WireObject>();
+  /** The API server's 404 Status for a missing object (`persistentvolumeclaims "x" not found`). */
+  const missing = (resource: string, group: string, name: string): WireObject =>
+    ({ kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", message: `${resource}${group ? `.${group}` : ""} "${name}" not found`, reason: "NotFound", details: { name, ...(group && { group }), kind: resource }, code: 404 }) as unknown as WireObject;
   const hooks: { onPodDeleted: FakeApiServer["onPodDeleted"] } = { onPodDeleted: undefined };
   const server = createServer((req, res) => {
     void (async () => {
@@ -266,7 +276,7 @@ export async function startFakeApiServer(): Promise<FakeApiServer> {
         const name = pvc[2] === undefined ? undefined : decodeURIComponent(pvc[2]);
         if (req.method === "GET" && name !== undefined) {
           const found = pvcs.get(`${ns}/${name}`);
-          return found ? send(res, 200, found) : send(res, 404, { kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", message: `persistentvolumeclaims "${name}" not found`, reason: "NotFound", details: { name, kind: "persistentvolumeclaims" }, code: 404 });
+          return found ? send(res, 200, found) : send(res, 404, missing("persistentvolumeclaims", "", name));
         }
         if (req.method === "POST" && name === undefined) {
           const obj = body as WireObject;
@@ -298,6 +308,18 @@ export async function startFakeApiServer(): Promise<FakeApiServer> {
         if (!found) return send(res, 404, { kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", message: `volumeattachments.storage.k8s.io "${name}" not found`, reason: "NotFound", details: { name, group: "storage.k8s.io", kind: "volumeattachments" }, code: 404 });
         volumeAttachments.delete(name);
         return send(res, 200, found);
+      }
+      const vs = VOLUME_SNAPSHOTS.exec(path);
+      if (vs && req.method === "GET") {
+        const name = decodeURIComponent(vs[2] ?? "");
+        const found = volumeSnapshots.get(`${decodeURIComponent(vs[1] ?? "")}/${name}`);
+        return found ? send(res, 200, found) : send(res, 404, missing("volumesnapshots", "snapshot.storage.k8s.io", name));
+      }
+      const vsc = VOLUME_SNAPSHOT_CONTENTS.exec(path);
+      if (vsc && req.method === "GET") {
+        const name = decodeURIComponent(vsc[1] ?? "");
+        const found = volumeSnapshotContents.get(name);
+        return found ? send(res, 200, found) : send(res, 404, missing("volumesnapshotcontents", "snapshot.storage.k8s.io", name));
       }
       const pod = PODS.exec(path);
       if (pod && req.method === "GET" && !pod[2]) {
@@ -342,6 +364,8 @@ export async function startFakeApiServer(): Promise<FakeApiServer> {
     pvcs,
     volumeAttachments,
     pods,
+    volumeSnapshots,
+    volumeSnapshotContents,
     get onPodDeleted() {
       return hooks.onPodDeleted;
     },

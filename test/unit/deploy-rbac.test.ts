@@ -36,7 +36,9 @@ const NAMESPACE_OF: Readonly<Record<string, string>> = { events: "default" };
  * the calls they reach are checked against the ClusterRole the operator is meant to be bound
  * to (deploy/base/rbac-operator.yaml), not against a ServiceAccount.
  */
-const OPERATOR_COMMANDS = ["failover", "resync", "migrate", "drain"];
+const OPERATOR_COMMANDS = ["failover", "resync", "migrate", "drain", "rollback"];
+/** Operator commands also documented to run in the controller pod (`kubectl exec`): checked against its ServiceAccount too. */
+const IN_POD_COMMANDS = ["rollback"];
 const OPERATOR_ROLE = "zcsi-operator";
 
 interface ApiRequest {
@@ -127,7 +129,15 @@ function callsIn(file: string, source: string, apisInScope: ReadonlySet<string>)
     // Ambiguous (same method name on several API classes in scope, e.g. createNamespacedEvent
     // on CoreV1Api and EventsV1Api): every one of them must be allowed.
     const chosen = inScope.length > 0 ? inScope : entries;
-    calls.push({ file, line: lineOf(m.index), what: `${chosen.map((e) => e.api).join("|")}.${m[1]}`, requests: chosen.map((e) => e.request) });
+    // CustomObjectsApi paths are templates (`/apis/{group}/{version}/.../{plural}`): the call's
+    // own `group: "..."` and `plural: "..."` literals say which resource it is (kube-claims.ts
+    // keeps them literal); a call without them stays `{group}/{plural}`, which no rule allows.
+    const args = source.slice(m.index, m.index + 400);
+    const group = /\bgroup:\s*"([^"]+)"/.exec(args)?.[1];
+    const plural = /\bplural:\s*"([^"]+)"/.exec(args)?.[1];
+    const resolve = (r: ApiRequest): ApiRequest =>
+      r.group === "{group}" && group !== undefined && plural !== undefined ? { ...r, group, resource: r.resource.replace("{plural}", plural) } : r;
+    calls.push({ file, line: lineOf(m.index), what: `${chosen.map((e) => e.api).join("|")}.${m[1]}`, requests: chosen.map((e) => resolve(e.request)) });
   }
   for (const m of source.matchAll(/["'`](\/apis?\/[^"'`$]+)["'`]/g)) {
     const base = classify(m[1]!, "GET");
@@ -270,6 +280,9 @@ function uncoveredCalls(objects: readonly K8sObject[]): string[] {
   }
   const controller = zcsiContainers(objects).find((c) => c.role === "controller");
   if (!controller) throw new Error("no zcsi controller container in the manifests");
+  for (const command of IN_POD_COMMANDS) {
+    for (const file of reachable(roleEntries(command))) if (callsByFile.has(file)) check(file, { ...saOf(controller), name: CONTROLLER_SA }, `zcsi ${command} in the controller pod`);
+  }
   for (const file of k8sFiles.filter((f) => !checked.has(f))) check(file, { ...saOf(controller), name: CONTROLLER_SA }, "a role not yet wired (assumed in the controller pod)");
   return problems;
 }
@@ -289,6 +302,14 @@ describe("RBAC covers every Kubernetes API call in src/k8s", () => {
       ]),
     );
     expect(get("deleteCollectionNode")).toEqual([{ group: "", resource: "nodes", verb: "deletecollection", namespaced: false }]);
+  });
+
+  it("reads a custom object call's group and plural from its literals, and leaves one without them unresolved", () => {
+    const scope = new Set(["CustomObjectsApi"]);
+    const literal = callsIn("x.ts", 'await custom.getNamespacedCustomObject({ group: "snapshot.storage.k8s.io", version: "v1", plural: "volumesnapshots", namespace, name });', scope);
+    expect(literal.map((c) => c.requests)).toEqual([[{ group: "snapshot.storage.k8s.io", resource: "volumesnapshots", verb: "get", namespaced: true }]]);
+    const opaque = callsIn("x.ts", "await custom.getClusterCustomObject({ group: GROUP, version, plural, name });", scope);
+    expect(opaque.map((c) => c.requests)).toEqual([[{ group: "{group}", resource: "{plural}", verb: "get", namespaced: false }]]);
   });
 
   it("finds the calls in a module, scoped to the API classes it uses", () => {
