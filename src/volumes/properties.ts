@@ -113,6 +113,12 @@ export const PROP = {
    * data-loss window (writes on the old home after lastSnapshotAt are not here). Shown by `zcsi status`.
    */
   failedOver: "zcsi:failed-over",
+  /**
+   * The last move that ended on this copy (volumes/moves.ts): JSON {kind, outcome, at, from, to,
+   * epoch, downtimeSeconds}; set by zcsi migrate, failover and resync, counted by the replicator's
+   * move metrics (a one-shot CLI has no /metrics to scrape).
+   */
+  lastMove: "zcsi:last-move",
 } as const;
 
 /**
