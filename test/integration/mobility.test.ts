@@ -264,6 +264,7 @@ describe("failover with the home's pool host gone", () => {
     expect(events.find((e) => e.reason === "FailedOver")).toMatchObject({ involvedObject: { name: leaf }, message: expect.stringMatching(/from alice to bob \(epoch 2\); data written after .* is not on bob/) as unknown });
     const annotations = api.pvs.get(leaf)?.metadata.annotations as Record<string, string>;
     expect(JSON.parse(annotations[FAILOVER_ANNOTATION]!)).toMatchObject({ from: "alice", to: "bob", epoch: 2 });
+    expect(annotations["zcsi.dev/home"]).toBe(`bob:${bob.parent}/${leaf} epoch=2`);
     expect([...api.volumeAttachments.keys()]).toEqual(["csi-unrelated"]);
     expect([...api.pods.keys()]).toEqual(["db/web-0"]);
     expect(api.leases.size).toBe(0);
