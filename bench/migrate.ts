@@ -100,7 +100,7 @@ export async function benchMigrate(): Promise<void> {
       [
         { what: "zcsi migrate: total", median: total, unit: "ms", ratio: `${(total / raw).toFixed(2)}×`, note: `${runs} replication runs (seed, catch-up, final)` },
         { what: "zcsi migrate: downtime (attaches blocked → released)", median: downtime, unit: "ms", note: `final increment ${mib(result?.finalBytes)}` },
-        { what: "raw: full `send | recv` + `send -i` of the 10%", median: raw, unit: "ms", ratio: "1.00×", note: `full ${rawFull.toFixed(0)} ms, incremental ${rawIncr.toFixed(0)} ms` },
+        { what: "raw: full `send \\| recv` + `send -i` of the 10%", median: raw, unit: "ms", ratio: "1.00×", note: `full ${rawFull.toFixed(0)} ms, incremental ${rawIncr.toFixed(0)} ms` },
       ],
       [
         `data: ${sizeMiB} MiB of random data in ${FILES} files; ${fileMiB} MiB rewritten after the seeding run (BENCH_MIGRATE_MIB sets the size)`,

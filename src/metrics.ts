@@ -164,6 +164,30 @@ export class ReplicationMetrics {
   }
 }
 
+/**
+ * Moves of volumes between pool hosts (zcsi migrate, failover, resync), counted by the
+ * replicator from the zcsi:last-move record each move leaves on its copy (volumes/moves.ts),
+ * and the fenced stale copies it sees. docs/pool-host-maintenance.md lists them.
+ */
+export class MoveMetrics {
+  readonly moves: Counter<"kind" | "outcome">;
+  readonly downtime: Histogram<"kind">;
+  readonly staleCopies: Gauge<"pool_host">;
+
+  constructor(registry: Registry) {
+    this.moves = new Counter({ name: "zcsi_volume_moves_total", help: "Moves of volumes that ended, by kind (migrate, failover, resync) and outcome (done, undone).", labelNames: ["kind", "outcome"], registers: [registry] });
+    this.downtime = new Histogram({
+      name: "zcsi_volume_move_downtime_seconds",
+      help: "Time a planned move held the volume's attaches (blocked -> released), by kind.",
+      labelNames: ["kind"],
+      // A small final increment takes seconds; pods that are slow to let go take minutes (the detach timeout is 10 minutes).
+      buckets: [1, 2, 5, 10, 30, 60, 120, 300, 600],
+      registers: [registry],
+    });
+    this.staleCopies = new Gauge({ name: "zcsi_volume_stale_copies", help: "Fenced stale primaries kept on the pool host (a host back from a failover); zcsi resync makes them replicas.", labelNames: ["pool_host"], registers: [registry] });
+  }
+}
+
 /** How a command ended: exit 0, another exit (or a signal), its timeout, or it could not run or never started. */
 export type CommandOutcome = "ok" | "nonzero" | "timeout" | "error";
 

@@ -16,6 +16,17 @@ export interface PvAnnotator {
 
 export const REPLICA_ANNOTATION_PREFIX = "zcsi.dev/replica.";
 
+/**
+ * `zcsi.dev/home`: the copy that serves the volume and its epoch (`pool-2:tank/k8s/pvc-1 epoch=2`),
+ * set by the replicator after each run from it and by zcsi migrate/failover when they promote.
+ * The volume handle keeps naming the birth copy (it is immutable); this says where it lives now.
+ */
+export const HOME_ANNOTATION = "zcsi.dev/home";
+
+export function homeAnnotationValue(home: { readonly host: string; readonly dataset: string }, epoch: number | undefined): string {
+  return `${home.host}:${home.dataset} epoch=${epoch ?? 1}`;
+}
+
 // The name part of an annotation key (after the `/`) is at most 63 characters of
 // [A-Za-z0-9-_.], starting and ending alphanumeric (Kubernetes qualified names).
 const NAME_PART = /^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;

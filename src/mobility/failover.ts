@@ -1,11 +1,12 @@
 import { errorMessage, failedPrecondition, isZcsiError } from "../errors.js";
 import type { EventRecorder } from "../k8s/events.js";
-import type { PvAnnotator } from "../k8s/pv.js";
+import { HOME_ANNOTATION, homeAnnotationValue, type PvAnnotator } from "../k8s/pv.js";
 import type { VolumeWorkloads } from "../k8s/workloads.js";
 import type { Logger } from "../log.js";
 import { copyName, type Copy } from "../volumes/home.js";
 import type { VolumeHomes } from "../volumes/homes.js";
 import type { PoolHosts } from "../volumes/hosts.js";
+import { lastMoveProperty } from "../volumes/moves.js";
 import { PROP } from "../volumes/properties.js";
 import { ownUserPropertyValue } from "../zfs/parse.js";
 import type { MoveLock, MoveLocks } from "./move-lock.js";
@@ -134,7 +135,8 @@ export async function failover(deps: FailoverDeps, req: FailoverRequest): Promis
     const lastSnapshot = await newestSnapshot(hosts, promotion);
     if (!promotion.already) {
       const record = { from, epoch: promotion.epoch, at: new Date().toISOString(), lastSnapshot: lastSnapshot?.name, lastSnapshotAt: lastSnapshot?.createdAt.toISOString() };
-      await hosts.get(to).zfs.set(promotion.dataset, { [PROP.failedOver]: JSON.stringify(record) });
+      const end = lastMoveProperty({ kind: "failover", outcome: "done", at: record.at, ...(from !== undefined && { from }), to, epoch: promotion.epoch });
+      await hosts.get(to).zfs.set(promotion.dataset, { [PROP.failedOver]: JSON.stringify(record), ...end });
     }
     const result = await restartWorkloads(deps, { volumeId, ...(from !== undefined && { from }), to, epoch: promotion.epoch, already: promotion.already, ...(lastSnapshot && { lastSnapshot }) }, promotion);
     await lock.step("workloads-restarted");
@@ -161,6 +163,7 @@ async function restartWorkloads(deps: FailoverDeps, partial: Partial, promotion:
   if (!partial.already) {
     await deps.events?.record({ pvName: pv, type: "Warning", reason: "FailedOver", message: `volume failed over from ${partial.from ?? "?"} to ${partial.to} (epoch ${partial.epoch}); ${window}` });
     await deps.pvs?.annotate(pv, {
+      [HOME_ANNOTATION]: homeAnnotationValue(promotion, partial.epoch),
       [FAILOVER_ANNOTATION]: JSON.stringify({ from: partial.from, to: partial.to, epoch: partial.epoch, lastSnapshot: partial.lastSnapshot?.name, lastSnapshotAt: partial.lastSnapshot?.createdAt.toISOString() }),
     });
   }

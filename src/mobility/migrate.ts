@@ -1,5 +1,6 @@
 import { errorMessage, failedPrecondition, invalidArgument, isZcsiError, notFound } from "../errors.js";
 import type { EventRecorder } from "../k8s/events.js";
+import type { PvAnnotator } from "../k8s/pv.js";
 import type { VolumeWorkloads } from "../k8s/workloads.js";
 import type { Logger } from "../log.js";
 import { replicationJobId } from "../replication/jobs.js";
@@ -9,9 +10,11 @@ import { copyName, type Copy } from "../volumes/home.js";
 import type { VolumeCopies, VolumeHomes } from "../volumes/homes.js";
 import type { PoolHosts } from "../volumes/hosts.js";
 import { parseMoving } from "../volumes/moving.js";
+import { lastMoveProperty, type MoveOutcome } from "../volumes/moves.js";
 import { PROP } from "../volumes/properties.js";
 import { ownUserPropertyValue } from "../zfs/parse.js";
 import { blockAttaches, releaseAttaches, restartPods, waitDetached, type DetachContext } from "./detach.js";
+import { annotateHome } from "./promote.js";
 import { caughtUp, downtimeMs, reached, replicateToAfterMove, type CopyRef, type MigrateLock, type MigrateLocks, type MoveRecord, type MoveStep, type Promotions } from "./steps.js";
 
 /**
@@ -69,6 +72,8 @@ export interface MigratorDeps {
   /** The CSI driver name (config.driverName): the attacher of the PV's VolumeAttachments. */
   readonly driverName: string;
   readonly events?: EventRecorder;
+  /** `zcsi.dev/home` on the PV once the move is done. */
+  readonly pvs?: PvAnnotator;
   readonly clock: Clock;
   readonly logger: Logger;
   readonly sleep?: (ms: number) => Promise<void>;
@@ -144,6 +149,9 @@ export class Migrator {
     );
     await lock.release();
     const to = record?.to.host ?? (home?.moving !== undefined ? parseMoving(home.moving).target : undefined);
+    if (home !== undefined && (record !== undefined || blocked.length > 0)) {
+      await this.recordEnd(ref(home), { kind: "migrate", outcome: "undone", at: this.deps.clock.now().toISOString(), from: home.host, ...(to !== undefined && { to }) });
+    }
     logger.info({ op: "migrate-abort", volumeId, to, unblocked: blocked.map(copyName) }, record === undefined && blocked.length === 0 ? "no move to undo" : "move undone; attaches released");
     return { undone: record !== undefined || blocked.length > 0, ...(to !== undefined && { to }) };
   }
@@ -188,6 +196,7 @@ export class Migrator {
         // Nothing promoted: undo, so the pods come back on the old home rather than wait.
         await releaseAttaches([{ host: src, copy: from }], logger, volumeId);
         await lock.release();
+        await this.recordEnd(from, { kind: "migrate", outcome: "undone", at: clock.now().toISOString(), from: from.host, to: to.host });
         throw failedPrecondition(`${errorMessage(err)}; the move is undone (attaches released, ${copyName(from)} is still the home)`, { cause: err });
       }
       logger.info({ op: "migrate", volumeId, pods: restartedPods }, "no node has the volume any more");
@@ -225,6 +234,15 @@ export class Migrator {
     const downtime = downtimeMs(record.blockedAt, clock.now());
     await step("done");
     if (epoch === undefined) epoch = (await this.deps.homes.find(volumeId, "migrate")).home?.epoch;
+    await this.recordEnd(to, {
+      kind: "migrate",
+      outcome: "done",
+      at: clock.now().toISOString(),
+      from: from.host,
+      to: to.host,
+      ...(epoch !== undefined && { epoch }),
+      ...(downtime !== undefined && { downtimeSeconds: downtime / 1000 }),
+    });
     const result: MigrateResult = {
       volumeId,
       from: copyName(from),
@@ -237,6 +255,7 @@ export class Migrator {
     };
     logger.info({ op: "migrate", volumeId, from: result.from, to: result.to, epoch, downtimeMs: downtime, finalBytes: record.finalBytes, pods: restartedPods, resumed }, "volume moved");
     if (pvName !== undefined) {
+      await annotateHome(this.deps.pvs, pvName, to, epoch, logger);
       await this.deps.events?.record({
         pvName,
         type: "Normal",
@@ -245,6 +264,15 @@ export class Migrator {
       });
     }
     return result;
+  }
+
+  /** zcsi:last-move on the copy the move ended on (the replicator counts it); a report, never a failure of the move. */
+  private async recordEnd(copy: CopyRef, outcome: MoveOutcome): Promise<void> {
+    try {
+      await this.deps.hosts.get(copy.host).zfs.set(copy.dataset, lastMoveProperty(outcome));
+    } catch (err) {
+      this.deps.logger.warn({ op: "migrate", poolHost: copy.host, dataset: copy.dataset, err: errorMessage(err) }, "could not record the move's end on the copy; the move metrics miss it");
+    }
   }
 
   private async save(lock: MigrateLock, record: MoveRecord): Promise<void> {

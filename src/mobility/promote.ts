@@ -1,4 +1,5 @@
 import { errorMessage, failedPrecondition } from "../errors.js";
+import { HOME_ANNOTATION, homeAnnotationValue, type PvAnnotator } from "../k8s/pv.js";
 import type { Logger } from "../log.js";
 import { copyName, type Copy } from "../volumes/home.js";
 import type { VolumeCopies, VolumeHomes } from "../volumes/homes.js";
@@ -142,6 +143,15 @@ export async function promoteCopy(hosts: PoolHosts, homes: VolumeHomes, volumeId
   await host.zfs.mount(target.dataset);
   log.info({ dataset: target.dataset, epoch }, "promoted: the copy is the volume's home");
   return { volumeId, host: to, dataset: target.dataset, epoch, ...(previous && { previousHome: previous }), already: false, copies };
+}
+
+/** `zcsi.dev/home` on the PV after a promotion; never throws (the replicator sets it again after its next run). */
+export async function annotateHome(pvs: PvAnnotator | undefined, pv: string, home: { host: string; dataset: string }, epoch: number | undefined, log: Logger): Promise<void> {
+  try {
+    await pvs?.annotate(pv, { [HOME_ANNOTATION]: homeAnnotationValue(home, epoch) });
+  } catch (err) {
+    log.warn({ pv, err: errorMessage(err) }, "could not annotate the PersistentVolume with its new home");
+  }
 }
 
 /**

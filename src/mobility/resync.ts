@@ -1,10 +1,11 @@
-import { failedPrecondition, isZcsiError } from "../errors.js";
+import { errorMessage, failedPrecondition, isZcsiError } from "../errors.js";
 import { replicationJobId } from "../replication/jobs.js";
 import type { ReplicationEngine, ReplicationResult } from "../replication/types.js";
 import { systemClock, type Clock } from "../util/clock.js";
 import { copyName, type Copy } from "../volumes/home.js";
 import type { PoolHost } from "../volumes/hosts.js";
 import { parseVolumeId } from "../volumes/ids.js";
+import { lastMoveProperty } from "../volumes/moves.js";
 import { PROP } from "../volumes/properties.js";
 import type { FailoverDeps } from "./failover.js";
 import type { MoveLock } from "./move-lock.js";
@@ -135,6 +136,11 @@ export async function resync(deps: ResyncDeps, req: ResyncRequest): Promise<Resy
   const replication = await deps.engine.replicate({ id: replicationJobId(source, target, `${leaf}.${req.host}`), origin: { kind: "volume", volumeId }, source, target });
   await lock.step("replicated", { snapshot: replication.snapshot });
   await lock.release();
+  try {
+    await host.zfs.set(dataset, lastMoveProperty({ kind: "resync", outcome: "done", at: (deps.clock ?? systemClock).now().toISOString(), from: req.host, to: home.host, epoch: home.epoch }));
+  } catch (err) {
+    log.warn({ dataset, err: errorMessage(err) }, "could not record the resync on the copy; the move metrics miss it");
+  }
   const result: ResyncResult = { volumeId, host: req.host, home: home.host, epoch: home.epoch, ...(common && { common: common.name }), ...(kept && { kept }), discarded: req.discardDiverged === true, replication };
   log.info({ home: copyName(home), common: common?.name, kept: kept?.dataset, action: replication.action, bytes: replication.bytes }, "resynced: the copy is a replica of the home");
   const meta = metadataOf(await readProps(host, dataset));

@@ -2,7 +2,7 @@ import { aborted, errorMessage, failedPrecondition, internal, invalidArgument, i
 import { silentLogger, type Logger } from "../log.js";
 import { systemClock, type Clock } from "../util/clock.js";
 import { KeyedLocks } from "../util/locks.js";
-import { VolumeHomes } from "../volumes/homes.js";
+import { VolumeHomes, type FenceListener } from "../volumes/homes.js";
 import type { PoolHost, PoolHosts } from "../volumes/hosts.js";
 import { PROP, REPLICATION_SNAPSHOT_PREFIX } from "../volumes/properties.js";
 import { hasReason } from "../zfs/errors.js";
@@ -13,7 +13,7 @@ import { statesAfter, statesToDrop, tagsToRelease, targetPrune, type JobState } 
 import { describeDivergence, plan, type SnapshotEntry } from "./plan.js";
 import { followRollback } from "./follow.js";
 import { checkOwnership, ensureTargetParent, jobStates, planInput, readSide, requireHomeSource, takeSnapshot, userProperties, value, type Side } from "./sides.js";
-import { isMarkedReplica, replicaProperties, ROLE_PROPS } from "./roles.js";
+import { isMarkedReplica, replicaProperties, ROLE_PROPS, sideRole } from "./roles.js";
 import { abortStaleReceive, transfer, type TransferContext, type TransferWhat } from "./transfer.js";
 import type { DatasetRef, ReplicationAction, ReplicationEngine, ReplicationJob, ReplicationResult } from "./types.js";
 import { checkBelowParent, JOB_ID, validateJob } from "./validate.js";
@@ -66,6 +66,8 @@ export interface ReplicationEngineOptions {
   readonly logger?: Logger;
   /** Injected for tests of the limiter; defaults to setTimeout. */
   readonly sleep?: (ms: number) => Promise<void>;
+  /** Told of each stale copy a run's home lookup fences (roles turn it into a PV Event). */
+  readonly onFence?: FenceListener;
 }
 
 type RunContext = TransferContext;
@@ -93,7 +95,7 @@ export class ZfsReplicationEngine implements ReplicationEngine {
     this.clock = options.clock ?? systemClock;
     this.logger = options.logger ?? silentLogger;
     this.sleep = options.sleep;
-    this.homes = new VolumeHomes(hosts, this.logger);
+    this.homes = new VolumeHomes(hosts, this.logger, options.onFence);
   }
 
   async replicate(job: ReplicationJob, signal?: AbortSignal): Promise<ReplicationResult> {
@@ -354,6 +356,7 @@ export class ZfsReplicationEngine implements ReplicationEngine {
       snapshot: to.name,
       guid: to.guid,
       snapshotCreatedAt: to.creation,
+      epoch: sideRole(source.props).epoch,
       bytes,
       durationMs: Math.max(0, this.clock.now().getTime() - started),
       ...(abortedStaleToken && { abortedStaleToken }),

@@ -41,7 +41,7 @@ export const REPLICATION_NODE_SELECTOR = `${REPLICATION_LABEL}=true`;
  */
 
 /** What one discovery command per pool host asks for. */
-export const VOLUME_DISCOVERY_PROPS = [PROP.csiName, PROP.pv, PROP.replicateTo, PROP.replicationInterval, PROP.replicationBandwidth, PROP.volume, PROP.role, PROP.replicaOf, PROP.fenced] as const;
+export const VOLUME_DISCOVERY_PROPS = [PROP.csiName, PROP.pv, PROP.replicateTo, PROP.replicationInterval, PROP.replicationBandwidth, PROP.volume, PROP.role, PROP.replicaOf, PROP.fenced, PROP.lastMove] as const;
 
 export interface ScheduledJob {
   readonly job: ReplicationJob;

@@ -1,15 +1,16 @@
 import { errorMessage, isZcsiError } from "../errors.js";
 import type { EventRecorder } from "../k8s/events.js";
 import type { NodeSource } from "../k8s/nodes.js";
-import { replicaAnnotationKey, type PvAnnotator } from "../k8s/pv.js";
+import { HOME_ANNOTATION, homeAnnotationValue, replicaAnnotationKey, type PvAnnotator } from "../k8s/pv.js";
 import type { Logger } from "../log.js";
-import type { ReplicationLabels, ReplicationMetrics } from "../metrics.js";
+import type { MoveMetrics, ReplicationLabels, ReplicationMetrics } from "../metrics.js";
 import type { Clock } from "../util/clock.js";
 import { ConditionLog } from "../util/periodic.js";
 import { formatDuration } from "../util/units.js";
 import type { PoolHosts } from "../volumes/hosts.js";
 import type { PropertyMap } from "../zfs/parse.js";
 import { annotationJobs, REPLICATION_NODE_SELECTOR, VOLUME_DISCOVERY_PROPS, volumeJobs, type ConfigProblem, type ScheduledJob } from "./jobs.js";
+import { MoveTally } from "./move-tally.js";
 import type { ReplicationEngine, ReplicationJob, ReplicationResult } from "./types.js";
 
 /**
@@ -39,6 +40,8 @@ export interface ReplicatorCoreOptions {
   readonly clock: Clock;
   readonly logger: Logger;
   readonly metrics?: ReplicationMetrics;
+  /** Moves and stale copies seen in the listings (move-tally.ts). */
+  readonly moveMetrics?: MoveMetrics;
   readonly events?: EventRecorder;
   /** Node annotations; absent (no Kubernetes) → volume jobs only. */
   readonly nodes?: NodeSource;
@@ -70,7 +73,7 @@ interface JobState {
   /** Clock time (ms) the last run started. */
   lastStart?: number;
   /** The newest snapshot a run confirmed on the target, and its creation time (s). */
-  lastGood?: { readonly snapshot: string; readonly createdAt: number };
+  lastGood?: { readonly snapshot: string; readonly createdAt: number; readonly epoch?: number };
 }
 
 interface Running {
@@ -91,10 +94,11 @@ export function shortError(message: string): string {
   return line.length > MAX_ERROR ? `${line.slice(0, MAX_ERROR - 1)}…` : line;
 }
 
-/** The PV annotation value after a run. */
-export function replicaAnnotationValue(at: Date, good: { snapshot: string; createdAt: number } | undefined, error?: string): string {
+/** The PV annotation value after a run: when, the replica's lag, its newest snapshot and the epoch it carries. */
+export function replicaAnnotationValue(at: Date, good: { snapshot: string; createdAt: number; epoch?: number } | undefined, error?: string): string {
   const parts = [isoSeconds(at)];
   if (good !== undefined) parts.push(`lag=${formatDuration(at.getTime() / 1000 - good.createdAt)}`, `snapshot=${good.snapshot}`);
+  if (good?.epoch !== undefined) parts.push(`epoch=${good.epoch}`);
   if (error !== undefined) parts.push(`error=${shortError(error)}`);
   return parts.join(" ");
 }
@@ -116,6 +120,7 @@ export class Replicator {
   /** A host or the API that stays unreadable is logged when that starts, changes or ends (and hourly), not every tick. */
   private readonly conditions = new ConditionLog();
   private active: () => boolean = () => true;
+  private readonly moveTally: MoveTally;
   /** Every finished run, in order (bounded): what tests and runOnce() look at. */
   readonly outcomes: RunOutcome[] = [];
 
@@ -126,6 +131,7 @@ export class Replicator {
   ) {
     this.concurrency = Math.max(1, options.concurrency ?? 2);
     this.annotationIntervalSeconds = options.annotationIntervalSeconds ?? 900;
+    this.moveTally = new MoveTally(options.moveMetrics, options.clock.now().getTime());
   }
 
   /** The jobs as of the last tick. */
@@ -162,6 +168,7 @@ export class Replicator {
             all = new Map();
           }
           this.ended(`list:${poolHost}`, { poolHost }, "listing replicated volumes works again");
+          for (const move of this.moveTally.observe(poolHost, all)) log.info({ op: "replicator", poolHost, ...move }, "volume move counted");
           const set = volumeJobs(host.config, all, this.hosts.configs);
           for (const j of set.jobs) next.set(j.job.id, j);
           problems.push(...set.problems);
@@ -273,7 +280,11 @@ export class Replicator {
       this.state.delete(id);
       this.options.metrics?.forget(labelsOf(sj.job));
       released.push(id);
-      if (sj.pvName !== undefined && this.options.pvs !== undefined) await this.patchPv(sj, null);
+      if (sj.pvName !== undefined && this.options.pvs !== undefined) {
+        // The PV's last job gone (the volume deleted, or no longer replicated): its home annotation goes too.
+        const last = ![...this.jobs.values()].some((j) => j.pvName === sj.pvName);
+        await this.patchPv(sj, null, last ? null : undefined);
+      }
     }
     return released;
   }
@@ -347,7 +358,7 @@ export class Replicator {
       return;
     }
     const now = this.options.clock.now();
-    const good = { snapshot: result.snapshot, createdAt: result.snapshotCreatedAt };
+    const good = { snapshot: result.snapshot, createdAt: result.snapshotCreatedAt, ...(result.epoch !== undefined && { epoch: result.epoch }) };
     const st = this.state.get(job.id);
     if (st !== undefined) st.lastGood = good;
     const lagSeconds = Math.max(0, now.getTime() / 1000 - result.snapshotCreatedAt);
@@ -357,16 +368,17 @@ export class Replicator {
     metrics?.succeeded(labels, result.action);
     this.record({ jobId: job.id, result });
     log.info({ ...context, action: result.action, snapshot: result.snapshot, bytes: result.bytes, durationMs: result.durationMs, lagSeconds: Math.round(lagSeconds) }, "replication run done");
-    if (sj.pvName !== undefined) await this.patchPv(sj, replicaAnnotationValue(now, good));
+    // The run sent from the home (the engine refuses any other source): the PV says which copy that is.
+    if (sj.pvName !== undefined) await this.patchPv(sj, replicaAnnotationValue(now, good), homeAnnotationValue(job.source, result.epoch));
   }
 
   /** Never throws: the annotation reports the run; it is not part of it. */
-  private async patchPv(sj: ScheduledJob, value: string | null): Promise<void> {
+  private async patchPv(sj: ScheduledJob, value: string | null, home?: string | null): Promise<void> {
     const pvs = this.options.pvs;
     if (pvs === undefined || sj.pvName === undefined) return;
     const key = replicaAnnotationKey(sj.job.target.host);
     try {
-      const found = await pvs.annotate(sj.pvName, { [key]: value });
+      const found = await pvs.annotate(sj.pvName, { [key]: value, ...(home !== undefined && { [HOME_ANNOTATION]: home }) });
       if (!found) this.options.logger.debug({ op: "replicator", jobId: sj.job.id, pv: sj.pvName }, "no such PersistentVolume; replica state not annotated");
     } catch (err) {
       this.options.logger.warn({ op: "replicator", jobId: sj.job.id, pv: sj.pvName, err: errorMessage(err) }, "annotating the PersistentVolume failed");

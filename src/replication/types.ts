@@ -45,6 +45,8 @@ export interface ReplicationResult {
   readonly guid: string;
   /** Its `creation` time on the source (seconds since the epoch): lag = now - this. */
   readonly snapshotCreatedAt: number;
+  /** The source's zcsi:epoch (1 where unset): the epoch the replica carries after this run. */
+  readonly epoch?: number;
   /** Stream bytes relayed in this run (0 for "none"). */
   readonly bytes: number;
   readonly durationMs: number;

@@ -1,6 +1,8 @@
 import type { Config } from "../config.js";
 import { errorMessage, invalidArgument } from "../errors.js";
+import { fenceEvents } from "./fence-events.js";
 import type { EventRecorder } from "../k8s/events.js";
+import type { PvAnnotator } from "../k8s/pv.js";
 import type { VolumeWorkloads } from "../k8s/workloads.js";
 import type { Logger } from "../log.js";
 import { drain, type DrainOutcome } from "../mobility/drain.js";
@@ -38,6 +40,7 @@ export interface MoveFlags {
 export interface MoveWiring {
   readonly workloads?: VolumeWorkloads;
   readonly events?: EventRecorder;
+  readonly pvs?: PvAnnotator;
   readonly locks: MigrateLocks;
   readonly promotions: Promotions;
 }
@@ -75,16 +78,18 @@ export function formatDrained(host: string, outcomes: readonly DrainOutcome[]): 
 
 /** Runs `migrate` or `drain` on connected pool hosts with the given wiring. */
 export async function runMove(command: "migrate" | "drain", target: string, flags: MoveFlags, hosts: PoolHosts, driverName: string, wiring: MoveWiring, logger: Logger, write: (text: string) => void): Promise<number> {
-  const homes = new VolumeHomes(hosts, logger);
+  const onFence = fenceEvents(wiring.events);
+  const homes = new VolumeHomes(hosts, logger, onFence);
   const migrator = new Migrator({
     hosts,
     homes,
-    engine: createReplicationEngine(hosts, { logger }),
+    engine: createReplicationEngine(hosts, { logger, ...(onFence && { onFence }) }),
     locks: wiring.locks,
     promotions: wiring.promotions,
     driverName,
     ...(wiring.workloads && { workloads: wiring.workloads }),
     ...(wiring.events && { events: wiring.events }),
+    ...(wiring.pvs && { pvs: wiring.pvs }),
     clock: systemClock,
     logger,
   });

@@ -1,5 +1,6 @@
 import { hostname } from "node:os";
 import type { KubeConfig } from "@kubernetes/client-node";
+import { fenceEvents } from "./fence-events.js";
 import type { Config } from "../config.js";
 import { errorMessage, invalidArgument } from "../errors.js";
 import type { Logger } from "../log.js";
@@ -36,15 +37,17 @@ export async function mobilityContext(config: Config, kc: KubeConfig, namespace:
   const own = hosts === undefined;
   const poolHosts = hosts ?? connectPoolHosts(config, logger);
   const holder = `${hostname()}/${process.pid}`;
+  const events = new KubeEventRecorder(new k8s.KubeEventSink(kc), { clock: systemClock, logger, component: "zcsi-cli", instance: holder });
+  const onFence = fenceEvents(events);
   const deps: ResyncDeps = {
-    engine: createReplicationEngine(poolHosts, { logger }),
+    engine: createReplicationEngine(poolHosts, { logger, ...(onFence && { onFence }) }),
     hosts: poolHosts,
-    homes: new VolumeHomes(poolHosts, logger),
+    homes: new VolumeHomes(poolHosts, logger, onFence),
     locks: new MoveLocks(new KubeNamedLeases(kc, namespace), holder, logger),
     driverName: config.driverName,
     logger,
     workloads: new KubeVolumeWorkloads(kc),
-    events: new KubeEventRecorder(new k8s.KubeEventSink(kc), { clock: systemClock, logger, component: "zcsi-cli", instance: holder }),
+    events,
     pvs: new k8s.KubePvAnnotator(kc),
   };
   return { hosts: poolHosts, deps, close: async () => (own ? poolHosts.close() : undefined) };

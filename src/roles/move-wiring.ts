@@ -1,6 +1,6 @@
 import { hostname } from "node:os";
 import type { KubeConfig } from "@kubernetes/client-node";
-import { KubeEventSink, loadKubeConfig } from "../k8s/client.js";
+import { KubeEventSink, KubePvAnnotator, loadKubeConfig } from "../k8s/client.js";
 import { KubeEventRecorder } from "../k8s/events.js";
 import { KubeNamedLeases, KubeVolumeWorkloads } from "../k8s/kube-mobility.js";
 import type { Logger } from "../log.js";
@@ -32,6 +32,7 @@ export function moveWiringFromKube(hosts: PoolHosts, flags: MoveFlags, logger: L
   return {
     ...moveWiring(kc, namespace, holder, hosts, logger),
     workloads: new KubeVolumeWorkloads(kc),
+    pvs: new KubePvAnnotator(kc),
     events: new KubeEventRecorder(new KubeEventSink(kc), { clock: systemClock, logger, component: "zcsi-migrate", instance: holder }),
   };
 }

@@ -2,11 +2,12 @@ import type { Registry } from "prom-client";
 import type { Config } from "../config.js";
 import { invalidArgument } from "../errors.js";
 import type { EventRecorder } from "../k8s/events.js";
+import { fenceEvents } from "./fence-events.js";
 import type { LeaderElector } from "../k8s/lease.js";
 import type { NodeSource } from "../k8s/nodes.js";
 import type { PvAnnotator } from "../k8s/pv.js";
 import type { Logger } from "../log.js";
-import { CommandMetrics, createRegistry, ReplicationMetrics } from "../metrics.js";
+import { CommandMetrics, createRegistry, MoveMetrics, ReplicationMetrics } from "../metrics.js";
 import { Replicator, type ReplicatorCoreOptions, type TickReport } from "../replication/scheduler.js";
 import type { ReplicationEngine } from "../replication/types.js";
 import { systemClock, type Clock } from "../util/clock.js";
@@ -51,10 +52,12 @@ export async function startReplicator(config: Config, hosts: PoolHosts, engine: 
   const lease = options.lease;
   const registry = options.registry ?? createRegistry();
   const metrics = new ReplicationMetrics(registry);
+  const moveMetrics = new MoveMetrics(registry);
   const replicator = new Replicator(hosts, engine, {
     clock: options.clock ?? systemClock,
     logger,
     metrics,
+    moveMetrics,
     ...(options.events && { events: options.events }),
     ...(options.nodes && { nodes: options.nodes }),
     ...(options.pvs && { pvs: options.pvs }),
@@ -167,7 +170,8 @@ export async function startReplicatorRole(config: Config, logger: Logger, flags:
   const registry = createRegistry();
   const hosts = connectPoolHosts(config, logger, { commandMetrics: new CommandMetrics(registry) });
   try {
-    const engine = createReplicationEngine(hosts, { logger, clock: systemClock });
+    const onFence = fenceEvents(events);
+    const engine = createReplicationEngine(hosts, { logger, clock: systemClock, ...(onFence && { onFence }) });
     const running = await startReplicator(config, hosts, engine, {
       logger,
       registry,

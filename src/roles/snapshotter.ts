@@ -2,6 +2,7 @@ import type { Registry } from "prom-client";
 import type { Config } from "../config.js";
 import { invalidArgument } from "../errors.js";
 import type { EventRecorder } from "../k8s/events.js";
+import { fenceEvents } from "./fence-events.js";
 import type { LeaderElector } from "../k8s/lease.js";
 import type { Logger } from "../log.js";
 import { CommandMetrics, createRegistry, SnapshotMetrics } from "../metrics.js";
@@ -49,7 +50,8 @@ export async function startSnapshotter(config: Config, hosts: PoolHosts, options
   const registry = options.registry ?? createRegistry();
   const metrics = new SnapshotMetrics(registry);
   metrics.initialize(hosts.names);
-  const scheduler = new SnapshotScheduler(hosts, { clock: options.clock ?? systemClock, logger, metrics, ...(options.events && { events: options.events }) });
+  const onFence = fenceEvents(options.events);
+  const scheduler = new SnapshotScheduler(hosts, { clock: options.clock ?? systemClock, logger, metrics, ...(options.events && { events: options.events }), ...(onFence && { onFence }) });
   const sidecar = await startSidecar<TickReport>({
     name: "snapshotter",
     logger,

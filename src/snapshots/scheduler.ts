@@ -4,6 +4,7 @@ import type { Logger } from "../log.js";
 import type { SnapshotMetrics, SnapshotOperation } from "../metrics.js";
 import type { Clock } from "../util/clock.js";
 import { ConditionLog } from "../util/periodic.js";
+import { VolumeHomes, type FenceListener } from "../volumes/homes.js";
 import type { PoolHost, PoolHosts } from "../volumes/hosts.js";
 import { formatVolumeId } from "../volumes/ids.js";
 import { PROP } from "../volumes/properties.js";
@@ -13,6 +14,7 @@ import { ownUserPropertyValue, PropertyView, type PropertyMap } from "../zfs/par
 import { formatPolicy, parsePolicy, type RetentionPolicy } from "../volumes/schedule.js";
 import { parseAutoSnapshotName, planRetention, type AutoSnapshot } from "./retention.js";
 import { planGroups, reportSpreadGroups, tickGroup } from "./groups.js";
+import { fenceStale, listedCopies, STALE_PROPS } from "./stale.js";
 
 /**
  * The scheduler's pass over every pool host ("tick"): discover, take what is due, prune what
@@ -40,24 +42,10 @@ import { planGroups, reportSpreadGroups, tickGroup } from "./groups.js";
 
 /** What one discovery command asks for. */
 const DISCOVERY_PROPS = [
-  "type",
-  "createtxg",
-  "guid",
-  "userrefs",
-  "origin",
-  PROP.csiName,
-  PROP.pv,
-  PROP.snapshotSchedule,
-  PROP.snapshotGroup,
-  PROP.replicateTo,
-  PROP.replicatedThrough,
-  PROP.autoSnapshot,
-  PROP.snapshotName,
-  PROP.role,
-  PROP.replicaOf,
-  PROP.fenced,
+  ...["type", "createtxg", "guid", "userrefs", "origin", PROP.csiName, PROP.pv, PROP.snapshotSchedule, PROP.snapshotGroup],
+  ...[PROP.replicateTo, PROP.replicatedThrough, PROP.autoSnapshot, PROP.snapshotName, PROP.role, PROP.replicaOf, PROP.fenced],
+  ...STALE_PROPS,
 ];
-
 export interface SnapshotInfo {
   /** The part after `@`. */
   readonly name: string;
@@ -187,6 +175,8 @@ export interface SnapshotSchedulerOptions {
   readonly logger: Logger;
   readonly metrics?: SnapshotMetrics;
   readonly events?: EventRecorder;
+  /** Told of each stale copy the scheduler has fenced (roles turn it into a PV Event). */
+  readonly onFence?: FenceListener;
   /** Volumes worked on at once per host (each runs one command at a time). Default 4. */
   readonly concurrency?: number;
   /**
@@ -212,6 +202,7 @@ async function forEachLimited<T>(items: readonly T[], limit: number, work: (item
 export class SnapshotScheduler {
   private readonly concurrency: number;
   private readonly conditions: ConditionLog;
+  private readonly homes: VolumeHomes;
 
   constructor(
     private readonly hosts: PoolHosts,
@@ -219,6 +210,7 @@ export class SnapshotScheduler {
   ) {
     this.concurrency = options.concurrency ?? 4;
     this.conditions = new ConditionLog(options.conditionRepeatMs);
+    this.homes = new VolumeHomes(hosts, options.logger, options.onFence);
   }
 
   /**
@@ -228,32 +220,34 @@ export class SnapshotScheduler {
   async tick(active: () => boolean = () => true): Promise<TickReport> {
     const at = this.options.clock.now();
     const groupHosts = new Map<string, Set<string>>();
-    const hosts = await Promise.all(this.hosts.all().map((host) => this.tickHost(host, at, active, groupHosts)));
+    const listings = await Promise.all(this.hosts.all().map(async (host) => ({ host, listing: await this.discover(host).catch((err: unknown) => ({ error: err })) })));
+    const copies = listings.flatMap(({ host, listing }) => ("error" in listing ? [] : listedCopies(host.config.name, host.config.parentDataset, listing)));
+    const stale = await fenceStale(copies, this.homes, this.options.logger, this.conditions, at);
+    const hosts = await Promise.all(listings.map(({ host, listing }) => this.tickHost(host, listing, stale, at, active, groupHosts)));
     reportSpreadGroups(groupHosts, this.conditions, this.options.logger, at);
     this.options.metrics?.ticks.inc();
     return { at, hosts };
   }
 
-  private async discover(host: PoolHost): Promise<ManagedVolume[]> {
+  private async discover(host: PoolHost): Promise<PropertyMap> {
     const parent = host.config.parentDataset;
     const caps = await host.zfs.capabilities().catch(() => undefined);
     const props = caps?.implementation === "openzfs" ? [...DISCOVERY_PROPS, "clones"] : DISCOVERY_PROPS;
-    let all: PropertyMap;
     try {
-      all = await host.zfs.get([parent], props, { depth: 2 });
+      return await host.zfs.get([parent], props, { depth: 2 });
     } catch (err) {
-      if (isZcsiError(err, "NotFound")) return [];
+      if (isZcsiError(err, "NotFound")) return new Map();
       throw err;
     }
-    return discoverVolumes(parent, all);
   }
 
-  private async tickHost(host: PoolHost, now: Date, active: () => boolean, groupHosts: Map<string, Set<string>>): Promise<HostTick> {
+  private async tickHost(host: PoolHost, listing: PropertyMap | { error: unknown }, stale: ReadonlySet<string>, now: Date, active: () => boolean, groupHosts: Map<string, Set<string>>): Promise<HostTick> {
     const poolHost = host.config.name;
     const log = this.options.logger;
     let volumes: ManagedVolume[];
     try {
-      volumes = await this.discover(host);
+      if ("error" in listing) throw listing.error;
+      volumes = discoverVolumes(host.config.parentDataset, listing).filter((v) => !stale.has(`${poolHost}:${v.dataset}`));
     } catch (err) {
       this.options.metrics?.failed.inc({ pool_host: poolHost, operation: "discover" });
       this.options.metrics?.volumes.remove({ pool_host: poolHost });

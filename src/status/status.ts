@@ -3,6 +3,7 @@ import type { PoolHost, PoolHosts } from "../volumes/hosts.js";
 import { formatVolumeId } from "../volumes/ids.js";
 import { classifyCopy, decideHome } from "../volumes/home.js";
 import { copyFacts } from "../volumes/homes.js";
+import { parseLastMove } from "../volumes/moves.js";
 import { AUTO_SNAPSHOT_PREFIX, FIRST_EPOCH, PROP } from "../volumes/properties.js";
 import { capacityOf, SIZE_PROPERTIES, sizeModeOf } from "../volumes/size-modes.js";
 import { ownUserPropertyValue, PropertyView, type DatasetProperties } from "../zfs/parse.js";
@@ -37,6 +38,7 @@ const VOLUME_PROPS = [
   PROP.fenced,
   PROP.diverged,
   PROP.failedOver,
+  PROP.lastMove,
   PROP.parameters,
   "readonly",
   ...SIZE_PROPERTIES,
@@ -82,6 +84,8 @@ export interface VolumeStatus {
   readonly diverged?: string;
   /** zcsi:failed-over (JSON): this copy became the home by a failover, and the data-loss window. */
   readonly failedOver?: string;
+  /** zcsi:last-move (JSON, volumes/moves.ts): the last move that ended on this copy. */
+  readonly lastMove?: string;
 }
 
 export interface PoolHostStatus {
@@ -201,6 +205,7 @@ async function collectHost(host: PoolHost): Promise<PoolHostStatus> {
         ...(facts.fenced !== undefined && { fenced: facts.fenced }),
         ...optionalOwn("diverged", props, PROP.diverged),
         ...optionalOwn("failedOver", props, PROP.failedOver),
+        ...optionalOwn("lastMove", props, PROP.lastMove),
       });
     }
   }
@@ -365,7 +370,9 @@ function mobilityLines(volumes: readonly VolumeStatus[]): string[] {
     const stale = copies.filter((c) => c.role === "primary" && c !== live).map(name);
     const failed = live?.failedOver !== undefined ? parseJson(live.failedOver) : undefined;
     const window = failed ? `; failed over from ${String(failed.from)} at ${String(failed.at)}, writes after ${String(failed.lastSnapshotAt ?? "?")} (${String(failed.lastSnapshot ?? "no snapshot")}) not here` : "";
-    homes.push(`  ${id}: home ${live ? `${name(live)} (epoch ${live.epoch})` : "NONE reachable"}; replicas: ${replicas.join(", ") || "none"}${stale.length > 0 ? `; stale: ${stale.join(", ")}` : ""}${window}`);
+    const move = live?.lastMove !== undefined ? parseLastMove(live.lastMove) : undefined;
+    const moved = move ? `; last move: ${move.kind} ${move.outcome} at ${move.at}${move.downtimeSeconds !== undefined ? `, downtime ${move.downtimeSeconds.toFixed(1)} s` : ""}` : "";
+    homes.push(`  ${id}: home ${live ? `${name(live)} (epoch ${live.epoch})` : "NONE reachable"}; replicas: ${replicas.join(", ") || "none"}${stale.length > 0 ? `; stale: ${stale.join(", ")}` : ""}${window}${moved}`);
   }
   const kept = volumes.filter((v) => v.diverged !== undefined).map((v) => {
     const d = parseJson(v.diverged ?? "");

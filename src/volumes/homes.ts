@@ -1,7 +1,7 @@
 import { errorMessage, failedPrecondition, notFound, unavailable } from "../errors.js";
 import type { Logger } from "../log.js";
 import { ownUserPropertyValue } from "../zfs/parse.js";
-import { classifyCopy, copyName, decideHome, type Copy, type CopyFacts, type HomeDecision } from "./home.js";
+import { classifyCopy, copyName, decideHome, type CopyFacts, type HomeDecision, type StaleCopy } from "./home.js";
 import type { PoolHost, PoolHosts } from "./hosts.js";
 import { parseVolumeId } from "./ids.js";
 import { PROP } from "./properties.js";
@@ -25,7 +25,21 @@ export interface VolumeCopies extends HomeDecision {
   readonly homeProps?: PropertyMap;
 }
 
-export const HOME_PROPS = [PROP.csiName, PROP.volume, PROP.role, PROP.epoch, PROP.replicaOf, PROP.fenced, PROP.moving, "readonly", "mountpoint"];
+export const HOME_PROPS = [PROP.csiName, PROP.volume, PROP.role, PROP.epoch, PROP.replicaOf, PROP.fenced, PROP.moving, PROP.pv, "readonly", "mountpoint"];
+
+/** A stale primary this lookup fenced: what a PV Event about it says (roles wire the listener). */
+export interface FencedCopy {
+  readonly volumeId: string;
+  readonly host: string;
+  readonly dataset: string;
+  readonly epoch: number;
+  readonly reason: string;
+  /** The copy's own zcsi:pv (else zcsi:csi-name, which the external-provisioner uses as the PV name), when it has one. */
+  readonly pv?: string;
+}
+
+/** Told once per copy fenced (after the `zfs set` succeeded). Must not throw. */
+export type FenceListener = (fenced: FencedCopy) => Promise<void>;
 
 /** What a dataset's properties say for home.ts: own (local or received) zcsi values only, never inherited ones. */
 export function copyFacts(host: string, dataset: string, props: PropertyMap): CopyFacts {
@@ -72,6 +86,7 @@ export class VolumeHomes {
   constructor(
     private readonly hosts: PoolHosts,
     private readonly logger: Logger,
+    private readonly onFence?: FenceListener,
   ) {}
 
   /**
@@ -101,7 +116,10 @@ export class VolumeHomes {
       answers.flatMap((a) => (a.unknown !== undefined ? [{ host: a.host, reason: a.unknown }] : [])),
     );
     for (const stale of decision.stale) {
-      if (stale.needsFence) await this.fence(this.hosts.get(stale.host), stale, stale.reason, volumeId, op);
+      if (!stale.needsFence) continue;
+      const props = answers.find((a) => a.host === stale.host)?.props;
+      const pv = props && (ownUserPropertyValue(props.get(PROP.pv)) ?? ownUserPropertyValue(props.get(PROP.csiName)));
+      await this.fence(this.hosts.get(stale.host), stale, volumeId, op, pv);
     }
     const homeProps = decision.home && answers.find((a) => a.host === decision.home?.host)?.props;
     return { ...decision, volumeId, birth, ...(homeProps && { homeProps }) };
@@ -126,13 +144,16 @@ export class VolumeHomes {
     throw failedPrecondition(`volume ${volumeId} has no home: ${problems.join("; ")}`);
   }
 
-  private async fence(host: PoolHost, copy: Copy, reason: string, volumeId: string, op: string): Promise<void> {
+  private async fence(host: PoolHost, copy: StaleCopy, volumeId: string, op: string, pv: string | undefined): Promise<void> {
+    const { reason } = copy;
     try {
       await host.zfs.set(copy.dataset, { readonly: "on", [PROP.fenced]: reason });
       this.logger.warn({ op, volumeId, poolHost: host.config.name, dataset: copy.dataset, epoch: copy.epoch, reason }, "fenced a stale primary (readonly=on); kept, never served, never a replication source");
     } catch (err) {
       // Still stale in the decision (never served); the next lookup tries again.
       this.logger.warn({ op, volumeId, poolHost: host.config.name, dataset: copy.dataset, err: errorMessage(err) }, `could not fence stale copy ${copyName(copy)}`);
+      return;
     }
+    await this.onFence?.({ volumeId, host: host.config.name, dataset: copy.dataset, epoch: copy.epoch, reason, ...(pv !== undefined && { pv }) });
   }
 }

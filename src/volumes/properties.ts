@@ -138,6 +138,12 @@ export const PROP = {
   rollbackFollowed: "zcsi:rollback-followed",
   /** On a `--keep-current` copy: JSON {volume, snapshot, at}: the volume's data before a rollback. */
   preRollback: "zcsi:pre-rollback",
+  /**
+   * The last move that ended on this copy (volumes/moves.ts): JSON {kind, outcome, at, from, to,
+   * epoch, downtimeSeconds}; set by zcsi migrate, failover and resync, counted by the replicator's
+   * move metrics (a one-shot CLI has no /metrics to scrape).
+   */
+  lastMove: "zcsi:last-move",
 } as const;
 
 /**

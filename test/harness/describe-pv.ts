@@ -104,7 +104,33 @@ export function provisionedPv(res: CreateVolumeResponse__Output, options: { topo
  * padded to the widest plus two spaces, an empty value too (hence the trailing spaces kubectl
  * prints after `Message:` or an empty annotation).
  */
-export function describePv(pv: PersistentVolume): string {
+/** An Event as `kubectl describe` lists it (Age as kubectl printed it: the test passes the recorded one). */
+export interface DescribedEvent {
+  readonly type: string;
+  readonly reason: string;
+  readonly age: string;
+  readonly from: string;
+  readonly message: string;
+}
+
+// kubectl printAnnotationsMultiline: a value longer than this (with its key) goes on its own line, cut.
+const MAX_ANNOTATION_LEN = 140;
+
+/** One annotation's lines: `key: value`, or `key:` then the value indented two spaces, cut to 138 characters plus `...`. */
+function annotationLines(key: string, value: string): string[] {
+  const v = value.replace(/\n$/, "");
+  if (v.length + key.length + 2 <= MAX_ANNOTATION_LEN && !v.includes("\n")) return [`${key}: ${v}`];
+  return [`${key}:`, ...v.split("\n").map((s) => `  ${s.length > MAX_ANNOTATION_LEN - 2 ? `${s.slice(0, MAX_ANNOTATION_LEN - 2)}...` : s}`)];
+}
+
+/** describe's Events table (DescribeEvents): a tabwriter block of its own, indented two spaces. */
+function eventLines(events: readonly DescribedEvent[]): string[] {
+  const rows = [["Type", "Reason", "Age", "From", "Message"], ["----", "------", "----", "----", "-------"], ...events.map((e) => [e.type, e.reason, e.age, e.from, e.message])];
+  const widths = [0, 1, 2, 3].map((c) => Math.max(...rows.map((r) => (r[c] ?? "").length + (c === 0 ? 2 : 0))) + 2);
+  return rows.map((r) => r.map((cell, c) => (c === 0 ? `  ${cell}` : cell).padEnd(c < 4 ? (widths[c] ?? 0) : 0)).join(""));
+}
+
+export function describePv(pv: PersistentVolume, events: readonly DescribedEvent[] = []): string {
   const { metadata: meta, spec } = pv;
   const block = (rows: Array<[string, string]>): string[] => {
     const width = Math.max(...rows.map(([cell]) => cell.length)) + 2;
@@ -115,7 +141,9 @@ export function describePv(pv: PersistentVolume): string {
   const top = block([
     ["Name:", meta.name],
     ["Labels:", "<none>"],
-    ...(annotations.length === 0 ? [["Annotations:", "<none>"] as [string, string]] : annotations.map(([k, v], i): [string, string] => [i === 0 ? "Annotations:" : "", `${k}: ${v}`])),
+    ...(annotations.length === 0
+      ? [["Annotations:", "<none>"] as [string, string]]
+      : annotations.flatMap(([k, v], i) => annotationLines(k, v).map((line, j): [string, string] => [i === 0 && j === 0 ? "Annotations:" : "", line]))),
     ["Finalizers:", `[${meta.finalizers.join(" ")}]`],
     ["StorageClass:", spec.storageClassName],
     ["Status:", pv.status.phase],
@@ -144,7 +172,7 @@ export function describePv(pv: PersistentVolume): string {
     ["    VolumeHandle:", spec.csi.volumeHandle],
     ["    ReadOnly:", "false"],
     ...attributes.map(([k, v], i): [string, string] => [i === 0 ? "    VolumeAttributes:" : "", `    ${k}=${v}`]),
-    ["Events:", "<none>"],
+    ...(events.length === 0 ? [["Events:", "<none>"] as [string, string]] : []),
   ]);
-  return [...top, "Source:", ...source].join("\n");
+  return [...top, "Source:", ...source, ...(events.length === 0 ? [] : ["Events:", ...eventLines(events)])].join("\n");
 }

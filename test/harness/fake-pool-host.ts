@@ -14,6 +14,8 @@ export class FakePoolHost implements Executor {
   /** The `zfs set` commands, in order. */
   readonly sets: string[][] = [];
   down = false;
+  /** When set, every `zfs set` fails with this stderr (a pool that cannot be written). */
+  failSet: string | undefined;
   constructor(
     readonly host: string,
     readonly datasets: Map<string, Map<string, string>> = new Map(),
@@ -32,6 +34,7 @@ export class FakePoolHost implements Executor {
       if (!ds) return { stdout: "", stderr: `cannot open '${name}': dataset does not exist\n`, exitCode: 1 };
       return ok(props.map((p) => line(name, ds, p)).join("\n") + "\n");
     }
+    if (argv[1] === "set" && this.failSet !== undefined) return { stdout: "", stderr: `${this.failSet}\n`, exitCode: 1 };
     if (argv[1] === "set" && ds) {
       this.sets.push([...argv]);
       for (const a of argv.slice(2, -1)) ds.set(a.slice(0, a.indexOf("=")), a.slice(a.indexOf("=") + 1));

@@ -22,9 +22,12 @@ import { mobilityContext, runFailover, runResync, type MobilityContext } from ".
 import { createReplicationEngine } from "../../src/replication/engine.js";
 import type { ReplicationEngine, ReplicationJob } from "../../src/replication/types.js";
 import { collectStatus, renderStatus } from "../../src/status/status.js";
+import type { PvEvent } from "../../src/k8s/events.js";
+import { fenceEvents } from "../../src/roles/fence-events.js";
+import { SnapshotScheduler } from "../../src/snapshots/scheduler.js";
 import { VolumeHomes } from "../../src/volumes/homes.js";
 import { startControllerEnv, type ControllerEnv, type PoolHostEnv } from "../harness/controller.js";
-import { k8sFixture, startFakeApiServer, type FakeApiServer } from "../harness/fake-k8s.js";
+import { k8sFixture, ManualClock, startFakeApiServer, type FakeApiServer } from "../harness/fake-k8s.js";
 
 const MiB = 1024 * 1024;
 const logger = pino({ level: process.env["ZCSI_TEST_LOG"] ?? "silent" });
@@ -261,6 +264,7 @@ describe("failover with the home's pool host gone", () => {
     expect(events.find((e) => e.reason === "FailedOver")).toMatchObject({ involvedObject: { name: leaf }, message: expect.stringMatching(/from alice to bob \(epoch 2\); data written after .* is not on bob/) as unknown });
     const annotations = api.pvs.get(leaf)?.metadata.annotations as Record<string, string>;
     expect(JSON.parse(annotations[FAILOVER_ANNOTATION]!)).toMatchObject({ from: "alice", to: "bob", epoch: 2 });
+    expect(annotations["zcsi.dev/home"]).toBe(`bob:${bob.parent}/${leaf} epoch=2`);
     expect([...api.volumeAttachments.keys()]).toEqual(["csi-unrelated"]);
     expect([...api.pods.keys()]).toEqual(["db/web-0"]);
     expect(api.leases.size).toBe(0);
@@ -333,7 +337,7 @@ describe("failover with the home's pool host gone", () => {
     expect(api.leases.size).toBe(0);
     // zcsi status: the home, its replica, the failover's data-loss window, and the kept diverged data.
     const report = renderStatus(await collectStatus(env.poolHosts), "text");
-    expect(report).toMatch(new RegExp(`^  ${volumeId}: home bob:${onBob()} \\(epoch 2\\); replicas: alice:${onAlice()}; failed over from alice at \\S+, writes after \\S+ \\(zcsi-repl-\\S+\\) not here$`, "m"));
+    expect(report).toMatch(new RegExp(`^  ${volumeId}: home bob:${onBob()} \\(epoch 2\\); replicas: alice:${onAlice()}; failed over from alice at \\S+, writes after \\S+ \\(zcsi-repl-\\S+\\) not here; last move: failover done at \\S+$`, "m"));
     expect(report).toMatch(new RegExp(`^Kept diverged data:\\n  alice:${keptDataset}: writes of ${volumeId} at epoch 1 that bob:${onBob()} never got`, "m"));
     expect(report).toMatch(new RegExp(`^alice +${leaf} +- +diverged `, "m"));
     expect(report).not.toMatch(/STALE/);
@@ -368,5 +372,46 @@ describe("failover --force with the home up, then resync --discard-diverged", ()
     };
     expect(await newest(alice, onAlice)).toBe(await newest(bob, onBob));
     await expect(readFile(join(bob.mountRoot, leaf, "lost.bin"))).rejects.toMatchObject({ code: "ENOENT" });
+  });
+});
+
+describe("a stale copy before anything fenced it", () => {
+  it("is neither snapshotted nor pruned by the snapshotter, which fences it (a CopyFenced Event), and is never a replication source", async () => {
+    const leaf = "pvc-stale-snap";
+    const created = await env.client.createVolume(req(leaf, { poolHost: "alice", replicateTo: "bob", snapshotSchedule: "hourly=2" }));
+    const volumeId = created.volume!.volumeId;
+    const onAlice = `${alice.parent}/${leaf}`;
+    const onBob = `${bob.parent}/${leaf}`;
+    await writeFile(join(alice.mountRoot, leaf, "a.bin"), Buffer.alloc(MiB, 5));
+    await engine.replicate(job(volumeId, alice, bob, leaf));
+    // A forced failover: bob is the home at epoch 2; alice answers and still says primary, unfenced.
+    expect(await failover(ctx.deps, { volumeId, force: true })).toMatchObject({ to: "bob", epoch: 2 });
+    expect(await get(alice, onAlice, "zcsi:fenced")).toBe("-");
+    expect(JSON.parse(await get(bob, onBob, "zcsi:last-move"))).toMatchObject({ kind: "failover", outcome: "done", to: "bob", epoch: 2 });
+    const aliceBefore = await snapshotsOf(alice, onAlice);
+
+    const events: PvEvent[] = [];
+    const recorder = { record: async (e: PvEvent) => void events.push(e) };
+    const onFence = fenceEvents(recorder);
+    const scheduler = new SnapshotScheduler(env.poolHosts, { clock: new ManualClock(Date.now()), logger, events: recorder, ...(onFence && { onFence }) });
+    const report = await scheduler.tick();
+    const ticked = report.hosts.flatMap((h) => h.volumes.map((v) => `${h.poolHost}:${v.dataset}`));
+    expect(ticked).toContain(`bob:${onBob}`);
+    expect(ticked).not.toContain(`alice:${onAlice}`);
+    expect(await snapshotsOf(alice, onAlice)).toEqual(aliceBefore);
+    expect((await snapshotsOf(bob, onBob)).filter((s) => s.includes("@zcsi-auto-"))).toHaveLength(1);
+    // Fenced by that tick, with nothing destroyed, and the PV says so.
+    expect(await get(alice, onAlice, "zcsi:fenced")).toMatch(/superseded by epoch 2 on bob/);
+    expect(await get(alice, onAlice, "readonly")).toBe("on");
+    expect((await readFile(join(alice.mountRoot, leaf, "a.bin"))).length).toBe(MiB);
+    expect(events.filter((e) => e.reason === "CopyFenced")).toEqual([expect.objectContaining({ pvName: leaf, type: "Warning", message: expect.stringContaining(`stale copy alice:${onAlice}`) })]);
+    // Fenced, it is no serving copy any more: the next tick skips it without a word.
+    await scheduler.tick();
+    expect(events.filter((e) => e.reason === "CopyFenced")).toHaveLength(1);
+    expect(await snapshotsOf(alice, onAlice)).toEqual(aliceBefore);
+    // The replicator refuses alice as a source: nothing sent, nothing changed on bob.
+    const bobNow = await snapshotsOf(bob, onBob);
+    expect(await kindOf(engine.replicate(job(volumeId, alice, bob, leaf)))).toBe("FailedPrecondition");
+    expect(await snapshotsOf(bob, onBob)).toEqual(bobNow);
   });
 });

@@ -125,7 +125,9 @@ describe("zcsi replicator with two pool hosts", () => {
     expect(await prop(bob, target, "zcsi:replica-of")).toBe(`alice:${source}`);
     expect(await replicaFile(target, "a.txt")).toBe(first);
     const value = annotation("pvc-repl-1");
-    expect(value).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ lag=[0-9hms]+ snapshot=zcsi-repl-\S+$/);
+    expect(value).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ lag=[0-9hms]+ snapshot=zcsi-repl-\S+ epoch=1$/);
+    // The PV names the home the run sent from, and its epoch.
+    expect((api.pvs.get("pvc-repl-1")?.metadata.annotations as Record<string, string>)["zcsi.dev/home"]).toBe(`alice:${source} epoch=1`);
     const snapshot = /snapshot=(\S+)/.exec(value ?? "")![1]!;
     expect(await exists(bob, `${target}@${snapshot}`)).toBe(true);
     // The provisioner's annotations are still there: only zcsi's key was patched.

@@ -109,6 +109,13 @@ function world(options: { replica?: boolean; increments?: number[]; pods?: strin
     },
   };
   const events: PvEvent[] = [];
+  const annotations = new Map<string, Record<string, string | null>>();
+  const pvs = {
+    annotate: async (pv: string, patch: Readonly<Record<string, string | null>>): Promise<boolean> => {
+      annotations.set(pv, { ...annotations.get(pv), ...patch });
+      return true;
+    },
+  };
   const deps = (afterStep?: MigratorDeps["afterStep"]): MigratorDeps => ({
     hosts,
     homes: new VolumeHomes(hosts, logger),
@@ -118,13 +125,14 @@ function world(options: { replica?: boolean; increments?: number[]; pods?: strin
     workloads,
     driverName: "zfs.zcsi.dev",
     events: { record: async (e) => void events.push(e) },
+    pvs,
     clock,
     logger,
     sleep: async (ms) => clock.advance(ms),
     ...(afterStep && { afterStep }),
   });
   const home = async () => (await new VolumeHomes(hosts, logger).find(ID)).home;
-  return { alice, bob, hosts, clock, log, promotions, locks, workloads, events, deps, home };
+  return { alice, bob, hosts, clock, log, promotions, locks, workloads, events, annotations, deps, home };
 }
 
 
@@ -144,6 +152,9 @@ describe("zcsi migrate, step by step", () => {
     expect(w.alice.datasets.get(A.dataset)!.get("zcsi:replicate-to")).toBeUndefined();
     expect(w.locks.record).toBeUndefined();
     expect(w.events).toEqual([expect.objectContaining({ pvName: "pv-1", type: "Normal", reason: "VolumeMigrated", message: expect.stringContaining("final increment 1024 bytes") })]);
+    // What people see: the PV names the new home; the new home records the move for the replicator's metrics.
+    expect(w.annotations.get("pv-1")).toEqual({ "zcsi.dev/home": `bob:${B.dataset} epoch=2` });
+    expect(JSON.parse(w.bob.datasets.get(B.dataset)!.get("zcsi:last-move")!)).toEqual({ kind: "migrate", outcome: "done", at: expect.any(String), from: "alice", to: "bob", epoch: 2, downtimeSeconds: 1 });
   });
 
   it("gives up catching up after the last round when the volume is written faster than it is sent", async () => {
@@ -219,6 +230,8 @@ describe("zcsi migrate, step by step", () => {
     expect(await w.home()).toMatchObject({ host: "alice", epoch: 1 });
     expect(w.alice.datasets.get(A.dataset)!.get("zcsi:moving")).toBeUndefined();
     expect(w.locks.record).toBeUndefined();
+    expect(JSON.parse(w.alice.datasets.get(A.dataset)!.get("zcsi:last-move")!)).toMatchObject({ kind: "migrate", outcome: "undone", from: "alice", to: "bob" });
+    expect(w.annotations.size).toBe(0);
   });
 
   it("an unfinished move blocks other moves; --abort before the promotion undoes it, after the promotion it refuses", async () => {
@@ -232,6 +245,7 @@ describe("zcsi migrate, step by step", () => {
     expect(await failure(new Migrator(w.deps()).migrate(ID, "alice"))).toMatchObject({ kind: "FailedPrecondition", message: expect.stringContaining("unfinished move to bob") });
     w.locks.expire();
     expect(await new Migrator(w.deps()).abort(ID)).toEqual({ undone: true, to: "bob" });
+    expect(JSON.parse(w.alice.datasets.get(A.dataset)!.get("zcsi:last-move")!)).toMatchObject({ kind: "migrate", outcome: "undone", from: "alice", to: "bob" });
     expect(w.alice.datasets.get(A.dataset)!.get("zcsi:moving")).toBeUndefined();
     expect(await w.home()).toMatchObject({ host: "alice", epoch: 1 });
     expect(w.locks.record).toBeUndefined();

@@ -8,7 +8,7 @@ import { LeaderElector } from "../../src/k8s/lease.js";
 import { nodeFromObject, type NodeInfo, type NodeSource } from "../../src/k8s/nodes.js";
 import { replicaAnnotationKey, type AnnotationPatch, type PvAnnotator } from "../../src/k8s/pv.js";
 import { silentLogger } from "../../src/log.js";
-import { createRegistry, ReplicationMetrics } from "../../src/metrics.js";
+import { createRegistry, MoveMetrics, ReplicationMetrics } from "../../src/metrics.js";
 import type { DatasetRef, ReplicationEngine, ReplicationJob, ReplicationResult } from "../../src/replication/types.js";
 import { replicaAnnotationValue, Replicator } from "../../src/replication/scheduler.js";
 import { parseReplicatorFlags, startReplicator } from "../../src/roles/replicator.js";
@@ -31,7 +31,7 @@ const MIN = 60_000;
 
 /** `zfs get -Hp -o name,property,value,source -d 1 ... tank/k8s` of one pool host, rewritable by the test. */
 class PoolHostDouble implements Executor {
-  volumes: { leaf: string; replicateTo?: string; interval?: string; pv?: string }[] = [];
+  volumes: { leaf: string; replicateTo?: string; interval?: string; pv?: string; lastMove?: string; fenced?: string; role?: string }[] = [];
   failing: string | undefined;
   constructor(readonly host: string) {}
   async run(argv: readonly string[]): Promise<ExecResult> {
@@ -43,6 +43,9 @@ class PoolHostDouble implements Executor {
       rows.push([d, "zcsi:csi-name", v.leaf, "local"], [d, "zcsi:pv", v.pv ?? v.leaf, "local"]);
       if (v.replicateTo) rows.push([d, "zcsi:replicate-to", v.replicateTo, "local"]);
       if (v.interval) rows.push([d, "zcsi:replication-interval", v.interval, "local"]);
+      if (v.lastMove) rows.push([d, "zcsi:last-move", v.lastMove, "local"]);
+      if (v.fenced) rows.push([d, "zcsi:fenced", v.fenced, "local"]);
+      if (v.role) rows.push([d, "zcsi:role", v.role, "local"]);
     }
     return { stdout: rows.map((r) => r.join("\t")).join("\n") + "\n", stderr: "", exitCode: 0 };
   }
@@ -66,6 +69,8 @@ class RecordingEngine implements ReplicationEngine {
   manual = false;
   failWith: Error | undefined;
   snapshotCreatedAt = Date.parse(T0) / 1000 - 42;
+  /** The source's epoch the result reports (an engine that does not say: undefined). */
+  epoch: number | undefined;
 
   async replicate(job: ReplicationJob, signal?: AbortSignal): Promise<ReplicationResult> {
     this.calls.push(job);
@@ -78,6 +83,7 @@ class RecordingEngine implements ReplicationEngine {
       snapshotCreatedAt: this.snapshotCreatedAt,
       bytes: 4096,
       durationMs: 1500,
+      ...(this.epoch !== undefined && { epoch: this.epoch }),
       ...r,
     });
     if (this.failWith) throw this.failWith;
@@ -149,7 +155,8 @@ function setup(options: { concurrency?: number; annotationIntervalSeconds?: numb
   const events = new Events();
   const registry = createRegistry({ processMetrics: false });
   const metrics = new ReplicationMetrics(registry);
-  const replicator = new Replicator(hosts, engine, { clock, logger: silentLogger, nodes, pvs, events, metrics, ...options });
+  const moveMetrics = new MoveMetrics(registry);
+  const replicator = new Replicator(hosts, engine, { clock, logger: silentLogger, nodes, pvs, events, metrics, moveMetrics, ...options });
   return { host: (name: string) => doubles.get(name)!, clock, engine, nodes, pvs, events, registry, replicator };
 }
 
@@ -228,12 +235,16 @@ describe("Replicator: volume jobs and their schedule", () => {
 });
 
 describe("Replicator: what users see", () => {
-  it("annotates the PV with time, lag and snapshot after a run, and exports bytes, lag and runs", async () => {
+  it("annotates the PV with the home and its epoch, and each replica's time, lag, snapshot and epoch; exports bytes, lag and runs", async () => {
     const t = setup();
+    t.engine.epoch = 2;
     t.host("pool-1").volumes = [{ leaf: "pvc-1", pv: "pvc-3f6b1c2e", replicateTo: "pool-2" }];
     await t.replicator.tick();
     await t.replicator.idle();
-    expect(t.pvs.annotations.get("pvc-3f6b1c2e")).toEqual({ "zcsi.dev/replica.pool-2": "2026-11-22T01:00:00Z lag=42s snapshot=zcsi-repl-2026-11-22T005918Z" });
+    expect(t.pvs.annotations.get("pvc-3f6b1c2e")).toEqual({
+      "zcsi.dev/home": "pool-1:tank/k8s/pvc-1 epoch=2",
+      "zcsi.dev/replica.pool-2": "2026-11-22T01:00:00Z lag=42s snapshot=zcsi-repl-2026-11-22T005918Z epoch=2",
+    });
     const text = await t.registry.metrics();
     const id = t.engine.calls[0]!.id;
     const labels = `job_id="${id}",source="pool-1:tank/k8s/pvc-1",target="pool-2"`;
@@ -315,6 +326,49 @@ describe("Replicator: what users see", () => {
   });
 });
 
+describe("Replicator: move metrics from the copies' zcsi:last-move", () => {
+  const move = (r: Record<string, unknown>): string => JSON.stringify(r);
+
+  it("counts each move that ended since it started once, by kind and outcome, with a migrate's downtime; not older moves", async () => {
+    const t = setup();
+    t.host("pool-2").volumes = [
+      { leaf: "pvc-1", lastMove: move({ kind: "migrate", outcome: "done", at: "2026-11-22T01:00:05Z", from: "pool-1", to: "pool-2", epoch: 2, downtimeSeconds: 4.2 }) },
+      // Ended before this replicator started: its predecessor counted it.
+      { leaf: "pvc-2", lastMove: move({ kind: "failover", outcome: "done", at: "2026-11-22T00:10:00Z", to: "pool-2", epoch: 3 }) },
+      { leaf: "pvc-3", lastMove: "not json" },
+    ];
+    await t.replicator.tick();
+    await t.replicator.tick(); // the same records again: not counted twice
+    let text = await t.registry.metrics();
+    expect(text).toContain('zcsi_volume_moves_total{kind="migrate",outcome="done"} 1');
+    expect(text).not.toContain('kind="failover"');
+    expect(text).toContain('zcsi_volume_move_downtime_seconds_bucket{le="5",kind="migrate"} 1');
+    expect(text).toContain('zcsi_volume_move_downtime_seconds_bucket{le="2",kind="migrate"} 0');
+
+    t.clock.advance(MIN);
+    t.host("pool-3").volumes = [{ leaf: "pvc-2", lastMove: move({ kind: "failover", outcome: "done", at: "2026-11-22T01:00:30Z", from: "pool-1", to: "pool-3", epoch: 4 }) }];
+    t.host("pool-1").volumes = [{ leaf: "pvc-4", lastMove: move({ kind: "migrate", outcome: "undone", at: "2026-11-22T01:00:40Z", from: "pool-1", to: "pool-2" }) }];
+    await t.replicator.tick();
+    text = await t.registry.metrics();
+    expect(text).toContain('zcsi_volume_moves_total{kind="failover",outcome="done"} 1');
+    expect(text).toContain('zcsi_volume_moves_total{kind="migrate",outcome="undone"} 1');
+    expect(text).toContain('zcsi_volume_move_downtime_seconds_count{kind="migrate"} 1');
+  });
+
+  it("exports the fenced stale primaries per pool host (replicas and unfenced copies are not stale)", async () => {
+    const t = setup();
+    t.host("pool-1").volumes = [
+      { leaf: "pvc-1", fenced: "superseded by epoch 2 on pool-2:tank/k8s/pvc-1" },
+      { leaf: "pvc-2", fenced: "superseded by epoch 3 on pool-3:tank/k8s/pvc-2", role: "primary" },
+      { leaf: "pvc-3", role: "replica" },
+    ];
+    await t.replicator.tick();
+    const text = await t.registry.metrics();
+    expect(text).toContain('zcsi_volume_stale_copies{pool_host="pool-1"} 2');
+    expect(text).toContain('zcsi_volume_stale_copies{pool_host="pool-2"} 0');
+  });
+});
+
 describe("Replicator: jobs follow node annotations and volumes, without a restart", () => {
   const node = (name: string): NodeInfo => nodeFromObject(k8sFixture(name));
 
@@ -359,7 +413,7 @@ describe("Replicator: jobs follow node annotations and volumes, without a restar
     t.host("pool-1").volumes = [{ leaf: "pvc-1", replicateTo: "pool-2" }];
     await t.replicator.tick();
     await t.replicator.idle();
-    expect(Object.keys(t.pvs.annotations.get("pvc-1") ?? {})).toEqual(["zcsi.dev/replica.pool-2"]);
+    expect(Object.keys(t.pvs.annotations.get("pvc-1") ?? {}).sort()).toEqual(["zcsi.dev/home", "zcsi.dev/replica.pool-2"]);
     t.host("pool-1").volumes = [];
     const report = await t.replicator.tick();
     expect(report.released).toEqual([t.engine.calls[0]!.id]);

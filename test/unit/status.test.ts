@@ -226,6 +226,59 @@ describe("copies of a volume in status", () => {
   });
 });
 
+describe("homes in status", () => {
+  it("lists each moved volume's home with its epoch, replicas, stale copies and last move, and the diverged data a resync kept", async () => {
+    const copy = (extra: Record<string, [string, string]>): Record<string, [string, string]> => ({
+      "zcsi:csi-name": ["pvc-b", "local"],
+      refquota: [String(10n * GiB), "local"],
+      referenced: [String(GiB / 2n), "-"],
+      used: [String(GiB / 2n), "-"],
+      mounted: ["yes", "-"],
+      ...extra,
+    });
+    const bobAnswers = {
+      ...aliceAnswers(),
+      "zfs get parent": ok(
+        rows([
+          ...props("tank/k8s", { available: [String(8n * GiB), "-"] }),
+          ...props(
+            "tank/k8s/pvc-b",
+            copy({
+              "zcsi:volume": ["alice:tank/k8s/pvc-b", "local"],
+              "zcsi:role": ["primary", "local"],
+              "zcsi:epoch": ["2", "local"],
+              "zcsi:last-move": [JSON.stringify({ kind: "migrate", outcome: "done", at: "2026-12-03T02:00:00.000Z", from: "alice", to: "bob", epoch: 2, downtimeSeconds: 4.25 }), "local"],
+              mountpoint: ["/tank/k8s/pvc-b", "local"],
+            }),
+          ),
+          ...props(
+            "tank/k8s/pvc-b-diverged-20261203T010000Z",
+            copy({
+              "zcsi:diverged": [JSON.stringify({ volume: "alice:tank/k8s/pvc-b", epoch: 1, home: "carol:tank/k8s/pvc-b", at: "2026-12-03T01:00:00.000Z" }), "local"],
+              readonly: ["on", "local"],
+              mountpoint: ["/tank/k8s/pvc-b-diverged-20261203T010000Z", "local"],
+            }),
+          ),
+        ]),
+      ),
+      "zfs list": ok(""),
+    };
+    const status = await collectStatus(
+      new PoolHosts([
+        { config: hostConfig("alice"), exec: new CannedExecutor("alice", aliceAnswers()) },
+        { config: hostConfig("bob"), exec: new CannedExecutor("bob", bobAnswers) },
+      ]),
+    );
+    const text = renderStatus(status, "text");
+    expect(text).toContain(
+      "Homes:\n  alice:tank/k8s/pvc-b: home bob:tank/k8s/pvc-b (epoch 2); replicas: none; stale: alice:tank/k8s/pvc-b; last move: migrate done at 2026-12-03T02:00:00.000Z, downtime 4.3 s",
+    );
+    expect(text).toContain(
+      "Kept diverged data:\n  bob:tank/k8s/pvc-b-diverged-20261203T010000Z: writes of alice:tank/k8s/pvc-b at epoch 1 that carol:tank/k8s/pvc-b never got; kept since 2026-12-03T01:00:00.000Z (zcsi never destroys it)",
+    );
+  });
+});
+
 describe("formatBytes", () => {
   it.each([
     [0n, "0 B"],

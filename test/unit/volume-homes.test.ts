@@ -1,7 +1,9 @@
 import pino from "pino";
 import { describe, expect, it } from "vitest";
 import { PoolHosts } from "../../src/volumes/hosts.js";
-import { storedReadonly } from "../../src/volumes/homes.js";
+import type { PvEvent } from "../../src/k8s/events.js";
+import { fenceEvents } from "../../src/roles/fence-events.js";
+import { storedReadonly, VolumeHomes } from "../../src/volumes/homes.js";
 import { VolumeService } from "../../src/volumes/service.js";
 import { FakePoolHost, TWO_POOL_HOSTS, zcsiRejection as failure } from "../harness/fake-pool-host.js";
 
@@ -86,5 +88,44 @@ describe("VolumeService.resolveHome", () => {
   it("ignores a dataset of another volume that only shares the name", async () => {
     const { service } = setup(primaryA, { "zcsi:csi-name": "pvc-1", "zcsi:volume": "bob:pool2/k8s/pvc-1", "zcsi:role": "primary", "zcsi:epoch": "7", readonly: "off" });
     expect(await service.resolveHome(ID)).toMatchObject({ host: "alice", epoch: 1 });
+  });
+});
+
+describe("fencing is reported on the PV (CopyFenced)", () => {
+  it("records one Warning Event naming the stale copy, its epoch and how to resync it, when the fence is set", async () => {
+    const a = new FakePoolHost("alice", new Map([["tank/k8s/pvc-1", new Map(Object.entries({ ...primaryA, "zcsi:pv": "pvc-3faf" }))]]));
+    const b = new FakePoolHost("bob", new Map([["pool2/k8s/pvc-1", new Map(Object.entries({ ...replicaB, "zcsi:role": "primary", "zcsi:epoch": "2" }))]]));
+    const hosts = new PoolHosts([
+      { config: config.poolHosts[0]!, exec: a },
+      { config: config.poolHosts[1]!, exec: b },
+    ]);
+    const events: PvEvent[] = [];
+    const homes = new VolumeHomes(hosts, pino({ level: "silent" }), fenceEvents({ record: async (e) => void events.push(e) }));
+    expect((await homes.find(ID)).home).toMatchObject({ host: "bob", epoch: 2 });
+    expect(events).toEqual([
+      {
+        pvName: "pvc-3faf",
+        type: "Warning",
+        reason: "CopyFenced",
+        message: `stale copy alice:tank/k8s/pvc-1 of ${ID} (primary at epoch 1: superseded by epoch 2 on bob:pool2/k8s/pvc-1) fenced (readonly); kept, never served: zcsi resync ${ID} --host alice makes it a replica`,
+      },
+    ]);
+    // Fenced now (readonly=on, zcsi:fenced): the next lookup has nothing to fence and says nothing.
+    await homes.find(ID);
+    expect(events).toHaveLength(1);
+  });
+
+  it("records nothing when the fence could not be set (the next lookup tries again)", async () => {
+    const a = new FakePoolHost("alice", new Map([["tank/k8s/pvc-1", new Map(Object.entries({ ...primaryA, "zcsi:pv": "pvc-3faf" }))]]));
+    const b = new FakePoolHost("bob", new Map([["pool2/k8s/pvc-1", new Map(Object.entries({ ...replicaB, "zcsi:role": "primary", "zcsi:epoch": "2" }))]]));
+    a.failSet = "cannot set property for 'tank/k8s/pvc-1': pool I/O is currently suspended";
+    const hosts = new PoolHosts([
+      { config: config.poolHosts[0]!, exec: a },
+      { config: config.poolHosts[1]!, exec: b },
+    ]);
+    const events: PvEvent[] = [];
+    const homes = new VolumeHomes(hosts, pino({ level: "silent" }), fenceEvents({ record: async (e) => void events.push(e) }));
+    expect((await homes.find(ID)).stale).toHaveLength(1);
+    expect(events).toEqual([]);
   });
 });
