@@ -1,7 +1,7 @@
 import { status as grpcStatus } from "@grpc/grpc-js";
 import { execFileSync, spawn } from "node:child_process";
 import { mkdirSync, writeFileSync, appendFileSync, existsSync, renameSync } from "node:fs";
-import { cpus, totalmem } from "node:os";
+import { cpus, loadavg, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { SshExecutor } from "../src/exec/ssh.js";
 import { packageRoot } from "../src/util/package.js";
@@ -97,7 +97,12 @@ export function resultsFile(): string {
 }
 
 export function startResults(what: string): void {
-  writeFileSync(resultsFile(), `# zcsi benchmark results\n\nRun ${new Date().toISOString()} by \`npm run bench\` (${what}).\n\n`);
+  writeFileSync(resultsFile(), `# zcsi benchmark results\n\nRun ${new Date().toISOString()} by \`npm run bench\` (${what}); ${loadLine()} at the start.\n\n`);
+}
+
+/** The machine's load averages: ratios are paired, but a busy machine widens their spread. */
+export function loadLine(): string {
+  return `load average ${loadavg().map((l) => l.toFixed(2)).join(", ")} (1, 5, 15 min; ${cpus().length} cores)`;
 }
 
 /** A complete run's file becomes latest.md; other runs keep theirs. Returns the file kept. */

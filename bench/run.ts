@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { appendResults, finishResults, resultsFile, startResults } from "./lib.js";
+import { appendResults, finishResults, loadLine, resultsFile, startResults } from "./lib.js";
 import { TARGETS_HEADING, targetsTable } from "./targets.js";
 import { benchProvision } from "./provision.js";
 import { benchScale } from "./scale.js";
@@ -42,6 +42,7 @@ for (const [name, bench] of Object.entries(benchmarks)) {
   console.log(`(${name}: ${((Date.now() - t0) / 1000).toFixed(0)} s)`);
 }
 
+appendResults(`The run ended with ${loadLine()}.\n`);
 const targets = `${TARGETS_HEADING}\n\n${targetsTable(readFileSync(resultsFile(), "utf8"))}`;
 appendResults(targets);
 console.log(`\n${targets}`);
