@@ -1,4 +1,5 @@
 import { defineConfig } from "vitest/config";
+import LastWaitersSequencer from "./test/harness/sequencer.js";
 
 /**
  * ZFS backends (see test/harness/backend.ts): ZCSI_ZFS_BACKEND=zfs-fuse (the default: fast,
@@ -76,6 +77,8 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 120_000,
     reporters: ["./test/harness/summary-reporter.ts", "default"],
+    // Files that wait for a background build (the container image) run last in their project.
+    sequence: { sequencer: LastWaitersSequencer },
     projects: requested === "both" ? [zfsFuse, openZfsVm] : requested === "openzfs-vm" ? [openZfsVm] : [zfsFuse],
   },
 });

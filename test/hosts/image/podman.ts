@@ -8,6 +8,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { packageRoot } from "../../../src/util/package.js";
+import { waitForBackgroundImage } from "./background.js";
 
 const exec = promisify(execFile);
 
@@ -51,12 +52,15 @@ export async function podmanOk(args: readonly string[], timeoutMs?: number): Pro
 }
 
 /**
- * The image to test: $ZCSI_IMAGE when scripts/test.sh built it, else build.sh builds it now
- * (cached: seconds when nothing changed).
+ * The image to test: $ZCSI_IMAGE when given; the one the run builds in the background
+ * (scripts/test.sh: background.ts), once it is ready; else build.sh builds it now (cached:
+ * seconds when nothing changed).
  */
 export async function imageUnderTest(): Promise<string> {
   const given = process.env["ZCSI_IMAGE"];
   if (given) return given;
+  const background = await waitForBackgroundImage();
+  if (background !== undefined) return background;
   const r = await exec("bash", [join(packageRoot, "test", "hosts", "image", "build.sh")], { timeout: 1_800_000, maxBuffer: 16 << 20 });
   const image = r.stdout.trim().split("\n").pop();
   if (!image) throw new Error(`build.sh printed no image name: ${r.stderr}`);
