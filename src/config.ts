@@ -30,6 +30,9 @@ export interface PoolHostConfig {
   readonly adoptRoots?: readonly string[];
 }
 
+/** Config `listingTimeoutMs` when absent (5 min): see zfs/listing-timeout.ts. */
+export const DEFAULT_LISTING_TIMEOUT_MS = 300_000;
+
 export interface Config {
   readonly driverName: string;
   readonly poolHosts: readonly PoolHostConfig[];
@@ -39,6 +42,13 @@ export interface Config {
   readonly defaultCapacityBytes: bigint;
   /** Per-command timeout for commands run on pool hosts. */
   readonly commandTimeoutMs: number;
+  /**
+   * The least time a listing gets (a `zfs get -d|-r` or `zfs list` under the parent, whose time
+   * grows with the volume count): ListVolumes, ListSnapshots, the snapshotter's and the
+   * replicator's discovery. It grows past this with what the host was seen to need
+   * (zfs/listing-timeout.ts). Absent: DEFAULT_LISTING_TIMEOUT_MS.
+   */
+  readonly listingTimeoutMs?: number;
   /**
    * Whether ControllerGetCapabilities lists the alpha GET_SNAPSHOT (CSI v1.12). Off by default:
    * no sidecar deploy/ ships calls GetSnapshot (the external-snapshotter checks a snapshot with
@@ -138,9 +148,11 @@ export function parseConfig(raw: unknown, overrides: Partial<Record<"driverName"
   }
   const commandTimeoutMs = raw.commandTimeoutMs === undefined ? 60_000 : Number(raw.commandTimeoutMs);
   if (!Number.isInteger(commandTimeoutMs) || commandTimeoutMs < 100) throw invalidArgument("config: commandTimeoutMs must be an integer >= 100");
+  const listingTimeoutMs = raw.listingTimeoutMs === undefined ? Math.max(DEFAULT_LISTING_TIMEOUT_MS, commandTimeoutMs) : Number(raw.listingTimeoutMs);
+  if (!Number.isInteger(listingTimeoutMs) || listingTimeoutMs < commandTimeoutMs) throw invalidArgument(`config: listingTimeoutMs must be an integer >= commandTimeoutMs (${commandTimeoutMs})`);
   if (raw.advertiseGetSnapshot !== undefined && typeof raw.advertiseGetSnapshot !== "boolean") throw invalidArgument("config: advertiseGetSnapshot must be true or false");
   const advertiseGetSnapshot = raw.advertiseGetSnapshot === true;
-  return { driverName, poolHosts, privateKeyFile, defaultCapacityBytes, commandTimeoutMs, advertiseGetSnapshot };
+  return { driverName, poolHosts, privateKeyFile, defaultCapacityBytes, commandTimeoutMs, listingTimeoutMs, advertiseGetSnapshot };
 }
 
 export function loadConfig(path: string, overrides: Parameters<typeof parseConfig>[1] = {}): Config {

@@ -14,6 +14,7 @@ import { formatRollbackRequest, parseRollbackRequest, planRollback, PRE_ROLLBACK
 import { parentOf } from "../zfs/names.js";
 import { ownUserPropertyValue, PropertyView } from "../zfs/parse.js";
 import { stamp } from "./resync.js";
+import { pushTo } from "../util/multimap.js";
 
 /**
  * `zcsi rollback NAMESPACE/PVC SNAPSHOT`: the volume bound to the PVC goes back, in place on
@@ -162,7 +163,7 @@ async function readPlan(host: PoolHost, dataset: string, snapshot: string): Prom
   const clonesOf = new Map<string, string[]>();
   for (const [name, p] of siblings) {
     const origin = p.get("origin")?.value ?? "-";
-    if (origin.startsWith(`${dataset}@`)) clonesOf.set(origin, [...(clonesOf.get(origin) ?? []), name]);
+    if (origin.startsWith(`${dataset}@`)) pushTo(clonesOf, origin, name);
   }
   const states = [...jobStates(props).values()];
   const held = [...own.keys()].filter((n) => n.startsWith(`${dataset}@`) && Number(own.get(n)?.get("userrefs")?.value ?? "0") > 0);

@@ -42,6 +42,6 @@ export function connectPoolHosts(config: Config, logger: Logger, options: PoolHo
         options.commandMetrics,
       ),
     })),
-    { timeoutMs: config.commandTimeoutMs },
+    { timeoutMs: config.commandTimeoutMs, ...(config.listingTimeoutMs !== undefined && { listingTimeoutMs: config.listingTimeoutMs }) },
   );
 }

@@ -10,6 +10,7 @@ import type { ConditionLog } from "../util/periodic.js";
 import { hasReason } from "../zfs/errors.js";
 import { planRetention, type AutoSnapshot } from "./retention.js";
 import type { ManagedVolume, SnapshotInfo, VolumeTick } from "./scheduler.js";
+import { pushTo } from "../util/multimap.js";
 
 /**
  * Scheduled snapshot groups (StorageClass `snapshotGroup`): the scheduled volumes of one pool
@@ -144,7 +145,7 @@ export function planGroups(
   now: Date,
 ): { singles: ManagedVolume[]; groups: { group: string; members: ManagedVolume[]; policy: RetentionPolicy }[] } {
   const byGroup = new Map<string, ManagedVolume[]>();
-  for (const v of scheduled) if (v.group !== undefined) byGroup.set(v.group, [...(byGroup.get(v.group) ?? []), v]);
+  for (const v of scheduled) if (v.group !== undefined) pushTo(byGroup, v.group, v);
   const singles = scheduled.filter((v) => v.group === undefined || (byGroup.get(v.group)?.length ?? 0) < 2);
   const groups: { group: string; members: ManagedVolume[]; policy: RetentionPolicy }[] = [];
   for (const [group, members] of [...byGroup].sort(([a], [b]) => (a < b ? -1 : 1))) {

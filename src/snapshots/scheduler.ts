@@ -15,6 +15,7 @@ import { formatPolicy, parsePolicy, type RetentionPolicy } from "../volumes/sche
 import { parseAutoSnapshotName, planRetention, type AutoSnapshot } from "./retention.js";
 import { planGroups, reportSpreadGroups, tickGroup } from "./groups.js";
 import { fenceStale, listedCopies, STALE_PROPS } from "./stale.js";
+import { pushTo } from "../util/multimap.js";
 
 /**
  * The scheduler's pass over every pool host ("tick"): discover, take what is due, prune what
@@ -102,7 +103,7 @@ export function discoverVolumes(parent: string, all: PropertyMap): ManagedVolume
       hasClones: clonedFrom.has(name) || (clones !== undefined && clones !== "-" && clones !== ""),
       ...(autoTime !== undefined && { autoTime }),
     };
-    snapshotsOf.set(dataset, [...(snapshotsOf.get(dataset) ?? []), info]);
+    pushTo(snapshotsOf, dataset, info);
   }
   const volumes: ManagedVolume[] = [];
   for (const [dataset, props] of all) {

@@ -6,6 +6,7 @@ import { AUTO_SNAPSHOT_PREFIX, CLONE_SNAPSHOT_PREFIX, PROP, REPLICATION_SNAPSHOT
 import { local, type ReplicationHolds, type Volume } from "./volume.js";
 import { hasReason } from "../zfs/errors.js";
 import { PropertyView } from "../zfs/parse.js";
+import { pushTo } from "../util/multimap.js";
 
 /** DeleteVolume's work on the pool host, once the volume was found and is zcsi's. */
 export class VolumeDestroyer {
@@ -92,7 +93,7 @@ export class VolumeDestroyer {
     for (const [name, props] of siblings) {
       const origin = props.get("origin")?.value ?? "-";
       if (!origin.startsWith(`${dataset}@`)) continue;
-      clonesOf.set(origin, [...(clonesOf.get(origin) ?? []), { dataset: name, zcsi: local(props, PROP.csiName) !== undefined }]);
+      pushTo(clonesOf, origin, { dataset: name, zcsi: local(props, PROP.csiName) !== undefined });
     }
     const blockers: string[] = [];
     const leftovers: string[] = [];

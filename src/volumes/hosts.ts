@@ -73,7 +73,7 @@ export class PoolHosts {
   private readonly byName: Map<string, PoolHost>;
   readonly health: PoolHostHealth;
 
-  constructor(hosts: readonly { config: PoolHostConfig; exec: Executor }[], options: { timeoutMs?: number; now?: () => number } = {}) {
+  constructor(hosts: readonly { config: PoolHostConfig; exec: Executor }[], options: { timeoutMs?: number; listingTimeoutMs?: number; now?: () => number } = {}) {
     this.health = new PoolHostHealth(
       hosts.map((h) => h.config.name),
       options.now,

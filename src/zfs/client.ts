@@ -1,5 +1,5 @@
 import { internal } from "../errors.js";
-import type { ExecResult, ExecStream, Executor } from "../exec/executor.js";
+import type { ExecResult, Executor } from "../exec/executor.js";
 import {
   listColumns,
   zfsClone,
@@ -30,9 +30,13 @@ import {
   type SendFlags,
 } from "./argv.js";
 import { capabilitiesFromProbe, type Capabilities } from "./capabilities.js";
-import { hasReason, isBusy, onlyMissingDatasets, zfsError, type ZfsError, type ZfsReason } from "./errors.js";
+import { hasReason, isBusy, onlyMissingDatasets, zfsError, type ZfsReason } from "./errors.js";
 import { validateDatasetOrSnapshot, validatePool } from "./names.js";
+import { ListingTimeouts } from "./listing-timeout.js";
 import { relay } from "./relay.js";
+import type { Hold, PoolInfo, StreamedCommand } from "./types.js";
+
+export type { Hold, PoolInfo, StreamedCommand } from "./types.js";
 import { parseGet, parseRows, PropertyView, type PropertyMap } from "./parse.js";
 import { retryWhileBusy } from "./retry.js";
 
@@ -45,37 +49,14 @@ export interface ZfsOptions {
   readonly busyRetryBudgetMs?: number;
   /** Injected for tests; defaults to setTimeout. */
   readonly sleep?: (ms: number) => Promise<void>;
-}
-
-/**
- * A zfs command started with live streams (`zfs send`, `zfs receive`) whose bytes the caller
- * moves itself, e.g. between two hosts (replication/transfer.ts).
- */
-export interface StreamedCommand {
-  readonly host: string;
-  /** As run (with `sudo -n` when configured), for logs and errors. */
-  readonly argv: readonly string[];
-  readonly stream: ExecStream;
-  /** The classified error for a result of this command that failed (stderr as collected by the caller). */
-  failure(result: ExecResult): ZfsError;
-}
-
-/** One user hold, as `zfs holds -H` prints it. */
-export interface Hold {
-  readonly snapshot: string;
-  readonly tag: string;
-}
-
-export interface PoolInfo {
-  readonly name: string;
-  /** `ONLINE`, `DEGRADED`, `FAULTED`, ... as zpool prints it. */
-  readonly health: string;
-  /** used + available of the pool's root dataset: what datasets can hold in total. */
-  readonly sizeBytes: bigint;
-  /** `available` of the root dataset: what a new dataset can still get (GetCapacity). */
-  readonly freeBytes: bigint;
-  /** `used` of the root dataset (includes all descendants, snapshots and reservations). */
-  readonly allocatedBytes: bigint;
+  /**
+   * The floor of a listing's timeout (config `listingTimeoutMs`): a `zfs get` with `-d`/`-r` or
+   * a `zfs list`, whose time grows with the datasets it lists. See listing-timeout.ts for how it
+   * grows beyond the floor. Default DEFAULT_LISTING_TIMEOUT_MS.
+   */
+  readonly listingTimeoutMs?: number;
+  /** ms clock for the listing timeouts; tests inject one. */
+  readonly now?: () => number;
 }
 
 const defaultSleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -91,6 +72,7 @@ export class Zfs {
   private readonly prefix: readonly string[];
   private readonly busyRetryBudgetMs: number;
   private readonly sleep: (ms: number) => Promise<void>;
+  private readonly listingTimeouts: ListingTimeouts;
 
   constructor(
     readonly exec: Executor,
@@ -99,13 +81,22 @@ export class Zfs {
     this.prefix = options.sudo ? ["sudo", "-n"] : [];
     this.busyRetryBudgetMs = options.busyRetryBudgetMs ?? 5000;
     this.sleep = options.sleep ?? defaultSleep;
+    this.listingTimeouts = new ListingTimeouts({
+      ...(options.listingTimeoutMs !== undefined && { floorMs: options.listingTimeoutMs }),
+      ...(options.now !== undefined && { now: options.now }),
+    });
   }
 
-  /** Runs argv; returns the result whatever the exit code. */
-  private async runRaw(argv: readonly string[], expectedExitCodes?: readonly number[]): Promise<{ argv: readonly string[]; result: ExecResult }> {
+  /** Runs argv; returns the result whatever the exit code. `timeoutMs` overrides the client's per-command timeout. */
+  private async runRaw(argv: readonly string[], expectedExitCodes?: readonly number[], timeoutMs = this.options.timeoutMs): Promise<{ argv: readonly string[]; result: ExecResult }> {
     const full = [...this.prefix, ...argv];
-    const result = await this.exec.run(full, { ...(this.options.timeoutMs !== undefined && { timeoutMs: this.options.timeoutMs }), ...(expectedExitCodes && { expectedExitCodes }) });
+    const result = await this.exec.run(full, { ...(timeoutMs !== undefined && { timeoutMs }), ...(expectedExitCodes && { expectedExitCodes }) });
     return { argv: full, result };
+  }
+
+  /** Runs a listing (argv whose output grows with the datasets listed) with its own timeout (listing-timeout.ts). */
+  private runListing(argv: readonly string[], expectedExitCodes?: readonly number[]): Promise<{ argv: readonly string[]; result: ExecResult }> {
+    return this.listingTimeouts.run(argv.join("\0"), (timeoutMs) => this.runRaw(argv, expectedExitCodes, timeoutMs));
   }
 
   /** Runs argv; a non-zero exit becomes a classified error. */
@@ -175,7 +166,11 @@ export class Zfs {
     opts: { recursive?: boolean; depth?: number; missingOk?: boolean } = {},
   ): Promise<PropertyMap> {
     // With missingOk, "does not exist" (exit 1) is an answer the caller expects, not a warning.
-    const { argv, result } = await this.runRaw(zfsGet(names, props, opts), opts.missingOk ? [1] : undefined);
+    // With -d or -r the output grows with the datasets below: a listing, with its own timeout.
+    const listing = opts.recursive === true || opts.depth !== undefined;
+    const argv0 = zfsGet(names, props, opts);
+    const expected = opts.missingOk ? [1] : undefined;
+    const { argv, result } = await (listing ? this.runListing(argv0, expected) : this.runRaw(argv0, expected));
     if (result.exitCode !== 0) {
       if (!(opts.missingOk && result.exitCode === 1 && onlyMissingDatasets(result.stderr))) {
         throw zfsError(this.exec.host, argv, result);
@@ -194,8 +189,9 @@ export class Zfs {
     root: string,
     opts: { type?: ListType; depth?: number; props: readonly string[] },
   ): Promise<Array<Record<string, string>>> {
-    const stdout = await this.run(zfsList(root, { ...opts, recursive: true }));
-    return parseRows(stdout, listColumns(opts.props));
+    const { argv, result } = await this.runListing(zfsList(root, { ...opts, recursive: true }));
+    if (result.exitCode !== 0) throw zfsError(this.exec.host, argv, result);
+    return parseRows(result.stdout, listColumns(opts.props));
   }
 
   /**

@@ -70,6 +70,24 @@ describe("paging tokens", () => {
     // An id no longer listed shifts nothing: the page starts after where it was.
     expect(page(["a", "c", "d"], (x) => x, 2, "b").page).toEqual(["c", "d"]);
   });
+  it("walk 10,000 entries in pages of 100 reading fewer ids than there are entries (no rescan per page)", () => {
+    const all = Array.from({ length: 10_000 }, (_, i) => `vol-${String(i).padStart(5, "0")}`);
+    let reads = 0;
+    const id = (x: string): string => (reads++, x);
+    const seen: string[] = [];
+    let after: string | undefined;
+    let pages = 0;
+    do {
+      const p = page(all, id, 100, after);
+      seen.push(...p.page);
+      after = p.continueAfter;
+      pages++;
+    } while (after !== undefined);
+    expect(pages).toBe(100);
+    expect(seen).toEqual(all);
+    // A binary search per page: ~100 × (log2 10,000 + 1) reads; a filter per page would read 1,000,000.
+    expect(reads).toBeLessThan(all.length / 2);
+  });
 });
 
 describe("held listings", () => {
