@@ -9,6 +9,7 @@ import {
   zfsInherit,
   zfsList,
   zfsMount,
+  zfsProgram,
   zfsPromote,
   zfsRollback,
   zfsHold,
@@ -33,7 +34,10 @@ import { capabilitiesFromProbe, type Capabilities } from "./capabilities.js";
 import { hasReason, isBusy, onlyMissingDatasets, zfsError, type ZfsError, type ZfsReason } from "./errors.js";
 import { validateDatasetOrSnapshot, validatePool } from "./names.js";
 import { relay } from "./relay.js";
-import { parseGet, parseRows, PropertyView, type PropertyMap } from "./parse.js";
+import type { Hold, PoolInfo } from "./types.js";
+
+export type { Hold, PoolInfo } from "./types.js";
+import { parseGet, parseProgramOutput, parseRows, PropertyView, type PropertyMap } from "./parse.js";
 import { retryWhileBusy } from "./retry.js";
 
 export interface ZfsOptions {
@@ -60,24 +64,6 @@ export interface StreamedCommand {
   failure(result: ExecResult): ZfsError;
 }
 
-/** One user hold, as `zfs holds -H` prints it. */
-export interface Hold {
-  readonly snapshot: string;
-  readonly tag: string;
-}
-
-export interface PoolInfo {
-  readonly name: string;
-  /** `ONLINE`, `DEGRADED`, `FAULTED`, ... as zpool prints it. */
-  readonly health: string;
-  /** used + available of the pool's root dataset: what datasets can hold in total. */
-  readonly sizeBytes: bigint;
-  /** `available` of the root dataset: what a new dataset can still get (GetCapacity). */
-  readonly freeBytes: bigint;
-  /** `used` of the root dataset (includes all descendants, snapshots and reservations). */
-  readonly allocatedBytes: bigint;
-}
-
 const defaultSleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
@@ -102,9 +88,9 @@ export class Zfs {
   }
 
   /** Runs argv; returns the result whatever the exit code. */
-  private async runRaw(argv: readonly string[], expectedExitCodes?: readonly number[]): Promise<{ argv: readonly string[]; result: ExecResult }> {
+  private async runRaw(argv: readonly string[], expectedExitCodes?: readonly number[], stdin?: string): Promise<{ argv: readonly string[]; result: ExecResult }> {
     const full = [...this.prefix, ...argv];
-    const result = await this.exec.run(full, { ...(this.options.timeoutMs !== undefined && { timeoutMs: this.options.timeoutMs }), ...(expectedExitCodes && { expectedExitCodes }) });
+    const result = await this.exec.run(full, { ...(this.options.timeoutMs !== undefined && { timeoutMs: this.options.timeoutMs }), ...(expectedExitCodes && { expectedExitCodes }), ...(stdin !== undefined && { stdin }) });
     return { argv: full, result };
   }
 
@@ -376,6 +362,20 @@ export class Zfs {
     const allocatedBytes = root.integer("used");
     const freeBytes = root.integer("available");
     return { name, health: row.health ?? "", sizeBytes: allocatedBytes + freeBytes, freeBytes, allocatedBytes };
+  }
+
+  /**
+   * `zfs program -j <pool> - <args...>`, `script` on stdin: one command, checks and changes in
+   * one txg (argv.zfsProgram); returns the script's return value. A host that refuses channel
+   * programs (permission denied: not root, no sudo; unsupported) is remembered: its
+   * `capabilities().channelPrograms` is false from then on, and callers keep to their CLI path.
+   */
+  async program(pool: string, script: string, args: readonly string[]): Promise<unknown> {
+    const { argv, result } = await this.runRaw(zfsProgram(pool, args), undefined, script);
+    if (result.exitCode === 0) return parseProgramOutput(this.exec.host, result.stdout);
+    const err = zfsError(this.exec.host, argv, result);
+    if (hasReason(err, "permissionDenied", "unsupported")) this.capabilitiesPromise = this.capabilities().then((caps) => ({ ...caps, channelPrograms: false }));
+    throw err;
   }
 
   /** Probed once per client with `zfs version` (see capabilities.ts), then cached. A failed probe is not cached. */
