@@ -110,7 +110,10 @@ export function finishResults(): string {
 
 export const ratio = (a: number, b: number): string => `${(a / b).toFixed(2)}×`;
 
-/** The physical floor: a bare ssh2 connection to the pool host's sshd, commands under sudo, no driver. */
+/**
+ * The physical floor: a bare ssh2 connection to the pool host's sshd, no driver; commands
+ * under sudo as the driver runs them (the OpenZFS VM's driver-facing user is root: no sudo).
+ */
 export function rawExecutor(host: PoolHostEnv): SshExecutor {
   return new SshExecutor({
     host: "raw",
@@ -119,7 +122,7 @@ export function rawExecutor(host: PoolHostEnv): SshExecutor {
     user: host.sshd.user,
     privateKey: host.sshd.privateKey,
     hostKeys: [host.sshd.hostKeyLine],
-    sudo: true,
+    sudo: host.sshd.user !== "root",
   });
 }
 
