@@ -298,8 +298,13 @@ export class SnapshotService {
       // EBUSY: the snapshot is mounted under .zfs/snapshot, which only the CLI's destroy unmounts.
       if (outcome.error !== 0) {
         this.logger.info({ op: "DeleteSnapshot", snapshotId: formatSnapshotId(ref), errno: outcome.error }, "channel program could not destroy the snapshot; retrying with zfs destroy -d");
-        await host.zfs.destroy(name, { deferred: true });
-        return true;
+        return host.zfs.destroy(name, { deferred: true }).then(
+          () => true,
+          (err: unknown) => {
+            if (isZcsiError(err, "NotFound")) return false;
+            throw err;
+          },
+        );
       }
       throw internal(`${host.config.name}: the DeleteSnapshot channel program left ${name} although it is a CSI snapshot of a zcsi volume (its rule and classifySnapshot disagree)`);
     });
