@@ -26,8 +26,8 @@ export async function timeMs(work: () => Promise<unknown>): Promise<number> {
   return Number(process.hrtime.bigint() - t0) / 1e6;
 }
 
-export function machineInfo(): string {
-  const zfs = (() => {
+export function machineInfo(zfsOverride?: string): string {
+  const zfs = zfsOverride ?? (() => {
     try {
       execFileSync("zfs", ["version"], { stdio: "pipe" });
       return "OpenZFS";
@@ -54,12 +54,12 @@ export interface Row {
  * judgement with `met`, `MISSED`, `held` or `EXCEEDED`, followed on a miss by the measured
  * reason: targets.ts collects exactly those lines into the run's summary and the README.
  */
-export function report(title: string, rows: readonly Row[], verdicts: readonly string[]): void {
+export function report(title: string, rows: readonly Row[], verdicts: readonly string[], opts: { zfs?: string } = {}): void {
   const fmt = (n: number | undefined): string => (n === undefined || Number.isNaN(n) ? "" : n >= 100 ? n.toFixed(0) : n.toFixed(2));
   const lines = [
     `## ${title}`,
     "",
-    `Machine: ${machineInfo()}`,
+    `Machine: ${machineInfo(opts.zfs)}`,
     "",
     "| what | median | p95 | unit | ratio | note |",
     "|---|---:|---:|---|---:|---|",
