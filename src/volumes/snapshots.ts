@@ -277,15 +277,7 @@ export class SnapshotService {
         this.logger.info({ op: "DeleteSnapshot", poolHost: host.config.name, err: errorMessage(err) }, "channel program refused; deleting snapshots with zfs get + zfs destroy on this host");
       }
     }
-    return this.decide(ref, await this.lookup(ref), async () => {
-      try {
-        await host.zfs.destroy(`${ref.dataset}@${ref.snapshot}`, { deferred: true });
-      } catch (err) {
-        if (isZcsiError(err, "NotFound")) return false;
-        throw err;
-      }
-      return true;
-    });
+    return this.decide(ref, await this.lookup(ref), () => destroyDeferred(host, `${ref.dataset}@${ref.snapshot}`));
   }
 
   /** The channel program's delete: its facts answer as the lookup's would (one source: classifySnapshot). */
@@ -298,13 +290,7 @@ export class SnapshotService {
       // EBUSY: the snapshot is mounted under .zfs/snapshot, which only the CLI's destroy unmounts.
       if (outcome.error !== 0) {
         this.logger.info({ op: "DeleteSnapshot", snapshotId: formatSnapshotId(ref), errno: outcome.error }, "channel program could not destroy the snapshot; retrying with zfs destroy -d");
-        return host.zfs.destroy(name, { deferred: true }).then(
-          () => true,
-          (err: unknown) => {
-            if (isZcsiError(err, "NotFound")) return false;
-            throw err;
-          },
-        );
+        return destroyDeferred(host, name);
       }
       throw internal(`${host.config.name}: the DeleteSnapshot channel program left ${name} although it is a CSI snapshot of a zcsi volume (its rule and classifySnapshot disagree)`);
     });
@@ -321,4 +307,15 @@ export class SnapshotService {
     }
     return destroy();
   }
+}
+
+/** `zfs destroy -d`; true when it destroyed (or deferred), false when the snapshot was already gone. */
+async function destroyDeferred(host: PoolHost, name: string): Promise<boolean> {
+  try {
+    await host.zfs.destroy(name, { deferred: true });
+  } catch (err) {
+    if (isZcsiError(err, "NotFound")) return false;
+    throw err;
+  }
+  return true;
 }
