@@ -26,8 +26,8 @@ export async function timeMs(work: () => Promise<unknown>): Promise<number> {
   return Number(process.hrtime.bigint() - t0) / 1e6;
 }
 
-export function machineInfo(): string {
-  const zfs = (() => {
+export function machineInfo(zfsOverride?: string): string {
+  const zfs = zfsOverride ?? (() => {
     try {
       execFileSync("zfs", ["version"], { stdio: "pipe" });
       return "OpenZFS";
@@ -54,12 +54,12 @@ export interface Row {
  * judgement with `met`, `MISSED`, `held` or `EXCEEDED`, followed on a miss by the measured
  * reason: targets.ts collects exactly those lines into the run's summary and the README.
  */
-export function report(title: string, rows: readonly Row[], verdicts: readonly string[]): void {
+export function report(title: string, rows: readonly Row[], verdicts: readonly string[], opts: { zfs?: string } = {}): void {
   const fmt = (n: number | undefined): string => (n === undefined || Number.isNaN(n) ? "" : n >= 100 ? n.toFixed(0) : n.toFixed(2));
   const lines = [
     `## ${title}`,
     "",
-    `Machine: ${machineInfo()}`,
+    `Machine: ${machineInfo(opts.zfs)}`,
     "",
     "| what | median | p95 | unit | ratio | note |",
     "|---|---:|---:|---|---:|---|",
@@ -115,7 +115,10 @@ export function finishResults(): string {
 
 export const ratio = (a: number, b: number): string => `${(a / b).toFixed(2)}×`;
 
-/** The physical floor: a bare ssh2 connection to the pool host's sshd, commands under sudo, no driver. */
+/**
+ * The physical floor: a bare ssh2 connection to the pool host's sshd, no driver; commands
+ * under sudo as the driver runs them (the OpenZFS VM's driver-facing user is root: no sudo).
+ */
 export function rawExecutor(host: PoolHostEnv): SshExecutor {
   return new SshExecutor({
     host: "raw",
@@ -124,7 +127,7 @@ export function rawExecutor(host: PoolHostEnv): SshExecutor {
     user: host.sshd.user,
     privateKey: host.sshd.privateKey,
     hostKeys: [host.sshd.hostKeyLine],
-    sudo: true,
+    sudo: host.sshd.user !== "root",
   });
 }
 

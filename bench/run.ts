@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { appendResults, finishResults, loadLine, resultsFile, startResults } from "./lib.js";
 import { TARGETS_HEADING, targetsTable } from "./targets.js";
 import { benchProvision } from "./provision.js";
+import { benchDeleteSnapshotOpenZfs } from "./delete-snapshot.js";
 import { benchScale } from "./scale.js";
 import { benchDataPath } from "./datapath.js";
 import { benchMemory } from "./memory.js";
@@ -12,12 +13,13 @@ import { benchMigrate } from "./migrate.js";
  * `npm run bench`: every benchmark, then a table of every target with met or missed and the
  * measured reason for a miss; a complete run's results become bench/results/latest.md (then
  * `npm run bench:readme` puts its targets table into the README).
- * BENCH_ONLY=provision,scale,datapath,memory,replication,migrate runs a subset (while
+ * BENCH_ONLY=provision,delete-snapshot-openzfs,scale,datapath,memory,replication,migrate runs a subset (while
  * developing one), written to bench/results/subset-<names>.md. The controller's memory
  * (benchmark 6) is measured inside `scale`, which has made the volumes it needs.
  */
 const benchmarks: Record<string, () => Promise<void>> = {
   provision: benchProvision,
+  "delete-snapshot-openzfs": benchDeleteSnapshotOpenZfs,
   scale: benchScale,
   datapath: benchDataPath,
   memory: benchMemory,

@@ -333,6 +333,21 @@ export function zfsMount(dataset: string): string[] {
 }
 
 /** `zfs version` (OpenZFS ≥ 0.8; zfs-fuse prints "unrecognized command 'version'" and its usage). */
+/**
+ * `zfs program -j <pool> - <args...>` (zfs-program(8), OpenZFS ≥ 0.8): runs the channel program
+ * read from stdin (`-`) in the pool's kernel, in one txg; the script sees `args` as its `argv`
+ * table, so a dataset name reaches it as data and never becomes Lua source. `-j` prints the
+ * script's return value as JSON (`{"return": ...}`). An argument may not start with `-`: it
+ * would read as an option, as the CLI's getopt permutes.
+ */
+export function zfsProgram(pool: string, args: readonly string[]): string[] {
+  validatePool(pool);
+  for (const a of args) {
+    if (typeof a !== "string" || a.startsWith("-") || a.includes("\0")) throw invalidArgument(`channel program argument ${JSON.stringify(a)}: must not start with "-" or contain NUL`);
+  }
+  return ["zfs", "program", "-j", pool, "-", ...args];
+}
+
 export function zfsVersion(): string[] {
   return ["zfs", "version"];
 }

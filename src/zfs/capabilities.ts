@@ -5,8 +5,8 @@ import { parseZfsVersion } from "./parse.js";
  * What the host's zfs CLI can do, from ONE probe: `zfs version`.
  *
  * - OpenZFS ≥ 0.8 has `zfs version` (2.3.2 prints `zfs-2.3.2-2~bpo12+2` and `zfs-kmod-2.3.2-2~bpo12+2`). Every feature
- *   below predates 0.8 (list -p, get -t, bookmarks: ZoL 0.6.x; resumable send and multi-property
- *   `zfs set`: 0.7.0), so a successful `zfs version` means all of them.
+ *   below is in 0.8 (list -p, get -t, bookmarks: ZoL 0.6.x; resumable send and multi-property
+ *   `zfs set`: 0.7.0; `zfs program`: 0.8.0), so a successful `zfs version` means all of them.
  * - Older CLIs answer "unrecognized command 'version'" followed by their full usage text on
  *   stderr, and the usage text lists the options that exist. We read the features from it
  *   instead of running one probe per feature (each probe is a round trip over SSH).
@@ -33,6 +33,13 @@ export interface Capabilities {
    * zfs-fuse takes one name; its atomic form for several datasets is `-r` of a common parent.
    */
   readonly multiSnapshot: boolean;
+  /**
+   * `zfs program` (channel programs, zfs-program(8)): Lua run in the kernel in one txg, so a
+   * check and the change it guards are one atomic command (OpenZFS ≥ 0.8). Root only: a host
+   * whose user is neither root nor behind sudo refuses it, and the client then falls back.
+   * zfs-fuse and ZoL 0.7 have no `program` subcommand.
+   */
+  readonly channelPrograms: boolean;
 }
 
 export const OPENZFS_FEATURES = {
@@ -42,6 +49,7 @@ export const OPENZFS_FEATURES = {
   getTypeFilter: true,
   multiPropertySet: true,
   multiSnapshot: true,
+  channelPrograms: true,
 } as const;
 
 /**
@@ -83,6 +91,7 @@ export function capabilitiesFromUsage(usage: string): Capabilities {
   const multiPropertySet = set.some((e) => /<property=value> \.\.\./.test(e));
   // OpenZFS: `<filesystem|volume>@<snap> ...`; zfs-fuse: `<filesystem@snapname|volume@snapname>` (one).
   const multiSnapshot = usageEntries(usage, "snapshot").some((e) => /@\S*\s+\.\.\.\s*$/.test(e));
+  const channelPrograms = usageEntries(usage, "program").length > 0;
   const looksLikeZfsFuse =
     send.length === 1 && /^send \[-RDp\] \[-\[iI\] snapshot\] <snapshot>$/.test(send[0] ?? "") && !listParsable && !bookmarks;
   return {
@@ -93,6 +102,7 @@ export function capabilitiesFromUsage(usage: string): Capabilities {
     getTypeFilter,
     multiPropertySet,
     multiSnapshot,
+    channelPrograms,
   };
 }
 

@@ -9,6 +9,7 @@ import {
   zfsInherit,
   zfsList,
   zfsMount,
+  zfsProgram,
   zfsPromote,
   zfsRollback,
   zfsHold,
@@ -34,30 +35,12 @@ import { hasReason, isBusy, onlyMissingDatasets, zfsError, type ZfsReason } from
 import { validateDatasetOrSnapshot, validatePool } from "./names.js";
 import { ListingTimeouts } from "./listing-timeout.js";
 import { relay } from "./relay.js";
-import type { Hold, PoolInfo, StreamedCommand } from "./types.js";
+import type { Hold, PoolInfo, StreamedCommand, ZfsOptions } from "./types.js";
 
-export type { Hold, PoolInfo, StreamedCommand } from "./types.js";
-import { parseGet, parseRows, PropertyView, type PropertyMap } from "./parse.js";
+export type { Hold, PoolInfo, StreamedCommand, ZfsOptions } from "./types.js";
+import { parseGet, parseProgramOutput, parseRows, PropertyView, type PropertyMap } from "./parse.js";
 import { retryWhileBusy } from "./retry.js";
 
-export interface ZfsOptions {
-  /** Per-command timeout passed to the executor (DeadlineExceeded when exceeded). */
-  readonly timeoutMs?: number;
-  /** Prefix every command with `sudo -n` (config `sudo: true`); a password prompt becomes PermissionDenied. */
-  readonly sudo?: boolean;
-  /** How long destroy keeps retrying "dataset is busy" before giving up. Default 5000 ms. */
-  readonly busyRetryBudgetMs?: number;
-  /** Injected for tests; defaults to setTimeout. */
-  readonly sleep?: (ms: number) => Promise<void>;
-  /**
-   * The floor of a listing's timeout (config `listingTimeoutMs`): a `zfs get` with `-d`/`-r` or
-   * a `zfs list`, whose time grows with the datasets it lists. See listing-timeout.ts for how it
-   * grows beyond the floor. Default DEFAULT_LISTING_TIMEOUT_MS.
-   */
-  readonly listingTimeoutMs?: number;
-  /** ms clock for the listing timeouts; tests inject one. */
-  readonly now?: () => number;
-}
 
 const defaultSleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -88,15 +71,16 @@ export class Zfs {
   }
 
   /** Runs argv; returns the result whatever the exit code. `timeoutMs` overrides the client's per-command timeout. */
-  private async runRaw(argv: readonly string[], expectedExitCodes?: readonly number[], timeoutMs = this.options.timeoutMs): Promise<{ argv: readonly string[]; result: ExecResult }> {
+  private async runRaw(argv: readonly string[], expectedExitCodes?: readonly number[], options: { timeoutMs?: number; stdin?: string } = {}): Promise<{ argv: readonly string[]; result: ExecResult }> {
     const full = [...this.prefix, ...argv];
-    const result = await this.exec.run(full, { ...(timeoutMs !== undefined && { timeoutMs }), ...(expectedExitCodes && { expectedExitCodes }) });
+    const timeoutMs = options.timeoutMs ?? this.options.timeoutMs;
+    const result = await this.exec.run(full, { ...(timeoutMs !== undefined && { timeoutMs }), ...(expectedExitCodes && { expectedExitCodes }), ...(options.stdin !== undefined && { stdin: options.stdin }) });
     return { argv: full, result };
   }
 
   /** Runs a listing (argv whose output grows with the datasets listed) with its own timeout (listing-timeout.ts). */
   private runListing(argv: readonly string[], expectedExitCodes?: readonly number[]): Promise<{ argv: readonly string[]; result: ExecResult }> {
-    return this.listingTimeouts.run(argv.join("\0"), (timeoutMs) => this.runRaw(argv, expectedExitCodes, timeoutMs));
+    return this.listingTimeouts.run(argv.join("\0"), (timeoutMs) => this.runRaw(argv, expectedExitCodes, { timeoutMs }));
   }
 
   /** Runs argv; a non-zero exit becomes a classified error. */
@@ -372,6 +356,20 @@ export class Zfs {
     const allocatedBytes = root.integer("used");
     const freeBytes = root.integer("available");
     return { name, health: row.health ?? "", sizeBytes: allocatedBytes + freeBytes, freeBytes, allocatedBytes };
+  }
+
+  /**
+   * `zfs program -j <pool> - <args...>`, `script` on stdin: one command, checks and changes in
+   * one txg (argv.zfsProgram); returns the script's return value. A host that refuses channel
+   * programs (permission denied: not root, no sudo; unsupported) is remembered: its
+   * `capabilities().channelPrograms` is false from then on, and callers keep to their CLI path.
+   */
+  async program(pool: string, script: string, args: readonly string[]): Promise<unknown> {
+    const { argv, result } = await this.runRaw(zfsProgram(pool, args), undefined, { stdin: script });
+    if (result.exitCode === 0) return parseProgramOutput(this.exec.host, result.stdout);
+    const err = zfsError(this.exec.host, argv, result);
+    if (hasReason(err, "permissionDenied", "unsupported")) this.capabilitiesPromise = this.capabilities().then((caps) => ({ ...caps, channelPrograms: false }));
+    throw err;
   }
 
   /** Probed once per client with `zfs version` (see capabilities.ts), then cached. A failed probe is not cached. */

@@ -161,6 +161,18 @@ export function ownUserPropertyValue(entry: PropertyValue | undefined): string |
   return entry?.source === OWN_SOURCE ? meaningful(entry.value) : undefined;
 }
 
+/** The return value of a channel program from `zfs program -j` output (`{"return": ...}`); undefined when it returned nothing. */
+export function parseProgramOutput(host: string, stdout: string): unknown {
+  let parsed: unknown;
+  try {
+    parsed = stdout.trim() === "" ? {} : JSON.parse(stdout);
+  } catch {
+    parsed = undefined;
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw internal(`${host}: zfs program: expected a JSON object, got ${JSON.stringify(stdout.slice(0, 200))}`);
+  return (parsed as Record<string, unknown>)["return"];
+}
+
 /** The first line of `zfs version` (OpenZFS ≥ 0.8): `zfs-2.3.2-2~bpo12+2` → `2.3.2-2~bpo12+2`. */
 export function parseZfsVersion(stdout: string): string | undefined {
   const first = recordLines(stdout)[0]?.trim();

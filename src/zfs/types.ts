@@ -33,3 +33,23 @@ export interface PoolInfo {
   /** `used` of the root dataset (includes all descendants, snapshots and reservations). */
   readonly allocatedBytes: bigint;
 }
+
+/** How a Zfs client (client.ts) runs its commands. */
+export interface ZfsOptions {
+  /** Per-command timeout passed to the executor (DeadlineExceeded when exceeded). */
+  readonly timeoutMs?: number;
+  /** Prefix every command with `sudo -n` (config `sudo: true`); a password prompt becomes PermissionDenied. */
+  readonly sudo?: boolean;
+  /** How long destroy keeps retrying "dataset is busy" before giving up. Default 5000 ms. */
+  readonly busyRetryBudgetMs?: number;
+  /** Injected for tests; defaults to setTimeout. */
+  readonly sleep?: (ms: number) => Promise<void>;
+  /**
+   * The floor of a listing's timeout (config `listingTimeoutMs`): a `zfs get` with `-d`/`-r` or
+   * a `zfs list`, whose time grows with the datasets it lists. See listing-timeout.ts for how it
+   * grows beyond the floor. Default DEFAULT_LISTING_TIMEOUT_MS.
+   */
+  readonly listingTimeoutMs?: number;
+  /** ms clock for the listing timeouts; tests inject one. */
+  readonly now?: () => number;
+}

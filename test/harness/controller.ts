@@ -59,6 +59,8 @@ export interface ControllerEnvOptions {
   pinnedHostKey?: string;
   /** Serve /metrics here (e.g. `127.0.0.1:0`), as `zcsi controller --metrics-address` does. */
   metricsAddress?: string;
+  /** The ZFS backend of the pool hosts; default ZCSI_ZFS_BACKEND (a benchmark measures both). */
+  backend?: ZfsBackendName;
 }
 
 export async function startControllerEnv(options: ControllerEnvOptions = {}): Promise<ControllerEnv> {
@@ -77,7 +79,7 @@ export async function startControllerEnv(options: ControllerEnvOptions = {}): Pr
   };
   try {
     for (const name of options.hostNames ?? ["alice"]) {
-      const pool = await createPoolHost({ sizeMiB: options.poolSizeMiB ?? 512, name });
+      const pool = await createPoolHost({ sizeMiB: options.poolSizeMiB ?? 512, name }, options.backend ?? zfsBackend());
       cleanups.push(() => pool.destroy());
       let sshd: Sshd;
       if (pool.vm) {

@@ -9,6 +9,7 @@ import { PoolHosts } from "../../src/volumes/hosts.js";
 import { parseVolumeParameters } from "../../src/volumes/parameters.js";
 import { VolumeService } from "../../src/volumes/service.js";
 import { SnapshotService } from "../../src/volumes/snapshots.js";
+import { zfsBackend } from "../harness/backend.js";
 import { startControllerEnv, type ControllerEnv } from "../harness/controller.js";
 import { failure } from "../harness/csi-client.js";
 import { times } from "../harness/parallel.js";
@@ -326,19 +327,35 @@ describe("DeleteSnapshot", () => {
     expect((await everything()).filter((n) => n.includes("pvc-defer"))).toEqual([]);
   });
 
-  it("destroys a snapshot without clones at once, in two commands: one zfs get (ours? there?), one zfs destroy", async () => {
+  it("destroys a snapshot without clones at once: one command on OpenZFS (a channel program checks and destroys), two on zfs-fuse (zfs get, zfs destroy)", async () => {
     const v = await volume("pvc-del-snap");
     const snap = await snapshot(v.id, "snapshot-plain");
-    const before = { count: alice().count, get: alice().counts.get("zfs get") ?? 0, destroy: alice().counts.get("zfs destroy") ?? 0 };
+    const openzfs = (await env.poolHosts.get("alice").zfs.capabilities()).channelPrograms;
+    expect(openzfs).toBe(env.backend === "openzfs-vm");
+    const counts = (): Record<string, number> => ({ all: alice().count, get: alice().counts.get("zfs get") ?? 0, destroy: alice().counts.get("zfs destroy") ?? 0, program: alice().counts.get("zfs program") ?? 0 });
+    const delta = (before: Record<string, number>): Record<string, number> => Object.fromEntries(Object.entries(counts()).map(([k, n]) => [k, n - before[k]!]));
+    const before = counts();
     await env.client.deleteSnapshot({ snapshotId: snap });
-    expect(alice().count - before.count).toBe(2);
-    expect((alice().counts.get("zfs get") ?? 0) - before.get).toBe(1);
-    expect((alice().counts.get("zfs destroy") ?? 0) - before.destroy).toBe(1);
+    expect(delta(before)).toEqual(openzfs ? { all: 1, get: 0, destroy: 0, program: 1 } : { all: 2, get: 1, destroy: 1, program: 0 });
     expect(await snapshotsOf(v.dataset)).toEqual([]);
     // A retry finds nothing and destroys nothing: one command.
-    const retry = alice().count;
+    const retry = counts();
     await env.client.deleteSnapshot({ snapshotId: snap });
-    expect(alice().count - retry).toBe(1);
+    expect(delta(retry)).toEqual(openzfs ? { all: 1, get: 0, destroy: 0, program: 1 } : { all: 1, get: 1, destroy: 0, program: 0 });
+  });
+
+  it("defers a snapshot with a user hold: OK at once, gone for CSI, and ZFS frees it when the hold is released", async () => {
+    const v = await volume("pvc-del-held");
+    const snap = await snapshot(v.id, "snapshot-held");
+    const zfsName = `${v.dataset}@snapshot-held`;
+    expect((await env.zfs("hold", "backup-tool", zfsName)).exitCode).toBe(0);
+    await env.client.deleteSnapshot({ snapshotId: snap });
+    expect(await prop(zfsName, "defer_destroy")).toBe("on");
+    expect(await snapshotsOf(v.dataset)).toEqual([zfsName]);
+    expect(await code(env.client.getSnapshot({ snapshotId: snap }))).toBe(status.NOT_FOUND);
+    await env.client.deleteSnapshot({ snapshotId: snap }); // already deleted: OK
+    expect((await env.zfs("release", "backup-tool", zfsName)).exitCode).toBe(0);
+    expect(await snapshotsOf(v.dataset)).toEqual([]);
   });
 
   it("is OK for a snapshot that does not exist or cannot be ours, and runs nothing for the latter", async () => {
@@ -357,6 +374,40 @@ describe("DeleteSnapshot", () => {
     expect(await code(env.client.deleteSnapshot({ snapshotId: `alice:${v.dataset}@mine` }))).toBe(status.FAILED_PRECONDITION);
     expect(await snapshotsOf(v.dataset)).toEqual([`${v.dataset}@mine`]);
     await env.zfs("destroy", `${v.dataset}@mine`);
+  });
+
+  it("refuses a snapshot whose CSI mark is only inherited, or whose dataset is not a zcsi volume, leaving both", async () => {
+    // The mark set on the volume itself: its snapshots show it "inherited", which never counts.
+    const v = await volume("pvc-del-inherit");
+    expect((await env.zfs("set", "zcsi:csi-snapshot-name=snapshot-inherited", v.dataset)).exitCode).toBe(0);
+    expect((await env.zfs("snapshot", `${v.dataset}@snapshot-inherited`)).exitCode).toBe(0);
+    const inherited = await failure(env.client.deleteSnapshot({ snapshotId: `alice:${v.dataset}@snapshot-inherited` }));
+    expect(inherited.code).toBe(status.FAILED_PRECONDITION);
+    expect(inherited.details).toContain(`${v.dataset}@snapshot-inherited`);
+    expect(await snapshotsOf(v.dataset)).toEqual([`${v.dataset}@snapshot-inherited`]);
+    // A dataset under the parent that zcsi did not create, with a snapshot marked like a CSI one.
+    const foreign = `${parent}/pvc-del-foreign`;
+    expect((await env.zfs("create", foreign)).exitCode).toBe(0);
+    expect((await env.zfs("snapshot", "-o", "zcsi:csi-snapshot-name=snapshot-f", `${foreign}@snapshot-f`)).exitCode).toBe(0);
+    expect(await code(env.client.deleteSnapshot({ snapshotId: `alice:${foreign}@snapshot-f` }))).toBe(status.FAILED_PRECONDITION);
+    expect(await snapshotsOf(foreign)).toEqual([`${foreign}@snapshot-f`]);
+    await env.zfs("destroy", "-r", foreign);
+    await env.zfs("destroy", `${v.dataset}@snapshot-inherited`);
+    await env.zfs("inherit", "zcsi:csi-snapshot-name", v.dataset);
+  });
+
+  it.runIf(zfsBackend() === "openzfs-vm")("destroys a snapshot someone is browsing under .zfs/snapshot (the channel program cannot unmount it; zfs destroy -d does)", async () => {
+    const v = await volume("pvc-del-browsed");
+    await write(v.mountpoint, { "a.txt": Buffer.from("seen through .zfs\n") });
+    const snap = await snapshot(v.id, "snapshot-browsed");
+    // Reading a file under .zfs/snapshot mounts the snapshot (automount).
+    expect((await poolHost().pool.files.read(`${v.mountpoint}/.zfs/snapshot/snapshot-browsed/a.txt`)).trim()).toBe("seen through .zfs");
+    const programs = alice().counts.get("zfs program") ?? 0;
+    const destroys = alice().counts.get("zfs destroy") ?? 0;
+    await env.client.deleteSnapshot({ snapshotId: snap });
+    expect(await snapshotsOf(v.dataset)).toEqual([]);
+    expect((alice().counts.get("zfs program") ?? 0) - programs).toBe(1);
+    expect((alice().counts.get("zfs destroy") ?? 0) - destroys).toBe(1);
   });
 });
 

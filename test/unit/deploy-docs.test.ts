@@ -33,8 +33,12 @@ const SUBCOMMAND_PERMISSION: Readonly<Record<string, readonly string[]>> = {
   rollback: ["rollback", "mount"],
   diff: ["diff"],
 };
-/** Builders that need no permission of their own (set/inherit need the property's; see below). */
-const NO_PERMISSION = new Set(["get", "list", "version", "set", "inherit", "holds"]);
+/**
+ * Builders that need no permission of their own (set/inherit need the property's; see below).
+ * `zfs program` cannot be delegated at all (root only): without sudo it is refused and the
+ * caller falls back to commands on this list (docs/pool-host.md says so).
+ */
+const NO_PERMISSION = new Set(["get", "list", "version", "set", "inherit", "holds", "program"]);
 
 function requiredPermissions(): Set<string> {
   const argv = read("src/zfs/argv.ts");

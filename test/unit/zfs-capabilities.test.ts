@@ -13,6 +13,7 @@ describe("capabilities from `zfs version`", () => {
       getTypeFilter: false,
       multiPropertySet: false,
       multiSnapshot: false,
+      channelPrograms: false,
     });
   });
 
@@ -26,6 +27,7 @@ describe("capabilities from `zfs version`", () => {
       getTypeFilter: true,
       multiPropertySet: true,
       multiSnapshot: true,
+      channelPrograms: true,
     });
   });
 
@@ -52,6 +54,7 @@ describe("capabilities from `zfs version`", () => {
       getTypeFilter: true,
       multiPropertySet: true,
       multiSnapshot: true,
+      channelPrograms: false,
     });
   });
 
@@ -74,7 +77,7 @@ describe("property limits from the capabilities", () => {
   });
 
   it("OpenZFS: lz4 always, zstd from 2.0, records up to 1M, 16M from 2.2", () => {
-    const at = (version: string) => propertyLimits({ implementation: "openzfs", version, listParsable: true, resumableSend: true, bookmarks: true, getTypeFilter: true, multiPropertySet: true, multiSnapshot: true });
+    const at = (version: string) => propertyLimits({ implementation: "openzfs", version, listParsable: true, resumableSend: true, bookmarks: true, getTypeFilter: true, multiPropertySet: true, multiSnapshot: true, channelPrograms: true });
     expect(at("2.3.2-2~bpo12+2")).toMatchObject({ maxRecordsizeBytes: 16 * 1024 * 1024, what: "OpenZFS 2.3.2-2~bpo12+2" });
     expect(at("2.3.2-2~bpo12+2")?.compression).toContain("zstd");
     expect(at("2.1.5-1")).toMatchObject({ maxRecordsizeBytes: 1024 * 1024 });
