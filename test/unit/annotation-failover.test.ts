@@ -44,7 +44,7 @@ describe("decideAnnotationFailover: the source annotation moved to a replica", (
     expect(d.problem).toMatch(/carol:pool3\/k8s\/apps\/db \(epoch 3\) is newer/);
   });
 
-  it("does not promote a dataset that is another data's replica, nor count unrelated datasets as copies", () => {
+  it("promotes a replica of other data as that data, and leaves datasets of another identity alone", () => {
     const other: CopyFacts = { ...B, volume: "dave:tank/other", role: "replica", epoch: "1", replicaOf: "dave:tank/other", readonly: true };
     const unrelated: CopyFacts = { ...C, readonly: false }; // plain, under another name: not a copy of ID
     const d = decideAnnotationFailover({ node: "bob", ...B }, [other, plainMaster, unrelated], nothingElseAnnotated);
