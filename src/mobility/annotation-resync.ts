@@ -11,7 +11,8 @@ import { demoteStale, type ResyncDeps, type ResyncResult } from "./resync.js";
 /**
  * `zcsi resync HOST:DATASET` for a node-annotation dataset (issue 14, item 6): the same fail
  * back as a volume's (resync.ts), for a master the annotations replaced (replication/
- * annotation-failover.ts fenced it). The annotations say where its data now comes from: the
+ * annotation-failover.ts fenced it), or for a replica of the old master (it shares no snapshot
+ * with the new one: each job sends its own, so its job is refused). The annotations say where its data now comes from: the
  * node annotated `zcsi.dev/replication-replica` for that dataset names the source, and that
  * source must be the live primary of the same data at a newer epoch. Then, under the data's move
  * lock: the stale copy's state is snapshotted and renamed aside (kept; with --discard-diverged
@@ -61,12 +62,15 @@ export async function resyncAnnotated(deps: AnnotatedResyncDeps, req: { copy: st
   if (home === undefined || "problem" in home || home.role !== "primary" || home.fenced !== undefined) {
     throw failedPrecondition(`the source ${copyName(job.source)} is not the live master of ${identity}${home && !("problem" in home) ? ` (${home.role}${home.fenced !== undefined ? ", fenced" : ""})` : ""}; nothing changed`);
   }
-  if (stale === undefined || "problem" in stale || stale.role !== "primary" || (stale.fenced === undefined && stale.epoch >= home.epoch)) {
+  // Stale: a fenced master, or a replica from before the failover (each job sends its own
+  // snapshots, so another replica of the old master shares none with the new one, and is refused).
+  const isStale = (c: Copy): boolean => (c.role === "primary" ? c.fenced !== undefined || c.epoch < home.epoch : c.epoch < home.epoch);
+  if (stale === undefined || "problem" in stale || !isStale(stale)) {
     const what = stale === undefined ? "not a copy of the same data" : "problem" in stale ? stale.problem : stale.role === "replica" ? `a replica (epoch ${stale.epoch}), not stale` : `the master at epoch ${stale.epoch}`;
-    throw failedPrecondition(`${req.copy} is ${what}; resync turns a stale (fenced) master into a replica; nothing changed`);
+    throw failedPrecondition(`${req.copy} is ${what}; resync turns a stale copy (a fenced master, or a replica of an older epoch) into a replica; nothing changed`);
   }
   const lock = await deps.locks.acquire({ op: "resync", volumeId: identity, from: home.host, to: ref.host });
-  const { common, kept } = await demoteStale(deps, { host, stale: stale as Copy, home: home as Copy, identity, discardDiverged: req.discardDiverged === true, lock, log });
+  const { common, kept } = await demoteStale(deps, { host, stale, home, identity, discardDiverged: req.discardDiverged === true, lock, log });
   const replication = await deps.engine.replicate(job);
   await lock.step("replicated", { snapshot: replication.snapshot });
   await lock.release();

@@ -134,11 +134,12 @@ describe("moving the replication-source annotation to a replica", () => {
     expect([await prop(alice, ds(alice), "zcsi:role"), await prop(alice, ds(alice), "zcsi:epoch"), await readonlyOf(alice, ds(alice))]).toEqual(["primary", "1", "on"]);
     expect(await prop(alice, ds(alice), "zcsi:fenced")).toBe(`superseded by epoch 2 on bob:${ds(bob)}`);
     expect(await fileOf(alice, ds(alice), "late.txt")).toBe("written on alice after the last run");
-    // carol followed bob (a replica of the same data from the old master is accepted and re-marked); alice was refused.
+    // Both jobs from bob were refused, nothing received: alice is fenced; carol, alice's replica,
+    // shares no snapshot with bob (each job sends its own snapshots), so it is not overwritten either.
     const outcomes = running.replicator.outcomes.slice(runs);
     const toCarol = outcomes.find((o) => running.replicator.currentJobs.find((j) => j.job.id === o.jobId)?.job.target.host === "carol");
-    expect(toCarol && "result" in toCarol ? toCarol.result.action : toCarol).toBe("incremental");
-    expect([await prop(carol, ds(carol), "zcsi:replica-of"), await prop(carol, ds(carol), "zcsi:epoch")]).toEqual([`bob:${ds(bob)}`, "2"]);
+    expect(toCarol && "error" in toCarol ? [toCarol.kind, toCarol.error] : toCarol).toEqual(["FailedPrecondition", expect.stringMatching(/no snapshot in common/)]);
+    expect([await prop(carol, ds(carol), "zcsi:replica-of"), await prop(carol, ds(carol), "zcsi:epoch")]).toEqual([`alice:${ds(alice)}`, "1"]);
     const toAlice = outcomes.find((o) => running.replicator.currentJobs.find((j) => j.job.id === o.jobId)?.job.target.host === "alice");
     expect(toAlice && "error" in toAlice ? [toAlice.kind, toAlice.error] : toAlice).toEqual(["FailedPrecondition", expect.stringMatching(/fenced stale copy .*never received into/)]);
     // What people see: Events on the Nodes, the move counted.
@@ -157,7 +158,7 @@ describe("moving the replication-source annotation to a replica", () => {
     await running.runOnce();
     expect(await snapshots(alice, ds(alice))).toEqual(aliceSnaps);
     expect(await prop(bob, ds(bob), "zcsi:epoch")).toBe("2");
-    expect(await fileOf(carol, ds(carol), "two.txt")).toBe("written on bob, the new master");
+    expect(await fileOf(carol, ds(carol), "one.txt")).toBe("replicated everywhere");
 
     // Fail back: resync alice's copy; its diverged write is kept aside, alice becomes bob's replica.
     const out: string[] = [];
@@ -171,7 +172,13 @@ describe("moving the replication-source annotation to a replica", () => {
     expect([await prop(alice, ds(alice), "zcsi:role"), await prop(alice, ds(alice), "zcsi:epoch"), await prop(alice, ds(alice), "zcsi:replica-of"), await prop(alice, ds(alice), "zcsi:fenced")]).toEqual(["replica", "2", `bob:${ds(bob)}`, "-"]);
     expect(await fileOf(alice, ds(alice), "two.txt")).toBe("written on bob, the new master");
     expect(api.leases.size).toBe(0);
-    // The replicator's own job bob → alice now runs.
+    // carol, a replica of the old master: resynced too, its old copy kept aside, bob's sent in full.
+    out.length = 0;
+    expect(await runResync(ctx, { volumeIds: [`carol:${ds(carol)}`] }, (t) => out.push(t))).toBe(0);
+    expect(out.join("")).toMatch(/the copy on carol is a replica of bob \(epoch 2\); replication full/);
+    expect([await prop(carol, ds(carol), "zcsi:replica-of"), await prop(carol, ds(carol), "zcsi:epoch")]).toEqual([`bob:${ds(bob)}`, "2"]);
+    expect(await fileOf(carol, ds(carol), "two.txt")).toBe("written on bob, the new master");
+    // The replicator's own job bob → alice (and → carol) now runs.
     await bob.pool.files.write(`${await prop(bob, ds(bob), "mountpoint")}/three.txt`, "after the resync");
     clock.advance(16 * MIN);
     const before = running.replicator.outcomes.length;
