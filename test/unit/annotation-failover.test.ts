@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { decideAnnotationFailover, failedOverFrom } from "../../src/replication/annotation-failover.js";
 import { annotationJobs } from "../../src/replication/jobs.js";
+import { annotationCopyName } from "../../src/mobility/annotation-resync.js";
 import type { CopyFacts } from "../../src/volumes/home.js";
 import type { PoolHostConfig } from "../../src/config.js";
 import type { NodeInfo } from "../../src/k8s/nodes.js";
@@ -117,5 +118,16 @@ describe("annotationJobs: the annotated sources", () => {
     expect(set.sources).toEqual([{ node: "bob", host: "bob", dataset: "pool2/k8s/replicas/db" }]);
     const twice = annotationJobs([node("alice", { "zcsi.dev/replication-source": "tank/k8s/apps/x" }), node("bob", { "zcsi.dev/replication-source": "tank/k8s/apps/x" })], hosts.map((h) => ({ ...h, parentDataset: "tank/k8s" })), 900);
     expect(twice.sources).toEqual([]);
+  });
+});
+
+describe("annotationCopyName: which resync argument names a node-annotation dataset", () => {
+  const hosts = [{ name: "alice", parentDataset: "tank/k8s" }] as PoolHostConfig[];
+  it("is HOST:DATASET two or more levels below the host's parentDataset; a volume id or anything else is not", () => {
+    expect(annotationCopyName("alice:tank/k8s/apps/db", hosts)).toEqual({ host: "alice", dataset: "tank/k8s/apps/db" });
+    expect(annotationCopyName("alice:tank/k8s/pvc-1", hosts)).toBeUndefined();
+    expect(annotationCopyName("alice:tank/other/apps/db", hosts)).toBeUndefined();
+    expect(annotationCopyName("nobody:tank/k8s/apps/db", hosts)).toBeUndefined();
+    expect(annotationCopyName("tank/k8s/apps/db", hosts)).toBeUndefined();
   });
 });
