@@ -24,6 +24,7 @@ Usage:
   zcsi drain HOST --config config.yaml [--to HOST] [--parallel 2] [--max-final-delta 64Mi] [--detach-timeout 10m] [--namespace zcsi]
   zcsi failover VOLUME... | --host HOST  --config config.yaml [--to HOST] [--force] [--resume] [--namespace zcsi]
   zcsi resync VOLUME... --host OLD --config config.yaml [--discard-diverged] [--resume] [--namespace zcsi]
+  zcsi resync HOST:DATASET... --config config.yaml [--discard-diverged] [--namespace zcsi]   (node-annotation datasets)
   zcsi adopt DATASET --pvc NAMESPACE/NAME --config config.yaml [--host H] [--read-only] [--storage-class SC] [--dry-run]
   zcsi rollback NAMESPACE/PVC SNAPSHOT [--destroy-newer] [--keep-current] [--force]   (docs/rollback.md)
   zcsi --version

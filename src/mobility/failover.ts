@@ -4,7 +4,7 @@ import { HOME_ANNOTATION, homeAnnotationValue, type PvAnnotator } from "../k8s/p
 import type { VolumeWorkloads } from "../k8s/workloads.js";
 import type { Logger } from "../log.js";
 import { copyName, type Copy } from "../volumes/home.js";
-import type { VolumeHomes } from "../volumes/homes.js";
+import { newestSnapshot, type VolumeHomes } from "../volumes/homes.js";
 import type { PoolHosts } from "../volumes/hosts.js";
 import { lastMoveProperty } from "../volumes/moves.js";
 import { PROP } from "../volumes/properties.js";
@@ -58,19 +58,6 @@ export interface FailoverResult {
   readonly pv?: string;
   readonly removedAttachments: readonly string[];
   readonly deletedPods: readonly string[];
-}
-
-/** The newest snapshot of a dataset (by creation txg), with its creation time. */
-export async function newestSnapshot(hosts: PoolHosts, copy: { host: string; dataset: string }): Promise<{ name: string; createdAt: Date } | undefined> {
-  const all = await hosts.get(copy.host).zfs.get([copy.dataset], ["createtxg", "creation"], { depth: 1, missingOk: true });
-  let best: { name: string; txg: bigint; createdAt: Date } | undefined;
-  for (const [name, props] of all) {
-    if (!name.startsWith(`${copy.dataset}@`)) continue;
-    const txg = BigInt(props.get("createtxg")?.value.match(/^[0-9]+$/)?.[0] ?? "0");
-    const seconds = Number(props.get("creation")?.value ?? "0");
-    if (!best || txg > best.txg) best = { name: name.slice(copy.dataset.length + 1), txg, createdAt: new Date(seconds * 1000) };
-  }
-  return best && { name: best.name, createdAt: best.createdAt };
 }
 
 /** The replica to promote: the one named, else the one with the newest snapshot (all reachable replicas asked). */

@@ -109,27 +109,7 @@ export async function resync(deps: ResyncDeps, req: ResyncRequest): Promise<Resy
   const dataset = (stale ?? replica)?.dataset ?? "";
   let common: Snap | undefined;
   let kept: { dataset: string; snapshot: string } | undefined;
-  if (stale) {
-    const [fromHome, onCopy] = await Promise.all([snapshotsOf(hosts.get(home.host), home.dataset), snapshotsOf(host, dataset)]);
-    const homeGuids = new Set(fromHome.map((s) => s.guid));
-    common = [...onCopy].reverse().find((s) => homeGuids.has(s.guid));
-    const meta = metadataOf(await readProps(host, dataset));
-    if (req.discardDiverged) {
-      if (!common) throw failedPrecondition(`the copy on ${req.host} has no snapshot in common with the home ${copyName(home)}; nothing to roll back to. Resync without --discard-diverged keeps its data aside and sends in full; nothing changed`);
-      log.warn({ dataset, snapshot: common.name }, "--discard-diverged: rolling the stale copy back to the newest common snapshot, destroying its diverged writes");
-      await host.zfs.rollback(`${dataset}@${common.name}`, { destroyNewer: true });
-      await lock.step("rolled-back", { common: common.name });
-    } else {
-      kept = await keepAside(deps, host, stale, home, volumeId, lock);
-      if (common) {
-        await host.zfs.clone(`${kept.dataset}@${common.name}`, dataset, { readonly: "on" });
-        await host.zfs.promote(dataset);
-        await lock.step("cloned-back", { common: common.name });
-      }
-    }
-    if (common) await markReplica(host, dataset, volumeId, home, meta, log);
-    await lock.step("demoted");
-  }
+  if (stale) ({ common, kept } = await demoteStale(deps, { host, stale, home, identity: volumeId, discardDiverged: req.discardDiverged === true, lock, log }));
   const leaf = parseVolumeId(volumeId, hosts.configs).leaf;
   const source = { host: home.host, dataset: home.dataset };
   const target = { host: req.host, dataset };
@@ -152,8 +132,43 @@ export async function resync(deps: ResyncDeps, req: ResyncRequest): Promise<Resy
   return result;
 }
 
+/**
+ * Steps 1 and 2 (or the --discard-diverged rollback) and the replica marks: after this the stale
+ * copy's name holds a replica of `home` at the newest common snapshot (or nothing, when they
+ * share none: the replication that follows sends in full), and its diverged state is kept aside.
+ * Shared by volumes and node-annotation datasets (annotation-resync.ts).
+ */
+export async function demoteStale(
+  deps: { readonly clock?: Clock; readonly hosts: ResyncDeps["hosts"] },
+  args: { host: PoolHost; stale: Copy; home: Copy; identity: string; discardDiverged: boolean; lock: MoveLock; log: ResyncDeps["logger"] },
+): Promise<{ common?: Snap; kept?: { dataset: string; snapshot: string } }> {
+  const { host, stale, home, lock, log } = args;
+  const dataset = stale.dataset;
+  const [fromHome, onCopy] = await Promise.all([snapshotsOf(deps.hosts.get(home.host), home.dataset), snapshotsOf(host, dataset)]);
+  const homeGuids = new Set(fromHome.map((s) => s.guid));
+  const common = [...onCopy].reverse().find((s) => homeGuids.has(s.guid));
+  const meta = metadataOf(await readProps(host, dataset));
+  let kept: { dataset: string; snapshot: string } | undefined;
+  if (args.discardDiverged) {
+    if (!common) throw failedPrecondition(`the copy on ${host.config.name} has no snapshot in common with the home ${copyName(home)}; nothing to roll back to. Resync without --discard-diverged keeps its data aside and sends in full; nothing changed`);
+    log.warn({ dataset, snapshot: common.name }, "--discard-diverged: rolling the stale copy back to the newest common snapshot, destroying its diverged writes");
+    await host.zfs.rollback(`${dataset}@${common.name}`, { destroyNewer: true });
+    await lock.step("rolled-back", { common: common.name });
+  } else {
+    kept = await keepAside(deps, host, stale, home, args.identity, lock);
+    if (common) {
+      await host.zfs.clone(`${kept.dataset}@${common.name}`, dataset, { readonly: "on" });
+      await host.zfs.promote(dataset);
+      await lock.step("cloned-back", { common: common.name });
+    }
+  }
+  if (common) await markReplica(host, dataset, args.identity, home, meta, log);
+  await lock.step("demoted");
+  return { ...(common && { common }), ...(kept && { kept }) };
+}
+
 /** Step 1: the stale copy's state, snapshotted and renamed aside, readonly, marked zcsi:diverged. */
-async function keepAside(deps: ResyncDeps, host: PoolHost, stale: Copy, home: Copy, volumeId: string, lock: MoveLock): Promise<{ dataset: string; snapshot: string }> {
+async function keepAside(deps: { readonly clock?: Clock }, host: PoolHost, stale: Copy, home: Copy, volumeId: string, lock: MoveLock): Promise<{ dataset: string; snapshot: string }> {
   const at = (deps.clock ?? systemClock).now();
   const suffix = stamp(at);
   const leaf = stale.dataset.slice(stale.dataset.lastIndexOf("/") + 1);

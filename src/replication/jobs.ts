@@ -9,6 +9,7 @@ import { PROP } from "../volumes/properties.js";
 import { isServingCopy } from "../volumes/volume.js";
 import { isBelow, validateDataset } from "../zfs/names.js";
 import { ownUserPropertyValue, type PropertyMap } from "../zfs/parse.js";
+import type { AnnotatedSource } from "./annotation-failover.js";
 import type { ReplicationJob } from "./types.js";
 
 /** The label that opts a node in: only labelled nodes are read for replication annotations. */
@@ -61,6 +62,8 @@ export interface ConfigProblem {
 export interface JobSet {
   readonly jobs: readonly ScheduledJob[];
   readonly problems: readonly ConfigProblem[];
+  /** Annotation jobs only: each dataset exactly one labelled node annotates as its source (annotation-failover.ts). */
+  readonly sources?: readonly AnnotatedSource[];
 }
 
 const DEFAULT_INTERVAL_SECONDS = durationSeconds(DEFAULT_REPLICATION_INTERVAL) ?? 900;
@@ -201,6 +204,7 @@ export function annotationJobs(nodes: readonly NodeInfo[], hosts: readonly PoolH
 
   // dataset → the nodes that master it
   const masters = new Map<string, PoolHostConfig[]>();
+  const nodeOf = new Map<string, string>();
   for (const { node, host } of participants) {
     for (const dataset of new Set(entries(node.annotations[SOURCE_ANNOTATION]))) {
       const problem = datasetProblem(dataset, host);
@@ -209,6 +213,7 @@ export function annotationJobs(nodes: readonly NodeInfo[], hosts: readonly PoolH
         continue;
       }
       masters.set(dataset, [...(masters.get(dataset) ?? []), host]);
+      nodeOf.set(`${host.name}:${dataset}`, node.name);
     }
   }
   for (const [dataset, hostsOfIt] of masters) {
@@ -280,5 +285,6 @@ export function annotationJobs(nodes: readonly NodeInfo[], hosts: readonly PoolH
     });
   }
   jobs.sort((a, b) => (a.job.id < b.job.id ? -1 : a.job.id > b.job.id ? 1 : 0));
-  return { jobs, problems };
+  const sources = [...masters].flatMap(([dataset, [host, ...more]]) => (host === undefined || more.length > 0 ? [] : [{ node: nodeOf.get(`${host.name}:${dataset}`) ?? host.name, host: host.name, dataset }]));
+  return { jobs, problems, sources };
 }

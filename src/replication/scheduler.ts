@@ -10,6 +10,7 @@ import { formatDuration } from "../util/units.js";
 import type { PoolHosts } from "../volumes/hosts.js";
 import type { PropertyMap } from "../zfs/parse.js";
 import { annotationJobs, REPLICATION_NODE_SELECTOR, VOLUME_DISCOVERY_PROPS, volumeJobs, type ConfigProblem, type ScheduledJob } from "./jobs.js";
+import { AnnotationFailover } from "./annotation-failover.js";
 import { MoveTally } from "./move-tally.js";
 import type { ReplicationEngine, ReplicationJob, ReplicationResult } from "./types.js";
 
@@ -121,6 +122,7 @@ export class Replicator {
   private readonly conditions = new ConditionLog();
   private active: () => boolean = () => true;
   private readonly moveTally: MoveTally;
+  private readonly failover: AnnotationFailover;
   /** Every finished run, in order (bounded): what tests and runOnce() look at. */
   readonly outcomes: RunOutcome[] = [];
 
@@ -132,6 +134,12 @@ export class Replicator {
     this.concurrency = Math.max(1, options.concurrency ?? 2);
     this.annotationIntervalSeconds = options.annotationIntervalSeconds ?? 900;
     this.moveTally = new MoveTally(options.moveMetrics, options.clock.now().getTime());
+    this.failover = new AnnotationFailover(hosts, {
+      clock: options.clock,
+      logger: options.logger,
+      ...(options.events && { events: options.events }),
+      ...(options.moveMetrics && { moveMetrics: options.moveMetrics }),
+    });
   }
 
   /** The jobs as of the last tick. */
@@ -185,6 +193,8 @@ export class Replicator {
         this.ended("list-nodes", {}, "listing Nodes works again");
         for (const j of set.jobs) next.set(j.job.id, j);
         problems.push(...set.problems);
+        // Before any run: a source annotation moved to a replica is promoted, stale masters fenced.
+        if (this.active()) problems.push(...(await this.failover.reconcile(set.sources ?? [], set.jobs)));
       } catch (err) {
         const condition = this.conditions.observe("replicator", "list-nodes", errorMessage(err), at);
         if (condition !== undefined) log.warn({ op: "replicator", err: errorMessage(err), condition }, "listing Nodes failed; keeping the annotation jobs as they were");

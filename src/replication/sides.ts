@@ -7,7 +7,7 @@ import { isBelow, parentOf } from "../zfs/names.js";
 import { ownUserPropertyValue, PropertyView, userPropertyValue, type DatasetProperties } from "../zfs/parse.js";
 import { parseJobStates, replicaMark, replicationSnapshotName, type HeldSnapshot, type JobState } from "./bookkeeping.js";
 import { isUnmarkedReplica, type PlanInput } from "./plan.js";
-import { notHomeReason } from "./roles.js";
+import { identityOf, notHomeReason, sideRole } from "./roles.js";
 import type { TransferContext } from "./transfer.js";
 
 /**
@@ -99,7 +99,18 @@ export async function checkOwnership(ctx: TransferContext, source: Side, target:
   if (!target.exists) return;
   const expected = replicaMark(ctx.job.source);
   const mark = ownUserPropertyValue(target.props?.get(PROP.replicaOf));
+  const fenced = ownUserPropertyValue(target.props?.get(PROP.fenced));
+  if (fenced !== undefined) {
+    throw failedPrecondition(
+      `replication target ${replicaMark(ctx.job.target)} is a fenced stale copy (${fenced}): it keeps its data and is never received into; ` +
+        `zcsi resync makes it a replica (its diverged data kept); nothing changed`,
+    );
+  }
   if (mark === expected) return;
+  // A replica of the same data from an earlier source (its master before a failover moved the
+  // source): the source's identity, role replica, an epoch not newer. The plan still refuses it
+  // when it diverged, and the run re-marks it as this source's replica.
+  if (mark !== undefined && isSameDataReplica(source.props, target.props, ctx)) return;
   if (mark === undefined && isUnmarkedReplica(source.snapshots, target.snapshots)) {
     ctx.log.info({ target: replicaMark(ctx.job.target) }, "target is an unmarked replica of this source (every snapshot ours, by guid); marking it");
     await ctx.tgt.zfs.set(ctx.job.target.dataset, { [PROP.replicaOf]: expected, readonly: "on" });
@@ -109,6 +120,12 @@ export async function checkOwnership(ctx: TransferContext, source: Side, target:
     `replication target ${replicaMark(ctx.job.target)} exists and is not zcsi's replica of ${expected}` +
       `${mark === undefined ? ` (no ${PROP.replicaOf})` : ` (${PROP.replicaOf}=${mark})`}; refusing to receive into it`,
   );
+}
+
+function isSameDataReplica(source: DatasetProperties | undefined, target: DatasetProperties | undefined, ctx: TransferContext): boolean {
+  const src = sideRole(source);
+  const tgt = sideRole(target);
+  return tgt.role === "replica" && tgt.volume !== undefined && tgt.volume === identityOf(ctx.job, source) && tgt.epoch <= src.epoch;
 }
 
 /**

@@ -6,7 +6,8 @@ import { errorMessage, invalidArgument } from "../errors.js";
 import type { Logger } from "../log.js";
 import { failover, volumesHomedOn, type FailoverResult } from "../mobility/failover.js";
 import { MoveLocks } from "../mobility/move-lock.js";
-import { resync, type ResyncDeps, type ResyncResult } from "../mobility/resync.js";
+import { resync, type ResyncResult } from "../mobility/resync.js";
+import { annotationCopyName, resyncAnnotated, type AnnotatedResyncDeps } from "../mobility/annotation-resync.js";
 import { createReplicationEngine } from "../replication/engine.js";
 import { systemClock } from "../util/clock.js";
 import { VolumeHomes } from "../volumes/homes.js";
@@ -25,7 +26,7 @@ export const DEFAULT_NAMESPACE = "zcsi";
 
 export interface MobilityContext {
   readonly hosts: PoolHosts;
-  readonly deps: ResyncDeps;
+  readonly deps: AnnotatedResyncDeps;
   close(): Promise<void>;
 }
 
@@ -39,7 +40,8 @@ export async function mobilityContext(config: Config, kc: KubeConfig, namespace:
   const holder = `${hostname()}/${process.pid}`;
   const events = new KubeEventRecorder(new k8s.KubeEventSink(kc), { clock: systemClock, logger, component: "zcsi-cli", instance: holder });
   const onFence = fenceEvents(events);
-  const deps: ResyncDeps = {
+  const deps: AnnotatedResyncDeps = {
+    nodes: new k8s.KubeNodeSource(kc),
     engine: createReplicationEngine(poolHosts, { logger, ...(onFence && { onFence }) }),
     hosts: poolHosts,
     homes: new VolumeHomes(poolHosts, logger, onFence),
@@ -109,12 +111,18 @@ export function describeResync(r: ResyncResult): string {
 
 /** `zcsi resync VOLUME... --host OLD`: resolves to the exit code. */
 export async function runResync(ctx: MobilityContext, args: ResyncArgs, write: (text: string) => void): Promise<number> {
-  if (args.host === undefined) throw invalidArgument("--host OLD is required: the pool host whose stale copy becomes a replica");
   if (args.volumeIds.length === 0) throw invalidArgument("name the volume(s) to resync");
+  // A node-annotation dataset is named as its stale copy, HOST:DATASET; a volume by its id and --host.
+  const annotated = (id: string): boolean => annotationCopyName(id, ctx.hosts.configs) !== undefined;
+  if (args.host === undefined && !args.volumeIds.every(annotated)) throw invalidArgument("--host OLD is required: the pool host whose stale copy becomes a replica");
   let failed = 0;
   for (const volumeId of args.volumeIds) {
     try {
-      write(describeResync(await resync(ctx.deps, { volumeId, host: args.host, ...(args.discardDiverged && { discardDiverged: true }), ...(args.resume && { resume: true }) })));
+      if (annotated(volumeId)) {
+        write(describeResync(await resyncAnnotated(ctx.deps, { copy: volumeId, ...(args.host !== undefined && { host: args.host }), ...(args.discardDiverged && { discardDiverged: true }) })));
+        continue;
+      }
+      write(describeResync(await resync(ctx.deps, { volumeId, host: args.host ?? "", ...(args.discardDiverged && { discardDiverged: true }), ...(args.resume && { resume: true }) })));
     } catch (err) {
       failed++;
       write(`${volumeId}: not resynced: ${errorMessage(err)}\n`);

@@ -157,3 +157,16 @@ export class VolumeHomes {
     await this.onFence?.({ volumeId, host: host.config.name, dataset: copy.dataset, epoch: copy.epoch, reason, ...(pv !== undefined && { pv }) });
   }
 }
+
+/** The newest snapshot of a dataset (by creation txg), with its creation time. */
+export async function newestSnapshot(hosts: PoolHosts, copy: { host: string; dataset: string }): Promise<{ name: string; createdAt: Date } | undefined> {
+  const all = await hosts.get(copy.host).zfs.get([copy.dataset], ["createtxg", "creation"], { depth: 1, missingOk: true });
+  let best: { name: string; txg: bigint; createdAt: Date } | undefined;
+  for (const [name, props] of all) {
+    if (!name.startsWith(`${copy.dataset}@`)) continue;
+    const txg = BigInt(props.get("createtxg")?.value.match(/^[0-9]+$/)?.[0] ?? "0");
+    const seconds = Number(props.get("creation")?.value ?? "0");
+    if (!best || txg > best.txg) best = { name: name.slice(copy.dataset.length + 1), txg, createdAt: new Date(seconds * 1000) };
+  }
+  return best && { name: best.name, createdAt: best.createdAt };
+}
