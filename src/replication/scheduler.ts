@@ -9,7 +9,7 @@ import { ConditionLog } from "../util/periodic.js";
 import { formatDuration } from "../util/units.js";
 import type { PoolHosts } from "../volumes/hosts.js";
 import type { PropertyMap } from "../zfs/parse.js";
-import { annotationJobs, REPLICATION_NODE_SELECTOR, VOLUME_DISCOVERY_PROPS, volumeJobs, type ConfigProblem, type ScheduledJob } from "./jobs.js";
+import { adoptedJobs, annotationJobs, REPLICATION_NODE_SELECTOR, VOLUME_DISCOVERY_PROPS, volumeJobs, type ConfigProblem, type ScheduledJob } from "./jobs.js";
 import { MoveTally } from "./move-tally.js";
 import type { ReplicationEngine, ReplicationJob, ReplicationResult } from "./types.js";
 
@@ -172,6 +172,19 @@ export class Replicator {
           const set = volumeJobs(host.config, all, this.hosts.configs);
           for (const j of set.jobs) next.set(j.job.id, j);
           problems.push(...set.problems);
+          // Adopted datasets the operator asked to replicate: one recursive listing per adoptRoot, none without.
+          for (const root of host.config.adoptRoots ?? []) {
+            let listing: PropertyMap;
+            try {
+              listing = await host.zfs.get([root], VOLUME_DISCOVERY_PROPS, { recursive: true });
+            } catch (err) {
+              if (!isZcsiError(err, "NotFound")) throw err;
+              listing = new Map();
+            }
+            const adopted = adoptedJobs(host.config, listing, this.hosts.configs);
+            for (const j of adopted.jobs) next.set(j.job.id, j);
+            problems.push(...adopted.problems);
+          }
         } catch (err) {
           const condition = this.conditions.observe("replicator", `list:${poolHost}`, errorMessage(err), at);
           if (condition !== undefined) log.warn({ op: "replicator", poolHost, err: errorMessage(err), condition }, "listing replicated volumes failed; keeping this host's jobs as they were");
