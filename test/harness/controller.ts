@@ -59,6 +59,8 @@ export interface ControllerEnvOptions {
   pinnedHostKey?: string;
   /** Serve /metrics here (e.g. `127.0.0.1:0`), as `zcsi controller --metrics-address` does. */
   metricsAddress?: string;
+  /** Each host's adoptRoots, from its pool's name (created by the test). */
+  adoptRoots?: (pool: string, host: string) => string[];
 }
 
 export async function startControllerEnv(options: ControllerEnvOptions = {}): Promise<ControllerEnv> {
@@ -112,6 +114,7 @@ export async function startControllerEnv(options: ControllerEnvOptions = {}): Pr
         // The VM's driver-facing user is root (sudo is there, for the node's sftp-server, but
         // root needs none); the local sshd's is a plain user with sudo, the documented setup.
         sudo: h.sshd.user !== "root",
+        ...(options.adoptRoots && { adoptRoots: options.adoptRoots(h.pool.pool, h.name) }),
       })),
       commandTimeoutMs: 20_000,
       ...options.configExtra,
