@@ -7,7 +7,6 @@ import type { PoolHost, PoolHosts } from "../volumes/hosts.js";
 import { PROP, REPLICATION_SNAPSHOT_PREFIX } from "../volumes/properties.js";
 import { hasReason } from "../zfs/errors.js";
 import { validateDataset } from "../zfs/names.js";
-import { adoptionProblem } from "../volumes/adopted-ids.js";
 import { ownUserPropertyValue } from "../zfs/parse.js";
 import { formatJobState, holdsToRelease, holdTag, jobStateProperty, needsHold, replicaMark, replicatedThrough, sourcePrune } from "./bookkeeping.js";
 import { statesAfter, statesToDrop, tagsToRelease, targetPrune, type JobState } from "./bookkeeping.js";
@@ -17,7 +16,7 @@ import { checkOwnership, ensureTargetParent, jobStates, planInput, readSide, req
 import { isMarkedReplica, replicaProperties, ROLE_PROPS, sideRole } from "./roles.js";
 import { abortStaleReceive, transfer, type TransferContext, type TransferWhat } from "./transfer.js";
 import type { DatasetRef, ReplicationAction, ReplicationEngine, ReplicationJob, ReplicationResult } from "./types.js";
-import { checkBelowParent, JOB_ID, validateJob } from "./validate.js";
+import { checkHoldSource, JOB_ID, validateJob } from "./validate.js";
 
 export { holdTag, jobStateProperty, JOB_STATE_PREFIX, replicaMark, replicationSnapshotName } from "./bookkeeping.js";
 
@@ -140,8 +139,7 @@ export class ZfsReplicationEngine implements ReplicationEngine {
     validateDataset(source.dataset);
     if (jobId !== undefined && !JOB_ID.test(jobId)) throw invalidArgument(`invalid replication job id ${JSON.stringify(jobId)}`);
     const src = this.hosts.get(source.host);
-    // A job of an adopted dataset (below the host's adoptRoots) has holds to release too: only zcsi's own tags go.
-    if (adoptionProblem(src.config, source.dataset) !== undefined) checkBelowParent(src, source.dataset, "source");
+    checkHoldSource(src, source.dataset);
     if (jobId === undefined) return this.release(src, source, undefined);
     return this.locks.run(jobId, "release-holds", () => this.release(src, source, jobId));
   }

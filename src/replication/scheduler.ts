@@ -174,13 +174,10 @@ export class Replicator {
           problems.push(...set.problems);
           // Adopted datasets the operator asked to replicate: one recursive listing per adoptRoot, none without.
           for (const root of host.config.adoptRoots ?? []) {
-            let listing: PropertyMap;
-            try {
-              listing = await host.zfs.get([root], VOLUME_DISCOVERY_PROPS, { recursive: true });
-            } catch (err) {
-              if (!isZcsiError(err, "NotFound")) throw err;
-              listing = new Map();
-            }
+            const listing = await host.zfs.get([root], VOLUME_DISCOVERY_PROPS, { recursive: true }).catch((err: unknown) => {
+              if (isZcsiError(err, "NotFound")) return new Map() as PropertyMap;
+              throw err;
+            });
             const adopted = adoptedJobs(host.config, listing, this.hosts.configs);
             for (const j of adopted.jobs) next.set(j.job.id, j);
             problems.push(...adopted.problems);

@@ -1,7 +1,7 @@
 import { invalidArgument } from "../errors.js";
 import type { PoolHost, PoolHosts } from "../volumes/hosts.js";
 import { isBelow, validateDataset } from "../zfs/names.js";
-import { isAdoptedId, parseAdoptedId } from "../volumes/adopted-ids.js";
+import { adoptionProblem, isAdoptedId, parseAdoptedId } from "../volumes/adopted-ids.js";
 import type { ReplicationJob } from "./types.js";
 
 /** What a job must be before any command runs for it: InvalidArgument otherwise. */
@@ -58,4 +58,9 @@ function checkAdoptedSource(job: ReplicationJob, src: PoolHost): void {
     ok = false;
   }
   if (!ok) throw invalidArgument(`replication source ${src.config.name}:${job.source.dataset} is not below the host's parentDataset ${src.config.parentDataset}, nor the read-write adopted dataset ${volumeId} names`);
+}
+
+/** A source whose holds may be released: below parentDataset, or a dataset the config allows adopting (only zcsi's own tags go). */
+export function checkHoldSource(host: PoolHost, dataset: string): void {
+  if (adoptionProblem(host.config, dataset) !== undefined) checkBelowParent(host, dataset, "source");
 }
