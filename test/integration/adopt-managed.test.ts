@@ -24,6 +24,7 @@ import { systemClock } from "../../src/util/clock.js";
 import { adoptedReplicaLeaf } from "../../src/volumes/adopted-ids.js";
 import { VolumeHomes } from "../../src/volumes/homes.js";
 import { startControllerEnv, type ControllerEnv, type PoolHostEnv } from "../harness/controller.js";
+import { grpcCode } from "../harness/csi-client.js";
 import { ManualClock, startFakeApiServer, type FakeApiServer } from "../harness/fake-k8s.js";
 
 const MiB = 1024 * 1024;
@@ -51,14 +52,7 @@ async function snapshots(host: PoolHostEnv, of: string): Promise<string[]> {
   const out = await zfs(host, "list", "-H", "-o", "name", "-t", "snapshot", "-r", of);
   return out.split("\n").filter((l) => l.startsWith(`${of}@`)).map((l) => l.slice(of.length + 1));
 }
-async function code(p: Promise<unknown>): Promise<number | undefined> {
-  try {
-    await p;
-    return status.OK;
-  } catch (err) {
-    return (err as { code?: number }).code;
-  }
-}
+const code = grpcCode;
 
 function runAdopt(flags: AdoptFlags): Promise<number> {
   return adopt(env.config, flags, { hosts: env.poolHosts, api: new KubeAdoptionApi(kubeConfigFor(api.url, { skipTLSVerify: true })), logger }, () => undefined);
