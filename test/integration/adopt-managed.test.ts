@@ -67,6 +67,7 @@ beforeAll(async () => {
   dataset = `${alice.pool.pool}/apps/mysql`;
   await zfs(alice, "create", `${alice.pool.pool}/apps`);
   await zfs(alice, "create", dataset);
+  await zfs(alice, "create", `${alice.pool.pool}/apps/shared`);
   mountpoint = await prop(alice, dataset, "mountpoint");
   await alice.pool.files.write(`${mountpoint}/ibdata1`, "rows v1\n");
   await zfs(alice, "snapshot", `${dataset}@nightly-1`);
@@ -167,15 +168,23 @@ describe("an adopted dataset managed like a volume", () => {
     await alice.pool.files.write(`${mountpoint}/ibdata1`, "rows v3\n");
     await zfs(alice, "snapshot", `${dataset}@before-upgrade`);
     await alice.pool.files.write(`${mountpoint}/ibdata1`, "rows v4, broken\n");
+    // The broken state reaches the replica before anyone notices.
+    clock.advance(16 * 60_000);
     await replicator.runOnce();
-    // A read-only adoption of the same dataset: refused, nothing changed.
-    expect(await runAdopt({ dataset, pvc: "team-a/mysql", readOnly: true })).toBe(0);
-    await expect(rollback(deps, { pvc: "team-a/mysql", snapshot: "before-upgrade", destroyNewer: true })).rejects.toMatchObject({ kind: "FailedPrecondition", message: expect.stringMatching(/read-only adoption/) });
-    expect(await alice.pool.files.read(`${mountpoint}/ibdata1`)).toBe("rows v4, broken\n");
+    // A read-only adoption is never rolled back.
+    const shared = `${alice.pool.pool}/apps/shared`;
+    await zfs(alice, "snapshot", `${shared}@mine`);
+    expect(await runAdopt({ dataset: shared, pvc: "team-a/shared", readOnly: true })).toBe(0);
+    await expect(rollback(deps, { pvc: "team-a/shared", snapshot: "mine", destroyNewer: true })).rejects.toMatchObject({ kind: "FailedPrecondition", message: expect.stringMatching(/read-only adoption/) });
+    expect(await prop(alice, shared, "zcsi:rollback")).toBe("-");
 
+    // Without --destroy-newer: refused, naming the replication snapshot it would destroy.
+    await expect(rollback(deps, { pvc: "db/mysql", snapshot: "before-upgrade" })).rejects.toMatchObject({ kind: "FailedPrecondition", message: expect.stringMatching(/@zcsi-repl-\S+ \(replication\).*--destroy-newer/) });
+    expect(await alice.pool.files.read(`${mountpoint}/ibdata1`)).toBe("rows v4, broken\n");
     const result = await rollback(deps, { pvc: "db/mysql", snapshot: "before-upgrade", destroyNewer: true });
     expect(result).toMatchObject({ volumeId, dataset, snapshot: "before-upgrade" });
-    expect(result.destroyed.every((s) => s.startsWith("zcsi-repl-"))).toBe(true);
+    expect(result.destroyed).toHaveLength(1);
+    expect(result.destroyed[0]).toMatch(/^zcsi-repl-/);
     expect(await alice.pool.files.read(`${mountpoint}/ibdata1`)).toBe("rows v3\n");
     // The operator's older snapshots are untouched.
     expect(await snapshots(alice, dataset)).toEqual(expect.arrayContaining(["nightly-1", "zcsi-auto-2026-11-30T0000Z", "before-upgrade"]));
