@@ -109,12 +109,12 @@ describe("an adopted dataset managed like a volume", () => {
     // alice: its parent and its one adoptRoot (bob lists only its parent, on its own executor).
     expect(gets() - before).toBe(2);
     const tick = first.hosts.find((h) => h.poolHost === "alice")?.volumes.find((v) => v.volumeId === volumeId);
-    expect(tick?.taken).toBe("zcsi-auto-2026-12-01T1000Z");
+    expect(tick?.taken).toBe("zcsi-auto-2026-12-01T1030Z");
     clock.set("2026-12-01T12:30:00Z");
     const second = (await scheduler.tick()).hosts.find((h) => h.poolHost === "alice")?.volumes.find((v) => v.volumeId === volumeId);
-    expect(second?.taken).toBe("zcsi-auto-2026-12-01T1200Z");
-    expect(second?.pruned).toEqual(["zcsi-auto-2026-12-01T1000Z"]);
-    expect(await snapshots(alice, dataset)).toEqual(["nightly-1", "zcsi-auto-2026-11-30T0000Z", "zcsi-auto-2026-12-01T1200Z"]);
+    expect(second?.taken).toBe("zcsi-auto-2026-12-01T1230Z");
+    expect(second?.pruned).toEqual(["zcsi-auto-2026-12-01T1030Z"]);
+    expect(await snapshots(alice, dataset)).toEqual(["nightly-1", "zcsi-auto-2026-11-30T0000Z", "zcsi-auto-2026-12-01T1230Z"]);
   });
 
   it("ControllerModifyVolume adds replication; the replicator copies the dataset under bob's parent, apart from any volume's name", async () => {
@@ -136,7 +136,7 @@ describe("an adopted dataset managed like a volume", () => {
       await zfs(bob, "unmount", target);
     }
     // The operator's snapshots stay where they are; only zcsi's replication snapshot was added.
-    expect((await snapshots(alice, dataset)).filter((s) => !s.startsWith("zcsi-repl-"))).toEqual(["nightly-1", "zcsi-auto-2026-11-30T0000Z", "zcsi-auto-2026-12-01T1200Z"]);
+    expect((await snapshots(alice, dataset)).filter((s) => !s.startsWith("zcsi-repl-"))).toEqual(["nightly-1", "zcsi-auto-2026-11-30T0000Z", "zcsi-auto-2026-12-01T1230Z"]);
   });
 
   it("a VolumeSnapshot of the adopted PVC restores into a new volume with the snapshot's data", async () => {
