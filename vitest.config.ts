@@ -36,6 +36,7 @@ const OPENZFS_VM_SUITES = [
   "test/integration/group-snapshots.test.ts",
   "test/integration/size-modes.test.ts",
   "test/integration/rollback.test.ts",
+  "test/integration/adopt-managed.test.ts",
 ];
 
 const zfsFuse = {

@@ -26,6 +26,7 @@ Usage:
   zcsi resync VOLUME... --host OLD --config config.yaml [--discard-diverged] [--resume] [--namespace zcsi]
   zcsi resync HOST:DATASET... --config config.yaml [--discard-diverged] [--namespace zcsi]   (node-annotation datasets)
   zcsi adopt DATASET --pvc NAMESPACE/NAME --config config.yaml [--host H] [--read-only] [--storage-class SC] [--dry-run]
+             [--snapshot-schedule hourly=24,daily=7] [--replicate-to HOST[,HOST]] [--replication-interval 15m]
   zcsi rollback NAMESPACE/PVC SNAPSHOT [--destroy-newer] [--keep-current] [--force]   (docs/rollback.md)
   zcsi --version
 
@@ -73,6 +74,9 @@ async function main(argv: string[]): Promise<void> {
       "read-only": { type: "boolean" },
       "dry-run": { type: "boolean" },
       "storage-class": { type: "string" },
+      "snapshot-schedule": { type: "string" },
+      "replicate-to": { type: "string" },
+      "replication-interval": { type: "string" },
       "destroy-newer": { type: "boolean" },
       "keep-current": { type: "boolean" },
       version: { type: "boolean" },
@@ -195,7 +199,8 @@ async function main(argv: string[]): Promise<void> {
     case "adopt": {
       // stdout is the outcome (or, with --dry-run, the PV and PVC as YAML); logs go to stderr.
       const { runAdoptCommand } = await import("./roles/adopt.js");
-      const flags = { dataset: positionals[1], pvc: values.pvc, host: values.host, readOnly: values["read-only"], dryRun: values["dry-run"], storageClass: values["storage-class"] };
+      const flags = { dataset: positionals[1], pvc: values.pvc, host: values.host, readOnly: values["read-only"], dryRun: values["dry-run"], storageClass: values["storage-class"],
+        snapshotSchedule: values["snapshot-schedule"], replicateTo: values["replicate-to"], replicationInterval: values["replication-interval"] };
       process.exitCode = await runAdoptCommand(config, flags, logger, (text) => process.stdout.write(text));
       return;
     }

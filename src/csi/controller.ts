@@ -29,18 +29,19 @@ import type { ControllerModifyVolumeRequest__Output } from "../gen/csi/v1/Contro
 import type { ControllerModifyVolumeResponse } from "../gen/csi/v1/ControllerModifyVolumeResponse.js";
 import { MIN_VOLUME_BYTES, capacityFits, resolveCapacity, resolveRestoreCapacity } from "../volumes/capacity.js";
 import { parseSnapshotId, parseVolumeId, snapshotNameFromCsi, volumeLeafFromName } from "../volumes/ids.js";
-import { parseSnapshotParameters, parseVolumeParameters, type VolumeParameters } from "../volumes/parameters.js";
+import { parseSnapshotParameters, parseVolumeParameters } from "../volumes/parameters.js";
 import { mutableKeys, withMutableParameters } from "../volumes/modify.js";
-import type { ContentSource, Volume, VolumeListing, VolumeService } from "../volumes/service.js";
+import type { Volume, VolumeListing, VolumeService } from "../volumes/service.js";
 import type { Snapshot, SnapshotService } from "../volumes/snapshots.js";
 import { KeyedLocks } from "../util/locks.js";
 import { capabilityProblem, requireCapabilities } from "./capabilities.js";
 import { Publisher } from "./publish.js";
 import { unary } from "./server.js";
-import { requestedSource, toCsiSnapshot, toCsiVolume, volumeContext, type RequestedSource } from "./messages.js";
+import { requestedSource, toCsiSnapshot, toCsiVolume, volumeContext } from "./messages.js";
+import { resolveContentSource } from "./content-source.js";
 import { preferredNode } from "./topology.js";
 import { ListingCache } from "./listing-cache.js";
-import { adoptedResizeRefused, AdoptedVolumes, isAdoptedId, keepAdopted, parseAdoptedId, refuseAdopted } from "../volumes/adopted.js";
+import { adoptedResizeRefused, AdoptedVolumes, isAdoptedId, keepAdopted, modifyAdopted, parseAdoptedId } from "../volumes/adopted.js";
 import { AdoptedSnapshots } from "../volumes/adopted-snapshots.js";
 
 const CAPABILITIES = [
@@ -123,7 +124,7 @@ export class ControllerService {
         const spec = { csiName: req.name, leaf, capacityBytes, params, ...(node !== undefined && { preferredNode: node }) };
         return { volume: toCsiVolume(await this.volumes.create(spec, placement), this.config.driverName) };
       }
-      const source = await this.resolveSource(wanted, params);
+      const source = await resolveContentSource({ hosts: this.volumes.hosts.configs, volumes: this.volumes, snapshots: this.snapshots, adopted: this.adopted, adoptedSnapshots: this.adoptedSnapshots }, wanted, params);
       const size = resolveRestoreCapacity(
         req.capacityRange,
         source.kind === "snapshot" ? this.config.defaultCapacityBytes : source.volume.capacityBytes,
@@ -132,40 +133,6 @@ export class ControllerService {
       );
       return { volume: toCsiVolume(await this.volumes.create({ csiName: req.name, leaf, capacityBytes: size, params, source }), this.config.driverName) };
     });
-  }
-
-  /**
-   * The content source of a new volume. CSI spec, CreateVolume errors: a source that does not
-   * exist → NOT_FOUND (a deleted snapshot too, though ZFS may still keep it for its clones);
-   * one the plugin cannot use → INVALID_ARGUMENT: a clone or restore must be on the source's
-   * pool host (ZFS clones cannot cross pools; a copy to another host is replication's job).
-   */
-  private async resolveSource(wanted: RequestedSource, params: VolumeParameters): Promise<ContentSource> {
-    const hosts = this.volumes.hosts.configs;
-    let source: ContentSource;
-    if (wanted.kind === "snapshot") {
-      const ref = parseSnapshotId(wanted.id, hosts, "volume_content_source.snapshot.snapshot_id");
-      const snapshot = await this.snapshots.get(ref);
-      if (!snapshot) throw notFound(`snapshot ${wanted.id} does not exist`);
-      source = { kind: "snapshot", snapshot };
-    } else {
-      const ref = parseVolumeId(wanted.id, hosts, "volume_content_source.volume.volume_id");
-      const volume = await this.volumes.get(ref);
-      if (!volume) throw notFound(`volume ${wanted.id} does not exist`);
-      source = { kind: "volume", volume };
-    }
-    const sourceHost = source.kind === "snapshot" ? source.snapshot.ref.poolHost : source.volume.ref.poolHost;
-    if (params.poolHost !== undefined && params.poolHost !== sourceHost) {
-      throw invalidArgument(
-        `volume_content_source ${wanted.id} is on pool host ${sourceHost}, but the StorageClass asks for poolHost=${params.poolHost}; a restore or clone is made on its source's pool host`,
-      );
-    }
-    if (params.replicateTo?.includes(sourceHost)) {
-      throw invalidArgument(
-        `volume_content_source ${wanted.id} is on pool host ${sourceHost}, where the new volume is made, but the StorageClass asks for replicateTo=${params.replicateTo.join(",")}; a replica must be on another host`,
-      );
-    }
-    return source;
   }
 
   /**
@@ -358,7 +325,14 @@ export class ControllerService {
   async controllerModifyVolume(req: ControllerModifyVolumeRequest__Output): Promise<ControllerModifyVolumeResponse> {
     if (req.volumeId === "") throw invalidArgument("volume_id is required");
     mutableKeys(req.mutableParameters); // keys first: a bad request is refused before any lookup
-    refuseAdopted(req.volumeId, "modify");
+    if (isAdoptedId(req.volumeId)) {
+      const adopted = parseAdoptedId(req.volumeId, this.volumes.hosts.configs);
+      return this.locks.run(adopted.id, "ControllerModifyVolume", async () => {
+        const volume = adopted.readOnly ? undefined : await this.adopted.get(adopted);
+        await modifyAdopted(this.volumes.hosts.get(adopted.poolHost), adopted, volume, req.mutableParameters, this.volumes.hosts.names, this.logger);
+        return {};
+      });
+    }
     const ref = parseVolumeId(req.volumeId, this.volumes.hosts.configs);
     return this.locks.run(ref.leaf, "ControllerModifyVolume", async () => {
       const volume = await this.volumes.get(ref);

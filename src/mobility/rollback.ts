@@ -7,6 +7,7 @@ import { holdTag } from "../replication/bookkeeping.js";
 import { jobStates, userProperties } from "../replication/sides.js";
 import { systemClock, type Clock } from "../util/clock.js";
 import { copyName } from "../volumes/home.js";
+import { AdoptedVolumes, isAdoptedId, parseAdoptedId } from "../volumes/adopted.js";
 import type { VolumeHomes } from "../volumes/homes.js";
 import type { PoolHost, PoolHosts } from "../volumes/hosts.js";
 import { PROP, REPLICATION_SNAPSHOT_PREFIX } from "../volumes/properties.js";
@@ -86,10 +87,10 @@ export async function rollback(deps: RollbackDeps, args: RollbackArgs): Promise<
   if (bound === undefined) throw notFound(`PersistentVolumeClaim ${claim.namespace}/${claim.name} does not exist or is not bound`);
   if (bound.driver !== deps.driverName || bound.volumeHandle === undefined) throw failedPrecondition(`PersistentVolume ${bound.pvName} of ${claim.namespace}/${claim.name} is not a ${deps.driverName} volume`);
   const volumeId = bound.volumeHandle;
-  const home = await deps.homes.resolve(volumeId, "rollback");
+  const home = isAdoptedId(volumeId) ? await adoptedHome(deps, volumeId) : await deps.homes.resolve(volumeId, "rollback");
   const host = deps.hosts.get(home.host);
-  if (parentOf(home.dataset) !== host.config.parentDataset) {
-    throw failedPrecondition(`volume ${volumeId}: ${copyName(home)} is not directly below ${host.config.parentDataset}; zcsi rolls back only its own datasets`);
+  if (!isAdoptedId(volumeId) && parentOf(home.dataset) !== host.config.parentDataset) {
+    throw failedPrecondition(`volume ${volumeId}: ${copyName(home)} is not directly below ${host.config.parentDataset}; zcsi rolls back only its own datasets and read-write adopted ones`);
   }
   const log = deps.logger.child({ op: "rollback", volumeId, poolHost: home.host, dataset: home.dataset });
   const { snapshot, volumeSnapshot } = await resolveSnapshot(deps, claim, args.snapshot, volumeId, home);
@@ -132,6 +133,18 @@ export async function rollback(deps: RollbackDeps, args: RollbackArgs): Promise<
   return { volumeId, pv: bound.pvName, host: home.host, dataset: home.dataset, snapshot, ...(volumeSnapshot && { volumeSnapshot }), destroyed, ...(kept && { kept }), generation, inUse: users };
 }
 
+/**
+ * An adopted volume's one copy, its dataset (adopted-ids.ts): rolled back like a volume when
+ * it is the dataset's read-write adoption (the operator asked for zcsi to manage it); never a
+ * read-only one, which changes nothing on the dataset. NotFound when it is no longer adopted.
+ */
+async function adoptedHome(deps: RollbackDeps, volumeId: string): Promise<{ host: string; dataset: string }> {
+  const ref = parseAdoptedId(volumeId, deps.hosts.configs);
+  if (ref.readOnly) throw failedPrecondition(`volume ${volumeId} is a read-only adoption of ${ref.poolHost}:${ref.dataset}; zcsi never rolls it back (roll back its read-write adoption, or on the pool host). Nothing was changed`);
+  if (!(await new AdoptedVolumes(deps.hosts).get(ref))) throw notFound(`volume ${volumeId}: dataset ${ref.dataset} on ${ref.poolHost} does not exist or is no longer adopted read-write`);
+  return { host: ref.poolHost, dataset: ref.dataset };
+}
+
 /** A VolumeSnapshot of the PVC's namespace by that name, else a snapshot of the dataset by name. */
 async function resolveSnapshot(deps: RollbackDeps, claim: ClaimRef, name: string, volumeId: string, home: { host: string; dataset: string }): Promise<{ snapshot: string; volumeSnapshot?: string }> {
   const vs = K8S_NAME.test(name) ? await deps.claims.snapshotHandle(claim.namespace, name) : undefined;
@@ -157,7 +170,8 @@ async function readPlan(host: PoolHost, dataset: string, snapshot: string): Prom
   const parent = host.config.parentDataset;
   const [own, siblings, props] = await Promise.all([
     host.zfs.get([dataset], ["type", "guid", "createtxg", "userrefs", "defer_destroy", PROP.snapshotName, PROP.volumeSnapshot, ...(openzfs ? ["clones"] : [])], { depth: 1 }),
-    host.zfs.get([parent], ["origin"], { depth: 1 }),
+    // Clones of an adopted dataset's snapshots: restores below the parent, or the operator's beside the dataset.
+    host.zfs.get([...new Set([parent, parentOf(dataset) ?? parent])], ["origin"], { depth: 1 }),
     userProperties(host, dataset),
   ]);
   const clonesOf = new Map<string, string[]>();

@@ -16,7 +16,7 @@ import { checkOwnership, ensureTargetParent, jobStates, planInput, readSide, req
 import { isMarkedReplica, replicaProperties, ROLE_PROPS, sideRole } from "./roles.js";
 import { abortStaleReceive, transfer, type TransferContext, type TransferWhat } from "./transfer.js";
 import type { DatasetRef, ReplicationAction, ReplicationEngine, ReplicationJob, ReplicationResult } from "./types.js";
-import { checkBelowParent, JOB_ID, validateJob } from "./validate.js";
+import { checkHoldSource, JOB_ID, validateJob } from "./validate.js";
 
 export { holdTag, jobStateProperty, JOB_STATE_PREFIX, replicaMark, replicationSnapshotName } from "./bookkeeping.js";
 
@@ -139,7 +139,7 @@ export class ZfsReplicationEngine implements ReplicationEngine {
     validateDataset(source.dataset);
     if (jobId !== undefined && !JOB_ID.test(jobId)) throw invalidArgument(`invalid replication job id ${JSON.stringify(jobId)}`);
     const src = this.hosts.get(source.host);
-    checkBelowParent(src, source.dataset, "source");
+    checkHoldSource(src, source.dataset);
     if (jobId === undefined) return this.release(src, source, undefined);
     return this.locks.run(jobId, "release-holds", () => this.release(src, source, jobId));
   }

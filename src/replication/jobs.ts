@@ -3,6 +3,7 @@ import type { PoolHostConfig } from "../config.js";
 import { errorMessage } from "../errors.js";
 import type { NodeInfo } from "../k8s/nodes.js";
 import { formatVolumeId } from "../volumes/ids.js";
+import { adoptedReplicaLeaf, adoptionProblem, formatAdoptedId } from "../volumes/adopted-ids.js";
 import { durationSeconds } from "../util/units.js";
 import { DEFAULT_REPLICATION_INTERVAL, MIN_REPLICATION_BANDWIDTH, MIN_REPLICATION_INTERVAL_SECONDS } from "../volumes/parameters.js";
 import { PROP } from "../volumes/properties.js";
@@ -27,6 +28,8 @@ export const REPLICATION_NODE_SELECTOR = `${REPLICATION_LABEL}=true`;
  * - Volumes (StorageClass `replicateTo`): a zcsi volume whose dataset carries a local
  *   zcsi:replicate-to gets one job per target host, into `<target parentDataset>/<leaf>`, every
  *   zcsi:replication-interval. Found by ONE `zfs get -d 1` per pool host (VOLUME_DISCOVERY_PROPS).
+ *   Adopted datasets with zcsi:replicate-to likewise (adoptedJobs), found by one `zfs get -r`
+ *   per adoptRoot of the host (none when it lists no adoptRoots).
  * - Node annotations (the z8r model), for data that is not a PV: nodes labelled
  *   `zcsi.dev/replication=true` whose name is a configured pool host; a source node annotated
  *   `zcsi.dev/replication-source: "tank/k8s/apps/db,tank/k8s/apps/www"` masters those
@@ -42,7 +45,7 @@ export const REPLICATION_NODE_SELECTOR = `${REPLICATION_LABEL}=true`;
  */
 
 /** What one discovery command per pool host asks for. */
-export const VOLUME_DISCOVERY_PROPS = [PROP.csiName, PROP.pv, PROP.replicateTo, PROP.replicationInterval, PROP.replicationBandwidth, PROP.volume, PROP.role, PROP.replicaOf, PROP.fenced, PROP.lastMove] as const;
+export const VOLUME_DISCOVERY_PROPS = [PROP.adopted, PROP.csiName, PROP.pv, PROP.replicateTo, PROP.replicationInterval, PROP.replicationBandwidth, PROP.volume, PROP.role, PROP.replicaOf, PROP.fenced, PROP.lastMove] as const;
 
 export interface ScheduledJob {
   readonly job: ReplicationJob;
@@ -88,65 +91,93 @@ function local(props: ReadonlyMap<string, { value: string; source: string }> | u
  */
 export function volumeJobs(host: PoolHostConfig, all: PropertyMap, hosts: readonly PoolHostConfig[]): JobSet {
   const parent = host.parentDataset;
-  const jobs: ScheduledJob[] = [];
-  const problems: ConfigProblem[] = [];
+  const set = { jobs: [] as ScheduledJob[], problems: [] as ConfigProblem[] };
   for (const [dataset, props] of all) {
     if (!isBelow(parent, dataset) || dataset.includes("@") || dataset.slice(parent.length + 1).includes("/")) continue;
     const csiName = local(props, PROP.csiName);
-    const replicateTo = local(props, PROP.replicateTo);
     // Only the volume's serving copy sends: a replica (a demoted home too) or a fenced copy never does.
-    if (csiName === undefined || replicateTo === undefined || !isServingCopy(props)) continue;
+    if (csiName === undefined || !isServingCopy(props)) continue;
     // A promoted copy replicates as the volume it serves (zcsi:volume: its birth id).
     const volumeId = local(props, PROP.volume) ?? formatVolumeId({ poolHost: host.name, dataset });
-    const where = `volume ${volumeId}`;
-    const leaf = dataset.slice(parent.length + 1);
-    const intervalText = local(props, PROP.replicationInterval);
-    const stored = intervalText === undefined ? undefined : durationSeconds(intervalText);
-    let intervalSeconds = DEFAULT_INTERVAL_SECONDS;
-    if (stored !== undefined && stored >= MIN_REPLICATION_INTERVAL_SECONDS) intervalSeconds = stored;
-    else if (intervalText !== undefined) {
-      // Replicate on the default rather than not at all: the copy is the point.
-      problems.push({ where, message: `${PROP.replicationInterval}=${JSON.stringify(intervalText)} is not a duration of at least 1m; using ${DEFAULT_REPLICATION_INTERVAL}` });
-    }
-    const bandwidthText = local(props, PROP.replicationBandwidth);
-    let bandwidthBytesPerSec: number | undefined;
-    if (bandwidthText !== undefined) {
-      const n = Number(bandwidthText);
-      if (/^[0-9]+$/.test(bandwidthText) && Number.isSafeInteger(n) && n >= MIN_REPLICATION_BANDWIDTH) bandwidthBytesPerSec = n;
-      // Unlimited rather than not at all, as with a bad interval; reported so someone fixes it.
-      else problems.push({ where, message: `${PROP.replicationBandwidth}=${JSON.stringify(bandwidthText)} is not a whole number of bytes per second of at least ${MIN_REPLICATION_BANDWIDTH}; replicating without a limit` });
-    }
     // zcsi:pv is set with --extra-create-metadata; without it the PV is named after the CSI
     // name (the external-provisioner passes the PV name as the CSI name: pvc-<uid>).
-    const pvName = local(props, PROP.pv) ?? csiName;
-    const seen = new Set<string>();
-    for (const targetHost of replicateTo.split(",").map((t) => t.trim())) {
-      const target = hosts.find((h) => h.name === targetHost);
-      if (target === undefined) {
-        problems.push({ where, message: `${PROP.replicateTo} names ${JSON.stringify(targetHost)}, which is not a pool host in the config; no replica there` });
-        continue;
-      }
-      if (targetHost === host.name || seen.has(targetHost)) {
-        problems.push({ where, message: `${PROP.replicateTo} names ${targetHost} ${targetHost === host.name ? "(the volume's own host)" : "twice"}; ignored` });
-        continue;
-      }
-      seen.add(targetHost);
-      const source = { host: host.name, dataset };
-      const targetRef = { host: targetHost, dataset: `${target.parentDataset}/${leaf}` };
-      jobs.push({
-        job: {
-          id: replicationJobId(source, targetRef, `${leaf}.${targetHost}`),
-          origin: { kind: "volume", volumeId },
-          source,
-          target: targetRef,
-          ...(bandwidthBytesPerSec !== undefined && { bandwidthBytesPerSec }),
-        },
-        intervalSeconds,
-        pvName,
-      });
-    }
+    addJobs(set, host, hosts, { dataset, props, volumeId, leaf: dataset.slice(parent.length + 1), pvName: local(props, PROP.pv) ?? csiName });
   }
-  return { jobs, problems };
+  return set;
+}
+
+/**
+ * Jobs of the read-write adopted datasets of one pool host, from the listing of its adoptRoots
+ * (`zfs get -r VOLUME_DISCOVERY_PROPS <root>`): a local zcsi:adopted=read-write, a dataset
+ * the config still allows adopting, and a local zcsi:replicate-to (`zcsi adopt --replicate-to`,
+ * ModifyVolume). The replica lives under the target's parentDataset like a volume's, named
+ * adoptedReplicaLeaf (a prefix no volume can have), and carries the adopted volume id.
+ */
+export function adoptedJobs(host: PoolHostConfig, all: PropertyMap, hosts: readonly PoolHostConfig[]): JobSet {
+  const set = { jobs: [] as ScheduledJob[], problems: [] as ConfigProblem[] };
+  for (const [dataset, props] of all) {
+    if (dataset.includes("@") || local(props, PROP.adopted) !== "read-write" || adoptionProblem(host, dataset) !== undefined) continue;
+    const pvName = local(props, PROP.pv);
+    addJobs(set, host, hosts, { dataset, props, volumeId: formatAdoptedId(host.name, dataset, { readOnly: false }), leaf: adoptedReplicaLeaf(host.name, dataset), ...(pvName !== undefined && { pvName }) });
+  }
+  return set;
+}
+
+/** One job per target host of a dataset with a local zcsi:replicate-to, into `<target parentDataset>/<leaf>`. */
+function addJobs(
+  set: { jobs: ScheduledJob[]; problems: ConfigProblem[] },
+  host: PoolHostConfig,
+  hosts: readonly PoolHostConfig[],
+  source: { dataset: string; props: ReadonlyMap<string, { value: string; source: string }>; volumeId: string; leaf: string; pvName?: string },
+): void {
+  const { dataset, props, volumeId, leaf, pvName } = source;
+  const { jobs, problems } = set;
+  // A received or inherited value does not count: a replica must not replicate itself onward.
+  const replicateTo = local(props, PROP.replicateTo);
+  if (replicateTo === undefined) return;
+  const where = `volume ${volumeId}`;
+  const intervalText = local(props, PROP.replicationInterval);
+  const stored = intervalText === undefined ? undefined : durationSeconds(intervalText);
+  let intervalSeconds = DEFAULT_INTERVAL_SECONDS;
+  if (stored !== undefined && stored >= MIN_REPLICATION_INTERVAL_SECONDS) intervalSeconds = stored;
+  else if (intervalText !== undefined) {
+    // Replicate on the default rather than not at all: the copy is the point.
+    problems.push({ where, message: `${PROP.replicationInterval}=${JSON.stringify(intervalText)} is not a duration of at least 1m; using ${DEFAULT_REPLICATION_INTERVAL}` });
+  }
+  const bandwidthText = local(props, PROP.replicationBandwidth);
+  let bandwidthBytesPerSec: number | undefined;
+  if (bandwidthText !== undefined) {
+    const n = Number(bandwidthText);
+    if (/^[0-9]+$/.test(bandwidthText) && Number.isSafeInteger(n) && n >= MIN_REPLICATION_BANDWIDTH) bandwidthBytesPerSec = n;
+    // Unlimited rather than not at all, as with a bad interval; reported so someone fixes it.
+    else problems.push({ where, message: `${PROP.replicationBandwidth}=${JSON.stringify(bandwidthText)} is not a whole number of bytes per second of at least ${MIN_REPLICATION_BANDWIDTH}; replicating without a limit` });
+  }
+  const seen = new Set<string>();
+  for (const targetHost of replicateTo.split(",").map((t) => t.trim())) {
+    const target = hosts.find((h) => h.name === targetHost);
+    if (target === undefined) {
+      problems.push({ where, message: `${PROP.replicateTo} names ${JSON.stringify(targetHost)}, which is not a pool host in the config; no replica there` });
+      continue;
+    }
+    if (targetHost === host.name || seen.has(targetHost)) {
+      problems.push({ where, message: `${PROP.replicateTo} names ${targetHost} ${targetHost === host.name ? "(the volume's own host)" : "twice"}; ignored` });
+      continue;
+    }
+    seen.add(targetHost);
+    const sourceRef = { host: host.name, dataset };
+    const targetRef = { host: targetHost, dataset: `${target.parentDataset}/${leaf}` };
+    jobs.push({
+      job: {
+        id: replicationJobId(sourceRef, targetRef, `${leaf}.${targetHost}`),
+        origin: { kind: "volume", volumeId },
+        source: sourceRef,
+        target: targetRef,
+        ...(bandwidthBytesPerSec !== undefined && { bandwidthBytesPerSec }),
+      },
+      intervalSeconds,
+      ...(pvName !== undefined && { pvName }),
+    });
+  }
 }
 
 function entries(annotation: string | undefined): string[] {

@@ -9,9 +9,12 @@ import { ConditionLog } from "../util/periodic.js";
 import { formatDuration } from "../util/units.js";
 import type { PoolHosts } from "../volumes/hosts.js";
 import type { PropertyMap } from "../zfs/parse.js";
-import { annotationJobs, REPLICATION_NODE_SELECTOR, VOLUME_DISCOVERY_PROPS, volumeJobs, type ConfigProblem, type ScheduledJob } from "./jobs.js";
+import { adoptedJobs, annotationJobs, REPLICATION_NODE_SELECTOR, VOLUME_DISCOVERY_PROPS, volumeJobs, type ConfigProblem, type ScheduledJob } from "./jobs.js";
 import { AnnotationFailover } from "./annotation-failover.js";
 import { MoveTally } from "./move-tally.js";
+import { replicaAnnotationValue, shortError } from "./pv-annotation.js";
+
+export { replicaAnnotationValue, shortError } from "./pv-annotation.js";
 import type { ReplicationEngine, ReplicationJob, ReplicationResult } from "./types.js";
 
 /**
@@ -80,28 +83,6 @@ interface JobState {
 interface Running {
   readonly controller: AbortController;
   readonly done: Promise<void>;
-}
-
-const MAX_ERROR = 200;
-
-/** RFC 3339 to the second: what the PV annotation shows. */
-function isoSeconds(d: Date): string {
-  return d.toISOString().replace(/\.[0-9]{3}Z$/, "Z");
-}
-
-/** One line, bounded: annotation values and Event messages are read by people in `kubectl describe`. */
-export function shortError(message: string): string {
-  const line = message.replace(/\s+/g, " ").trim();
-  return line.length > MAX_ERROR ? `${line.slice(0, MAX_ERROR - 1)}…` : line;
-}
-
-/** The PV annotation value after a run: when, the replica's lag, its newest snapshot and the epoch it carries. */
-export function replicaAnnotationValue(at: Date, good: { snapshot: string; createdAt: number; epoch?: number } | undefined, error?: string): string {
-  const parts = [isoSeconds(at)];
-  if (good !== undefined) parts.push(`lag=${formatDuration(at.getTime() / 1000 - good.createdAt)}`, `snapshot=${good.snapshot}`);
-  if (good?.epoch !== undefined) parts.push(`epoch=${good.epoch}`);
-  if (error !== undefined) parts.push(`error=${shortError(error)}`);
-  return parts.join(" ");
 }
 
 function labelsOf(job: ReplicationJob): Record<ReplicationLabels, string> {
@@ -180,6 +161,16 @@ export class Replicator {
           const set = volumeJobs(host.config, all, this.hosts.configs);
           for (const j of set.jobs) next.set(j.job.id, j);
           problems.push(...set.problems);
+          // Adopted datasets the operator asked to replicate: one recursive listing per adoptRoot, none without.
+          for (const root of host.config.adoptRoots ?? []) {
+            const listing = await host.zfs.get([root], VOLUME_DISCOVERY_PROPS, { recursive: true }).catch((err: unknown) => {
+              if (isZcsiError(err, "NotFound")) return new Map() as PropertyMap;
+              throw err;
+            });
+            const adopted = adoptedJobs(host.config, listing, this.hosts.configs);
+            for (const j of adopted.jobs) next.set(j.job.id, j);
+            problems.push(...adopted.problems);
+          }
         } catch (err) {
           const condition = this.conditions.observe("replicator", `list:${poolHost}`, errorMessage(err), at);
           if (condition !== undefined) log.warn({ op: "replicator", poolHost, err: errorMessage(err), condition }, "listing replicated volumes failed; keeping this host's jobs as they were");

@@ -3,6 +3,7 @@ import type { HomeDecision } from "../volumes/home.js";
 import type { VolumeHomes } from "../volumes/homes.js";
 import type { PoolHost } from "../volumes/hosts.js";
 import { PROP } from "../volumes/properties.js";
+import { isAdoptedId } from "../volumes/adopted-ids.js";
 import { isBelow, parentOf } from "../zfs/names.js";
 import { ownUserPropertyValue, PropertyView, userPropertyValue, type DatasetProperties } from "../zfs/parse.js";
 import { parseJobStates, replicaMark, replicationSnapshotName, type HeldSnapshot, type JobState } from "./bookkeeping.js";
@@ -137,7 +138,8 @@ function isSameDataReplica(source: DatasetProperties | undefined, target: Datase
 export async function requireHomeSource(ctx: TransferContext, homes: VolumeHomes, source: Side, target: Side): Promise<void> {
   const { job } = ctx;
   let decision: HomeDecision | undefined;
-  if (job.origin.kind === "volume") {
+  // An adopted dataset has one copy that can serve, its own (no promotion, no failover): the two sides judge.
+  if (job.origin.kind === "volume" && !isAdoptedId(job.origin.volumeId)) {
     try {
       decision = await homes.find(job.origin.volumeId, "replicate");
     } catch (err) {

@@ -1,6 +1,7 @@
 import { invalidArgument } from "../errors.js";
 import type { PoolHost, PoolHosts } from "../volumes/hosts.js";
 import { isBelow, validateDataset } from "../zfs/names.js";
+import { adoptionProblem, isAdoptedId, parseAdoptedId } from "../volumes/adopted-ids.js";
 import type { ReplicationJob } from "./types.js";
 
 /** What a job must be before any command runs for it: InvalidArgument otherwise. */
@@ -19,7 +20,8 @@ export function validateJob(job: ReplicationJob, hosts: PoolHosts): void {
   validateDataset(job.target.dataset);
   const src = hosts.get(job.source.host);
   const tgt = hosts.get(job.target.host);
-  checkBelowParent(src, job.source.dataset, "source");
+  if (job.origin.kind === "volume" && isAdoptedId(job.origin.volumeId)) checkAdoptedSource(job, src);
+  else checkBelowParent(src, job.source.dataset, "source");
   checkBelowParent(tgt, job.target.dataset, "target");
   if (job.source.host === job.target.host) {
     const [a, b] = [job.source.dataset, job.target.dataset];
@@ -39,4 +41,26 @@ export function checkBelowParent(host: PoolHost, dataset: string, what: string):
   if (!isBelow(parent, dataset)) {
     throw invalidArgument(`replication ${what} ${host.config.name}:${dataset} is not below the host's parentDataset ${parent}`);
   }
+}
+
+/**
+ * The one source outside a parentDataset: an adopted dataset (`zcsi adopt --replicate-to`),
+ * whose read-write adoption id names exactly the job's source, below the host's adoptRoots.
+ * (Its replica, the target, is below the target's parentDataset like any other.)
+ */
+function checkAdoptedSource(job: ReplicationJob, src: PoolHost): void {
+  const volumeId = job.origin.kind === "volume" ? job.origin.volumeId : "";
+  let ok = false;
+  try {
+    const ref = parseAdoptedId(volumeId, [src.config]);
+    ok = !ref.readOnly && ref.poolHost === job.source.host && ref.dataset === job.source.dataset;
+  } catch {
+    ok = false;
+  }
+  if (!ok) throw invalidArgument(`replication source ${src.config.name}:${job.source.dataset} is not below the host's parentDataset ${src.config.parentDataset}, nor the read-write adopted dataset ${volumeId} names`);
+}
+
+/** A source whose holds may be released: below parentDataset, or a dataset the config allows adopting (only zcsi's own tags go). */
+export function checkHoldSource(host: PoolHost, dataset: string): void {
+  if (adoptionProblem(host.config, dataset) !== undefined) checkBelowParent(host, dataset, "source");
 }

@@ -4,7 +4,9 @@ import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "..
 import type { Logger } from "../log.js";
 import { adoptedPvName, adoptionObjects, type AdoptionApi, type PvSummary } from "../k8s/adopt.js";
 import { adoptionProblem, formatAdoptedId, isAdoptedId, NAMESPACE, parseAdoptedId } from "../volumes/adopted-ids.js";
-import { adoptedSize, adoptionMark, AdoptedVolumes, unservable } from "../volumes/adopted.js";
+import { adoptedSize, adoptionMark, AdoptedVolumes, toAdoptedVolume, unservable } from "../volumes/adopted.js";
+import { modifyVolume, planModification } from "../volumes/modify.js";
+import { ownUserPropertyValue } from "../zfs/parse.js";
 import type { PoolHosts } from "../volumes/hosts.js";
 import { PROP } from "../volumes/properties.js";
 
@@ -25,6 +27,21 @@ export interface AdoptFlags {
   readonly readOnly?: boolean | undefined;
   readonly dryRun?: boolean | undefined;
   readonly storageClass?: string | undefined;
+  /** `--snapshot-schedule`: the StorageClass parameter snapshotSchedule, for this dataset. */
+  readonly snapshotSchedule?: string | undefined;
+  /** `--replicate-to HOST[,HOST]`: the StorageClass parameter replicateTo. */
+  readonly replicateTo?: string | undefined;
+  /** `--replication-interval`: the StorageClass parameter replicationInterval (needs --replicate-to). */
+  readonly replicationInterval?: string | undefined;
+}
+
+/** The flags that set mutable parameters, as a ModifyVolume's mutable_parameters map. */
+export function adoptParameters(flags: AdoptFlags): Record<string, string> {
+  return {
+    ...(flags.snapshotSchedule !== undefined && { snapshotSchedule: flags.snapshotSchedule }),
+    ...(flags.replicateTo !== undefined && { replicateTo: flags.replicateTo }),
+    ...(flags.replicationInterval !== undefined && { replicationInterval: flags.replicationInterval }),
+  };
 }
 
 export interface AdoptDeps {
@@ -83,14 +100,17 @@ export function conflictingPv(pvs: readonly PvSummary[], want: { volumeId: strin
 
 export async function adopt(config: Config, flags: AdoptFlags, deps: AdoptDeps, write: (text: string) => void): Promise<number> {
   const dataset = (flags.dataset ?? "").replace(/\/+$/, "");
-  if (dataset === "") throw invalidArgument("usage: zcsi adopt DATASET --pvc NAMESPACE/NAME [--host H] [--read-only] [--dry-run]");
+  if (dataset === "") throw invalidArgument("usage: zcsi adopt DATASET --pvc NAMESPACE/NAME [--host H] [--read-only] [--snapshot-schedule S] [--replicate-to HOST[,HOST]] [--dry-run]");
   const claim = parseClaim(flags.pvc);
   const readOnly = flags.readOnly === true;
+  const parameters = adoptParameters(flags);
+  const asked = Object.keys(parameters).length > 0;
+  if (readOnly && asked) throw invalidArgument("--snapshot-schedule, --replicate-to and --replication-interval change the dataset; a read-only adoption changes nothing on it (set them on its read-write adoption)");
   const poolHost = chooseHost(config, dataset, flags.host);
   const volumeId = formatAdoptedId(poolHost, dataset, { readOnly, namespace: claim.namespace });
   const ref = parseAdoptedId(volumeId, config.poolHosts); // the config's rules: NotFound names the problem
   const adopted = new AdoptedVolumes(deps.hosts);
-  const props = await adopted.read(ref);
+  const props = await adopted.read(ref, [PROP.pv]);
   if (!props) throw notFound(`dataset ${dataset} does not exist on pool host ${poolHost}`);
   const problem = unservable(dataset, props);
   if (problem !== undefined) throw failedPrecondition(`cannot adopt: ${problem}`);
@@ -109,6 +129,10 @@ export async function adopt(config: Config, flags: AdoptFlags, deps: AdoptDeps, 
     capacityBytes: adoptedSize(dataset, props).capacityBytes,
     storageClassName: flags.storageClass ?? "",
   });
+  // Validated like a StorageClass's parameters (modify.ts) before anything changes; the stored
+  // ones of an earlier adoption count, as in a ModifyVolume.
+  const asVolume = toAdoptedVolume({ ...ref, readOnly: false }, new Map([...props, [PROP.adopted, { value: "read-write", source: "local" }]]));
+  if (asked && asVolume) planModification(asVolume, parameters, deps.hosts.names);
   if (flags.dryRun === true) {
     write(`${stringify(pv)}---\n${stringify(pvc)}`);
     return 0;
@@ -117,8 +141,14 @@ export async function adopt(config: Config, flags: AdoptFlags, deps: AdoptDeps, 
   const mark = readOnly ? "read-only" : "read-write";
   // A read-only adoption never downgrades the mark of a read-write one (the PV check above
   // refused that case; this keeps a retry or a race from weakening it).
-  if (adoptionMark(props) !== mark && !(readOnly && adoptionMark(props) === "read-write")) await deps.hosts.get(poolHost).zfs.set(dataset, { [PROP.adopted]: mark });
   const pvName = adoptedPvName(volumeId, dataset);
+  if (adoptionMark(props) !== mark && !(readOnly && adoptionMark(props) === "read-write")) await deps.hosts.get(poolHost).zfs.set(dataset, { [PROP.adopted]: mark });
+  // The read-write adoption's PV, as on zcsi's volumes: the snapshotter's and the replicator's Events and annotations go there.
+  if (!readOnly && ownUserPropertyValue(props.get(PROP.pv)) !== pvName) await deps.hosts.get(poolHost).zfs.set(dataset, { [PROP.pv]: pvName });
+  if (asked && asVolume) {
+    await modifyVolume(deps.hosts.get(poolHost), asVolume, parameters, deps.hosts.names, deps.logger);
+    deps.logger.info({ ...log, parameters }, "snapshot schedule / replication set on the adopted dataset");
+  }
   if (!existing) {
     await deps.api.createPv(pv);
     deps.logger.info({ ...log, pv: pvName }, "PersistentVolume created");
@@ -130,7 +160,8 @@ export async function adopt(config: Config, flags: AdoptFlags, deps: AdoptDeps, 
   } else if (bound !== pvName) {
     throw alreadyExists(`PVC ${claim.namespace}/${claim.name} exists and is bound to ${bound || "no PV yet"}, not ${pvName}; delete it or choose another name (PV ${pvName} stays, claimed for that name)`);
   }
-  write(`adopted ${poolHost}:${dataset}${readOnly ? " read-only" : ""} as PV ${pvName}, claimed by PVC ${claim.namespace}/${claim.name} (volume ${volumeId})\n`);
+  const extras = Object.entries(parameters).map(([k, v]) => `${k}=${v}`).join(", ");
+  write(`adopted ${poolHost}:${dataset}${readOnly ? " read-only" : ""}${extras ? ` with ${extras}` : ""} as PV ${pvName}, claimed by PVC ${claim.namespace}/${claim.name} (volume ${volumeId})\n`);
   return 0;
 }
 

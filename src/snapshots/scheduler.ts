@@ -8,14 +8,12 @@ import { VolumeHomes, type FenceListener } from "../volumes/homes.js";
 import type { PoolHost, PoolHosts } from "../volumes/hosts.js";
 import { formatVolumeId } from "../volumes/ids.js";
 import { PROP } from "../volumes/properties.js";
-import { isServingCopy } from "../volumes/volume.js";
 import { hasReason } from "../zfs/errors.js";
-import { ownUserPropertyValue, PropertyView, type PropertyMap } from "../zfs/parse.js";
+import type { PropertyMap } from "../zfs/parse.js";
 import { formatPolicy, parsePolicy, type RetentionPolicy } from "../volumes/schedule.js";
 import { parseAutoSnapshotName, planRetention, type AutoSnapshot } from "./retention.js";
 import { planGroups, reportSpreadGroups, tickGroup } from "./groups.js";
-import { fenceStale, listedCopies, STALE_PROPS } from "./stale.js";
-import { pushTo } from "../util/multimap.js";
+import { fenceStale, listedCopies } from "./stale.js";
 
 /**
  * The scheduler's pass over every pool host ("tick"): discover, take what is due, prune what
@@ -24,7 +22,9 @@ import { pushTo } from "../util/multimap.js";
  *   zfs get -Hp -o name,property,value,source -d 2 <props> <parentDataset>
  *
  * which returns the volumes (depth 1) with their schedules and replication state, and their
- * snapshots (depth 2) with the marks and counts that decide what may be pruned. On top of it,
+ * snapshots (depth 2) with the marks and counts that decide what may be pruned; plus, only for
+ * a host whose config lists adoptRoots, one `zfs get -r` per root, for the adopted datasets
+ * the operator gave a schedule (`zcsi adopt --snapshot-schedule`, ModifyVolume). On top of it,
  * one `zfs snapshot` per volume that is due and one `zfs destroy` per expired snapshot: zfs-fuse
  * takes one snapshot name per command, so these cannot be batched there. (On OpenZFS the first
  * tick also runs the cached `zfs version` probe, to know whether to ask for `clones`.)
@@ -41,92 +41,8 @@ import { pushTo } from "../util/multimap.js";
  * Protected snapshots still count for retention; they are just not destroyed.
  */
 
-/** What one discovery command asks for. */
-const DISCOVERY_PROPS = [
-  ...["type", "createtxg", "guid", "userrefs", "origin", PROP.csiName, PROP.pv, PROP.snapshotSchedule, PROP.snapshotGroup],
-  ...[PROP.replicateTo, PROP.replicatedThrough, PROP.autoSnapshot, PROP.snapshotName, PROP.role, PROP.replicaOf, PROP.fenced],
-  ...STALE_PROPS,
-];
-export interface SnapshotInfo {
-  /** The part after `@`. */
-  readonly name: string;
-  readonly guid: string;
-  readonly createtxg: bigint;
-  readonly userrefs: number;
-  readonly hasClones: boolean;
-  /** Time from the name when this is one of our automatic snapshots; undefined otherwise. */
-  readonly autoTime?: number;
-}
-
-export interface ManagedVolume {
-  readonly dataset: string;
-  readonly pv?: string;
-  /** The local zcsi:snapshot-schedule as stored (not yet parsed). */
-  readonly schedule?: string;
-  /** The local zcsi:snapshot-group: volumes of the host with the same one are snapshotted together (groups.ts). */
-  readonly group?: string;
-  readonly replicateTo?: string;
-  readonly replicatedThrough?: string;
-  readonly snapshots: readonly SnapshotInfo[];
-}
-
-type Props = ReadonlyMap<string, { value: string; source: string }>;
-
-const local = (props: Props | undefined, name: string): string | undefined => ownUserPropertyValue(props?.get(name));
-
-/**
- * The zcsi volumes directly below `parent` and their snapshots, from one discovery result.
- * Pure, for tests. Datasets without a local zcsi:csi-name are not ours and are left out.
- */
-export function discoverVolumes(parent: string, all: PropertyMap): ManagedVolume[] {
-  const prefix = parent + "/";
-  const clonedFrom = new Set<string>();
-  for (const props of all.values()) {
-    const origin = props.get("origin")?.value;
-    if (origin !== undefined && origin !== "-" && origin !== "") clonedFrom.add(origin);
-  }
-  const snapshotsOf = new Map<string, SnapshotInfo[]>();
-  for (const [name, props] of all) {
-    const at = name.indexOf("@");
-    if (at < 0 || props.get("type")?.value !== "snapshot") continue;
-    const dataset = name.slice(0, at);
-    const short = name.slice(at + 1);
-    const clones = props.get("clones")?.value;
-    const autoTime =
-      local(props, PROP.autoSnapshot) !== undefined && local(props, PROP.snapshotName) === undefined ? parseAutoSnapshotName(short) : undefined;
-    const userrefs = Number(props.get("userrefs")?.value ?? "0");
-    const info: SnapshotInfo = {
-      name: short,
-      guid: props.get("guid")?.value ?? "",
-      createtxg: new PropertyView(name, props).optionalInteger("createtxg") ?? 0n,
-      userrefs: Number.isFinite(userrefs) ? userrefs : 0,
-      hasClones: clonedFrom.has(name) || (clones !== undefined && clones !== "-" && clones !== ""),
-      ...(autoTime !== undefined && { autoTime }),
-    };
-    pushTo(snapshotsOf, dataset, info);
-  }
-  const volumes: ManagedVolume[] = [];
-  for (const [dataset, props] of all) {
-    if (!dataset.startsWith(prefix) || dataset.includes("@") || dataset.slice(prefix.length).includes("/")) continue;
-    // Only the copy serving a volume is snapshotted: a replica (a demoted home too) receives them, a fenced copy is kept as it is.
-    if (!isServingCopy(props)) continue;
-    const pv = local(props, PROP.pv);
-    const schedule = local(props, PROP.snapshotSchedule);
-    const group = local(props, PROP.snapshotGroup);
-    const replicateTo = local(props, PROP.replicateTo);
-    const replicatedThrough = local(props, PROP.replicatedThrough);
-    volumes.push({
-      dataset,
-      ...(pv !== undefined && { pv }),
-      ...(schedule !== undefined && { schedule }),
-      ...(group !== undefined && { group }),
-      ...(replicateTo !== undefined && { replicateTo }),
-      ...(replicatedThrough !== undefined && { replicatedThrough }),
-      snapshots: snapshotsOf.get(dataset) ?? [],
-    });
-  }
-  return volumes;
-}
+export { DISCOVERY_PROPS, discoverAdopted, discoverVolumes, type ManagedVolume, type SnapshotInfo } from "./discover.js";
+import { DISCOVERY_PROPS, discoverAdopted, discoverVolumes, type ManagedVolume, type SnapshotInfo } from "./discover.js";
 
 /**
  * The replication rule. A volume with zcsi:replicate-to set is being replicated; the replicator
@@ -230,16 +146,28 @@ export class SnapshotScheduler {
     return { at, hosts };
   }
 
+  /**
+   * The host's listing: the parent (`-d 2`) and, one more command each, every adoptRoot
+   * (`-r`: adopted datasets sit anywhere below a root; none when adoptRoots is empty). A
+   * missing root or parent lists nothing. Merged into one map: discoverVolumes reads only
+   * what is below the parent, discoverAdopted only adopted datasets.
+   */
   private async discover(host: PoolHost): Promise<PropertyMap> {
     const parent = host.config.parentDataset;
     const caps = await host.zfs.capabilities().catch(() => undefined);
     const props = caps?.implementation === "openzfs" ? [...DISCOVERY_PROPS, "clones"] : DISCOVERY_PROPS;
-    try {
-      return await host.zfs.get([parent], props, { depth: 2 });
-    } catch (err) {
-      if (isZcsiError(err, "NotFound")) return new Map();
-      throw err;
-    }
+    const list = async (root: string, opts: { depth?: number; recursive?: boolean }): Promise<PropertyMap> => {
+      try {
+        return await host.zfs.get([root], props, opts);
+      } catch (err) {
+        if (isZcsiError(err, "NotFound")) return new Map();
+        throw err;
+      }
+    };
+    const roots = host.config.adoptRoots ?? [];
+    const listings = await Promise.all([list(parent, { depth: 2 }), ...roots.map((root) => list(root, { recursive: true }))]);
+    if (listings.length === 1) return listings[0] ?? new Map();
+    return new Map(listings.flatMap((l) => [...l]));
   }
 
   private async tickHost(host: PoolHost, listing: PropertyMap | { error: unknown }, stale: ReadonlySet<string>, now: Date, active: () => boolean, groupHosts: Map<string, Set<string>>): Promise<HostTick> {
@@ -248,7 +176,7 @@ export class SnapshotScheduler {
     let volumes: ManagedVolume[];
     try {
       if ("error" in listing) throw listing.error;
-      volumes = discoverVolumes(host.config.parentDataset, listing).filter((v) => !stale.has(`${poolHost}:${v.dataset}`));
+      volumes = [...discoverVolumes(host.config.parentDataset, listing).filter((v) => !stale.has(`${poolHost}:${v.dataset}`)), ...discoverAdopted(host.config, listing)];
     } catch (err) {
       this.options.metrics?.failed.inc({ pool_host: poolHost, operation: "discover" });
       this.options.metrics?.volumes.remove({ pool_host: poolHost });
@@ -290,7 +218,7 @@ export class SnapshotScheduler {
     const takenBy = new Map(reports.map((r) => [r.volumeId, r.taken]));
     const lastSuccess = new Map<string, number>();
     for (const volume of volumes) {
-      const volumeId = formatVolumeId({ poolHost, dataset: volume.dataset });
+      const volumeId = volume.volumeId ?? formatVolumeId({ poolHost, dataset: volume.dataset });
       const taken = takenBy.get(volumeId);
       const times = volume.snapshots.flatMap((s) => (s.autoTime === undefined ? [] : [s.autoTime]));
       const takenTime = taken === undefined ? undefined : parseAutoSnapshotName(taken);
@@ -314,7 +242,7 @@ export class SnapshotScheduler {
 
   private async tickVolume(host: PoolHost, volume: ManagedVolume, now: Date): Promise<VolumeTick> {
     const poolHost = host.config.name;
-    const volumeId = formatVolumeId({ poolHost, dataset: volume.dataset });
+    const volumeId = volume.volumeId ?? formatVolumeId({ poolHost, dataset: volume.dataset });
     const log = this.options.logger;
     const failures: { operation: SnapshotOperation; error: string }[] = [];
     const fail = async (operation: SnapshotOperation, reason: string, message: string, persisting = false): Promise<void> => {

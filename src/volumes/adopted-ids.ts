@@ -1,5 +1,7 @@
+import { createHash } from "node:crypto";
 import { invalidArgument, notFound } from "../errors.js";
 import type { PoolHostConfig } from "../config.js";
+import { ADOPTED_REPLICA_PREFIX } from "./properties.js";
 
 /**
  * Adopted volumes: datasets zcsi did not create, served as PVs because the operator said so
@@ -86,4 +88,16 @@ export function parseAdoptedId(volumeId: string, hosts: readonly PoolHostConfig[
   const problem = adoptionProblem(host, dataset);
   if (problem !== undefined) throw notFound(`volume ${JSON.stringify(volumeId)} does not exist: ${problem}`);
   return { poolHost, dataset, host, ...access, id: volumeId };
+}
+
+/**
+ * The leaf of an adopted dataset's replica under a target's parentDataset:
+ * `zcsi-adopted-<host>-<dataset, / as ->-<8 hex>`. The prefix is refused as a CreateVolume name
+ * (ids.ts), so it never meets a volume or a volume's replica; the hash of the exact
+ * `<host>:<dataset>` keeps `data/a-b` and `data/a/b`, or one dataset name on two hosts, apart.
+ */
+export function adoptedReplicaLeaf(poolHost: string, dataset: string): string {
+  const hash = createHash("sha256").update(`${poolHost}:${dataset}`).digest("hex").slice(0, 8);
+  const readable = `${poolHost}-${dataset}`.replace(/[^A-Za-z0-9_.-]+/g, "-").replace(/\.\.+/g, ".").slice(0, 96);
+  return `${ADOPTED_REPLICA_PREFIX}${readable}-${hash}`;
 }

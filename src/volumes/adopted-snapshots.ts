@@ -14,8 +14,9 @@ import type { Snapshot } from "./snapshots.js";
  * the operator's dataset, marked zcsi:csi-snapshot-name like any CSI snapshot, with ids
  * `<adopted volume id>@<name>`. Only a read-write adoption is snapshotted: a read-only one
  * changes nothing on the dataset. DeleteSnapshot destroys only a snapshot zcsi took for CSI;
- * the operator's own snapshots are never touched. Restoring one into a new volume is not
- * served yet (a clone would have to live under parentDataset, in the same pool).
+ * the operator's own snapshots are never touched. Restoring one makes a new zcsi volume under
+ * parentDataset: a clone when the adopted dataset is in the same pool, else a send/recv copy
+ * (sources.ts samePool; a clone cannot leave its origin's pool).
  */
 
 const SNAPSHOT_PROPS = [PROP.snapshotName, "defer_destroy", "creation", "referenced"];

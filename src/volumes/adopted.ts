@@ -1,10 +1,11 @@
-import { failedPrecondition, invalidArgument, isZcsiError, type ZcsiError } from "../errors.js";
+import { failedPrecondition, invalidArgument, isZcsiError, notFound, type ZcsiError } from "../errors.js";
 import { ownUserPropertyValue, PropertyView } from "../zfs/parse.js";
 import type { Logger } from "../log.js";
 import { isAdoptedId, type AdoptedRef } from "./adopted-ids.js";
 
 export { isAdoptedId, parseAdoptedId } from "./adopted-ids.js";
-import type { PoolHosts } from "./hosts.js";
+import type { PoolHost, PoolHosts } from "./hosts.js";
+import { modifyVolume } from "./modify.js";
 import { PROP } from "./properties.js";
 import type { SizeMode } from "./size-modes.js";
 import type { PropertyMap, Volume } from "./volume.js";
@@ -17,7 +18,7 @@ import type { PropertyMap, Volume } from "./volume.js";
 
 export type AdoptedAccess = "read-write" | "read-only";
 
-export const ADOPTED_PROPS = [PROP.adopted, "type", "referenced", "available", "refquota", "quota", "mountpoint", "mounted", "origin"];
+export const ADOPTED_PROPS = [PROP.adopted, PROP.parameters, "type", "referenced", "available", "refquota", "quota", "mountpoint", "mounted", "origin"];
 
 /** Why a dataset cannot be served as a PV at all (a zvol, no mountpoint), or undefined. */
 export function unservable(dataset: string, props: PropertyMap): string | undefined {
@@ -67,7 +68,8 @@ export function toAdoptedVolume(ref: AdoptedRef, props: PropertyMap | undefined)
     mountpoint: props.get("mountpoint")?.value ?? "",
     mounted: props.get("mounted")?.value === "yes",
     state: "ready",
-    parameters: "{}",
+    // The mutable parameters the operator asked for (`zcsi adopt --snapshot-schedule`, ModifyVolume).
+    parameters: ownUserPropertyValue(props.get(PROP.parameters)) ?? "{}",
     placement: "adopted",
   };
 }
@@ -82,12 +84,16 @@ export function adoptedResizeRefused(volume: Volume): ZcsiError {
 }
 
 /**
- * Calls zcsi does not make on an adopted volume yet (CreateSnapshot, ControllerModifyVolume):
- * INVALID_ARGUMENT with the reason, before any lookup, rather than NOT_FOUND for a volume that
- * exists. Snapshots of an adopted dataset stay the operator's `zfs snapshot` on the pool host.
+ * Schedule, replication and the other mutable parameters of an adopted volume
+ * (ControllerModifyVolume, `zcsi adopt --snapshot-schedule/--replicate-to`): the same keys and
+ * validation as for zcsi's own volumes (modify.ts), stored as the same zcsi:* properties, so
+ * the snapshotter and the replicator treat the dataset like a volume. A read-only adoption
+ * changes nothing on the dataset: INVALID_ARGUMENT, before anything is read or set.
  */
-export function refuseAdopted(volumeId: string, what: string): void {
-  if (isAdoptedId(volumeId)) throw invalidArgument(`volume ${volumeId} is an adopted dataset; zcsi does not ${what} adopted volumes yet (docs/coming-from-hostpath.md)`);
+export async function modifyAdopted(host: PoolHost, ref: AdoptedRef, volume: Volume | undefined, mutable: Readonly<Record<string, string>>, knownHosts: readonly string[], logger: Logger): Promise<Volume> {
+  if (ref.readOnly) throw invalidArgument(`volume ${ref.id} is a read-only adoption; its parameters (snapshot schedule, replication) are set through the dataset's read-write adoption`);
+  if (!volume) throw notFound(`volume ${ref.id} does not exist (dataset gone, or no longer adopted)`);
+  return modifyVolume(host, volume, mutable, knownHosts, logger);
 }
 
 /**

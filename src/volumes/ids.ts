@@ -1,6 +1,6 @@
 import { invalidArgument, notFound } from "../errors.js";
 import type { PoolHostConfig } from "../config.js";
-import { RECEIVE_PREFIX, RESERVED_PREFIX } from "./properties.js";
+import { ADOPTED_REPLICA_PREFIX, RECEIVE_PREFIX, RESERVED_PREFIX } from "./properties.js";
 
 /**
  * Volume ids name their data: `<poolHost>:<dataset>` (e.g. `alice:tank/k8s/pvc-1234`), so
@@ -33,10 +33,12 @@ export function leafFromName(csiName: string, field = "name"): string {
   return csiName;
 }
 
-/** A CreateVolume name as a dataset leaf; refuses the prefix zcsi receives copies under. */
+/** A CreateVolume name as a dataset leaf; refuses the prefixes zcsi receives copies and adopted datasets' replicas under. */
 export function volumeLeafFromName(csiName: string): string {
   const leaf = leafFromName(csiName);
-  if (leaf.startsWith(RECEIVE_PREFIX)) throw invalidArgument(`name ${JSON.stringify(csiName)} is not accepted: the prefix ${RECEIVE_PREFIX} is reserved by zcsi`);
+  for (const prefix of [RECEIVE_PREFIX, ADOPTED_REPLICA_PREFIX]) {
+    if (leaf.startsWith(prefix)) throw invalidArgument(`name ${JSON.stringify(csiName)} is not accepted: the prefix ${prefix} is reserved by zcsi`);
+  }
   return leaf;
 }
 

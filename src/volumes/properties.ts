@@ -188,5 +188,11 @@ export const RESERVED_PREFIX = "zcsi-";
 export const CLONE_SNAPSHOT_PREFIX = "zcsi-clone-";
 export const AUTO_SNAPSHOT_PREFIX = "zcsi-auto-";
 export const RECEIVE_PREFIX = "zcsi-recv-";
+/**
+ * `<target parentDataset>/zcsi-adopted-<readable>-<hash>`: the replica of an adopted dataset
+ * (adopted-ids.ts adoptedReplicaLeaf). CreateVolume refuses names with this prefix, so no
+ * volume (or a volume's replica, which has the volume's leaf) can ever take a replica's name.
+ */
+export const ADOPTED_REPLICA_PREFIX = "zcsi-adopted-";
 /** `<volume>@zcsi-repl-<...>`: snapshots of the replicator (replication/engine.ts). */
 export const REPLICATION_SNAPSHOT_PREFIX = "zcsi-repl-";

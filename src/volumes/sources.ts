@@ -6,6 +6,15 @@ import { PROP, RECEIVE_PREFIX } from "./properties.js";
 import type { Snapshot } from "./snapshots.js";
 import { cloneSnapshotName, type Volume } from "./volume.js";
 
+/**
+ * Whether two datasets are in one pool. A clone cannot leave its origin's pool (zfs-clone(8)):
+ * the source of an adopted volume (a dataset in the operator's pool, outside parentDataset)
+ * may be in another pool than the new volume, and is then copied whatever restoreMode says.
+ */
+export function samePool(a: string, b: string): boolean {
+  return a.split("/")[0] === b.split("/")[0];
+}
+
 /** How a new volume gets the data of its content source: a clone, or a send/recv copy. */
 export class ContentCopies {
   constructor(private readonly logger: Logger) {}
@@ -17,7 +26,7 @@ export class ContentCopies {
    */
   async restoreSnapshot(host: PoolHost, snapshot: Snapshot, dataset: string, props: Record<string, string>, params: VolumeParameters): Promise<void> {
     const from = `${snapshot.ref.dataset}@${snapshot.ref.snapshot}`;
-    if (params.restoreMode === "copy") await this.copyInto(host, from, dataset, props);
+    if (params.restoreMode === "copy" || !samePool(snapshot.ref.dataset, dataset)) await this.copyInto(host, from, dataset, props);
     else await host.zfs.clone(from, dataset, props);
   }
 
@@ -41,7 +50,7 @@ export class ContentCopies {
       if (!isZcsiError(err, "AlreadyExists")) throw err;
     }
     try {
-      if (params.restoreMode === "copy") await this.copyInto(host, hidden, dataset, props);
+      if (params.restoreMode === "copy" || !samePool(source.ref.dataset, dataset)) await this.copyInto(host, hidden, dataset, props);
       else await host.zfs.clone(hidden, dataset, props);
     } finally {
       await host.zfs.destroy(hidden, { deferred: true }).catch((err: unknown) => {

@@ -61,6 +61,8 @@ export interface ControllerEnvOptions {
   metricsAddress?: string;
   /** The ZFS backend of the pool hosts; default ZCSI_ZFS_BACKEND (a benchmark measures both). */
   backend?: ZfsBackendName;
+  /** Each host's adoptRoots, from its pool's name (created by the test). */
+  adoptRoots?: (pool: string, host: string) => string[];
 }
 
 export async function startControllerEnv(options: ControllerEnvOptions = {}): Promise<ControllerEnv> {
@@ -114,6 +116,7 @@ export async function startControllerEnv(options: ControllerEnvOptions = {}): Pr
         // The VM's driver-facing user is root (sudo is there, for the node's sftp-server, but
         // root needs none); the local sshd's is a plain user with sudo, the documented setup.
         sudo: h.sshd.user !== "root",
+        ...(options.adoptRoots && { adoptRoots: options.adoptRoots(h.pool.pool, h.name) }),
       })),
       commandTimeoutMs: 20_000,
       ...options.configExtra,

@@ -161,3 +161,13 @@ export async function failure(p: Promise<unknown>): Promise<{ code: number; deta
   }
   return { code: status.OK, details: "" };
 }
+
+/** The gRPC status a call ends with: OK, or the code it was rejected with. */
+export async function grpcCode(p: Promise<unknown>): Promise<number | undefined> {
+  try {
+    await p;
+    return status.OK;
+  } catch (err) {
+    return (err as { code?: number }).code;
+  }
+}

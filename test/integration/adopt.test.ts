@@ -16,6 +16,7 @@ import { isReadOnly, mountAt, readMountInfo } from "../../src/mount/mountinfo.js
 import { adopt, type AdoptFlags } from "../../src/roles/adopt.js";
 import { connectPoolHosts } from "../../src/roles/pool-hosts.js";
 import type { PoolHosts } from "../../src/volumes/hosts.js";
+import { grpcCode } from "../harness/csi-client.js";
 import { startFakeApiServer, type FakeApiServer } from "../harness/fake-k8s.js";
 import { POOL_HOST, RWX, startNodeEnv, type NodeEnv, type NodeHandle, type RemoteNode } from "../harness/node-env.js";
 
@@ -63,14 +64,7 @@ async function refusal(flags: AdoptFlags): Promise<string> {
 
 const mark = async (dataset: string): Promise<string> => (await env.zfs("get", "-H", "-o", "value,source", "zcsi:adopted", dataset)).trim();
 
-async function code(p: Promise<unknown>): Promise<number | undefined> {
-  try {
-    await p;
-    return status.OK;
-  } catch (err) {
-    return (err as { code?: number }).code;
-  }
-}
+const code = grpcCode;
 
 /** ControllerPublish then NodeStage + NodePublish on `node`, as the attacher and kubelet do. */
 async function mountOn(node: NodeHandle, volumeId: string, volumeContext: Record<string, string>, pod: string, cap: typeof RWX | typeof RO, readonly = false) {

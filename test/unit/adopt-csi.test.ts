@@ -33,14 +33,14 @@ describe("controller, adopted volumes", () => {
     expect(host.commands).toEqual([]);
   });
 
-  it("expansion is INVALID_ARGUMENT and sets nothing; a read-only adoption is not snapshotted; modify says it is not served yet", async () => {
+  it("expansion is INVALID_ARGUMENT and sets nothing; a read-only adoption is neither snapshotted nor modified", async () => {
     const { service, host } = controller();
     const expand = await zcsiRejection(service.controllerExpandVolume({ volumeId: "alice:data/mysql#adopted", capacityRange: { requiredBytes: "2000000", limitBytes: "0" }, secrets: {}, volumeCapability: null }));
     expect(expand).toMatchObject({ kind: "InvalidArgument", message: expect.stringMatching(/adopted dataset; zcsi never changes its size/) });
     const snap = await zcsiRejection(service.createSnapshot({ name: "snapshot-1", sourceVolumeId: "alice:data/mysql#adopted-ro-team-a", parameters: {}, secrets: {} }));
     expect(snap).toMatchObject({ kind: "InvalidArgument", message: expect.stringMatching(/read-only adoption/) });
-    const modify = await zcsiRejection(service.controllerModifyVolume({ volumeId: "alice:data/mysql#adopted", mutableParameters: { snapshotSchedule: "daily=7" }, secrets: {} }));
-    expect(modify.kind).toBe("InvalidArgument");
+    const modify = await zcsiRejection(service.controllerModifyVolume({ volumeId: "alice:data/mysql#adopted-ro-team-a", mutableParameters: { snapshotSchedule: "daily=7" }, secrets: {} }));
+    expect(modify).toMatchObject({ kind: "InvalidArgument", message: expect.stringMatching(/read-only adoption/) });
     expect(host.sets).toEqual([]);
   });
 
