@@ -35,6 +35,7 @@ const OPENZFS_VM_SUITES = [
   "test/integration/group-snapshots.test.ts",
   "test/integration/size-modes.test.ts",
   "test/integration/rollback.test.ts",
+  "test/integration/mobility.test.ts",
 ];
 
 const zfsFuse = {
