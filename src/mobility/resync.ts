@@ -23,9 +23,8 @@ import { markReplica, metadataOf, readProps } from "./promote.js";
  *     snapshot back to `<leaf>` and `zfs promote` it, so `<leaf>` owns the snapshots up to the
  *     common one (the kept data becomes a clone of it, sharing the blocks); without one, the
  *     replication below sends in full;
- *  3. mark `<leaf>` a replica of the home (promote.ts markReplica), unmounted, its head rolled
- *     back to exactly the common snapshot, and run the volume's replication job home → OLD:
- *     incremental from the common snapshot.
+ *  3. mark `<leaf>` a replica of the home (promote.ts markReplica) and run the volume's
+ *     replication job home → OLD: incremental from the common snapshot.
  *
  * With --discard-diverged: `zfs rollback -r` to the common snapshot (destroying the diverged
  * writes), mark, replicate. Every step runs under the volume's move lock.
@@ -128,15 +127,7 @@ export async function resync(deps: ResyncDeps, req: ResyncRequest): Promise<Resy
         await lock.step("cloned-back", { common: common.name });
       }
     }
-    if (common) {
-      await markReplica(host, dataset, volumeId, home, meta, log);
-      // OpenZFS: the clone's mount (or the rollback of the mounted copy) and the unmount leave
-      // the head a few metadata bytes past the common snapshot (`written` 1024), and an
-      // incremental receive refuses a head modified since its newest snapshot. Readonly and
-      // unmounted now, nothing wrote data since the clone or the rollback: roll the head back to
-      // exactly the common snapshot (no -r: nothing newer is there to destroy).
-      await host.zfs.rollback(`${dataset}@${common.name}`);
-    }
+    if (common) await markReplica(host, dataset, volumeId, home, meta, log);
     await lock.step("demoted");
   }
   const leaf = parseVolumeId(volumeId, hosts.configs).leaf;
