@@ -37,6 +37,7 @@ const OPENZFS_VM_SUITES = [
   "test/integration/size-modes.test.ts",
   "test/integration/rollback.test.ts",
   "test/integration/adopt-managed.test.ts",
+  "test/integration/mobility.test.ts",
 ];
 
 const zfsFuse = {

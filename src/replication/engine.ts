@@ -12,7 +12,7 @@ import { formatJobState, holdsToRelease, holdTag, jobStateProperty, needsHold, r
 import { statesAfter, statesToDrop, tagsToRelease, targetPrune, type JobState } from "./bookkeeping.js";
 import { describeDivergence, plan, type SnapshotEntry } from "./plan.js";
 import { followRollback } from "./follow.js";
-import { checkOwnership, ensureTargetParent, jobStates, planInput, readSide, requireHomeSource, takeSnapshot, userProperties, value, type Side } from "./sides.js";
+import { checkOwnership, ensureTargetParent, jobStates, planInput, planRun, readSide, requireHomeSource, takeSnapshot, userProperties, value, type Side } from "./sides.js";
 import { isMarkedReplica, replicaProperties, ROLE_PROPS, sideRole } from "./roles.js";
 import { abortStaleReceive, transfer, type TransferContext, type TransferWhat } from "./transfer.js";
 import type { DatasetRef, ReplicationAction, ReplicationEngine, ReplicationJob, ReplicationResult } from "./types.js";
@@ -197,9 +197,10 @@ export class ZfsReplicationEngine implements ReplicationEngine {
     // An operator's rollback of the source, once per request (follow.ts): the one rollback of a target.
     if (await followRollback(ctx, source, target)) target = await this.readTarget(ctx);
 
-    // Refuse a diverged target before creating anything on the source.
-    const before = plan(planInput(source, target));
+    // Refuse a diverged target before creating anything on the source (`written` alone: the receive decides, see planRun).
+    const { plan: before, ignoreWritten } = planRun(source, target);
     if (before.kind === "refuse") throw failedPrecondition(describeDivergence(replicaMark(job.target), before.divergence));
+    if (ignoreWritten) ctx.log.info({ written: String(value(target.props, "written")) }, "the target's head moved past its newest snapshot; the receive decides whether it was modified");
 
     const snapshot = await takeSnapshot(ctx, target, this.clock.now());
     source = await this.readSource(ctx);
@@ -218,7 +219,7 @@ export class ZfsReplicationEngine implements ReplicationEngine {
     }
     // The one hold of the new snapshot: placed before it is sent, kept as the job's base.
     await ctx.src.zfs.hold(holdTag(job.id), snapshot);
-    const next = plan(planInput(source, target));
+    const next = plan(planInput(source, target, { ignoreWritten }));
     switch (next.kind) {
       case "none":
         return finish({ to: next.snapshot, action: "none", bytes: 0, heldByThisRun: `${job.source.dataset}@${next.snapshot.name}` === snapshot }, abortedStaleToken);

@@ -7,7 +7,7 @@ import { isAdoptedId } from "../volumes/adopted-ids.js";
 import { isBelow, parentOf } from "../zfs/names.js";
 import { ownUserPropertyValue, PropertyView, userPropertyValue, type DatasetProperties } from "../zfs/parse.js";
 import { parseJobStates, replicaMark, replicationSnapshotName, type HeldSnapshot, type JobState } from "./bookkeeping.js";
-import { isUnmarkedReplica, type PlanInput } from "./plan.js";
+import { isUnmarkedReplica, plan, type Plan, type PlanInput } from "./plan.js";
 import { identityOf, notHomeReason, sideRole } from "./roles.js";
 import type { TransferContext } from "./transfer.js";
 
@@ -79,8 +79,25 @@ export function jobStates(props: DatasetProperties | undefined): Map<string, Job
   return parseJobStates([...(props ?? [])].map(([name, entry]) => [name, ownUserPropertyValue(entry)] as const));
 }
 
-/** What plan() needs of the two sides. */
-export function planInput(source: Side, target: Side): PlanInput {
+/**
+ * plan() at the start of a run. A target whose only divergence is `written` > 0 is not refused
+ * here: on OpenZFS a rollback or a clone resets the head's ZIL, which rewrites its objset block
+ * (`written` 1024 with nothing written: e.g. a copy `zcsi resync` rolled or cloned back to the
+ * common snapshot), and `zfs receive` rightly ignores that (dsl_dataset_modified_since_snap
+ * compares the data, not the ZIL). Such a run plans without `written` (ignoreWritten), and the
+ * receive refuses a really modified target (targetModified; the run's snapshot is dropped).
+ */
+export function planRun(source: Side, target: Side): { plan: Plan; ignoreWritten: boolean } {
+  const judged = plan(planInput(source, target));
+  if (judged.kind !== "refuse" || judged.divergence.reason !== "target-written") return { plan: judged, ignoreWritten: false };
+  return { plan: plan(planInput(source, target, { ignoreWritten: true })), ignoreWritten: true };
+}
+
+/**
+ * What plan() needs of the two sides. `ignoreWritten`: leave the target's `written` out, so
+ * that `zfs receive` judges whether the target was modified (engine.ts says when).
+ */
+export function planInput(source: Side, target: Side, options: { ignoreWritten?: boolean } = {}): PlanInput {
   const token = value(target.props, "receive_resume_token");
   const written = integer(target.props, "written");
   return {
@@ -88,7 +105,7 @@ export function planInput(source: Side, target: Side): PlanInput {
     target: target.exists ? target.snapshots : undefined,
     ...(token !== undefined && { targetResumeToken: token }),
     // `written` of a target with no snapshot yet (an interrupted first receive) means nothing.
-    ...(written !== undefined && target.snapshots.length > 0 && { targetWrittenBytes: written }),
+    ...(written !== undefined && target.snapshots.length > 0 && options.ignoreWritten !== true && { targetWrittenBytes: written }),
   };
 }
 

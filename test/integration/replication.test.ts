@@ -11,12 +11,11 @@
  * runs unchanged on both backends.
  */
 import { randomBytes } from "node:crypto";
-import { Transform, type TransformCallback } from "node:stream";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseConfig, type PoolHostConfig } from "../../src/config.js";
 import { isZcsiError } from "../../src/errors.js";
-import type { ExecOptions, ExecResult, ExecStream, Executor } from "../../src/exec/executor.js";
+import type { ExecResult } from "../../src/exec/executor.js";
 import { SshExecutor } from "../../src/exec/ssh.js";
 import { createReplicationEngine, holdTag } from "../../src/replication/engine.js";
 import type { ReplicationEngine, ReplicationJob } from "../../src/replication/types.js";
@@ -24,65 +23,13 @@ import { SnapshotScheduler } from "../../src/snapshots/scheduler.js";
 import { PoolHosts } from "../../src/volumes/hosts.js";
 import { createPoolHost, zfsBackend, type PoolHost } from "../harness/backend.js";
 import { POOL_HOST_SUDO } from "../harness/controller.js";
+import { CuttingExecutor } from "../harness/cutting-executor.js";
 import { ManualClock } from "../harness/fake-k8s.js";
 import { startSshd, type Sshd } from "../harness/sshd.js";
 import { zcsiRejection as rejection } from "../harness/fake-pool-host.js";
 
 const MiB = 1024 * 1024;
 const backend = zfsBackend();
-
-/**
- * An executor that can cut the next `zfs send` stream after `bytes` of it have been read,
- * by killing its channel: what a dropped connection or a killed replicator does mid-transfer.
- */
-class CuttingExecutor implements Executor {
-  private cutAfter: number | undefined;
-  cuts = 0;
-  /** Every `zfs hold` run through this executor, with how it ended. */
-  readonly holds: { snapshot: string; exitCode: number | null; stderr: string }[] = [];
-  constructor(private readonly inner: Executor) {}
-  get host(): string {
-    return this.inner.host;
-  }
-  cutNextSendAfter(bytes: number): void {
-    this.cutAfter = bytes;
-  }
-  async run(argv: readonly string[], options?: ExecOptions): Promise<ExecResult> {
-    const result = await this.inner.run(argv, options);
-    const i = argv.indexOf("zfs");
-    if (argv[i + 1] === "hold") this.holds.push({ snapshot: argv[argv.length - 1] ?? "", exitCode: result.exitCode, stderr: result.stderr.trim() });
-    return result;
-  }
-  async stream(argv: readonly string[]): Promise<ExecStream> {
-    const running = await this.inner.stream(argv);
-    const limit = this.cutAfter;
-    const i = argv.indexOf("zfs");
-    if (limit === undefined || argv[i + 1] !== "send") return running;
-    this.cutAfter = undefined;
-    let seen = 0;
-    let cut = false;
-    const counter = new Transform({
-      transform: (chunk: Buffer, _e: BufferEncoding, cb: TransformCallback) => {
-        if (cut) return cb();
-        seen += chunk.length;
-        if (seen < limit) return cb(null, chunk);
-        // The connection drops here: what follows never arrives, and the command dies.
-        cut = true;
-        this.cuts++;
-        running.stdout.unpipe(counter);
-        running.stdout.resume();
-        counter.end();
-        running.kill();
-        cb(null, chunk.subarray(0, chunk.length - (seen - limit)));
-      },
-    });
-    running.stdout.pipe(counter);
-    return { ...running, stdout: counter, kill: running.kill };
-  }
-  close(): Promise<void> {
-    return this.inner.close();
-  }
-}
 
 interface Host {
   readonly name: string;

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { describeDivergence, isUnmarkedReplica, plan, type SnapshotEntry } from "../../src/replication/plan.js";
+import { planRun, type Side } from "../../src/replication/sides.js";
 
 /** A snapshot whose guid is derived from `id`, so equal ids on both sides mean "received". */
 function snap(name: string, txg: number, guid = `g-${name}`): SnapshotEntry {
@@ -121,5 +122,23 @@ describe("isUnmarkedReplica", () => {
     // A source snapshot that is not the replicator's (e.g. a CSI snapshot) does not prove it either.
     const csi = snap("snapshot-1", 3);
     expect(isUnmarkedReplica([csi], [t(csi, 2)])).toBe(false);
+  });
+});
+
+describe("planRun: a target whose head moved past its newest snapshot", () => {
+  const side = (snapshots: SnapshotEntry[], written?: string): Side => ({
+    exists: true,
+    props: new Map(written === undefined ? [] : [["written", { value: written, source: "-" }]]),
+    snapshots: snapshots.map((s) => ({ ...s, userrefs: 0 })),
+  });
+
+  it("leaves `written` alone to the receive when it is the only divergence (OpenZFS: a rollback or clone rewrote the objset block)", () => {
+    expect(planRun(side([s1, s2, s3]), side([t(s1, 5), t(s2, 6)], "1024"))).toMatchObject({ plan: { kind: "incremental", from: s2, to: s3 }, ignoreWritten: true });
+  });
+
+  it("still refuses any other divergence, and plans as plan() does without one", () => {
+    const extra = snap("mine", 7, "g-mine");
+    expect(planRun(side([s1, s2, s3]), side([t(s1, 5), t(s2, 6), extra], "1024")).plan).toMatchObject({ kind: "refuse", divergence: { reason: "target-snapshots" } });
+    expect(planRun(side([s1, s2, s3]), side([t(s1, 5), t(s2, 6)], "0"))).toMatchObject({ plan: { kind: "incremental", from: s2, to: s3 }, ignoreWritten: false });
   });
 });
