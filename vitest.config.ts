@@ -34,6 +34,7 @@ const OPENZFS_VM_SUITES = [
   "test/integration/modify-volume.test.ts",
   "test/integration/group-snapshots.test.ts",
   "test/integration/size-modes.test.ts",
+  "test/integration/size-modes-full-pool.test.ts",
   "test/integration/rollback.test.ts",
 ];
 
