@@ -303,10 +303,9 @@ export class ControllerService {
 
   /**
    * CSI spec, GetCapacity: the largest volume CreateVolume would make now with these
-   * parameters: the best host's `available` under its parent, less a `reserved` volume's
-   * headroom (size-modes.ts; `available` already excludes other volumes' reservations);
-   * for `refquota`, `quota` and `thin` it is free space shared with every volume that has not
-   * filled its size yet (a thin volume's size is a request, never a limit or a promise).
+   * parameters: the best host's `available` under its parent (less a `reserved` volume's
+   * headroom, size-modes.ts); for `refquota`, `quota` and `thin` that is free space shared with
+   * every volume that has not filled its size (a thin size is never a limit or a promise).
    */
   async getCapacity(req: GetCapacityRequest__Output): Promise<GetCapacityResponse> {
     const params = parseVolumeParameters(req.parameters, this.volumes.hosts.names);

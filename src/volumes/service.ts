@@ -191,10 +191,9 @@ export class VolumeService {
     if (needed > free) {
       // A limit (or a thin request) larger than the pool is legal in ZFS, but the CSI contract
       // is that the capacity is usable: refuse what the pool could not hold even now. For
-      // `reserved` this is ZFS's own rule (a reservation must fit in the parent's `available`,
-      // which already counts every other reservation), for its size and headroom
-      // (size-modes.ts); the other modes set nothing aside, so their volumes together may be
-      // promised more than the pool holds.
+      // `reserved` (size + headroom, size-modes.ts) this is ZFS's own rule: a reservation must
+      // fit in the parent's `available`, which already counts every other reservation; the
+      // other modes set nothing aside, so their volumes together may be promised more.
       throw resourceExhausted(`pool host ${host.config.name} has ${free} bytes available under ${host.config.parentDataset}; ${spec.capacityBytes} requested${needed > spec.capacityBytes ? ` (${needed} with its headroom)` : ""} (sizeMode ${spec.params.sizeMode})`);
     }
     const props: Record<string, string> = {
