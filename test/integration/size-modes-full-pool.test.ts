@@ -56,17 +56,17 @@ async function create(name: string, bytes: number, parameters: Record<string, st
 
 it("on a pool a thin volume filled: a reserved volume still writes its whole size, df shows each mode's room, and a new reservation is RESOURCE_EXHAUSTED", async () => {
   const parent = env.hosts[0]!.parent;
-  const reserved = await create("pvc-guaranteed", 8 * MiB, { sizeMode: "reserved" });
+  const reserved = await create("pvc-guaranteed", 4 * MiB, { sizeMode: "reserved" });
   const limited = await create("pvc-limited", 8 * MiB, { sizeMode: "refquota" });
   const thin = await create("pvc-filler", 8 * MiB, { sizeMode: "thin" });
 
-  // All but 6 MiB of what the parent has is taken beside it; the thin volume writes the rest until ZFS refuses.
+  // All but 4 MiB of what the parent has is taken beside it; the thin volume writes the rest until ZFS refuses.
   const free = await value(parent, "available");
-  expect((await env.zfs("create", "-o", `refreservation=${free - 6 * MiB}`, filler)).exitCode).toBe(0);
+  expect((await env.zfs("create", "-o", `refreservation=${free - 4 * MiB}`, filler)).exitCode).toBe(0);
   const filled = await fill(`${thin.mountpoint}/fill`);
   expect(filled.exitCode).not.toBe(0);
   expect(filled.stderr).toMatch(/No space left on device/);
-  expect(await value(thin.dataset, "referenced")).toBeGreaterThan(4 * MiB);
+  expect(await value(thin.dataset, "referenced")).toBeGreaterThan(3 * MiB);
   expect(await value(parent, "available")).toBeLessThan(MiB);
 
   // df: the thin volume sees the full pool; the refquota volume too, though it holds nothing;
@@ -74,9 +74,9 @@ it("on a pool a thin volume filled: a reserved volume still writes its whole siz
   expect((await df(thin.mountpoint)).available).toBeLessThan(MiB);
   expect((await df(limited.mountpoint)).available).toBeLessThan(MiB);
   const room = await df(reserved.mountpoint);
-  expect(room.total).toBeGreaterThan(7.5 * MiB);
-  expect(room.total).toBeLessThanOrEqual(8 * MiB);
-  expect(room.available).toBeGreaterThan(7.5 * MiB);
+  expect(room.total).toBeGreaterThan(3.5 * MiB);
+  expect(room.total).toBeLessThanOrEqual(4 * MiB);
+  expect(room.available).toBeGreaterThan(3.5 * MiB);
 
   // Nothing more can be set aside (nor promised in any mode), and nothing is created.
   for (const mode of ["reserved", "thin"]) {
@@ -92,7 +92,7 @@ it("on a pool a thin volume filled: a reserved volume still writes its whole siz
   // EDQUOT), not at the full pool (ENOSPC).
   const written = await fill(`${reserved.mountpoint}/mine`);
   expect(written.stderr).toMatch(/Disk quota exceeded/);
-  expect(await value(reserved.dataset, "referenced")).toBeGreaterThan(8 * MiB - 512 * 1024);
+  expect(await value(reserved.dataset, "referenced")).toBeGreaterThan(4 * MiB - 512 * 1024);
   expect((await df(reserved.mountpoint)).available).toBeLessThan(MiB);
 
   for (const v of [thin, limited, reserved]) await env.client.deleteVolume({ volumeId: v.id });
