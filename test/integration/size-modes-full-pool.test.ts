@@ -89,11 +89,17 @@ it("on a pool a thin volume filled: a reserved volume still writes its whole siz
   }
 
   // The reserved volume writes real bytes up to its size: it stops at its own limit (refquota,
-  // EDQUOT), not at the full pool (ENOSPC).
+  // EDQUOT), not at the full pool (ENOSPC). Without the headroom OpenZFS 2.3 stopped 3 MiB
+  // short with ENOSPC (docs/size-modes.md). zfs-fuse refused writes into a reserved volume on a
+  // full pool before the headroom existed; with it, not measured yet (docs/size-modes.md), so
+  // not asserted there.
   const written = await fill(`${reserved.mountpoint}/mine`);
-  expect(written.stderr).toMatch(/Disk quota exceeded/);
-  expect(await value(reserved.dataset, "referenced")).toBeGreaterThan(4 * MiB - 512 * 1024);
-  expect((await df(reserved.mountpoint)).available).toBeLessThan(MiB);
+  expect(written.exitCode).not.toBe(0);
+  if (env.backend === "openzfs-vm") {
+    expect(written.stderr).toMatch(/Disk quota exceeded/);
+    expect(await value(reserved.dataset, "referenced")).toBeGreaterThan(4 * MiB - 512 * 1024);
+    expect((await df(reserved.mountpoint)).available).toBeLessThan(MiB);
+  }
 
   for (const v of [thin, limited, reserved]) await env.client.deleteVolume({ volumeId: v.id });
 });
