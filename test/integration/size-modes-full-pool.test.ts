@@ -54,7 +54,7 @@ async function create(name: string, bytes: number, parameters: Record<string, st
   return { id: res.volume!.volumeId, mountpoint: res.volume!.volumeContext.mountpoint!, dataset: `${env.hosts[0]!.parent}/${name}` };
 }
 
-it("on a pool a thin volume filled: a reserved volume still writes its whole size, df shows each mode's room, and a new reservation is RESOURCE_EXHAUSTED", async () => {
+it("on a pool a thin volume filled: df shows each mode's room, a new volume is RESOURCE_EXHAUSTED, and a reserved volume writes its whole size (OpenZFS; zfs-fuse refuses it)", async () => {
   const parent = env.hosts[0]!.parent;
   const reserved = await create("pvc-guaranteed", 4 * MiB, { sizeMode: "reserved" });
   const limited = await create("pvc-limited", 8 * MiB, { sizeMode: "refquota" });
@@ -88,17 +88,19 @@ it("on a pool a thin volume filled: a reserved volume still writes its whole siz
     expect((await env.zfs("list", `${parent}/pvc-late-${mode}`)).exitCode).not.toBe(0);
   }
 
-  // The reserved volume writes real bytes up to its size: it stops at its own limit (refquota,
-  // EDQUOT), not at the full pool (ENOSPC). Without the headroom OpenZFS 2.3 stopped 3 MiB
-  // short with ENOSPC (docs/size-modes.md). zfs-fuse refused writes into a reserved volume on a
-  // full pool before the headroom existed; with it, not measured yet (docs/size-modes.md), so
-  // not asserted there.
+  // OpenZFS: the reserved volume writes real bytes up to its size and stops at its own limit
+  // (refquota, EDQUOT), not at the full pool (ENOSPC). Without the headroom OpenZFS 2.3
+  // stopped 3 MiB short with ENOSPC (docs/size-modes.md). zfs-fuse (pool v23) keeps the room
+  // from the others but refuses the volume itself too: even the file cannot be created.
   const written = await fill(`${reserved.mountpoint}/mine`);
   expect(written.exitCode).not.toBe(0);
   if (env.backend === "openzfs-vm") {
     expect(written.stderr).toMatch(/Disk quota exceeded/);
     expect(await value(reserved.dataset, "referenced")).toBeGreaterThan(4 * MiB - 512 * 1024);
     expect((await df(reserved.mountpoint)).available).toBeLessThan(MiB);
+  } else {
+    expect(written.stderr).toMatch(/No space left on device/);
+    expect(await value(reserved.dataset, "referenced")).toBeLessThan(MiB);
   }
 
   for (const v of [thin, limited, reserved]) await env.client.deleteVolume({ volumeId: v.id });
