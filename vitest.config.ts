@@ -35,6 +35,7 @@ const OPENZFS_VM_SUITES = [
   "test/integration/modify-volume.test.ts",
   "test/integration/group-snapshots.test.ts",
   "test/integration/size-modes.test.ts",
+  "test/integration/size-modes-full-pool.test.ts",
   "test/integration/rollback.test.ts",
   "test/integration/adopt-managed.test.ts",
   "test/integration/mobility.test.ts",

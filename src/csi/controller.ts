@@ -29,7 +29,8 @@ import type { ControllerModifyVolumeRequest__Output } from "../gen/csi/v1/Contro
 import type { ControllerModifyVolumeResponse } from "../gen/csi/v1/ControllerModifyVolumeResponse.js";
 import { MIN_VOLUME_BYTES, capacityFits, resolveCapacity, resolveRestoreCapacity } from "../volumes/capacity.js";
 import { parseSnapshotId, parseVolumeId, snapshotNameFromCsi, volumeLeafFromName } from "../volumes/ids.js";
-import { parseSnapshotParameters, parseVolumeParameters } from "../volumes/parameters.js";
+import { parseSnapshotParameters, parseVolumeParameters, type VolumeParameters } from "../volumes/parameters.js";
+import { largestVolume } from "../volumes/size-modes.js";
 import { mutableKeys, withMutableParameters } from "../volumes/modify.js";
 import type { Volume, VolumeListing, VolumeService } from "../volumes/service.js";
 import type { Snapshot, SnapshotService } from "../volumes/snapshots.js";
@@ -269,10 +270,9 @@ export class ControllerService {
 
   /**
    * CSI spec, GetCapacity: the largest volume CreateVolume would make now with these
-   * parameters: the best host's `available` under its parent, in every size mode. For
-   * `reserved` that much can be set aside (it already excludes other volumes' reservations);
-   * for `refquota`, `quota` and `thin` it is free space shared with every volume that has not
-   * filled its size yet (a thin volume's size is a request, never a limit or a promise).
+   * parameters: the best host's `available` under its parent (less a `reserved` volume's
+   * headroom, size-modes.ts); for `refquota`, `quota` and `thin` that is free space shared with
+   * every volume that has not filled its size (a thin size is never a limit or a promise).
    */
   async getCapacity(req: GetCapacityRequest__Output): Promise<GetCapacityResponse> {
     const params = parseVolumeParameters(req.parameters, this.volumes.hosts.names);
@@ -282,7 +282,7 @@ export class ControllerService {
     }
     const hosts = params.poolHost ? [this.volumes.hosts.get(params.poolHost)] : this.volumes.hosts.all();
     const free = await Promise.all(hosts.map((h) => this.volumes.available(h)));
-    const best = free.reduce((a, b) => (b > a ? b : a), 0n);
+    const best = largestVolume(params.sizeMode, free.reduce((a, b) => (b > a ? b : a), 0n), params.zfsProperties["recordsize"]);
     return { availableCapacity: best.toString(), maximumVolumeSize: { value: best.toString() }, minimumVolumeSize: { value: MIN_VOLUME_BYTES.toString() } };
   }
 

@@ -162,9 +162,11 @@ export const CARRIED_PROPS = [
   "zcsi:replication-bandwidth",
   "zcsi:placement",
   // The size, as its mode sets it (size-modes.ts SIZE_PROPERTIES, in the order zfs-fuse accepts:
-  // refquota before refreservation): a replica is received without properties, and a promoted
-  // copy without them would be a volume with no limit and no reservation.
+  // refquota before refreservation, a reserved volume's reservation first): a replica is
+  // received without properties, and a promoted copy without them would be a volume with no
+  // limit and no reservation.
   "zcsi:requested-size",
+  "reservation",
   "refquota",
   "quota",
   "refreservation",

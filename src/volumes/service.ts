@@ -6,7 +6,7 @@ import type { PoolHost, PoolHostObservation, PoolHosts } from "./hosts.js";
 import type { VolumeParameters } from "./parameters.js";
 import { FIRST_EPOCH, PROP } from "./properties.js";
 import { resizeVolume } from "./resize.js";
-import { sizeProperties } from "./size-modes.js";
+import { sizeProperties, spaceNeeded } from "./size-modes.js";
 import { hasReason, ZfsError } from "../zfs/errors.js";
 import { requireHostCanHonour } from "./host-limits.js";
 import { modifyVolume } from "./modify.js";
@@ -187,13 +187,14 @@ export class VolumeService {
     const dataset = this.datasetOf(host, spec.leaf);
     const needsSetup = spec.params.uid !== undefined || spec.params.gid !== undefined || spec.params.mode !== undefined;
     const free = known?.free.get(host.config.name) ?? (await this.available(host));
-    if (spec.capacityBytes > free) {
+    const needed = spaceNeeded(spec.params.sizeMode, spec.capacityBytes, spec.params.zfsProperties["recordsize"]);
+    if (needed > free) {
       // A limit (or a thin request) larger than the pool is legal in ZFS, but the CSI contract
       // is that the capacity is usable: refuse what the pool could not hold even now. For
-      // `reserved` this is ZFS's own rule (a refreservation must fit in the parent's
-      // `available`, which already counts every other reservation); the other modes set
-      // nothing aside, so their volumes together may be promised more than the pool holds.
-      throw resourceExhausted(`pool host ${host.config.name} has ${free} bytes available under ${host.config.parentDataset}; ${spec.capacityBytes} requested (sizeMode ${spec.params.sizeMode})`);
+      // `reserved` (size + headroom, size-modes.ts) this is ZFS's own rule: a reservation must
+      // fit in the parent's `available`, which already counts every other reservation; the
+      // other modes set nothing aside, so their volumes together may be promised more.
+      throw resourceExhausted(`pool host ${host.config.name} has ${free} bytes available under ${host.config.parentDataset}; ${spec.capacityBytes} requested${needed > spec.capacityBytes ? ` (${needed} with its headroom)` : ""} (sizeMode ${spec.params.sizeMode})`);
     }
     const props: Record<string, string> = {
       ...spec.params.zfsProperties,
@@ -201,7 +202,7 @@ export class VolumeService {
       [PROP.volume]: formatVolumeId({ poolHost: host.config.name, dataset }),
       [PROP.role]: "primary",
       [PROP.epoch]: String(FIRST_EPOCH),
-      ...sizeProperties(spec.params.sizeMode, spec.capacityBytes),
+      ...sizeProperties(spec.params.sizeMode, spec.capacityBytes, spec.params.zfsProperties["recordsize"]),
       mountpoint: `${host.config.mountRoot}/${spec.leaf}`,
       [PROP.csiName]: spec.csiName,
       [PROP.parameters]: spec.params.canonical,

@@ -5,7 +5,7 @@ import { PoolHosts } from "../../src/volumes/hosts.js";
 import { parseVolumeParameters } from "../../src/volumes/parameters.js";
 import { VolumeService } from "../../src/volumes/service.js";
 import { CARRIED_PROPS, PROP } from "../../src/volumes/properties.js";
-import { capacityOf, SIZE_PROPERTIES, sizeModeOf, sizeProperties, type SizeMode } from "../../src/volumes/size-modes.js";
+import { capacityOf, largestVolume, recordsizeOf, SIZE_PROPERTIES, sizeModeOf, sizeProperties, spaceNeeded, type SizeMode } from "../../src/volumes/size-modes.js";
 import { PropertyView } from "../../src/zfs/parse.js";
 import { fail, ok, ScriptedExecutor } from "../harness/scripted-executor.js";
 
@@ -26,10 +26,25 @@ describe("size modes", () => {
     expect(sizeProperties("refquota", 8n * MiB)).toEqual({ refquota: "8388608" });
     expect(sizeProperties("quota", 8n * MiB)).toEqual({ quota: "8388608" });
     expect(sizeProperties("thin", 8n * MiB)).toEqual({ [PROP.requestedSize]: "8388608" });
+    // reserved: the reservation (size + 24 records of 128 KiB) first, so a pool that cannot hold it refuses before anything changed.
     expect(Object.entries(sizeProperties("reserved", 8n * MiB))).toEqual([
+      ["reservation", String(11n * MiB)],
       ["refquota", "8388608"],
       ["refreservation", "8388608"],
     ]);
+    expect(sizeProperties("reserved", 8n * MiB, "1048576").reservation).toBe(String(32n * MiB));
+  });
+
+  it("set aside a reserved volume's headroom in what CreateVolume needs and GetCapacity offers, and nothing for the other modes", () => {
+    expect(spaceNeeded("reserved", 8n * MiB)).toBe(11n * MiB);
+    expect(spaceNeeded("reserved", 8n * MiB, "16384")).toBe(8n * MiB + 384n * 1024n);
+    for (const mode of ["refquota", "quota", "thin"] as const) expect(spaceNeeded(mode, 8n * MiB)).toBe(8n * MiB);
+    expect(largestVolume("reserved", 100n * MiB)).toBe(97n * MiB);
+    expect(largestVolume("reserved", 2n * MiB)).toBe(0n);
+    expect(largestVolume("thin", 100n * MiB)).toBe(100n * MiB);
+    expect(recordsizeOf(JSON.stringify({ recordsize: "1048576", sizeMode: "reserved" }))).toBe("1048576");
+    expect(recordsizeOf("{}")).toBeUndefined();
+    expect(recordsizeOf("not json")).toBeUndefined();
   });
 
   it("read the mode from zcsi:parameters, refquota where it names none or cannot be read", () => {
@@ -86,14 +101,15 @@ describe("VolumeService when ZFS runs out of space itself", () => {
     });
     const create = exec.calls.find((c) => c[1] === "create")!;
     expect(create).toContain(`refreservation=${64n * MiB}`);
+    expect(create).toContain(`reservation=${67n * MiB}`);
   });
 
-  it("an expansion whose refreservation ZFS refuses puts the refquota back and is RESOURCE_EXHAUSTED", async () => {
+  it("an expansion whose reservation ZFS refuses puts the refquota and reservation back and is RESOURCE_EXHAUSTED", async () => {
     const exec = new ScriptedExecutor([
       [/^zfs get -Hp -o name,property,value,source available tank\/k8s$/, parentAvailable],
       [/^zfs version$/, ok("zfs-2.2.2-1\nzfs-kmod-2.2.2-1\n")],
-      [/^zfs set refquota=\d+ refreservation=\d+ tank\/k8s\/pvc-r$/, fail("cannot set property for 'tank/k8s/pvc-r': size is greater than available space\n")],
-      [/^zfs set refquota=\d+ tank\/k8s\/pvc-r$/, ok()],
+      [/^zfs set reservation=\d+ refquota=\d+ refreservation=\d+ tank\/k8s\/pvc-r$/, fail("cannot set property for 'tank/k8s/pvc-r': size is greater than available space\n")],
+      [/^zfs set refquota=\d+ reservation=\d+ tank\/k8s\/pvc-r$/, ok()],
     ]);
     const volume = {
       id: "alice:tank/k8s/pvc-r",
@@ -112,8 +128,8 @@ describe("VolumeService when ZFS runs out of space itself", () => {
       message: expect.stringMatching(/cannot grow alice:tank\/k8s\/pvc-r \(sizeMode reserved\) to 33554432 bytes/),
     });
     expect(exec.calls.filter((c) => c[1] === "set")).toEqual([
-      ["zfs", "set", `refquota=${32n * MiB}`, `refreservation=${32n * MiB}`, "tank/k8s/pvc-r"],
-      ["zfs", "set", `refquota=${8n * MiB}`, "tank/k8s/pvc-r"],
+      ["zfs", "set", `reservation=${35n * MiB}`, `refquota=${32n * MiB}`, `refreservation=${32n * MiB}`, "tank/k8s/pvc-r"],
+      ["zfs", "set", `refquota=${8n * MiB}`, `reservation=${11n * MiB}`, "tank/k8s/pvc-r"],
     ]);
   });
 });
@@ -123,5 +139,6 @@ describe("size properties on replicas", () => {
     const carried: readonly string[] = CARRIED_PROPS;
     for (const name of SIZE_PROPERTIES) expect(carried).toContain(name);
     expect(carried.indexOf("refquota")).toBeLessThan(carried.indexOf("refreservation"));
+    expect(carried.indexOf("reservation")).toBeLessThan(carried.indexOf("refquota"));
   });
 });
