@@ -12,7 +12,7 @@ import { formatJobState, holdsToRelease, holdTag, jobStateProperty, needsHold, r
 import { statesAfter, statesToDrop, tagsToRelease, targetPrune, type JobState } from "./bookkeeping.js";
 import { describeDivergence, plan, type SnapshotEntry } from "./plan.js";
 import { followRollback } from "./follow.js";
-import { checkOwnership, ensureTargetParent, jobStates, planInput, readSide, requireHomeSource, takeSnapshot, userProperties, value, type Side } from "./sides.js";
+import { checkOwnership, ensureTargetParent, jobStates, planInput, readSide, requireHomeSource, siblingBases, takeSnapshot, userProperties, value, type Side } from "./sides.js";
 import { isMarkedReplica, replicaProperties, ROLE_PROPS, sideRole } from "./roles.js";
 import { abortStaleReceive, transfer, type TransferContext, type TransferWhat } from "./transfer.js";
 import type { DatasetRef, ReplicationAction, ReplicationEngine, ReplicationJob, ReplicationResult } from "./types.js";
@@ -235,7 +235,7 @@ export class ZfsReplicationEngine implements ReplicationEngine {
         if (next.kind === "full") await ensureTargetParent(ctx);
         let bytes: number;
         try {
-          bytes = await this.send(ctx, source, next.kind === "full" ? { kind: "full", to } : { kind: "incremental", from: next.from, to });
+          bytes = next.kind === "full" ? await this.send(ctx, source, { kind: "full", to }) : await this.sendChain(ctx, source, next.from, [...(next.via ?? []), to]);
         } catch (err) {
           if (await this.arrived(ctx, to)) {
             // The receive finished and the snapshot is on the target: `zfs receive` checks the
@@ -271,6 +271,22 @@ export class ZfsReplicationEngine implements ReplicationEngine {
     // The interrupted run held `to` before sending it; its record still names the older base,
     // so finish() holds it (again, harmlessly) unless the record says otherwise.
     return { to, action: "resume", bytes, heldByThisRun: false };
+  }
+
+  /**
+   * `-i` increments from `from` through each of `hops` in turn (plan.ts: the siblings' bases on
+   * the way, then the run's snapshot). A failure part-way leaves the target at the last hop it
+   * received, a snapshot the source has: the next run goes on from there.
+   */
+  private async sendChain(ctx: RunContext, source: Side, from: SnapshotEntry, hops: readonly SnapshotEntry[]): Promise<number> {
+    let bytes = 0;
+    let base = from;
+    for (const hop of hops) {
+      if (hops.length > 1) ctx.log.debug({ from: base.name, to: hop.name }, "increment through a sibling job's base");
+      bytes += await this.send(ctx, source, { kind: "incremental", from: base, to: hop });
+      base = hop;
+    }
+    return bytes;
   }
 
   private send(ctx: RunContext, source: Side, what: TransferWhat): Promise<number> {
@@ -327,6 +343,7 @@ export class ZfsReplicationEngine implements ReplicationEngine {
     }
     const tag = holdTag(job.id);
     const [source, props] = await Promise.all([this.readSource(ctx), userProperties(src, job.source.dataset)]);
+    const bases = siblingBases(source);
     // zfs-fuse has no `receive -o`: the marks (and readonly) follow the first receive; a
     // source promoted since (a new epoch) re-marks its replicas at their next receive.
     const marks = replicaProperties(job, source.props);
@@ -346,7 +363,9 @@ export class ZfsReplicationEngine implements ReplicationEngine {
       await src.zfs.set(job.source.dataset, { [property]: formatJobState(state) });
       await this.applyReplicatedThrough(src, job.source.dataset, source, statesAfter(states, { set: [property, state] }), props);
       for (const name of sourcePrune(source.snapshots, to, released)) await this.pruneOne(ctx, src, `${job.source.dataset}@${name}`);
-      for (const name of targetPrune(target.snapshots, to, job.targetKeep)) await this.pruneOne(ctx, tgt, `${job.target.dataset}@${name}`);
+      // The other jobs' bases (this job's own old ones were just released) stay on the target.
+      const siblings = new Set(source.snapshots.filter((s) => !released.has(s.name) && s.guid !== to.guid).map((s) => s.guid).filter((g) => bases.has(g)));
+      for (const name of targetPrune(target.snapshots, to, job.targetKeep, siblings)) await this.pruneOne(ctx, tgt, `${job.target.dataset}@${name}`);
     } catch (err) {
       ctx.log.warn({ err: errorMessage(err) }, "bookkeeping after a replicated snapshot failed; the next run retries it");
     }

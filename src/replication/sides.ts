@@ -2,12 +2,12 @@ import { errorMessage, failedPrecondition, internal, isZcsiError } from "../erro
 import type { HomeDecision } from "../volumes/home.js";
 import type { VolumeHomes } from "../volumes/homes.js";
 import type { PoolHost } from "../volumes/hosts.js";
-import { PROP } from "../volumes/properties.js";
+import { PROP, REPLICATION_SNAPSHOT_PREFIX } from "../volumes/properties.js";
 import { isBelow, parentOf } from "../zfs/names.js";
 import { ownUserPropertyValue, PropertyView, userPropertyValue, type DatasetProperties } from "../zfs/parse.js";
 import { parseJobStates, replicaMark, replicationSnapshotName, type HeldSnapshot, type JobState } from "./bookkeeping.js";
 import { isUnmarkedReplica, type PlanInput } from "./plan.js";
-import { notHomeReason } from "./roles.js";
+import { isRepointableReplica, notHomeReason } from "./roles.js";
 import type { TransferContext } from "./transfer.js";
 
 /**
@@ -78,12 +78,23 @@ export function jobStates(props: DatasetProperties | undefined): Map<string, Job
   return parseJobStates([...(props ?? [])].map(([name, entry]) => [name, ownUserPropertyValue(entry)] as const));
 }
 
+/**
+ * Guids of the source's held `zcsi-repl-*` snapshots: the replicator holds exactly the base of
+ * each job (and a run's new snapshot until it is sent), and releases and prunes the rest. A
+ * run passes through them (plan.ts) and its target keeps them (bookkeeping.targetPrune).
+ */
+export function siblingBases(source: Side): Set<string> {
+  return new Set(source.snapshots.filter((s) => s.userrefs > 0 && s.name.startsWith(REPLICATION_SNAPSHOT_PREFIX)).map((s) => s.guid));
+}
+
 /** What plan() needs of the two sides. */
 export function planInput(source: Side, target: Side): PlanInput {
   const token = value(target.props, "receive_resume_token");
   const written = integer(target.props, "written");
+  const bases = siblingBases(source);
   return {
     source: source.snapshots,
+    ...(bases.size > 0 && { siblingBases: bases }),
     target: target.exists ? target.snapshots : undefined,
     ...(token !== undefined && { targetResumeToken: token }),
     // `written` of a target with no snapshot yet (an interrupted first receive) means nothing.
@@ -93,13 +104,19 @@ export function planInput(source: Side, target: Side): PlanInput {
 
 /**
  * Refuses a target that exists and is not zcsi's replica of this source (FailedPrecondition),
- * except one provably made by this replicator from this source (plan.isUnmarkedReplica): marked.
+ * except one provably made by this replicator from this source (plan.isUnmarkedReplica): marked;
+ * and a replica of another copy of the same volume, after a move (roles.isRepointableReplica):
+ * continued from this source, re-marked when the run's snapshot arrived (engine finish).
  */
 export async function checkOwnership(ctx: TransferContext, source: Side, target: Side): Promise<void> {
   if (!target.exists) return;
   const expected = replicaMark(ctx.job.source);
   const mark = ownUserPropertyValue(target.props?.get(PROP.replicaOf));
   if (mark === expected) return;
+  if (mark !== undefined && isRepointableReplica(ctx.job, source.props, target.props)) {
+    ctx.log.info({ target: replicaMark(ctx.job.target), was: mark }, "target is a replica of another copy of this volume (the home moved); continuing it from this source");
+    return;
+  }
   if (mark === undefined && isUnmarkedReplica(source.snapshots, target.snapshots)) {
     ctx.log.info({ target: replicaMark(ctx.job.target) }, "target is an unmarked replica of this source (every snapshot ours, by guid); marking it");
     await ctx.tgt.zfs.set(ctx.job.target.dataset, { [PROP.replicaOf]: expected, readonly: "on" });
