@@ -14,7 +14,7 @@ import { describeDivergence, plan, type SnapshotEntry } from "./plan.js";
 import { followRollback } from "./follow.js";
 import { checkOwnership, ensureTargetParent, jobStates, planInput, readSide, requireHomeSource, siblingBases, takeSnapshot, userProperties, value, type Side } from "./sides.js";
 import { isMarkedReplica, replicaProperties, ROLE_PROPS, sideRole } from "./roles.js";
-import { abortStaleReceive, transfer, type TransferContext, type TransferWhat } from "./transfer.js";
+import { abortStaleReceive, incrementChain, transfer, type TransferContext, type TransferWhat } from "./transfer.js";
 import type { DatasetRef, ReplicationAction, ReplicationEngine, ReplicationJob, ReplicationResult } from "./types.js";
 import { checkBelowParent, JOB_ID, validateJob } from "./validate.js";
 
@@ -34,13 +34,14 @@ export { holdTag, jobStateProperty, JOB_STATE_PREFIX, replicaMark, replicationSn
  *     source no longer accepts is dropped (`recv -A`) and the run goes on afresh;
  *  4. plan on the current lists: divergence is refused BEFORE anything is created;
  *  5. snapshot the source `@zcsi-repl-<UTC time>` and hold it (tag `zcsi-repl-<jobId>`);
- *  6. send (full, or `-i` from the newest common snapshot) into `receive -u [-s]`;
+ *  6. send (full, or `-i` from the newest common snapshot, through the other jobs' bases on
+ *     the way) into `receive -u [-s]`;
  *  7. confirm the new snapshot's guid on the target, then release the job's older holds,
  *     record the job's base and the volume's zcsi:replicated-through, and prune the
- *     replicator's own old snapshots on both sides.
+ *     replicator's own old snapshots on both sides (the other jobs' bases stay).
  *
- * Only `-i` (not `-I`): the target gets the replicator's snapshots only, so target retention
- * is `targetKeep` of those and nothing else accumulates there.
+ * Only `-i` (not `-I`): the target gets the replicator's snapshots only (its own and its
+ * siblings' bases: after a move one replica continues another), kept `targetKeep` deep.
  *
  * THE `-F` RULE: this engine never receives with `-F` (zfs-receive(8): roll the target back to
  * its newest snapshot, destroying later snapshots and writes). A target that diverged is
@@ -235,7 +236,7 @@ export class ZfsReplicationEngine implements ReplicationEngine {
         if (next.kind === "full") await ensureTargetParent(ctx);
         let bytes: number;
         try {
-          bytes = next.kind === "full" ? await this.send(ctx, source, { kind: "full", to }) : await this.sendChain(ctx, source, next.from, [...(next.via ?? []), to]);
+          bytes = next.kind === "full" ? await this.send(ctx, source, { kind: "full", to }) : await incrementChain(next.from, [...(next.via ?? []), to], (what) => this.send(ctx, source, what));
         } catch (err) {
           if (await this.arrived(ctx, to)) {
             // The receive finished and the snapshot is on the target: `zfs receive` checks the
@@ -271,22 +272,6 @@ export class ZfsReplicationEngine implements ReplicationEngine {
     // The interrupted run held `to` before sending it; its record still names the older base,
     // so finish() holds it (again, harmlessly) unless the record says otherwise.
     return { to, action: "resume", bytes, heldByThisRun: false };
-  }
-
-  /**
-   * `-i` increments from `from` through each of `hops` in turn (plan.ts: the siblings' bases on
-   * the way, then the run's snapshot). A failure part-way leaves the target at the last hop it
-   * received, a snapshot the source has: the next run goes on from there.
-   */
-  private async sendChain(ctx: RunContext, source: Side, from: SnapshotEntry, hops: readonly SnapshotEntry[]): Promise<number> {
-    let bytes = 0;
-    let base = from;
-    for (const hop of hops) {
-      if (hops.length > 1) ctx.log.debug({ from: base.name, to: hop.name }, "increment through a sibling job's base");
-      bytes += await this.send(ctx, source, { kind: "incremental", from: base, to: hop });
-      base = hop;
-    }
-    return bytes;
   }
 
   private send(ctx: RunContext, source: Side, what: TransferWhat): Promise<number> {
@@ -398,8 +383,6 @@ export class ZfsReplicationEngine implements ReplicationEngine {
     else if (change.kind === "set") await src.zfs.set(dataset, { [PROP.replicatedThrough]: change.guid });
   }
 
-  // ---- reading ------------------------------------------------------------------------------
-
   private readSource(ctx: RunContext): Promise<Side> {
     return readSide(ctx.src, ctx.job.source.dataset, [...ROLE_PROPS, ...(ctx.srcCaps.implementation === "openzfs" ? ["written", "encryption"] : [])]);
   }
@@ -408,7 +391,6 @@ export class ZfsReplicationEngine implements ReplicationEngine {
     const extra = [...ROLE_PROPS, "readonly", ...(ctx.tgtCaps.resumableSend ? ["receive_resume_token"] : []), ...(ctx.tgtCaps.implementation === "openzfs" ? ["written"] : [])];
     return readSide(ctx.tgt, ctx.job.target.dataset, extra);
   }
-
 }
 
 /** The engine the replicator role uses. */
