@@ -25,7 +25,7 @@ Usage:
   zcsi failover VOLUME... | --host HOST  --config config.yaml [--to HOST] [--force] [--resume] [--namespace zcsi]
   zcsi resync VOLUME... --host OLD --config config.yaml [--discard-diverged] [--resume] [--namespace zcsi]
   zcsi adopt DATASET --pvc NAMESPACE/NAME --config config.yaml [--host H] [--read-only] [--storage-class SC] [--dry-run]
-  zcsi rollback NAMESPACE/PVC SNAPSHOT [--destroy-newer] [--keep-current] [--force]   (docs/rollback.md)
+  zcsi rollback NAMESPACE/PVC SNAPSHOT [--destroy-newer] [--keep-current] [--force] [--namespace zcsi]   (docs/rollback.md)
   zcsi --version
 
 Environment (used when the flag is absent): CSI_ENDPOINT, ZCSI_CONFIG, ZCSI_PRIVATE_KEY_FILE,
@@ -204,7 +204,7 @@ async function main(argv: string[]): Promise<void> {
       if (pvc === undefined || snapshot === undefined) throw new Error("usage: zcsi rollback NAMESPACE/PVC SNAPSHOT [--destroy-newer] [--keep-current] [--force]");
       const { runRollbackRole } = await import("./roles/rollback.js");
       const args = { pvc, snapshot, force: values.force === true, destroyNewer: values["destroy-newer"] === true, keepCurrent: values["keep-current"] === true };
-      process.exitCode = await runRollbackRole(config, args, logger, (text) => process.stdout.write(text));
+      process.exitCode = await runRollbackRole(config, args, logger, (text) => process.stdout.write(text), values.namespace ?? process.env.POD_NAMESPACE);
       return;
     }
     default:

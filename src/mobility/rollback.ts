@@ -3,6 +3,7 @@ import type { ClaimLookups } from "../k8s/claims.js";
 import type { EventRecorder } from "../k8s/events.js";
 import type { ClaimRef, VolumeWorkloads } from "../k8s/workloads.js";
 import type { Logger } from "../log.js";
+import type { MoveLocks } from "./move-lock.js";
 import { holdTag } from "../replication/bookkeeping.js";
 import { jobStates, userProperties } from "../replication/sides.js";
 import { systemClock, type Clock } from "../util/clock.js";
@@ -33,6 +34,8 @@ export interface RollbackDeps {
   readonly claims: ClaimLookups;
   readonly workloads: VolumeWorkloads;
   readonly events?: EventRecorder;
+  /** The volume's move Lease (move-lock.ts): a rollback and a move of one volume never run together. */
+  readonly locks: MoveLocks;
   readonly clock?: Clock;
   readonly logger: Logger;
 }
@@ -93,6 +96,28 @@ export async function rollback(deps: RollbackDeps, args: RollbackArgs): Promise<
   const log = deps.logger.child({ op: "rollback", volumeId, poolHost: home.host, dataset: home.dataset });
   const { snapshot, volumeSnapshot } = await resolveSnapshot(deps, claim, args.snapshot, volumeId, home);
 
+  // Held until the rollback ends, either way: it is one `zfs rollback`, with nothing to resume.
+  const lock = await deps.locks.acquire({ op: "rollback", volumeId, from: home.host, to: home.host, snapshot });
+  try {
+    return await rollbackLocked(deps, args, { claim, bound, volumeId, home, host, log, snapshot, ...(volumeSnapshot !== undefined && { volumeSnapshot }) });
+  } finally {
+    await lock.release();
+  }
+}
+
+interface Resolved {
+  readonly claim: ClaimRef;
+  readonly bound: { readonly pvName: string };
+  readonly volumeId: string;
+  readonly home: { readonly host: string; readonly dataset: string };
+  readonly host: PoolHost;
+  readonly log: Logger;
+  readonly snapshot: string;
+  readonly volumeSnapshot?: string;
+}
+
+async function rollbackLocked(deps: RollbackDeps, args: RollbackArgs, r: Resolved): Promise<RollbackResult> {
+  const { claim, bound, volumeId, home, host, log, snapshot, volumeSnapshot } = r;
   const users = [
     ...(await deps.workloads.podsUsing(claim)).map((p) => `pod ${claim.namespace}/${p}`),
     ...(await deps.workloads.attachments(bound.pvName, deps.driverName)).map((a) => `VolumeAttachment ${a}`),
