@@ -105,7 +105,9 @@ async function main(argv: string[]): Promise<void> {
       const { CommandMetrics, createRegistry } = await import("./metrics.js");
       const registry = createRegistry();
       const hosts = connectPoolHosts(config, logger, { commandMetrics: new CommandMetrics(registry) });
-      const server = await startController(config, hosts, endpoint, logger, { ...(metricsAddress && { metricsAddress, registry }) });
+      // In a pod (the ServiceAccount) or with $KUBECONFIG: Events on PVs (a fenced stale copy).
+      const events = process.env.KUBERNETES_SERVICE_HOST || process.env.KUBECONFIG ? (await import("./roles/controller-events.js")).controllerEvents(logger) : undefined;
+      const server = await startController(config, hosts, endpoint, logger, { ...(metricsAddress && { metricsAddress, registry }), ...(events && { events }) });
       stopOnSignal(logger, "stopping", async () => {
         await server.close();
         await hosts.close();

@@ -10,7 +10,7 @@ import { sizeProperties } from "./size-modes.js";
 import { hasReason, ZfsError } from "../zfs/errors.js";
 import { requireHostCanHonour } from "./host-limits.js";
 import { modifyVolume } from "./modify.js";
-import { VolumeHomes, type ResolvedHome } from "./homes.js";
+import { VolumeHomes, type FenceListener, type ResolvedHome } from "./homes.js";
 import { volumeAtHome } from "./moved.js";
 import { choosePlacement, describePlacement, type PlacementReason } from "./placement.js";
 import { ContentCopies } from "./sources.js";
@@ -36,10 +36,11 @@ export class VolumeService {
     private readonly logger: Logger,
     /** Absent: no replicator in this deployment, so no holds of its to release. */
     replication?: ReplicationHolds,
+    onFence?: FenceListener, // each stale copy a home lookup fences: the role makes it a PV Event
   ) {
     this.copies = new ContentCopies(logger);
     this.destroyer = new VolumeDestroyer(logger, replication);
-    this.homes = new VolumeHomes(hosts, logger);
+    this.homes = new VolumeHomes(hosts, logger, onFence);
   }
 
   /** Where each volume is served from: its copies' roles and epochs (homes.ts). */
