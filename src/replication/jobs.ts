@@ -146,6 +146,29 @@ export function volumeJobs(host: PoolHostConfig, all: PropertyMap, hosts: readon
   return { jobs, problems };
 }
 
+/**
+ * Volume jobs whose target is a stale copy of the volume are dropped, each reported: a copy on
+ * the target host that says primary (a home that lost a failover, fenced or not yet) or is
+ * fenced is neither a target nor a source until `zcsi resync` makes it a replica (a
+ * replicate-to written before moves kept stale hosts out of it may still name one).
+ * `listings`: each target host's discovery result (VOLUME_DISCOVERY_PROPS); a host missing
+ * there (not listed this pass) keeps its jobs, and the engine still refuses a primary target.
+ */
+export function withoutStaleTargets(set: JobSet, listings: ReadonlyMap<string, PropertyMap>): JobSet {
+  const problems = [...set.problems];
+  const jobs = set.jobs.filter(({ job }) => {
+    if (job.origin.kind !== "volume") return true;
+    const props = listings.get(job.target.host)?.get(job.target.dataset);
+    if (props === undefined) return true;
+    const role = local(props, PROP.role) ?? (local(props, PROP.replicaOf) !== undefined ? "replica" : "primary");
+    const fenced = local(props, PROP.fenced);
+    if (role !== "primary" && fenced === undefined) return true;
+    problems.push({ where: `volume ${job.origin.volumeId}`, message: `replication target ${job.target.host}:${job.target.dataset} is a stale copy (${fenced !== undefined ? `fenced: ${fenced}` : "a primary"}); not replicated to until zcsi resync makes it a replica` });
+    return false;
+  });
+  return { jobs, problems };
+}
+
 function entries(annotation: string | undefined): string[] {
   // Empty entries (a trailing comma, blank annotation) are tolerated: people edit these by hand.
   return (annotation ?? "")

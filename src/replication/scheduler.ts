@@ -9,7 +9,7 @@ import { ConditionLog } from "../util/periodic.js";
 import { formatDuration } from "../util/units.js";
 import type { PoolHosts } from "../volumes/hosts.js";
 import type { PropertyMap } from "../zfs/parse.js";
-import { annotationJobs, REPLICATION_NODE_SELECTOR, VOLUME_DISCOVERY_PROPS, volumeJobs, type ConfigProblem, type ScheduledJob } from "./jobs.js";
+import { annotationJobs, REPLICATION_NODE_SELECTOR, VOLUME_DISCOVERY_PROPS, volumeJobs, withoutStaleTargets, type ConfigProblem, type JobSet, type ScheduledJob } from "./jobs.js";
 import { MoveTally } from "./move-tally.js";
 import type { ReplicationEngine, ReplicationJob, ReplicationResult } from "./types.js";
 
@@ -155,6 +155,8 @@ export class Replicator {
     const log = this.options.logger;
     const problems: ConfigProblem[] = [];
     const next = new Map<string, ScheduledJob>();
+    const listings = new Map<string, PropertyMap>();
+    const volumeSets: JobSet[] = [];
 
     await Promise.all(
       this.hosts.all().map(async (host) => {
@@ -169,9 +171,8 @@ export class Replicator {
           }
           this.ended(`list:${poolHost}`, { poolHost }, "listing replicated volumes works again");
           for (const move of this.moveTally.observe(poolHost, all)) log.info({ op: "replicator", poolHost, ...move }, "volume move counted");
-          const set = volumeJobs(host.config, all, this.hosts.configs);
-          for (const j of set.jobs) next.set(j.job.id, j);
-          problems.push(...set.problems);
+          listings.set(poolHost, all);
+          volumeSets.push(volumeJobs(host.config, all, this.hosts.configs));
         } catch (err) {
           const condition = this.conditions.observe("replicator", `list:${poolHost}`, errorMessage(err), at);
           if (condition !== undefined) log.warn({ op: "replicator", poolHost, err: errorMessage(err), condition }, "listing replicated volumes failed; keeping this host's jobs as they were");
@@ -179,6 +180,11 @@ export class Replicator {
         }
       }),
     );
+    // Judged once every host is listed: a target's state is on its own host.
+    for (const set of volumeSets.map((v) => withoutStaleTargets(v, listings))) {
+      for (const j of set.jobs) next.set(j.job.id, j);
+      problems.push(...set.problems);
+    }
     if (this.options.nodes !== undefined) {
       try {
         const set = annotationJobs(await this.options.nodes.listNodes(REPLICATION_NODE_SELECTOR), this.hosts.configs, this.annotationIntervalSeconds, this.options.annotationBandwidthBytesPerSec);

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { Node } from "kubernetes-models/v1";
 import { parseConfig, type PoolHostConfig } from "../../src/config.js";
 import { nodeFromObject, nodesFromList, type NodeInfo } from "../../src/k8s/nodes.js";
-import { annotationJobs, replicationJobId, volumeJobs } from "../../src/replication/jobs.js";
+import { annotationJobs, replicationJobId, volumeJobs, withoutStaleTargets } from "../../src/replication/jobs.js";
 import { parseGet } from "../../src/zfs/parse.js";
 import { k8sFixture } from "../harness/fake-k8s.js";
 
@@ -151,6 +151,31 @@ describe("volumeJobs", () => {
       })),
     );
     expect(new Set(set.jobs.map((j) => j.job.id)).size).toBe(2);
+  });
+
+  it("after a failover, replicates to the replicas and not to the old home's stale copy (fenced, or still saying primary) until it is resynced", () => {
+    // pvc-1 born on pool-1, failed over to pool-2, whose list still names pool-1 (written before stale hosts were kept out).
+    const onPool2 = discovery([
+      line("tank/k8s/pvc-1", "zcsi:csi-name", "pvc-1"),
+      line("tank/k8s/pvc-1", "zcsi:volume", "pool-1:tank/k8s/pvc-1"),
+      line("tank/k8s/pvc-1", "zcsi:role", "primary"),
+      line("tank/k8s/pvc-1", "zcsi:epoch", "2"),
+      line("tank/k8s/pvc-1", "zcsi:replicate-to", "pool-3,pool-1"),
+    ]);
+    const jobs = volumeJobs(HOSTS[1]!, onPool2, HOSTS);
+    const replica = discovery([line("tank/k8s/pvc-1", "zcsi:role", "replica"), line("tank/k8s/pvc-1", "zcsi:replica-of", "pool-1:tank/k8s/pvc-1")]);
+    const targets = (set: ReturnType<typeof volumeJobs>) => set.jobs.map((j) => j.job.target.host).sort();
+    for (const stale of [
+      discovery([line("tank/k8s/pvc-1", "zcsi:csi-name", "pvc-1"), line("tank/k8s/pvc-1", "zcsi:role", "primary")]),
+      discovery([line("tank/k8s/pvc-1", "zcsi:csi-name", "pvc-1"), line("tank/k8s/pvc-1", "zcsi:fenced", "superseded by epoch 2 on pool-2:tank/k8s/pvc-1")]),
+    ]) {
+      const set = withoutStaleTargets(jobs, new Map([["pool-1", stale], ["pool-3", replica]]));
+      expect(targets(set)).toEqual(["pool-3"]);
+      expect(set.problems).toEqual([{ where: "volume pool-1:tank/k8s/pvc-1", message: expect.stringMatching(/target pool-1:tank\/k8s\/pvc-1 is a stale copy .*zcsi resync/) as unknown }]);
+    }
+    // Resynced (a replica), or not listed this pass (unknown: the engine still judges): kept.
+    expect(targets(withoutStaleTargets(jobs, new Map([["pool-1", replica], ["pool-3", replica]])))).toEqual(["pool-1", "pool-3"]);
+    expect(targets(withoutStaleTargets(jobs, new Map([["pool-3", replica]])))).toEqual(["pool-1", "pool-3"]);
   });
 
   it("carries the volume's bandwidth limit into each of its jobs; a bad stored value replicates unlimited and is reported", () => {
