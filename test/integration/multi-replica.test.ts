@@ -100,7 +100,13 @@ async function replicaChecksums(host: PoolHostEnv, dataset: string, files: Reado
     const at = await get(host, dataset, "mountpoint");
     return new Map(await Promise.all([...files.keys()].map(async (f) => [f, sha(await readFile(join(at, f)))] as const)));
   } finally {
-    await run(host, "zfs", "unmount", dataset);
+    // zfs-fuse may answer "busy" for a moment after the last read (ARCHITECTURE: zfs-fuse quirks).
+    for (let attempt = 0; ; attempt++) {
+      const r = await host.pool.exec.run(["zfs", "unmount", dataset]);
+      if (r.exitCode === 0) break;
+      if (attempt >= 20 || !/busy/i.test(r.stderr)) throw new Error(`${host.name}: zfs unmount ${dataset}: ${r.stderr.trim()}`);
+      await new Promise((res) => setTimeout(res, 250));
+    }
   }
 }
 
