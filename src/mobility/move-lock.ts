@@ -67,7 +67,7 @@ function describeHolder(volumeId: string, lease: StoredLease | undefined): strin
   const r = recordOf(lease);
   if (!r) return `volume ${volumeId} is being moved by another operation (Lease ${lease?.name ?? moveLeaseName(volumeId)})`;
   // A rollback holds the same Lease (mobility/rollback.ts) and moves nothing: it names its host and snapshot.
-  if (r.op === "rollback") return `volume ${volumeId} is being rolled back: rollback on ${r.from ?? "?"} to @${String(r.snapshot ?? "?")} by ${r.holder}, since ${r.startedAt}, at step ${r.step} (Lease ${lease?.name})`;
+  if (r.op === "rollback") return `volume ${volumeId} is being rolled back to @${String(r.snapshot ?? "?")} by ${r.holder}, since ${r.startedAt}, at step ${r.step} (Lease ${lease?.name})`;
   const route = `${r.from ?? "?"} → ${r.to ?? "?"}`;
   return `volume ${volumeId} is being moved: ${r.op} ${route} by ${r.holder}, since ${r.startedAt}, at step ${r.step} (Lease ${lease?.name})`;
 }

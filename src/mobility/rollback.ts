@@ -88,6 +88,17 @@ export async function rollback(deps: RollbackDeps, args: RollbackArgs): Promise<
   if (bound === undefined) throw notFound(`PersistentVolumeClaim ${claim.namespace}/${claim.name} does not exist or is not bound`);
   if (bound.driver !== deps.driverName || bound.volumeHandle === undefined) throw failedPrecondition(`PersistentVolume ${bound.pvName} of ${claim.namespace}/${claim.name} is not a ${deps.driverName} volume`);
   const volumeId = bound.volumeHandle;
+  // Taken before the home is looked up, so no move can change it under the rollback; held
+  // until the rollback ends, either way: it is one `zfs rollback`, with nothing to resume.
+  const lock = await deps.locks.acquire({ op: "rollback", volumeId, snapshot: args.snapshot });
+  try {
+    return await rollbackLocked(deps, args, claim, bound, volumeId);
+  } finally {
+    await lock.release();
+  }
+}
+
+async function rollbackLocked(deps: RollbackDeps, args: RollbackArgs, claim: ClaimRef, bound: { readonly pvName: string }, volumeId: string): Promise<RollbackResult> {
   const home = await deps.homes.resolve(volumeId, "rollback");
   const host = deps.hosts.get(home.host);
   if (parentOf(home.dataset) !== host.config.parentDataset) {
@@ -96,28 +107,6 @@ export async function rollback(deps: RollbackDeps, args: RollbackArgs): Promise<
   const log = deps.logger.child({ op: "rollback", volumeId, poolHost: home.host, dataset: home.dataset });
   const { snapshot, volumeSnapshot } = await resolveSnapshot(deps, claim, args.snapshot, volumeId, home);
 
-  // Held until the rollback ends, either way: it is one `zfs rollback`, with nothing to resume.
-  const lock = await deps.locks.acquire({ op: "rollback", volumeId, from: home.host, to: home.host, snapshot });
-  try {
-    return await rollbackLocked(deps, args, { claim, bound, volumeId, home, host, log, snapshot, ...(volumeSnapshot !== undefined && { volumeSnapshot }) });
-  } finally {
-    await lock.release();
-  }
-}
-
-interface Resolved {
-  readonly claim: ClaimRef;
-  readonly bound: { readonly pvName: string };
-  readonly volumeId: string;
-  readonly home: { readonly host: string; readonly dataset: string };
-  readonly host: PoolHost;
-  readonly log: Logger;
-  readonly snapshot: string;
-  readonly volumeSnapshot?: string;
-}
-
-async function rollbackLocked(deps: RollbackDeps, args: RollbackArgs, r: Resolved): Promise<RollbackResult> {
-  const { claim, bound, volumeId, home, host, log, snapshot, volumeSnapshot } = r;
   const users = [
     ...(await deps.workloads.podsUsing(claim)).map((p) => `pod ${claim.namespace}/${p}`),
     ...(await deps.workloads.attachments(bound.pvName, deps.driverName)).map((a) => `VolumeAttachment ${a}`),
