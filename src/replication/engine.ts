@@ -8,7 +8,7 @@ import { PROP, REPLICATION_SNAPSHOT_PREFIX } from "../volumes/properties.js";
 import { hasReason } from "../zfs/errors.js";
 import { validateDataset } from "../zfs/names.js";
 import { ownUserPropertyValue } from "../zfs/parse.js";
-import { formatJobState, holdsToRelease, holdTag, jobStateProperty, needsHold, replicaMark, replicatedThrough, sourcePrune } from "./bookkeeping.js";
+import { formatJobState, holdsToRelease, holdTag, jobStateProperty, needsHold, replicaMark, replicatedThrough } from "./bookkeeping.js";
 import { statesAfter, statesToDrop, tagsToRelease, targetPrune, type JobState } from "./bookkeeping.js";
 import { describeDivergence, plan, type SnapshotEntry } from "./plan.js";
 import { followRollback } from "./follow.js";
@@ -17,7 +17,7 @@ import { isMarkedReplica, replicaProperties, ROLE_PROPS, sideRole } from "./role
 import { abortStaleReceive, incrementChain, transfer, type TransferContext, type TransferWhat } from "./transfer.js";
 import type { DatasetRef, ReplicationAction, ReplicationEngine, ReplicationJob, ReplicationResult } from "./types.js";
 import { checkBelowParent, JOB_ID, validateJob } from "./validate.js";
-
+import { sourcePruneOfCopy } from "./jobs.js";
 export { holdTag, jobStateProperty, JOB_STATE_PREFIX, replicaMark, replicationSnapshotName } from "./bookkeeping.js";
 
 /**
@@ -56,9 +56,9 @@ export { holdTag, jobStateProperty, JOB_STATE_PREFIX, replicaMark, replicationSn
  * receive carries it; by a `zfs set` right after on zfs-fuse), together with the volume's
  * identity, `zcsi:role=replica` and the source's epoch (replication/roles.ts). Any other
  * existing target is refused, except one provably made by this replicator from this source
- * (plan.isUnmarkedReplica), which is marked and used.
- *
- * Holds, pruning and zcsi:replicated-through are decided by bookkeeping.ts (pure); the bytes
+ * (plan.isUnmarkedReplica), which is marked and used; a replica of another copy of the volume
+ * is continued (roles.isRepointableReplica). Holds, pruning (a moved home keeps its received
+ * snapshots: jobs.unstartedTargets) and zcsi:replicated-through: bookkeeping.ts; the bytes
  * move in transfer.ts; the sides are read and prepared in sides.ts. This file orchestrates.
  */
 
@@ -329,8 +329,7 @@ export class ZfsReplicationEngine implements ReplicationEngine {
     const tag = holdTag(job.id);
     const [source, props] = await Promise.all([this.readSource(ctx), userProperties(src, job.source.dataset)]);
     const bases = siblingBases(source);
-    // zfs-fuse has no `receive -o`: the marks (and readonly) follow the first receive; a
-    // source promoted since (a new epoch) re-marks its replicas at their next receive.
+    // zfs-fuse has no `receive -o`: the marks follow the first receive; a new home re-marks its replicas at their next one.
     const marks = replicaProperties(job, source.props);
     if (!isMarkedReplica(target.props, marks)) await tgt.zfs.set(job.target.dataset, marks);
     const states = jobStates(props);
@@ -347,10 +346,9 @@ export class ZfsReplicationEngine implements ReplicationEngine {
       const state: JobState = { guid: to.guid, jobId: job.id };
       await src.zfs.set(job.source.dataset, { [property]: formatJobState(state) });
       await this.applyReplicatedThrough(src, job.source.dataset, source, statesAfter(states, { set: [property, state] }), props);
-      for (const name of sourcePrune(source.snapshots, to, released)) await this.pruneOne(ctx, src, `${job.source.dataset}@${name}`);
-      // The other jobs' bases (this job's own old ones were just released) stay on the target.
+      for (const name of sourcePruneOfCopy(job, source.snapshots, to, released, props, this.hosts.configs, new Set([...states.keys(), property]))) await this.pruneOne(ctx, src, `${job.source.dataset}@${name}`);
       const siblings = new Set(source.snapshots.filter((s) => !released.has(s.name) && s.guid !== to.guid).map((s) => s.guid).filter((g) => bases.has(g)));
-      for (const name of targetPrune(target.snapshots, to, job.targetKeep, siblings)) await this.pruneOne(ctx, tgt, `${job.target.dataset}@${name}`);
+      for (const name of targetPrune(target.snapshots, to, job.targetKeep, siblings /* the other jobs' bases stay */)) await this.pruneOne(ctx, tgt, `${job.target.dataset}@${name}`);
     } catch (err) {
       ctx.log.warn({ err: errorMessage(err) }, "bookkeeping after a replicated snapshot failed; the next run retries it");
     }

@@ -8,7 +8,9 @@ import { DEFAULT_REPLICATION_INTERVAL, MIN_REPLICATION_BANDWIDTH, MIN_REPLICATIO
 import { PROP } from "../volumes/properties.js";
 import { isServingCopy } from "../volumes/volume.js";
 import { isBelow, validateDataset } from "../zfs/names.js";
-import { ownUserPropertyValue, type PropertyMap } from "../zfs/parse.js";
+import { ownUserPropertyValue, type DatasetProperties, type PropertyMap } from "../zfs/parse.js";
+import { jobStateProperty, sourcePrune, type HeldSnapshot } from "./bookkeeping.js";
+import type { SnapshotEntry } from "./plan.js";
 import type { ReplicationJob } from "./types.js";
 
 /** The label that opts a node in: only labelled nodes are read for replication annotations. */
@@ -167,6 +169,69 @@ export function withoutStaleTargets(set: JobSet, listings: ReadonlyMap<string, P
     return false;
   });
   return { jobs, problems };
+}
+
+/**
+ * The targets in a volume copy's zcsi:replicate-to that have no job record on it yet: they never
+ * received from this copy. After a move (the copy promoted, epoch > 1) its received snapshots
+ * are the only ones those replicas can share with it, so the source keeps them (no source
+ * pruning) until each such target has run once. A birth copy (epoch 1) prunes as always.
+ */
+export function unstartedTargets(source: { host: string; dataset: string }, props: DatasetProperties | undefined, hosts: readonly PoolHostConfig[], recorded: ReadonlySet<string>): string[] {
+  const epoch = Number(local(props, PROP.epoch) ?? "1");
+  const list = local(props, PROP.replicateTo);
+  if (!(epoch > 1)) return [];
+  const leaf = source.dataset.slice(source.dataset.lastIndexOf("/") + 1);
+  return (list ?? "")
+    .split(",")
+    .map((t) => t.trim())
+    .filter((name) => {
+      const target = hosts.find((h) => h.name === name);
+      if (target === undefined || name === source.host) return false;
+      const id = replicationJobId(source, { host: name, dataset: `${target.parentDataset}/${leaf}` }, `${leaf}.${name}`);
+      return !recorded.has(jobStateProperty(id));
+    });
+}
+
+/**
+ * After a failover the old home, once resynced, continues from the newest snapshot it shares
+ * with the new home, one received before the promotion: so until a job from this copy to that
+ * host has run, the copy keeps its replication snapshots created up to the failover (`before`,
+ * seconds), and only those (the ones it takes itself are pruned as always). Undefined: nothing
+ * to keep for a failed-over-from host.
+ */
+export function keptForOldHome(source: { host: string; dataset: string }, props: DatasetProperties | undefined, hosts: readonly PoolHostConfig[], recorded: ReadonlySet<string>): { readonly host: string; readonly before: number } | undefined {
+  let record: { from?: unknown; at?: unknown };
+  try {
+    record = JSON.parse(local(props, PROP.failedOver) ?? "null") as { from?: unknown; at?: unknown };
+  } catch {
+    return undefined;
+  }
+  if (record === null || typeof record.from !== "string" || typeof record.at !== "string") return undefined;
+  const before = Date.parse(record.at) / 1000;
+  const leaf = source.dataset.slice(source.dataset.lastIndexOf("/") + 1);
+  for (const name of record.from.split(",")) {
+    const target = hosts.find((h) => h.name === name);
+    if (target === undefined || name === source.host || Number.isNaN(before)) continue;
+    const id = replicationJobId(source, { host: name, dataset: `${target.parentDataset}/${leaf}` }, `${leaf}.${name}`);
+    if (!recorded.has(jobStateProperty(id))) return { host: name, before };
+  }
+  return undefined;
+}
+
+/**
+ * bookkeeping.sourcePrune, except that a moved home keeps the snapshots its replicas continue
+ * from: all of its replication snapshots while a replicate-to target has not received from it
+ * (unstartedTargets), and those up to the failover while the old home has not (keptForOldHome).
+ */
+export function sourcePruneOfCopy(job: ReplicationJob, snapshots: readonly HeldSnapshot[], to: SnapshotEntry, released: ReadonlySet<string>, props: DatasetProperties | undefined, hosts: readonly PoolHostConfig[], recorded: ReadonlySet<string>): string[] {
+  const prunable = sourcePrune(snapshots, to, released);
+  if (job.origin.kind !== "volume") return prunable;
+  if (unstartedTargets(job.source, props, hosts, recorded).length > 0) return [];
+  const oldHome = keptForOldHome(job.source, props, hosts, recorded);
+  if (oldHome === undefined) return prunable;
+  const created = new Map(snapshots.map((s) => [s.name, s.creation]));
+  return prunable.filter((name) => (created.get(name) ?? 0) > oldHome.before);
 }
 
 function entries(annotation: string | undefined): string[] {
