@@ -181,16 +181,18 @@ export function unstartedTargets(source: { host: string; dataset: string }, prop
   const epoch = Number(local(props, PROP.epoch) ?? "1");
   const list = local(props, PROP.replicateTo);
   if (!(epoch > 1)) return [];
-  const leaf = source.dataset.slice(source.dataset.lastIndexOf("/") + 1);
   return (list ?? "")
     .split(",")
     .map((t) => t.trim())
-    .filter((name) => {
-      const target = hosts.find((h) => h.name === name);
-      if (target === undefined || name === source.host) return false;
-      const id = replicationJobId(source, { host: name, dataset: `${target.parentDataset}/${leaf}` }, `${leaf}.${name}`);
-      return !recorded.has(jobStateProperty(id));
-    });
+    .filter((name) => receivedFrom(source, name, hosts, recorded) === false);
+}
+
+/** Whether the volume job from `source` to pool host `name` has a record on the source; undefined for no such other host. */
+function receivedFrom(source: { host: string; dataset: string }, name: string, hosts: readonly PoolHostConfig[], recorded: ReadonlySet<string>): boolean | undefined {
+  const target = hosts.find((h) => h.name === name);
+  if (target === undefined || name === source.host) return undefined;
+  const leaf = source.dataset.slice(source.dataset.lastIndexOf("/") + 1);
+  return recorded.has(jobStateProperty(replicationJobId(source, { host: name, dataset: `${target.parentDataset}/${leaf}` }, `${leaf}.${name}`)));
 }
 
 /**
@@ -209,14 +211,9 @@ export function keptForOldHome(source: { host: string; dataset: string }, props:
   }
   if (record === null || typeof record.from !== "string" || typeof record.at !== "string") return undefined;
   const before = Date.parse(record.at) / 1000;
-  const leaf = source.dataset.slice(source.dataset.lastIndexOf("/") + 1);
-  for (const name of record.from.split(",")) {
-    const target = hosts.find((h) => h.name === name);
-    if (target === undefined || name === source.host || Number.isNaN(before)) continue;
-    const id = replicationJobId(source, { host: name, dataset: `${target.parentDataset}/${leaf}` }, `${leaf}.${name}`);
-    if (!recorded.has(jobStateProperty(id))) return { host: name, before };
-  }
-  return undefined;
+  if (Number.isNaN(before)) return undefined;
+  const host = record.from.split(",").find((name) => receivedFrom(source, name, hosts, recorded) === false);
+  return host === undefined ? undefined : { host, before };
 }
 
 /**
