@@ -27,7 +27,7 @@ Usage:
   zcsi resync HOST:DATASET... --config config.yaml [--discard-diverged] [--namespace zcsi]   (node-annotation datasets)
   zcsi adopt DATASET --pvc NAMESPACE/NAME --config config.yaml [--host H] [--read-only] [--storage-class SC] [--dry-run]
              [--snapshot-schedule hourly=24,daily=7] [--replicate-to HOST[,HOST]] [--replication-interval 15m]
-  zcsi rollback NAMESPACE/PVC SNAPSHOT [--destroy-newer] [--keep-current] [--force]   (docs/rollback.md)
+  zcsi rollback NAMESPACE/PVC SNAPSHOT [--destroy-newer] [--keep-current] [--force] [--namespace zcsi]   (docs/rollback.md)
   zcsi --version
 
 Environment (used when the flag is absent): CSI_ENDPOINT, ZCSI_CONFIG, ZCSI_PRIVATE_KEY_FILE,
@@ -110,7 +110,9 @@ async function main(argv: string[]): Promise<void> {
       const { CommandMetrics, createRegistry } = await import("./metrics.js");
       const registry = createRegistry();
       const hosts = connectPoolHosts(config, logger, { commandMetrics: new CommandMetrics(registry) });
-      const server = await startController(config, hosts, endpoint, logger, { ...(metricsAddress && { metricsAddress, registry }) });
+      // In a pod (the ServiceAccount) or with $KUBECONFIG: Events on PVs (a fenced stale copy).
+      const events = process.env.KUBERNETES_SERVICE_HOST || process.env.KUBECONFIG ? (await import("./roles/controller-events.js")).controllerEvents(logger) : undefined;
+      const server = await startController(config, hosts, endpoint, logger, { ...(metricsAddress && { metricsAddress, registry }), ...(events && { events }) });
       stopOnSignal(logger, "stopping", async () => {
         await server.close();
         await hosts.close();
@@ -210,7 +212,7 @@ async function main(argv: string[]): Promise<void> {
       if (pvc === undefined || snapshot === undefined) throw new Error("usage: zcsi rollback NAMESPACE/PVC SNAPSHOT [--destroy-newer] [--keep-current] [--force]");
       const { runRollbackRole } = await import("./roles/rollback.js");
       const args = { pvc, snapshot, force: values.force === true, destroyNewer: values["destroy-newer"] === true, keepCurrent: values["keep-current"] === true };
-      process.exitCode = await runRollbackRole(config, args, logger, (text) => process.stdout.write(text));
+      process.exitCode = await runRollbackRole(config, args, logger, (text) => process.stdout.write(text), values.namespace ?? process.env.POD_NAMESPACE);
       return;
     }
     default:

@@ -6,7 +6,8 @@ import type { Logger } from "../log.js";
 import { systemClock, type Clock } from "../util/clock.js";
 
 /**
- * One move of a volume at a time (failover, migrate, resync, a promotion of any kind): a Lease
+ * One move of a volume at a time (failover, migrate, resync, a promotion of any kind, and an
+ * operator's rollback, which must not run under a move nor a move under it): a Lease
  * `zcsi-move-<hash of the volume id>` in the driver's namespace that exists while the move runs.
  * Acquiring is the API server's atomic create, so of two racing operations exactly one gets it;
  * the other is refused (FailedPrecondition) with who holds it and since when. The Lease carries
@@ -65,6 +66,8 @@ function recordOf(lease: StoredLease | undefined): MoveRecord | undefined {
 function describeHolder(volumeId: string, lease: StoredLease | undefined): string {
   const r = recordOf(lease);
   if (!r) return `volume ${volumeId} is being moved by another operation (Lease ${lease?.name ?? moveLeaseName(volumeId)})`;
+  // A rollback holds the same Lease (mobility/rollback.ts) and moves nothing: it names its host and snapshot.
+  if (r.op === "rollback") return `volume ${volumeId} is being rolled back to @${String(r.snapshot ?? "?")} by ${r.holder}, since ${r.startedAt}, at step ${r.step} (Lease ${lease?.name})`;
   const route = `${r.from ?? "?"} → ${r.to ?? "?"}`;
   return `volume ${volumeId} is being moved: ${r.op} ${route} by ${r.holder}, since ${r.startedAt}, at step ${r.step} (Lease ${lease?.name})`;
 }

@@ -82,12 +82,35 @@ async function findMetadata(hosts: PoolHosts, copies: VolumeCopies, target: Copy
   );
 }
 
-/** zcsi:replicate-to of the promoted copy: the old list without the new home, with the old home added. */
-function replicateToAfter(list: string | undefined, newHome: string, oldHome: string | undefined): string | undefined {
+/**
+ * zcsi:replicate-to of the promoted copy: the old list without the new home. The old home is
+ * not added here: at the promotion it is stale (fenced, or gone), neither a source nor a
+ * target; it becomes a target when it becomes a replica (demoteCopy, resync: withTarget).
+ */
+export function replicateToAfterPromotion(list: string | undefined, newHome: string): string | undefined {
   if (list === undefined) return undefined;
   const hosts = list.split(",").map((h) => h.trim()).filter((h) => h !== "" && h !== newHome);
-  if (oldHome !== undefined && oldHome !== newHome && !hosts.includes(oldHome)) hosts.push(oldHome);
   return hosts.length === 0 ? undefined : hosts.join(",");
+}
+
+/** A replicate-to list with `host` added (once, at the end); order kept. */
+export function withTarget(list: string | undefined, host: string): string {
+  const hosts = (list ?? "").split(",").map((h) => h.trim()).filter((h) => h !== "");
+  if (!hosts.includes(host)) hosts.push(host);
+  return hosts.join(",");
+}
+
+/**
+ * Makes the home replicate to the copy on `hostName` (zcsi:replicate-to on the home), once that
+ * copy is a replica of it: the replicator keeps it current from then on.
+ */
+export async function addReplicationTarget(hosts: PoolHosts, home: { host: string; dataset: string }, hostName: string, log: Logger): Promise<void> {
+  const host = hosts.get(home.host);
+  const list = ownUserPropertyValue((await host.zfs.get([home.dataset], [PROP.replicateTo], { missingOk: true })).get(home.dataset)?.get(PROP.replicateTo));
+  const next = withTarget(list === "-" ? undefined : list, hostName);
+  if (next === list) return;
+  await host.zfs.set(home.dataset, { [PROP.replicateTo]: next });
+  log.info({ home: copyName(home), replicateTo: next }, "the home replicates to the new replica");
 }
 
 /**
@@ -122,7 +145,7 @@ export async function promoteCopy(hosts: PoolHosts, homes: VolumeHomes, volumeId
   const epoch = Math.max(...all.map((c) => c.epoch)) + 1;
   const previous = copies.home ?? [...copies.stale].sort((a, b) => b.epoch - a.epoch)[0];
   const birth = parseVolumeId(volumeId, hosts.configs);
-  const replicateTo = replicateToAfter(meta[PROP.replicateTo], to, previous?.host ?? birth.poolHost);
+  const replicateTo = replicateToAfterPromotion(meta[PROP.replicateTo], to);
   const { [PROP.replicateTo]: _dropped, ...rest } = meta;
   const props: Record<string, string> = {
     ...rest,
@@ -174,6 +197,7 @@ export async function demoteCopy(hosts: PoolHosts, homes: VolumeHomes, volumeId:
   const host = hosts.get(hostName);
   const meta = metadataOf(await readProps(host, copy.dataset));
   await markReplica(host, copy.dataset, volumeId, home, meta, log);
+  await addReplicationTarget(hosts, home, hostName, log);
   log.info({ dataset: copy.dataset, home: copyName(home), epoch: home.epoch }, "demoted: the copy is a replica of the volume's home");
   return { ...copy, role: "replica", epoch: home.epoch, readonly: true };
 }

@@ -9,7 +9,7 @@ import { lastMoveProperty } from "../volumes/moves.js";
 import { PROP } from "../volumes/properties.js";
 import type { FailoverDeps } from "./failover.js";
 import type { MoveLock } from "./move-lock.js";
-import { markReplica, metadataOf, readProps } from "./promote.js";
+import { addReplicationTarget, markReplica, metadataOf, readProps } from "./promote.js";
 
 /**
  * Fail back, part one (issue 14, item 5): `zcsi resync VOLUME --host OLD` turns the stale copy
@@ -115,6 +115,8 @@ export async function resync(deps: ResyncDeps, req: ResyncRequest): Promise<Resy
   const target = { host: req.host, dataset };
   const replication = await deps.engine.replicate({ id: replicationJobId(source, target, `${leaf}.${req.host}`), origin: { kind: "volume", volumeId }, source, target });
   await lock.step("replicated", { snapshot: replication.snapshot });
+  // A replica again: from now on the replicator keeps it current (it was no target while stale).
+  await addReplicationTarget(hosts, home, req.host, log);
   await lock.release();
   try {
     await host.zfs.set(dataset, lastMoveProperty({ kind: "resync", outcome: "done", at: (deps.clock ?? systemClock).now().toISOString(), from: req.host, to: home.host, epoch: home.epoch }));

@@ -3,6 +3,7 @@ import type { ClaimLookups } from "../k8s/claims.js";
 import type { EventRecorder } from "../k8s/events.js";
 import type { ClaimRef, VolumeWorkloads } from "../k8s/workloads.js";
 import type { Logger } from "../log.js";
+import type { MoveLocks } from "./move-lock.js";
 import { holdTag } from "../replication/bookkeeping.js";
 import { jobStates, userProperties } from "../replication/sides.js";
 import { systemClock, type Clock } from "../util/clock.js";
@@ -35,6 +36,8 @@ export interface RollbackDeps {
   readonly claims: ClaimLookups;
   readonly workloads: VolumeWorkloads;
   readonly events?: EventRecorder;
+  /** The volume's move Lease (move-lock.ts): a rollback and a move of one volume never run together. */
+  readonly locks: MoveLocks;
   readonly clock?: Clock;
   readonly logger: Logger;
 }
@@ -87,6 +90,17 @@ export async function rollback(deps: RollbackDeps, args: RollbackArgs): Promise<
   if (bound === undefined) throw notFound(`PersistentVolumeClaim ${claim.namespace}/${claim.name} does not exist or is not bound`);
   if (bound.driver !== deps.driverName || bound.volumeHandle === undefined) throw failedPrecondition(`PersistentVolume ${bound.pvName} of ${claim.namespace}/${claim.name} is not a ${deps.driverName} volume`);
   const volumeId = bound.volumeHandle;
+  // Taken before the home is looked up, so no move can change it under the rollback; held
+  // until the rollback ends, either way: it is one `zfs rollback`, with nothing to resume.
+  const lock = await deps.locks.acquire({ op: "rollback", volumeId, snapshot: args.snapshot });
+  try {
+    return await rollbackLocked(deps, args, claim, bound, volumeId);
+  } finally {
+    await lock.release();
+  }
+}
+
+async function rollbackLocked(deps: RollbackDeps, args: RollbackArgs, claim: ClaimRef, bound: { readonly pvName: string }, volumeId: string): Promise<RollbackResult> {
   const home = isAdoptedId(volumeId) ? await adoptedHome(deps, volumeId) : await deps.homes.resolve(volumeId, "rollback");
   const host = deps.hosts.get(home.host);
   if (!isAdoptedId(volumeId) && parentOf(home.dataset) !== host.config.parentDataset) {

@@ -117,12 +117,15 @@ export function sourcePrune(source: readonly HeldSnapshot[], to: SnapshotEntry, 
 
 /**
  * Target snapshots to destroy: of the replicator's own, all but the newest `targetKeep`, the base
- * always kept (it is what the next increment starts from). Others on the target are never
- * touched (plan.ts refuses a target with foreign snapshots newer than the base anyway).
+ * always kept (it is what the next increment starts from), and so is every snapshot that is a
+ * sibling job's base on the source (`siblingBases`): the snapshot this replica shares with the
+ * volume's other replicas, from which one of them continues the other after a move. Others on
+ * the target are never touched (plan.ts refuses a target with foreign snapshots newer than the
+ * base anyway).
  */
-export function targetPrune(target: readonly SnapshotEntry[], to: SnapshotEntry, targetKeep: number | undefined): string[] {
+export function targetPrune(target: readonly SnapshotEntry[], to: SnapshotEntry, targetKeep: number | undefined, siblingBases?: ReadonlySet<string>): string[] {
   const keep = Math.max(1, targetKeep ?? DEFAULT_TARGET_KEEP);
-  const ours = [...target].filter((s) => isOurs(s) && s.guid !== to.guid).sort((a, b) => (a.createtxg < b.createtxg ? -1 : a.createtxg > b.createtxg ? 1 : 0));
+  const ours = [...target].filter((s) => isOurs(s) && s.guid !== to.guid && !(siblingBases?.has(s.guid) ?? false)).sort((a, b) => (a.createtxg < b.createtxg ? -1 : a.createtxg > b.createtxg ? 1 : 0));
   return ours.slice(0, Math.max(0, ours.length - (keep - 1))).map((s) => s.name);
 }
 

@@ -8,16 +8,16 @@ import { PROP, REPLICATION_SNAPSHOT_PREFIX } from "../volumes/properties.js";
 import { hasReason } from "../zfs/errors.js";
 import { validateDataset } from "../zfs/names.js";
 import { ownUserPropertyValue } from "../zfs/parse.js";
-import { formatJobState, holdsToRelease, holdTag, jobStateProperty, needsHold, replicaMark, replicatedThrough, sourcePrune } from "./bookkeeping.js";
+import { formatJobState, holdsToRelease, holdTag, jobStateProperty, needsHold, replicaMark, replicatedThrough } from "./bookkeeping.js";
 import { statesAfter, statesToDrop, tagsToRelease, targetPrune, type JobState } from "./bookkeeping.js";
 import { describeDivergence, plan, type SnapshotEntry } from "./plan.js";
 import { followRollback } from "./follow.js";
-import { checkOwnership, ensureTargetParent, jobStates, planInput, planRun, readSide, requireHomeSource, takeSnapshot, userProperties, value, type Side } from "./sides.js";
+import { checkOwnership, ensureTargetParent, jobStates, planInput, planRun, readSide, requireHomeSource, siblingBases, takeSnapshot, userProperties, value, type Side } from "./sides.js";
 import { isMarkedReplica, replicaProperties, ROLE_PROPS, sideRole } from "./roles.js";
-import { abortStaleReceive, transfer, type TransferContext, type TransferWhat } from "./transfer.js";
+import { abortStaleReceive, incrementChain, transfer, type TransferContext, type TransferWhat } from "./transfer.js";
 import type { DatasetRef, ReplicationAction, ReplicationEngine, ReplicationJob, ReplicationResult } from "./types.js";
 import { checkHoldSource, JOB_ID, validateJob } from "./validate.js";
-
+import { sourcePruneOfCopy } from "./jobs.js";
 export { holdTag, jobStateProperty, JOB_STATE_PREFIX, replicaMark, replicationSnapshotName } from "./bookkeeping.js";
 
 /**
@@ -34,13 +34,14 @@ export { holdTag, jobStateProperty, JOB_STATE_PREFIX, replicaMark, replicationSn
  *     source no longer accepts is dropped (`recv -A`) and the run goes on afresh;
  *  4. plan on the current lists: divergence is refused BEFORE anything is created;
  *  5. snapshot the source `@zcsi-repl-<UTC time>` and hold it (tag `zcsi-repl-<jobId>`);
- *  6. send (full, or `-i` from the newest common snapshot) into `receive -u [-s]`;
+ *  6. send (full, or `-i` from the newest common snapshot, through the other jobs' bases on
+ *     the way) into `receive -u [-s]`;
  *  7. confirm the new snapshot's guid on the target, then release the job's older holds,
  *     record the job's base and the volume's zcsi:replicated-through, and prune the
- *     replicator's own old snapshots on both sides.
+ *     replicator's own old snapshots on both sides (the other jobs' bases stay).
  *
- * Only `-i` (not `-I`): the target gets the replicator's snapshots only, so target retention
- * is `targetKeep` of those and nothing else accumulates there.
+ * Only `-i` (not `-I`): the target gets the replicator's snapshots only (its own and its
+ * siblings' bases: after a move one replica continues another), kept `targetKeep` deep.
  *
  * THE `-F` RULE: this engine never receives with `-F` (zfs-receive(8): roll the target back to
  * its newest snapshot, destroying later snapshots and writes). A target that diverged is
@@ -55,9 +56,9 @@ export { holdTag, jobStateProperty, JOB_STATE_PREFIX, replicaMark, replicationSn
  * receive carries it; by a `zfs set` right after on zfs-fuse), together with the volume's
  * identity, `zcsi:role=replica` and the source's epoch (replication/roles.ts). Any other
  * existing target is refused, except one provably made by this replicator from this source
- * (plan.isUnmarkedReplica), which is marked and used.
- *
- * Holds, pruning and zcsi:replicated-through are decided by bookkeeping.ts (pure); the bytes
+ * (plan.isUnmarkedReplica), which is marked and used; a replica of another copy of the volume
+ * is continued (roles.isRepointableReplica). Holds, pruning (a moved home keeps its received
+ * snapshots: jobs.unstartedTargets) and zcsi:replicated-through: bookkeeping.ts; the bytes
  * move in transfer.ts; the sides are read and prepared in sides.ts. This file orchestrates.
  */
 
@@ -236,7 +237,7 @@ export class ZfsReplicationEngine implements ReplicationEngine {
         if (next.kind === "full") await ensureTargetParent(ctx);
         let bytes: number;
         try {
-          bytes = await this.send(ctx, source, next.kind === "full" ? { kind: "full", to } : { kind: "incremental", from: next.from, to });
+          bytes = next.kind === "full" ? await this.send(ctx, source, { kind: "full", to }) : await incrementChain(next.from, [...(next.via ?? []), to], (what) => this.send(ctx, source, what));
         } catch (err) {
           if (await this.arrived(ctx, to)) {
             // The receive finished and the snapshot is on the target: `zfs receive` checks the
@@ -328,8 +329,8 @@ export class ZfsReplicationEngine implements ReplicationEngine {
     }
     const tag = holdTag(job.id);
     const [source, props] = await Promise.all([this.readSource(ctx), userProperties(src, job.source.dataset)]);
-    // zfs-fuse has no `receive -o`: the marks (and readonly) follow the first receive; a
-    // source promoted since (a new epoch) re-marks its replicas at their next receive.
+    const bases = siblingBases(source);
+    // zfs-fuse has no `receive -o`: the marks follow the first receive; a new home re-marks its replicas at their next one.
     const marks = replicaProperties(job, source.props);
     if (!isMarkedReplica(target.props, marks)) await tgt.zfs.set(job.target.dataset, marks);
     const states = jobStates(props);
@@ -346,8 +347,9 @@ export class ZfsReplicationEngine implements ReplicationEngine {
       const state: JobState = { guid: to.guid, jobId: job.id };
       await src.zfs.set(job.source.dataset, { [property]: formatJobState(state) });
       await this.applyReplicatedThrough(src, job.source.dataset, source, statesAfter(states, { set: [property, state] }), props);
-      for (const name of sourcePrune(source.snapshots, to, released)) await this.pruneOne(ctx, src, `${job.source.dataset}@${name}`);
-      for (const name of targetPrune(target.snapshots, to, job.targetKeep)) await this.pruneOne(ctx, tgt, `${job.target.dataset}@${name}`);
+      for (const name of sourcePruneOfCopy(job, source.snapshots, to, released, props, this.hosts.configs, new Set([...states.keys(), property]))) await this.pruneOne(ctx, src, `${job.source.dataset}@${name}`);
+      const siblings = new Set(source.snapshots.filter((s) => !released.has(s.name) && s.guid !== to.guid).map((s) => s.guid).filter((g) => bases.has(g)));
+      for (const name of targetPrune(target.snapshots, to, job.targetKeep, siblings /* the other jobs' bases stay */)) await this.pruneOne(ctx, tgt, `${job.target.dataset}@${name}`);
     } catch (err) {
       ctx.log.warn({ err: errorMessage(err) }, "bookkeeping after a replicated snapshot failed; the next run retries it");
     }
@@ -380,8 +382,6 @@ export class ZfsReplicationEngine implements ReplicationEngine {
     else if (change.kind === "set") await src.zfs.set(dataset, { [PROP.replicatedThrough]: change.guid });
   }
 
-  // ---- reading ------------------------------------------------------------------------------
-
   private readSource(ctx: RunContext): Promise<Side> {
     return readSide(ctx.src, ctx.job.source.dataset, [...ROLE_PROPS, ...(ctx.srcCaps.implementation === "openzfs" ? ["written", "encryption"] : [])]);
   }
@@ -390,7 +390,6 @@ export class ZfsReplicationEngine implements ReplicationEngine {
     const extra = [...ROLE_PROPS, "readonly", ...(ctx.tgtCaps.resumableSend ? ["receive_resume_token"] : []), ...(ctx.tgtCaps.implementation === "openzfs" ? ["written"] : [])];
     return readSide(ctx.tgt, ctx.job.target.dataset, extra);
   }
-
 }
 
 /** The engine the replicator role uses. */

@@ -9,9 +9,11 @@ import { DEFAULT_REPLICATION_INTERVAL, MIN_REPLICATION_BANDWIDTH, MIN_REPLICATIO
 import { PROP } from "../volumes/properties.js";
 import { isServingCopy } from "../volumes/volume.js";
 import { isBelow, validateDataset } from "../zfs/names.js";
-import { ownUserPropertyValue, type PropertyMap } from "../zfs/parse.js";
+import { ownUserPropertyValue, type DatasetProperties, type PropertyMap } from "../zfs/parse.js";
 import type { AnnotatedSource } from "./annotation-failover.js";
 import type { ReplicationJob } from "./types.js";
+
+export { keptForOldHome, sourcePruneOfCopy, unstartedTargets } from "./moved-home.js";
 
 /** The label that opts a node in: only labelled nodes are read for replication annotations. */
 export const REPLICATION_LABEL = "zcsi.dev/replication";
@@ -178,6 +180,29 @@ function addJobs(
       ...(pvName !== undefined && { pvName }),
     });
   }
+}
+
+/**
+ * Volume jobs whose target is a stale copy of the volume are dropped, each reported: a copy on
+ * the target host that says primary (a home that lost a failover, fenced or not yet) or is
+ * fenced is neither a target nor a source until `zcsi resync` makes it a replica (a
+ * replicate-to written before moves kept stale hosts out of it may still name one).
+ * `listings`: each target host's discovery result (VOLUME_DISCOVERY_PROPS); a host missing
+ * there (not listed this pass) keeps its jobs, and the engine still refuses a primary target.
+ */
+export function withoutStaleTargets(set: JobSet, listings: ReadonlyMap<string, PropertyMap>): JobSet {
+  const problems = [...set.problems];
+  const jobs = set.jobs.filter(({ job }) => {
+    if (job.origin.kind !== "volume") return true;
+    const props = listings.get(job.target.host)?.get(job.target.dataset);
+    if (props === undefined) return true;
+    const role = local(props, PROP.role) ?? (local(props, PROP.replicaOf) !== undefined ? "replica" : "primary");
+    const fenced = local(props, PROP.fenced);
+    if (role !== "primary" && fenced === undefined) return true;
+    problems.push({ where: `volume ${job.origin.volumeId}`, message: `replication target ${job.target.host}:${job.target.dataset} is a stale copy (${fenced !== undefined ? `fenced: ${fenced}` : "a primary"}); not replicated to until zcsi resync makes it a replica` });
+    return false;
+  });
+  return { jobs, problems };
 }
 
 function entries(annotation: string | undefined): string[] {

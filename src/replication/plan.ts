@@ -32,6 +32,13 @@ export interface PlanInput {
    * ("has been modified since most recent snapshot"), so the divergence is caught one step later.
    */
   readonly targetWrittenBytes?: bigint;
+  /**
+   * Guids of source snapshots the other jobs of this source hold as their bases (their
+   * replicas have them). An increment passes through those newer than the common snapshot, so
+   * every replica of a volume also holds its siblings' bases, and any two replicas share a
+   * snapshot: after a move, a replica re-pointed to the new home continues incrementally.
+   */
+  readonly siblingBases?: ReadonlySet<string>;
 }
 
 export type Divergence =
@@ -45,8 +52,11 @@ export type Divergence =
 export type Plan =
   /** The target does not exist: send `snapshot` whole; the receive creates the target. */
   | { readonly kind: "full"; readonly snapshot: SnapshotEntry }
-  /** Send the increment from `from` (the newest common snapshot, source side) to `to`. */
-  | { readonly kind: "incremental"; readonly from: SnapshotEntry; readonly to: SnapshotEntry }
+  /**
+   * Send the increment from `from` (the newest common snapshot, source side) to `to`; when
+   * `via` is there, as a chain of `-i` increments through those snapshots (oldest first).
+   */
+  | { readonly kind: "incremental"; readonly from: SnapshotEntry; readonly to: SnapshotEntry; readonly via?: readonly SnapshotEntry[] }
   /** Finish an interrupted receive with `zfs send -t <token>`. */
   | { readonly kind: "resume"; readonly token: string }
   /** The source's newest snapshot is already the target's newest: nothing to send. */
@@ -92,7 +102,14 @@ export function plan(input: PlanInput): Plan {
     return { kind: "refuse", divergence: { reason: "target-written", common, bytes: input.targetWrittenBytes } };
   }
   if (common.guid === newestSource.guid) return { kind: "none", snapshot: common };
-  return { kind: "incremental", from: common, to: newestSource };
+  const via = siblingHops(source, common, newestSource, input.siblingBases);
+  return { kind: "incremental", from: common, to: newestSource, ...(via.length > 0 && { via }) };
+}
+
+/** The siblings' bases strictly between `from` and `to` (by createtxg), oldest first. */
+function siblingHops(newestFirstSource: readonly SnapshotEntry[], from: SnapshotEntry, to: SnapshotEntry, bases: ReadonlySet<string> | undefined): SnapshotEntry[] {
+  if (bases === undefined || bases.size === 0) return [];
+  return newestFirstSource.filter((s) => bases.has(s.guid) && s.createtxg > from.createtxg && s.createtxg < to.createtxg).reverse();
 }
 
 /** A sentence for errors and logs: what differs, and what a user can do about it. */

@@ -70,6 +70,31 @@ export function replicaProperties(job: ReplicationJob, source: DatasetProperties
   };
 }
 
+/**
+ * Whether a target marked as the replica of ANOTHER copy may be re-pointed to this job's
+ * source: after a move (migrate, failover) the volume's other replicas still name the old home
+ * in zcsi:replica-of, and the new home continues them from the newest snapshot they share
+ * (the marks follow at the end of that run: replicaProperties). Only a copy that says of
+ * itself that it is a replica (zcsi:role=replica, not fenced) of the same volume (zcsi:volume,
+ * the identity this source sends), at an epoch not newer than the source's, from a source
+ * that is a primary; the engine then still requires the source to be the volume's home
+ * (notHomeReason). Anything else is not ours to receive into.
+ */
+export function isRepointableReplica(job: ReplicationJob, source: DatasetProperties | undefined, target: DatasetProperties | undefined): boolean {
+  const src = sideRole(source);
+  const tgt = sideRole(target);
+  return (
+    own(target, PROP.replicaOf) !== undefined &&
+    own(target, PROP.role) === "replica" &&
+    tgt.fenced === undefined &&
+    tgt.volume !== undefined &&
+    tgt.volume === identityOf(job, source) &&
+    src.role === "primary" &&
+    src.fenced === undefined &&
+    tgt.epoch <= src.epoch
+  );
+}
+
 /** Whether the target already carries every replica property (then no `zfs set` is needed). */
 export function isMarkedReplica(target: DatasetProperties | undefined, wanted: Readonly<Record<string, string>>): boolean {
   return Object.entries(wanted).every(([name, v]) => (name === "readonly" ? target?.get(name)?.value === v : own(target, name) === v));

@@ -9,7 +9,7 @@ import { ConditionLog } from "../util/periodic.js";
 import { formatDuration } from "../util/units.js";
 import type { PoolHosts } from "../volumes/hosts.js";
 import type { PropertyMap } from "../zfs/parse.js";
-import { adoptedJobs, annotationJobs, REPLICATION_NODE_SELECTOR, VOLUME_DISCOVERY_PROPS, volumeJobs, type ConfigProblem, type ScheduledJob } from "./jobs.js";
+import { adoptedJobs, annotationJobs, REPLICATION_NODE_SELECTOR, VOLUME_DISCOVERY_PROPS, volumeJobs, withoutStaleTargets, type ConfigProblem, type JobSet, type ScheduledJob } from "./jobs.js";
 import { AnnotationFailover } from "./annotation-failover.js";
 import { MoveTally } from "./move-tally.js";
 import { replicaAnnotationValue, shortError } from "./pv-annotation.js";
@@ -144,6 +144,8 @@ export class Replicator {
     const log = this.options.logger;
     const problems: ConfigProblem[] = [];
     const next = new Map<string, ScheduledJob>();
+    const listings = new Map<string, PropertyMap>();
+    const volumeSets: JobSet[] = [];
 
     await Promise.all(
       this.hosts.all().map(async (host) => {
@@ -158,18 +160,15 @@ export class Replicator {
           }
           this.ended(`list:${poolHost}`, { poolHost }, "listing replicated volumes works again");
           for (const move of this.moveTally.observe(poolHost, all)) log.info({ op: "replicator", poolHost, ...move }, "volume move counted");
-          const set = volumeJobs(host.config, all, this.hosts.configs);
-          for (const j of set.jobs) next.set(j.job.id, j);
-          problems.push(...set.problems);
+          listings.set(poolHost, all);
+          volumeSets.push(volumeJobs(host.config, all, this.hosts.configs));
           // Adopted datasets the operator asked to replicate: one recursive listing per adoptRoot, none without.
           for (const root of host.config.adoptRoots ?? []) {
             const listing = await host.zfs.get([root], VOLUME_DISCOVERY_PROPS, { recursive: true }).catch((err: unknown) => {
               if (isZcsiError(err, "NotFound")) return new Map() as PropertyMap;
               throw err;
             });
-            const adopted = adoptedJobs(host.config, listing, this.hosts.configs);
-            for (const j of adopted.jobs) next.set(j.job.id, j);
-            problems.push(...adopted.problems);
+            volumeSets.push(adoptedJobs(host.config, listing, this.hosts.configs));
           }
         } catch (err) {
           const condition = this.conditions.observe("replicator", `list:${poolHost}`, errorMessage(err), at);
@@ -178,6 +177,11 @@ export class Replicator {
         }
       }),
     );
+    // Judged once every host is listed: a target's state is on its own host.
+    for (const set of volumeSets.map((v) => withoutStaleTargets(v, listings))) {
+      for (const j of set.jobs) next.set(j.job.id, j);
+      problems.push(...set.problems);
+    }
     if (this.options.nodes !== undefined) {
       try {
         const set = annotationJobs(await this.options.nodes.listNodes(REPLICATION_NODE_SELECTOR), this.hosts.configs, this.annotationIntervalSeconds, this.options.annotationBandwidthBytesPerSec);

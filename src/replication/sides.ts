@@ -2,13 +2,13 @@ import { errorMessage, failedPrecondition, internal, isZcsiError } from "../erro
 import type { HomeDecision } from "../volumes/home.js";
 import type { VolumeHomes } from "../volumes/homes.js";
 import type { PoolHost } from "../volumes/hosts.js";
-import { PROP } from "../volumes/properties.js";
+import { PROP, REPLICATION_SNAPSHOT_PREFIX } from "../volumes/properties.js";
 import { isAdoptedId } from "../volumes/adopted-ids.js";
 import { isBelow, parentOf } from "../zfs/names.js";
 import { ownUserPropertyValue, PropertyView, userPropertyValue, type DatasetProperties } from "../zfs/parse.js";
 import { parseJobStates, replicaMark, replicationSnapshotName, type HeldSnapshot, type JobState } from "./bookkeeping.js";
 import { isUnmarkedReplica, plan, type Plan, type PlanInput } from "./plan.js";
-import { identityOf, notHomeReason, sideRole } from "./roles.js";
+import { isRepointableReplica, notHomeReason } from "./roles.js";
 import type { TransferContext } from "./transfer.js";
 
 /**
@@ -94,14 +94,25 @@ export function planRun(source: Side, target: Side): { plan: Plan; ignoreWritten
 }
 
 /**
+ * Guids of the source's held `zcsi-repl-*` snapshots: the replicator holds exactly the base of
+ * each job (and a run's new snapshot until it is sent), and releases and prunes the rest. A
+ * run passes through them (plan.ts) and its target keeps them (bookkeeping.targetPrune).
+ */
+export function siblingBases(source: Side): Set<string> {
+  return new Set(source.snapshots.filter((s) => s.userrefs > 0 && s.name.startsWith(REPLICATION_SNAPSHOT_PREFIX)).map((s) => s.guid));
+}
+
+/**
  * What plan() needs of the two sides. `ignoreWritten`: leave the target's `written` out, so
  * that `zfs receive` judges whether the target was modified (engine.ts says when).
  */
 export function planInput(source: Side, target: Side, options: { ignoreWritten?: boolean } = {}): PlanInput {
   const token = value(target.props, "receive_resume_token");
   const written = integer(target.props, "written");
+  const bases = siblingBases(source);
   return {
     source: source.snapshots,
+    ...(bases.size > 0 && { siblingBases: bases }),
     target: target.exists ? target.snapshots : undefined,
     ...(token !== undefined && { targetResumeToken: token }),
     // `written` of a target with no snapshot yet (an interrupted first receive) means nothing.
@@ -111,7 +122,9 @@ export function planInput(source: Side, target: Side, options: { ignoreWritten?:
 
 /**
  * Refuses a target that exists and is not zcsi's replica of this source (FailedPrecondition),
- * except one provably made by this replicator from this source (plan.isUnmarkedReplica): marked.
+ * except one provably made by this replicator from this source (plan.isUnmarkedReplica): marked;
+ * and a replica of another copy of the same volume, after a move (roles.isRepointableReplica):
+ * continued from this source, re-marked when the run's snapshot arrived (engine finish).
  */
 export async function checkOwnership(ctx: TransferContext, source: Side, target: Side): Promise<void> {
   if (!target.exists) return;
@@ -125,10 +138,13 @@ export async function checkOwnership(ctx: TransferContext, source: Side, target:
     );
   }
   if (mark === expected) return;
-  // A replica of the same data from an earlier source (its master before a failover moved the
-  // source): the source's identity, role replica, an epoch not newer. The plan still refuses it
-  // when it diverged, and the run re-marks it as this source's replica.
-  if (mark !== undefined && isSameDataReplica(source.props, target.props, ctx)) return;
+  // A replica of another copy of the same data (its home before a move, or an annotation
+  // dataset's master before its source annotation moved): continued from this source; the plan
+  // still refuses it when it diverged, and the run re-marks it as this source's replica.
+  if (mark !== undefined && isRepointableReplica(ctx.job, source.props, target.props)) {
+    ctx.log.info({ target: replicaMark(ctx.job.target), was: mark }, "target is a replica of another copy of this data (its home moved); continuing it from this source");
+    return;
+  }
   if (mark === undefined && isUnmarkedReplica(source.snapshots, target.snapshots)) {
     ctx.log.info({ target: replicaMark(ctx.job.target) }, "target is an unmarked replica of this source (every snapshot ours, by guid); marking it");
     await ctx.tgt.zfs.set(ctx.job.target.dataset, { [PROP.replicaOf]: expected, readonly: "on" });
@@ -138,12 +154,6 @@ export async function checkOwnership(ctx: TransferContext, source: Side, target:
     `replication target ${replicaMark(ctx.job.target)} exists and is not zcsi's replica of ${expected}` +
       `${mark === undefined ? ` (no ${PROP.replicaOf})` : ` (${PROP.replicaOf}=${mark})`}; refusing to receive into it`,
   );
-}
-
-function isSameDataReplica(source: DatasetProperties | undefined, target: DatasetProperties | undefined, ctx: TransferContext): boolean {
-  const src = sideRole(source);
-  const tgt = sideRole(target);
-  return tgt.role === "replica" && tgt.volume !== undefined && tgt.volume === identityOf(ctx.job, source) && tgt.epoch <= src.epoch;
 }
 
 /**

@@ -38,6 +38,21 @@ export type TransferWhat =
   | { readonly kind: "incremental"; readonly from: SnapshotEntry; readonly to: SnapshotEntry }
   | { readonly kind: "resume"; readonly token: string };
 
+/**
+ * `-i` increments from `from` through each of `hops` in turn (plan.ts: the siblings' bases on
+ * the way, then the run's snapshot); the stream bytes summed. A failure part-way leaves the
+ * target at the last hop it received, a snapshot the source has: the next run goes on from there.
+ */
+export async function incrementChain(from: SnapshotEntry, hops: readonly SnapshotEntry[], send: (what: TransferWhat) => Promise<number>): Promise<number> {
+  let bytes = 0;
+  let base = from;
+  for (const hop of hops) {
+    bytes += await send({ kind: "incremental", from: base, to: hop });
+    base = hop;
+  }
+  return bytes;
+}
+
 export interface TransferOptions {
   readonly clock: Clock;
   /** Injected for tests of the limiter; defaults to setTimeout. */

@@ -4,12 +4,14 @@ import { ControllerService } from "../csi/controller.js";
 import { GroupControllerService } from "../csi/group-controller.js";
 import { identityHandlers } from "../csi/identity.js";
 import { startCsiServer, type RunningServer } from "../csi/server.js";
+import type { EventRecorder } from "../k8s/events.js";
 import type { Logger } from "../log.js";
 import { CsiMetrics, startMetricsServer, type MetricsServer } from "../metrics.js";
 import { createReplicationEngine } from "../replication/engine.js";
 import { registerPoolHostMetrics } from "../util/pool-host-metrics.js";
 import type { PoolHosts } from "../volumes/hosts.js";
 import { VolumeService } from "../volumes/service.js";
+import { fenceEvents } from "./fence-events.js";
 import { SnapshotService } from "../volumes/snapshots.js";
 import { GroupSnapshotService } from "../volumes/group-snapshots.js";
 
@@ -18,6 +20,11 @@ export interface ControllerRoleOptions {
   readonly metricsAddress?: string;
   /** The registry the pool hosts' CommandMetrics write to (connectPoolHosts). */
   readonly registry?: Registry;
+  /**
+   * Events on PVs: a `CopyFenced` Warning when ControllerPublishVolume (or any lookup of a
+   * volume's home) fences a stale copy, once per fence. Absent (no Kubernetes API): logged only.
+   */
+  readonly events?: EventRecorder;
 }
 
 export interface RunningController extends RunningServer {
@@ -28,7 +35,8 @@ export interface RunningController extends RunningServer {
 /** The controller role: Identity + Controller services over the pool hosts, and /metrics when asked. */
 export async function startController(config: Config, hosts: PoolHosts, endpoint: string, logger: Logger, options: ControllerRoleOptions = {}): Promise<RunningController> {
   // DeleteVolume releases the replicator's holds on a replicated volume before destroying it.
-  const volumes = new VolumeService(hosts, logger, createReplicationEngine(hosts, { logger }));
+  const onFence = fenceEvents(options.events);
+  const volumes = new VolumeService(hosts, logger, createReplicationEngine(hosts, { logger, ...(onFence && { onFence }) }), onFence);
   const snapshots = new SnapshotService(hosts, logger);
   const controller = new ControllerService(config, volumes, snapshots, logger);
   const groupController = new GroupControllerService(new GroupSnapshotService(hosts, volumes, snapshots, logger), logger);

@@ -1,9 +1,11 @@
+import { hostname } from "node:os";
 import type { Config } from "../config.js";
 import type { Logger } from "../log.js";
 import { rollback, type RollbackArgs, type RollbackDeps, type RollbackResult } from "../mobility/rollback.js";
 import { systemClock } from "../util/clock.js";
 import { VolumeHomes } from "../volumes/homes.js";
 import type { PoolHosts } from "../volumes/hosts.js";
+import { DEFAULT_NAMESPACE } from "./mobility.js";
 import { connectPoolHosts } from "./pool-hosts.js";
 
 /**
@@ -29,14 +31,18 @@ export async function runRollback(deps: RollbackDeps, args: RollbackArgs, write:
 }
 
 /** The CLI entry: pool hosts over SSH, Kubernetes from the environment. */
-export async function runRollbackRole(config: Config, args: RollbackArgs, logger: Logger, write: (text: string) => void, hosts: PoolHosts = connectPoolHosts(config, logger)): Promise<number> {
+export async function runRollbackRole(config: Config, args: RollbackArgs, logger: Logger, write: (text: string) => void, namespace?: string, hosts: PoolHosts = connectPoolHosts(config, logger)): Promise<number> {
   try {
     const { loadKubeConfig, KubeEventSink } = await import("../k8s/client.js");
     const { KubeClaimLookups } = await import("../k8s/kube-claims.js");
-    const { KubeVolumeWorkloads } = await import("../k8s/kube-mobility.js");
+    const { KubeNamedLeases, KubeVolumeWorkloads } = await import("../k8s/kube-mobility.js");
     const { KubeEventRecorder } = await import("../k8s/events.js");
+    const { MoveLocks } = await import("../mobility/move-lock.js");
     const kc = loadKubeConfig();
+    const holder = process.env.POD_NAME || `${hostname()}/${process.pid}`;
     const deps: RollbackDeps = {
+      // The move Leases of migrate and failover (--namespace, default zcsi): one of them at a time per volume.
+      locks: new MoveLocks(new KubeNamedLeases(kc, namespace || DEFAULT_NAMESPACE), holder, logger),
       hosts,
       homes: new VolumeHomes(hosts, logger),
       driverName: config.driverName,

@@ -75,6 +75,18 @@ function storedParameters(volume: Volume): Record<string, string> {
 }
 
 /**
+ * The stored parameters with the replication targets the volume has NOW (its zcsi:replicate-to):
+ * a move changes those (the new home out, the old one in once it is a replica), while
+ * zcsi:parameters keeps what the StorageClass said at creation. Planning from the stored list
+ * would name the new home itself, or bring back a stale old home, as soon as any replication
+ * parameter changes.
+ */
+function currentParameters(volume: Volume): Record<string, string> {
+  const stored = storedParameters(volume);
+  return volume.replicateTo === undefined ? stored : { ...stored, replicateTo: volume.replicateTo };
+}
+
+/**
  * Plans a ModifyVolume (pure). Only the keys given change (CSI spec, ControllerModifyVolume:
  * "SPs MUST NOT modify volumes based on the absence of keys"). The new values are validated
  * together with the volume's other parameters, exactly as a StorageClass holding all of them
@@ -83,7 +95,7 @@ function storedParameters(volume: Volume): Record<string, string> {
  */
 export function planModification(volume: Volume, mutable: Readonly<Record<string, string>>, knownHosts: readonly string[]): Modification {
   const keys = mutableKeys(mutable);
-  const merged = { ...storedParameters(volume), ...Object.fromEntries(keys.map((k) => [k, mutable[k] ?? ""])) };
+  const merged = { ...currentParameters(volume), ...Object.fromEntries(keys.map((k) => [k, mutable[k] ?? ""])) };
   const params = parseVolumeParameters(merged, knownHosts);
   if (params.replicateTo?.includes(volume.ref.poolHost)) {
     throw invalidArgument(`mutable_parameters: replicateTo=${params.replicateTo.join(",")} names ${volume.ref.poolHost}, where volume ${volume.id} lives; a replica must be on another host`);

@@ -7,15 +7,15 @@ import type { VolumeParameters } from "./parameters.js";
 import { FIRST_EPOCH, PROP } from "./properties.js";
 import { resizeVolume } from "./resize.js";
 import { sizeProperties, spaceNeeded } from "./size-modes.js";
-import { hasReason, ZfsError } from "../zfs/errors.js";
 import { requireHostCanHonour } from "./host-limits.js";
 import { modifyVolume } from "./modify.js";
-import { VolumeHomes, type ResolvedHome } from "./homes.js";
+import { VolumeHomes, type FenceListener, type ResolvedHome } from "./homes.js";
 import { volumeAtHome } from "./moved.js";
 import { choosePlacement, describePlacement, type PlacementReason } from "./placement.js";
 import { ContentCopies } from "./sources.js";
 import { cloneSnapshotName, contentSourceKey, isFenced, isReplica, isServingCopy, toVolume, VOLUME_PROPS, type CreateSpec, type Placement, type PropertyMap, type ReplicationHolds, type Volume } from "./volume.js";
 import { PropertyView } from "../zfs/parse.js";
+import { hasReason, ZfsError } from "../zfs/errors.js";
 
 export { cloneSnapshotName, contentSourceKey, type ContentSource, type CreateSpec, type Placement, type ReplicationHolds, type Volume } from "./volume.js";
 
@@ -34,12 +34,12 @@ export class VolumeService {
   constructor(
     readonly hosts: PoolHosts,
     private readonly logger: Logger,
-    /** Absent: no replicator in this deployment, so no holds of its to release. */
-    replication?: ReplicationHolds,
+    replication?: ReplicationHolds, // absent: no replicator in this deployment, so no holds of its to release
+    onFence?: FenceListener, // each stale copy a home lookup fences: the role makes it a PV Event
   ) {
     this.copies = new ContentCopies(logger);
     this.destroyer = new VolumeDestroyer(logger, replication);
-    this.homes = new VolumeHomes(hosts, logger);
+    this.homes = new VolumeHomes(hosts, logger, onFence);
   }
 
   /** Where each volume is served from: its copies' roles and epochs (homes.ts). */

@@ -5,6 +5,7 @@ import { pino } from "pino";
 import { parseConfig, type Config } from "../../src/config.js";
 import { CsiClient } from "./csi-client.js";
 import { CommandMetrics, createRegistry } from "../../src/metrics.js";
+import type { EventRecorder } from "../../src/k8s/events.js";
 import { startController, type RunningController } from "../../src/roles/controller.js";
 import { connectPoolHosts } from "../../src/roles/pool-hosts.js";
 import type { PoolHosts } from "../../src/volumes/hosts.js";
@@ -63,6 +64,8 @@ export interface ControllerEnvOptions {
   backend?: ZfsBackendName;
   /** Each host's adoptRoots, from its pool's name (created by the test). */
   adoptRoots?: (pool: string, host: string) => string[];
+  /** The controller's Event recorder (as `zcsi controller` in a pod has), e.g. against the API fake. */
+  events?: EventRecorder;
 }
 
 export async function startControllerEnv(options: ControllerEnvOptions = {}): Promise<ControllerEnv> {
@@ -130,7 +133,7 @@ export async function startControllerEnv(options: ControllerEnvOptions = {}): Pr
     poolHosts = connectPoolHosts(config, logger, { commandMetrics: new CommandMetrics(registry) });
     const endpoint = `unix://${join(dir, "csi.sock")}`;
     const metricsAddress = options.metricsAddress;
-    server = await startController(config, poolHosts, endpoint, logger, { ...(metricsAddress !== undefined && { metricsAddress, registry }) });
+    server = await startController(config, poolHosts, endpoint, logger, { ...(metricsAddress !== undefined && { metricsAddress, registry }), ...(options.events && { events: options.events }) });
     client = new CsiClient(endpoint);
     const hostFor = (args: readonly string[]): PoolHostEnv => {
       const named = hosts.find((h) => args.some((a) => a === h.pool.pool || a.startsWith(`${h.pool.pool}/`) || a.startsWith(`${h.pool.pool}@`)));

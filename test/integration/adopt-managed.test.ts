@@ -12,7 +12,8 @@ import { kubeConfigFor, KubeEventSink } from "../../src/k8s/client.js";
 import { KubeEventRecorder } from "../../src/k8s/events.js";
 import { KubeAdoptionApi } from "../../src/k8s/kube-adopt.js";
 import { KubeClaimLookups } from "../../src/k8s/kube-claims.js";
-import { KubeVolumeWorkloads } from "../../src/k8s/kube-mobility.js";
+import { KubeNamedLeases, KubeVolumeWorkloads } from "../../src/k8s/kube-mobility.js";
+import { MoveLocks } from "../../src/mobility/move-lock.js";
 import type { InstrumentedExecutor } from "../../src/exec/instrumented.js";
 import { createRegistry } from "../../src/metrics.js";
 import { rollback } from "../../src/mobility/rollback.js";
@@ -164,7 +165,7 @@ describe("an adopted dataset managed like a volume", () => {
 
   it("zcsi rollback rolls the adopted dataset back in place (never a read-only adoption), and the replica follows", async () => {
     const kc = kubeConfigFor(api.url, { token: "t", skipTLSVerify: true });
-    const deps = { hosts: env.poolHosts, homes: new VolumeHomes(env.poolHosts, logger), driverName: env.config.driverName, claims: new KubeClaimLookups(kc), workloads: new KubeVolumeWorkloads(kc), events: new KubeEventRecorder(new KubeEventSink(kc), { clock: systemClock, logger, component: "zcsi-rollback", instance: "test" }), logger };
+    const deps = { hosts: env.poolHosts, homes: new VolumeHomes(env.poolHosts, logger), driverName: env.config.driverName, claims: new KubeClaimLookups(kc), workloads: new KubeVolumeWorkloads(kc), events: new KubeEventRecorder(new KubeEventSink(kc), { clock: systemClock, logger, component: "zcsi-rollback", instance: "test" }), locks: new MoveLocks(new KubeNamedLeases(kc, "zcsi"), "ops-rollback/1", logger), logger };
     await alice.pool.files.write(`${mountpoint}/ibdata1`, "rows v3\n");
     await zfs(alice, "snapshot", `${dataset}@before-upgrade`);
     await alice.pool.files.write(`${mountpoint}/ibdata1`, "rows v4, broken\n");

@@ -181,7 +181,7 @@ describe.skipIf(onVm)("promoting a replica", () => {
     expect(promoted.previousHome?.host).toBe("alice");
     // Rerun: the home already, nothing changed.
     expect((await promoteCopy(env.poolHosts, homes, volumeId, "bob", logger)).already).toBe(true);
-    for (const [p, v] of Object.entries({ "zcsi:role": "primary", "zcsi:epoch": "2", readonly: "off", "zcsi:replica-of": "-", "zcsi:volume": volumeId, "zcsi:csi-name": leaf, "zcsi:state": "ready", refquota: String(32 * MiB), "zcsi:replicate-to": "alice", mounted: "yes" })) {
+    for (const [p, v] of Object.entries({ "zcsi:role": "primary", "zcsi:epoch": "2", readonly: "off", "zcsi:replica-of": "-", "zcsi:volume": volumeId, "zcsi:csi-name": leaf, "zcsi:state": "ready", refquota: String(32 * MiB), "zcsi:replicate-to": "-", mounted: "yes" })) {
       expect(await get(bob, onBob, p), p).toBe(v);
     }
     expect(await shaOn(bob, at(bob, leaf, "data.bin"))).toBe(sha(payload));
@@ -220,6 +220,8 @@ describe.skipIf(onVm)("promoting a replica", () => {
     for (const [p, v] of Object.entries({ "zcsi:role": "replica", "zcsi:epoch": "2", readonly: "on", "zcsi:replica-of": `bob:${onBob}`, "zcsi:fenced": "-" })) {
       expect(await get(alice, onAlice, p), p).toBe(v);
     }
+    // Stale, alice was no replication target of bob; a replica now, it is one.
+    expect(await get(bob, onBob, "zcsi:replicate-to")).toBe("alice");
     expect(await kindOf(demoteCopy(env.poolHosts, homes, volumeId, "bob", logger))).toBe("FailedPrecondition"); // the home
     await put(bob, at(bob, leaf, "after.bin"), Buffer.alloc(MiB, 9));
     const back = await engine.replicate(job(volumeId, bob, alice, leaf));

@@ -11,7 +11,9 @@ import { isZcsiError } from "../../src/errors.js";
 import { kubeConfigFor, KubeEventSink } from "../../src/k8s/client.js";
 import { KubeEventRecorder } from "../../src/k8s/events.js";
 import { KubeClaimLookups } from "../../src/k8s/kube-claims.js";
-import { KubeVolumeWorkloads } from "../../src/k8s/kube-mobility.js";
+import { KubeNamedLeases, KubeVolumeWorkloads } from "../../src/k8s/kube-mobility.js";
+import { leaseMoveLocks } from "../../src/mobility/migrate-lock.js";
+import { MoveLocks } from "../../src/mobility/move-lock.js";
 import { rollback, type RollbackArgs, type RollbackDeps } from "../../src/mobility/rollback.js";
 import { createReplicationEngine } from "../../src/replication/engine.js";
 import type { ReplicationEngine } from "../../src/replication/types.js";
@@ -44,6 +46,7 @@ beforeAll(async () => {
     claims: new KubeClaimLookups(kc),
     workloads: new KubeVolumeWorkloads(kc),
     events: new KubeEventRecorder(new KubeEventSink(kc), { clock: systemClock, logger, component: "zcsi-rollback", instance: "test" }),
+    locks: new MoveLocks(new KubeNamedLeases(kc, "zcsi"), "ops-rollback/1", logger),
     logger,
   };
   engine = createReplicationEngine(env.poolHosts, { logger });
@@ -130,6 +133,42 @@ async function refused(args: RollbackArgs): Promise<string> {
 }
 
 describe("refusals change nothing", () => {
+  it("refuses while a migrate of the volume holds its move Lease, naming it; a migrate is refused while a rollback holds it", async () => {
+    const v = await volume("pvc-rb-lease");
+    const before = await write(v.mountpoint);
+    const snap = await volumeSnapshot(v, "rb-lease");
+    const after = await write(v.mountpoint);
+    expect(after).not.toBe(before);
+    const kc = kubeConfigFor(api.url, { token: "t", skipTLSVerify: true });
+    const migrateLocks = leaseMoveLocks(new MoveLocks(new KubeNamedLeases(kc, "zcsi"), "ops-migrate/7", logger));
+    const migrating = await migrateLocks.acquire(v.id, "migrate");
+    try {
+      expect(await refused({ pvc: v.pvc, snapshot: snap })).toMatch(/being moved: migrate .* by ops-migrate\/7, since .*refusing to start rollback/);
+      expect(await sha(alice, v.mountpoint)).toBe(after);
+    } finally {
+      await migrating.release();
+    }
+
+    // The other way round: a rollback in progress (its Lease, as rollback() takes it) refuses a migrate, named.
+    const rollbackLocks = new MoveLocks(new KubeNamedLeases(kc, "zcsi"), "ops-rollback/2", logger);
+    const rollingBack = await rollbackLocks.acquire({ op: "rollback", volumeId: v.id, snapshot: snap });
+    try {
+      const err = await migrateLocks.acquire(v.id, "migrate").then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(isZcsiError(err, "FailedPrecondition")).toBe(true);
+      expect((err as Error).message).toMatch(/being rolled back to @snapshot-rb-lease by ops-rollback\/2, since .*not a migrate/);
+    } finally {
+      await rollingBack.release();
+    }
+
+    // Free again: the rollback runs and lets the Lease go.
+    await rollback(deps, { pvc: v.pvc, snapshot: snap });
+    expect(await sha(alice, v.mountpoint)).toBe(before);
+    expect(api.leases.size).toBe(0);
+  });
+
   it("refuses while a pod or a VolumeAttachment uses the volume, naming them; --force rolls back under them", async () => {
     const v = await volume("pvc-rb-inuse");
     const before = await write(v.mountpoint);

@@ -6,6 +6,7 @@ import type { PvEvent } from "../../src/k8s/events.js";
 import type { VolumeWorkloads } from "../../src/k8s/workloads.js";
 import { drain } from "../../src/mobility/drain.js";
 import { Migrator, type MigratorDeps } from "../../src/mobility/migrate.js";
+import { replicateToAfterPromotion, withTarget } from "../../src/mobility/promote.js";
 import { caughtUp, downtimeMs, mostFreeSpace, MOVE_STEPS, replicateToAfterMove, type CopyRef, type MigrateLock, type MigrateLocks, type MoveRecord, type MoveStep, type Promotions } from "../../src/mobility/steps.js";
 import type { ReplicationJob, ReplicationResult } from "../../src/replication/types.js";
 import { VolumeHomes } from "../../src/volumes/homes.js";
@@ -297,6 +298,15 @@ describe("zcsi drain", () => {
 });
 
 describe("a move's pure parts", () => {
+  it("a promotion drops only the new home from zcsi:replicate-to; the old home comes back in when it is a replica", () => {
+    expect(replicateToAfterPromotion("bob,carol", "bob")).toBe("carol");
+    expect(replicateToAfterPromotion("bob", "bob")).toBeUndefined();
+    expect(replicateToAfterPromotion(undefined, "bob")).toBeUndefined();
+    expect(withTarget("carol", "alice")).toBe("carol,alice");
+    expect(withTarget("carol,alice", "alice")).toBe("carol,alice");
+    expect(withTarget(undefined, "alice")).toBe("alice");
+  });
+
   it("turns zcsi:replicate-to around: the old home in, the new home out, the others kept", () => {
     expect(replicateToAfterMove("bob", "alice", "bob")).toBe("alice");
     expect(replicateToAfterMove("bob,carol", "alice", "bob")).toBe("alice,carol");

@@ -125,6 +125,13 @@ describe("pruning the target", () => {
     expect(targetPrune(list, list[2]!, 10)).toEqual([]);
   });
 
+  it("keeps the other replicas' bases, without counting them, so the replicas keep a snapshot in common", () => {
+    const list = [1, 2, 3, 4, 5].map((n) => snap(repl(n), 0));
+    const to = list[4]!;
+    // repl(1) is another job's base on the source: the replica another target continues from after a move.
+    expect(targetPrune(list, to, undefined, new Set([list[0]!.guid]))).toEqual([repl(2)]);
+  });
+
   it("treats a targetKeep below 1 as 1: the base is never pruned", () => {
     const list = [1, 2].map((n) => snap(repl(n), 0));
     expect(targetPrune(list, list[1]!, 0)).toEqual([repl(1)]);

@@ -2,7 +2,8 @@ import { describe, expect, it } from "vitest";
 import { Node } from "kubernetes-models/v1";
 import { parseConfig, type PoolHostConfig } from "../../src/config.js";
 import { nodeFromObject, nodesFromList, type NodeInfo } from "../../src/k8s/nodes.js";
-import { annotationJobs, replicationJobId, volumeJobs } from "../../src/replication/jobs.js";
+import { annotationJobs, replicationJobId, sourcePruneOfCopy, volumeJobs, withoutStaleTargets } from "../../src/replication/jobs.js";
+import { jobStateProperty } from "../../src/replication/bookkeeping.js";
 import { parseGet } from "../../src/zfs/parse.js";
 import { k8sFixture } from "../harness/fake-k8s.js";
 
@@ -153,6 +154,31 @@ describe("volumeJobs", () => {
     expect(new Set(set.jobs.map((j) => j.job.id)).size).toBe(2);
   });
 
+  it("after a failover, replicates to the replicas and not to the old home's stale copy (fenced, or still saying primary) until it is resynced", () => {
+    // pvc-1 born on pool-1, failed over to pool-2, whose list still names pool-1 (written before stale hosts were kept out).
+    const onPool2 = discovery([
+      line("tank/k8s/pvc-1", "zcsi:csi-name", "pvc-1"),
+      line("tank/k8s/pvc-1", "zcsi:volume", "pool-1:tank/k8s/pvc-1"),
+      line("tank/k8s/pvc-1", "zcsi:role", "primary"),
+      line("tank/k8s/pvc-1", "zcsi:epoch", "2"),
+      line("tank/k8s/pvc-1", "zcsi:replicate-to", "pool-3,pool-1"),
+    ]);
+    const jobs = volumeJobs(HOSTS[1]!, onPool2, HOSTS);
+    const replica = discovery([line("tank/k8s/pvc-1", "zcsi:role", "replica"), line("tank/k8s/pvc-1", "zcsi:replica-of", "pool-1:tank/k8s/pvc-1")]);
+    const targets = (set: ReturnType<typeof volumeJobs>) => set.jobs.map((j) => j.job.target.host).sort();
+    for (const stale of [
+      discovery([line("tank/k8s/pvc-1", "zcsi:csi-name", "pvc-1"), line("tank/k8s/pvc-1", "zcsi:role", "primary")]),
+      discovery([line("tank/k8s/pvc-1", "zcsi:csi-name", "pvc-1"), line("tank/k8s/pvc-1", "zcsi:fenced", "superseded by epoch 2 on pool-2:tank/k8s/pvc-1")]),
+    ]) {
+      const set = withoutStaleTargets(jobs, new Map([["pool-1", stale], ["pool-3", replica]]));
+      expect(targets(set)).toEqual(["pool-3"]);
+      expect(set.problems).toEqual([{ where: "volume pool-1:tank/k8s/pvc-1", message: expect.stringMatching(/target pool-1:tank\/k8s\/pvc-1 is a stale copy .*zcsi resync/) as unknown }]);
+    }
+    // Resynced (a replica), or not listed this pass (unknown: the engine still judges): kept.
+    expect(targets(withoutStaleTargets(jobs, new Map([["pool-1", replica], ["pool-3", replica]])))).toEqual(["pool-1", "pool-3"]);
+    expect(targets(withoutStaleTargets(jobs, new Map([["pool-3", replica]])))).toEqual(["pool-1", "pool-3"]);
+  });
+
   it("carries the volume's bandwidth limit into each of its jobs; a bad stored value replicates unlimited and is reported", () => {
     const set = volumeJobs(
       host,
@@ -223,3 +249,29 @@ describe("replicationJobId", () => {
     expect(replicationJobId({ host: "pool-1", dataset: "tank/k8s/a/db" }, { host: "pool-2", dataset: "tank/k8s/a/db2" }, "tank/k8s/a/db.pool-2")).not.toBe(a);
   });
 });
+
+describe("a moved home keeps what its replicas continue from", () => {
+  const src = { host: "pool-2", dataset: "tank/k8s/pvc-1" };
+  const job = { id: "j", origin: { kind: "volume" as const, volumeId: "pool-1:tank/k8s/pvc-1" }, source: src, target: { host: "pool-3", dataset: "tank/k8s/pvc-1" } };
+  const snap = (name: string, txg: number, creation: number) => ({ name, guid: `g-${name}`, createtxg: BigInt(txg), creation, userrefs: 0 });
+  // Received from pool-1 before the move (creation 100, 200), then taken on pool-2 (300), the new base (400).
+  const snaps = [snap("zcsi-repl-a", 1, 100), snap("zcsi-repl-b", 2, 200), snap("zcsi-repl-c", 3, 300), snap("zcsi-repl-d", 4, 400)];
+  const to = snaps[3]!;
+  const props = (values: Record<string, string>) => new Map(Object.entries(values).map(([k, v]) => [k, { value: v, source: "local" }]));
+  const recorded = (...targets: string[]) => new Set(targets.map((t) => jobStateProperty(replicationJobId(src, { host: t, dataset: "tank/k8s/pvc-1" }, `pvc-1.${t}`))));
+
+  it("prunes nothing while a replica in replicate-to has not received from it, and as always once all have", () => {
+    const moved = props({ "zcsi:epoch": "2", "zcsi:replicate-to": "pool-3,pool-1" });
+    expect(sourcePruneOfCopy(job, snaps, to, new Set(), moved, HOSTS, recorded("pool-3"))).toEqual([]);
+    expect(sourcePruneOfCopy(job, snaps, to, new Set(), moved, HOSTS, recorded("pool-3", "pool-1"))).toEqual(["zcsi-repl-a", "zcsi-repl-b", "zcsi-repl-c"]);
+    // A birth copy (epoch 1) prunes as always.
+    expect(sourcePruneOfCopy(job, snaps, to, new Set(), props({ "zcsi:replicate-to": "pool-3,pool-1" }), HOSTS, recorded("pool-3"))).toEqual(["zcsi-repl-a", "zcsi-repl-b", "zcsi-repl-c"]);
+  });
+
+  it("keeps the snapshots from before a failover until the old home has received from it (after its resync), and only those", () => {
+    const failedOver = props({ "zcsi:epoch": "2", "zcsi:replicate-to": "pool-3", "zcsi:failed-over": JSON.stringify({ from: "pool-1", epoch: 2, at: new Date(250_000).toISOString() }) });
+    expect(sourcePruneOfCopy(job, snaps, to, new Set(), failedOver, HOSTS, recorded("pool-3"))).toEqual(["zcsi-repl-c"]);
+    expect(sourcePruneOfCopy(job, snaps, to, new Set(), failedOver, HOSTS, recorded("pool-3", "pool-1"))).toEqual(["zcsi-repl-a", "zcsi-repl-b", "zcsi-repl-c"]);
+  });
+});
+

@@ -142,3 +142,22 @@ describe("planRun: a target whose head moved past its newest snapshot", () => {
     expect(planRun(side([s1, s2, s3]), side([t(s1, 5), t(s2, 6)], "0"))).toMatchObject({ plan: { kind: "incremental", from: s2, to: s3 }, ignoreWritten: false });
   });
 });
+
+describe("plan: every replica of a volume shares a snapshot with the others", () => {
+  const s4 = snap("zcsi-repl-4", 40);
+  const other = snap("snapshot-csi", 25);
+
+  it("passes through the other jobs' bases newer than the common snapshot, oldest first", () => {
+    // s2 and s3 are the other replicas' bases (held on the source); this target has s1 only.
+    expect(plan({ source: [s1, s2, s3, s4], target: [t(s1, 5)], siblingBases: new Set([s3.guid, s2.guid]) })).toEqual({ kind: "incremental", from: s1, to: s4, via: [s2, s3] });
+  });
+
+  it("leaves out bases the target has passed already and snapshots that are no base", () => {
+    expect(plan({ source: [s1, s2, other, s3, s4], target: [t(s1, 5), t(s2, 6)], siblingBases: new Set([s1.guid, s2.guid]) })).toEqual({ kind: "incremental", from: s2, to: s4 });
+  });
+
+  it("never passes through the snapshot it sends to", () => {
+    expect(plan({ source: [s1, s2], target: [t(s1, 5)], siblingBases: new Set([s2.guid]) })).toEqual({ kind: "incremental", from: s1, to: s2 });
+  });
+});
+

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { decideHome, classifyCopy } from "../../src/volumes/home.js";
-import { isMarkedReplica, notHomeReason, replicaProperties, sideRole } from "../../src/replication/roles.js";
+import { isMarkedReplica, isRepointableReplica, notHomeReason, replicaProperties, sideRole } from "../../src/replication/roles.js";
 import type { ReplicationJob } from "../../src/replication/types.js";
 import type { DatasetProperties } from "../../src/zfs/parse.js";
 
@@ -86,3 +86,29 @@ describe("only the home sends", () => {
     expect(notHomeReason(job, props({ "zcsi:role": "primary", "zcsi:epoch": "2" }), undefined, decision)).toMatch(/split brain/);
   });
 });
+
+describe("a replica of the old home follows the new one", () => {
+  // After a move to bob, carol's replica still names the old home alice in zcsi:replica-of.
+  const fromBob: ReplicationJob = { id: "pvc-1.carol", origin: { kind: "volume", volumeId: ID }, source: { host: "bob", dataset: "pool2/k8s/pvc-1" }, target: { host: "carol", dataset: "pool3/k8s/pvc-1" } };
+  const newHome = props({ "zcsi:volume": ID, "zcsi:role": "primary", "zcsi:epoch": "2" });
+  const carol = (extra: Record<string, string> = {}) => props({ "zcsi:volume": ID, "zcsi:role": "replica", "zcsi:epoch": "1", "zcsi:replica-of": "alice:tank/k8s/pvc-1", ...extra });
+
+  it("is continued from the new home, and carries its mark and epoch after the run", () => {
+    expect(isRepointableReplica(fromBob, newHome, carol())).toBe(true);
+    expect(replicaProperties(fromBob, newHome)).toMatchObject({ "zcsi:replica-of": "bob:pool2/k8s/pvc-1", "zcsi:epoch": "2", "zcsi:role": "replica" });
+  });
+
+  it("is not taken over when it is another volume's, a primary, fenced, unmarked or newer than the source", () => {
+    expect(isRepointableReplica(fromBob, newHome, carol({ "zcsi:volume": "alice:tank/k8s/pvc-2" }))).toBe(false);
+    expect(isRepointableReplica(fromBob, newHome, carol({ "zcsi:role": "primary" }))).toBe(false);
+    expect(isRepointableReplica(fromBob, newHome, carol({ "zcsi:fenced": "superseded" }))).toBe(false);
+    expect(isRepointableReplica(fromBob, newHome, props({ "zcsi:replica-of": "alice:tank/k8s/pvc-1" }))).toBe(false);
+    expect(isRepointableReplica(fromBob, newHome, carol({ "zcsi:epoch": "3" }))).toBe(false);
+  });
+
+  it("is never continued from a copy that is not a primary", () => {
+    expect(isRepointableReplica(fromBob, props({ "zcsi:volume": ID, "zcsi:role": "replica", "zcsi:epoch": "2" }), carol())).toBe(false);
+    expect(isRepointableReplica(fromBob, props({ "zcsi:volume": ID, "zcsi:role": "primary", "zcsi:epoch": "2", "zcsi:fenced": "x" }), carol())).toBe(false);
+  });
+});
+

@@ -59,6 +59,11 @@ describe("planModification", () => {
       "zcsi:parameters": '{"replicateTo":"bob","replicationBandwidth":"1048576"}',
     });
   });
+  it("plans from the targets a moved volume has now, not the StorageClass's: never its new home, never a stale old one", () => {
+    // Born on alice replicating to bob and carol, migrated to bob: bob's copy replicates to carol and alice.
+    const moved = { ...volume({ replicateTo: "bob,carol", replicationInterval: "1h" }), ref: { poolHost: "bob", dataset: "tank/k8s/pvc-1" }, replicateTo: "carol,alice" };
+    expect(planModification(moved, { replicationInterval: "30m" }, HOSTS).properties).toMatchObject({ "zcsi:replicate-to": "alice,carol", "zcsi:replication-interval": "30m" });
+  });
   it("leaves keys that are not given as they are (CSI: never act on absent keys)", () => {
     const plan = planModification(volume({ compression: "lzjb", snapshotSchedule: "hourly=1", replicateTo: "bob" }), { atime: "on" }, HOSTS);
     expect(plan.properties).toEqual({ atime: "on", "zcsi:parameters": '{"atime":"on","compression":"lzjb","replicateTo":"bob","snapshotSchedule":"hourly=1"}' });
