@@ -62,8 +62,12 @@ const openZfsVm = {
     globalSetup: ["test/hosts/openzfs-vm/global-setup.ts"],
     // Waits for the image that globalSetup finds or builds in the background (image-ready.ts).
     setupFiles: ["test/hosts/openzfs-vm/image-ready.ts"],
-    // After the zfs-fuse project, not beside it: qemu's TCG wants both cores.
-    sequence: { groupOrder: 1 },
+    // Beside the zfs-fuse project, not after it: vitest runs each pool type's files in a queue of
+    // its own, so this project's files (threads) run one at a time next to the zfs-fuse
+    // project's (forks). The VM files are the run's critical path and leave a core mostly idle
+    // while they wait on the guest. ZCSI_SEQUENTIAL_BACKENDS=1 runs them after it instead.
+    pool: "threads" as const,
+    sequence: { groupOrder: process.env["ZCSI_SEQUENTIAL_BACKENDS"] === "1" ? 1 : 0 },
     // TCG is 5-20x slower than the host for CPU-bound work (a zfs command is ~0.3 s in the VM).
     testTimeout: 180_000,
     hookTimeout: 300_000,
