@@ -195,7 +195,8 @@ export function withoutStaleTargets(set: JobSet, listings: ReadonlyMap<string, P
   const jobs = set.jobs.filter(({ job }) => {
     if (job.origin.kind !== "volume") return true;
     const props = listings.get(job.target.host)?.get(job.target.dataset);
-    if (props === undefined) return true;
+    // Not a copy of any volume (no zcsi identity): not stale, foreign; the engine refuses to receive into it.
+    if (props === undefined || (local(props, PROP.volume) === undefined && local(props, PROP.csiName) === undefined)) return true;
     const role = local(props, PROP.role) ?? (local(props, PROP.replicaOf) !== undefined ? "replica" : "primary");
     const fenced = local(props, PROP.fenced);
     if (role !== "primary" && fenced === undefined) return true;

@@ -177,6 +177,11 @@ describe("volumeJobs", () => {
     // Resynced (a replica), or not listed this pass (unknown: the engine still judges): kept.
     expect(targets(withoutStaleTargets(jobs, new Map([["pool-1", replica], ["pool-3", replica]])))).toEqual(["pool-1", "pool-3"]);
     expect(targets(withoutStaleTargets(jobs, new Map([["pool-3", replica]])))).toEqual(["pool-1", "pool-3"]);
+    // A dataset with no zcsi identity is no copy of the volume, stale or not: kept, and the engine refuses to receive into it (a counted failure).
+    const foreign = discovery([line("tank/k8s/pvc-1", "compression", "off")]);
+    const withForeign = withoutStaleTargets(jobs, new Map([["pool-1", foreign], ["pool-3", replica]]));
+    expect(targets(withForeign)).toEqual(["pool-1", "pool-3"]);
+    expect(withForeign.problems).toEqual([]);
   });
 
   it("carries the volume's bandwidth limit into each of its jobs; a bad stored value replicates unlimited and is reported", () => {
