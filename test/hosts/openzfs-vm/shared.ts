@@ -4,8 +4,8 @@
  *
  * - The `openzfs-vm` project's globalSetup calls `bootSharedVms(n, image)`: once the image is
  *   ready it writes its directory to `<dir>/image` (or the build's error to `image.error`),
- *   then boots n VMs in the background, one after the other (the zfs-fuse project runs
- *   meanwhile in `both`), writes each one's address to `<dir>/<i>.json` (or the boot's error
+ *   then boots n VMs in the background, one after the other (in `both` the zfs-fuse project
+ *   runs beside), writes each one's address to `<dir>/<i>.json` (or the boot's error
  *   to `<i>.error`) and tells the workers `<dir>` in `$ZCSI_OPENZFS_SHARED_VMS`. Its teardown
  *   kills them. `waitForImage` (the project's setup file) waits for `<dir>/image`.
  * - A worker's `createPoolHost` calls `leaseSharedVm`: the first VM this process has not lent

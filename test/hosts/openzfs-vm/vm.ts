@@ -67,7 +67,7 @@ let imagePromise: Promise<OpenZfsImage> | undefined;
  * The image to boot: `$ZCSI_OPENZFS_VM_IMAGE` (a directory build.sh printed) when set, else
  * build.sh's answer (a cache hit costs an apt lists refresh, ~1-3 s; a cold build minutes).
  * Once per process. The build runs at a lower CPU priority (nice 10): in a `both` run it
- * builds while the zfs-fuse project runs (global-setup.ts), whose tests come first.
+ * builds while the zfs-fuse project's files run (global-setup.ts).
  */
 export function openZfsImage(): Promise<OpenZfsImage> {
   imagePromise ??= (async () => {
