@@ -64,10 +64,29 @@ export function keptForOldHome(source: { host: string; dataset: string }, props:
  */
 export function sourcePruneOfCopy(job: ReplicationJob, snapshots: readonly HeldSnapshot[], to: SnapshotEntry, released: ReadonlySet<string>, props: DatasetProperties | undefined, hosts: readonly PoolHostConfig[], recorded: ReadonlySet<string>): string[] {
   const prunable = sourcePrune(snapshots, to, released);
-  if (job.origin.kind !== "volume") return prunable;
+  if (job.origin.kind !== "volume") {
+    // A node-annotation master promoted by moving its source annotation (annotation-failover.ts)
+    // keeps the snapshots it received up to the failover: the old master's `zcsi resync` continues
+    // from the newest of them, incrementally. Only those, and they stay while the record does.
+    const at = failedOverAt(props);
+    if (at === undefined) return prunable;
+    const created = new Map(snapshots.map((s) => [s.name, s.creation]));
+    return prunable.filter((name) => (created.get(name) ?? 0) > at);
+  }
   if (unstartedTargets(job.source, props, hosts, recorded).length > 0) return [];
   const oldHome = keptForOldHome(job.source, props, hosts, recorded);
   if (oldHome === undefined) return prunable;
   const created = new Map(snapshots.map((s) => [s.name, s.creation]));
   return prunable.filter((name) => (created.get(name) ?? 0) > oldHome.before);
+}
+
+/** When the copy was promoted by a failover (its zcsi:failed-over record's `at`, seconds); undefined without a readable record. */
+function failedOverAt(props: DatasetProperties | undefined): number | undefined {
+  try {
+    const record = JSON.parse(local(props, PROP.failedOver) ?? "null") as { at?: unknown } | null;
+    const at = typeof record?.at === "string" ? Date.parse(record.at) / 1000 : NaN;
+    return Number.isNaN(at) ? undefined : at;
+  } catch {
+    return undefined;
+  }
 }

@@ -278,5 +278,13 @@ describe("a moved home keeps what its replicas continue from", () => {
     expect(sourcePruneOfCopy(job, snaps, to, new Set(), failedOver, HOSTS, recorded("pool-3"))).toEqual(["zcsi-repl-c"]);
     expect(sourcePruneOfCopy(job, snaps, to, new Set(), failedOver, HOSTS, recorded("pool-3", "pool-1"))).toEqual(["zcsi-repl-a", "zcsi-repl-b", "zcsi-repl-c"]);
   });
+
+  it("a node-annotation master promoted by moving its source annotation keeps what it received up to the failover, for the old master's resync", () => {
+    const annotationJob = { ...job, origin: { kind: "annotation" as const, node: "pool-2" } };
+    const record = { "zcsi:failed-over": JSON.stringify({ from: "pool-1:tank/apps/db", epoch: 2, at: new Date(250_000).toISOString() }) };
+    expect(sourcePruneOfCopy(annotationJob, snaps, to, new Set(), props(record), HOSTS, recorded())).toEqual(["zcsi-repl-c"]);
+    // Never promoted: prunes as always.
+    expect(sourcePruneOfCopy(annotationJob, snaps, to, new Set(), props({}), HOSTS, recorded())).toEqual(["zcsi-repl-a", "zcsi-repl-b", "zcsi-repl-c"]);
+  });
 });
 
