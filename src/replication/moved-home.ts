@@ -44,17 +44,10 @@ function receivedFrom(source: { host: string; dataset: string }, name: string, h
  * to keep for a failed-over-from host.
  */
 export function keptForOldHome(source: { host: string; dataset: string }, props: DatasetProperties | undefined, hosts: readonly PoolHostConfig[], recorded: ReadonlySet<string>): { readonly host: string; readonly before: number } | undefined {
-  let record: { from?: unknown; at?: unknown };
-  try {
-    record = JSON.parse(local(props, PROP.failedOver) ?? "null") as { from?: unknown; at?: unknown };
-  } catch {
-    return undefined;
-  }
-  if (record === null || typeof record.from !== "string" || typeof record.at !== "string") return undefined;
-  const before = Date.parse(record.at) / 1000;
-  if (Number.isNaN(before)) return undefined;
+  const record = failedOverRecord(props);
+  if (record?.from === undefined) return undefined;
   const host = record.from.split(",").find((name) => receivedFrom(source, name, hosts, recorded) === false);
-  return host === undefined ? undefined : { host, before };
+  return host === undefined ? undefined : { host, before: record.at };
 }
 
 /**
@@ -68,7 +61,7 @@ export function sourcePruneOfCopy(job: ReplicationJob, snapshots: readonly HeldS
     // A node-annotation master promoted by moving its source annotation (annotation-failover.ts)
     // keeps the snapshots it received up to the failover: the old master's `zcsi resync` continues
     // from the newest of them, incrementally. Only those, and they stay while the record does.
-    const at = failedOverAt(props);
+    const at = failedOverRecord(props)?.at;
     if (at === undefined) return prunable;
     const created = new Map(snapshots.map((s) => [s.name, s.creation]));
     return prunable.filter((name) => (created.get(name) ?? 0) > at);
@@ -80,12 +73,13 @@ export function sourcePruneOfCopy(job: ReplicationJob, snapshots: readonly HeldS
   return prunable.filter((name) => (created.get(name) ?? 0) > oldHome.before);
 }
 
-/** When the copy was promoted by a failover (its zcsi:failed-over record's `at`, seconds); undefined without a readable record. */
-function failedOverAt(props: DatasetProperties | undefined): number | undefined {
+/** The copy's zcsi:failed-over record: whom it took over from, and when (seconds); undefined without a readable time. */
+function failedOverRecord(props: DatasetProperties | undefined): { readonly from?: string; readonly at: number } | undefined {
   try {
-    const record = JSON.parse(local(props, PROP.failedOver) ?? "null") as { at?: unknown } | null;
+    const record = JSON.parse(local(props, PROP.failedOver) ?? "null") as { from?: unknown; at?: unknown } | null;
     const at = typeof record?.at === "string" ? Date.parse(record.at) / 1000 : NaN;
-    return Number.isNaN(at) ? undefined : at;
+    if (Number.isNaN(at)) return undefined;
+    return typeof record?.from === "string" ? { from: record.from, at } : { at };
   } catch {
     return undefined;
   }
