@@ -3,6 +3,7 @@ import type { EventRecorder } from "../k8s/events.js";
 import { HOME_ANNOTATION, homeAnnotationValue, type PvAnnotator } from "../k8s/pv.js";
 import type { VolumeWorkloads } from "../k8s/workloads.js";
 import type { Logger } from "../log.js";
+import { failedOverValue } from "../volumes/failed-over.js";
 import { copyName, type Copy } from "../volumes/home.js";
 import { newestSnapshot, type VolumeHomes } from "../volumes/homes.js";
 import type { PoolHosts } from "../volumes/hosts.js";
@@ -121,9 +122,9 @@ export async function failover(deps: FailoverDeps, req: FailoverRequest): Promis
     await lock.step("promoted", { epoch: promotion.epoch });
     const lastSnapshot = await newestSnapshot(hosts, promotion);
     if (!promotion.already) {
-      const record = { from, epoch: promotion.epoch, at: new Date().toISOString(), lastSnapshot: lastSnapshot?.name, lastSnapshotAt: lastSnapshot?.createdAt.toISOString() };
-      const end = lastMoveProperty({ kind: "failover", outcome: "done", at: record.at, ...(from !== undefined && { from }), to, epoch: promotion.epoch });
-      await hosts.get(to).zfs.set(promotion.dataset, { [PROP.failedOver]: JSON.stringify(record), ...end });
+      const at = new Date().toISOString();
+      const end = lastMoveProperty({ kind: "failover", outcome: "done", at, ...(from !== undefined && { from }), to, epoch: promotion.epoch });
+      await hosts.get(to).zfs.set(promotion.dataset, { [PROP.failedOver]: failedOverValue(from, promotion.epoch, at, lastSnapshot), ...end });
     }
     const result = await restartWorkloads(deps, { volumeId, ...(from !== undefined && { from }), to, epoch: promotion.epoch, already: promotion.already, ...(lastSnapshot && { lastSnapshot }) }, promotion);
     await lock.step("workloads-restarted");

@@ -6,6 +6,7 @@ import type { Clock } from "../util/clock.js";
 import { classifyCopy, copyName, type CopyFacts } from "../volumes/home.js";
 import { copyFacts, HOME_PROPS, newestSnapshot } from "../volumes/homes.js";
 import type { PoolHosts } from "../volumes/hosts.js";
+import { failedOverValue, readFailedOver } from "../volumes/failed-over.js";
 import { PROP } from "../volumes/properties.js";
 import { ownUserPropertyValue } from "../zfs/parse.js";
 import { SOURCE_ANNOTATION, type ConfigProblem, type ScheduledJob } from "./jobs.js";
@@ -67,14 +68,8 @@ export function splitName(name: string): { host: string; dataset: string } | und
 
 /** The old master a promoted copy's zcsi:failed-over record names (`from`), when it is one copy. */
 export function failedOverFrom(record: string | undefined): string | undefined {
-  if (record === undefined) return undefined;
-  try {
-    const parsed = JSON.parse(record) as unknown;
-    const from = typeof parsed === "object" && parsed !== null ? (parsed as { from?: unknown }).from : undefined;
-    return typeof from === "string" && splitName(from) !== undefined ? from : undefined;
-  } catch {
-    return undefined;
-  }
+  const from = readFailedOver(record)?.from;
+  return from !== undefined && splitName(from) !== undefined ? from : undefined;
 }
 
 /**
@@ -220,13 +215,12 @@ export class AnnotationFailover {
     const context = { op: "annotation-failover", identity, poolHost: source.host, dataset: source.dataset, epoch: promote.epoch, previous: promote.previous };
     logger.warn(context, "replication-source annotation names a replica: promoting it (failover of a node-annotation dataset)");
     const newest = await newestSnapshot(this.hosts, source);
-    const record = { from: promote.previous, epoch: promote.epoch, at, lastSnapshot: newest?.name, lastSnapshotAt: newest?.createdAt.toISOString() };
     // Role and epoch in one `zfs set`: a crash leaves the replica or the new master, never half of one.
     await host.zfs.set(source.dataset, {
       [PROP.volume]: identity,
       [PROP.role]: "primary",
       [PROP.epoch]: String(promote.epoch),
-      [PROP.failedOver]: JSON.stringify(record),
+      [PROP.failedOver]: failedOverValue(promote.previous, promote.epoch, at, newest),
       readonly: "off",
     });
     for (const name of [PROP.replicaOf, PROP.meta]) await host.zfs.inherit(source.dataset, name);

@@ -9,7 +9,7 @@ import { DEFAULT_REPLICATION_INTERVAL, MIN_REPLICATION_BANDWIDTH, MIN_REPLICATIO
 import { PROP } from "../volumes/properties.js";
 import { isServingCopy } from "../volumes/volume.js";
 import { isBelow, validateDataset } from "../zfs/names.js";
-import { ownUserPropertyValue, type DatasetProperties, type PropertyMap } from "../zfs/parse.js";
+import { ownProperty as local, type DatasetProperties, type PropertyMap } from "../zfs/parse.js";
 import type { AnnotatedSource } from "./annotation-failover.js";
 import type { ReplicationJob } from "./types.js";
 
@@ -79,10 +79,6 @@ export function replicationJobId(source: { host: string; dataset: string }, targ
   const hash = createHash("sha256").update(JSON.stringify([source.host, source.dataset, target.host, target.dataset])).digest("hex").slice(0, 8);
   const text = readable.replace(ID_UNSAFE, "_").replace(/^[-.]+/, "").slice(0, 80);
   return `${text}-${hash}`;
-}
-
-function local(props: ReadonlyMap<string, { value: string; source: string }> | undefined, name: string): string | undefined {
-  return ownUserPropertyValue(props?.get(name));
 }
 
 /**

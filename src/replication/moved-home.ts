@@ -3,14 +3,14 @@
  * so that its replicas, and a failed-over old home once resynced, can continue from it.
  */
 import type { PoolHostConfig } from "../config.js";
+import { readFailedOver } from "../volumes/failed-over.js";
 import { PROP } from "../volumes/properties.js";
-import { ownUserPropertyValue, type DatasetProperties } from "../zfs/parse.js";
+import { ownProperty as local, type DatasetProperties } from "../zfs/parse.js";
 import { jobStateProperty, sourcePrune, type HeldSnapshot } from "./bookkeeping.js";
 import { replicationJobId } from "./jobs.js";
 import type { SnapshotEntry } from "./plan.js";
 import type { ReplicationJob } from "./types.js";
 
-const local = (props: DatasetProperties | undefined, name: string): string | undefined => ownUserPropertyValue(props?.get(name));
 
 /**
  * The targets in a volume copy's zcsi:replicate-to that have no job record on it yet: they never
@@ -75,12 +75,7 @@ export function sourcePruneOfCopy(job: ReplicationJob, snapshots: readonly HeldS
 
 /** The copy's zcsi:failed-over record: whom it took over from, and when (seconds); undefined without a readable time. */
 function failedOverRecord(props: DatasetProperties | undefined): { readonly from?: string; readonly at: number } | undefined {
-  try {
-    const record = JSON.parse(local(props, PROP.failedOver) ?? "null") as { from?: unknown; at?: unknown } | null;
-    const at = typeof record?.at === "string" ? Date.parse(record.at) / 1000 : NaN;
-    if (Number.isNaN(at)) return undefined;
-    return typeof record?.from === "string" ? { from: record.from, at } : { at };
-  } catch {
-    return undefined;
-  }
+  const { from, at } = readFailedOver(local(props, PROP.failedOver)) ?? {};
+  if (at === undefined) return undefined;
+  return from === undefined ? { at } : { from, at };
 }

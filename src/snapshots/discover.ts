@@ -3,7 +3,7 @@ import { adoptionProblem, formatAdoptedId } from "../volumes/adopted-ids.js";
 import { adoptionMark } from "../volumes/adopted.js";
 import { PROP } from "../volumes/properties.js";
 import { isServingCopy } from "../volumes/volume.js";
-import { ownUserPropertyValue, PropertyView, type PropertyMap } from "../zfs/parse.js";
+import { ownProperty as local, PropertyView, type PropertyMap } from "../zfs/parse.js";
 import { parseAutoSnapshotName } from "./retention.js";
 import { STALE_PROPS } from "./stale.js";
 import { pushTo } from "../util/multimap.js";
@@ -48,7 +48,6 @@ export interface ManagedVolume {
 
 type Props = ReadonlyMap<string, { value: string; source: string }>;
 
-const local = (props: Props | undefined, name: string): string | undefined => ownUserPropertyValue(props?.get(name));
 
 /**
  * The zcsi volumes directly below `parent` and their snapshots, from one discovery result.

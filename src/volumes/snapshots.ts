@@ -2,7 +2,7 @@ import { alreadyExists, errorMessage, failedPrecondition, internal, isZcsiError,
 import type { Logger } from "../log.js";
 import { hasReason } from "../zfs/errors.js";
 import { poolOf } from "../zfs/names.js";
-import { ownUserPropertyValue, PropertyView, type PropertyMap } from "../zfs/parse.js";
+import { ownProperty as local, PropertyView, type PropertyMap } from "../zfs/parse.js";
 import { DELETE_SNAPSHOT_PROGRAM, deleteSnapshotProgramArgs, parseDeleteSnapshotResult } from "./delete-snapshot-program.js";
 import type { PoolHost, PoolHosts } from "./hosts.js";
 import { formatSnapshotId, formatVolumeId, parseSnapshotId, parseVolumeId, type SnapshotRef, type VolumeRef } from "./ids.js";
@@ -46,12 +46,6 @@ export type SnapshotLookup =
 
 /** Everything a snapshot lookup or listing needs, for volumes and snapshots alike, in one `zfs get`. */
 export const SNAPSHOT_PROPS = [PROP.snapshotName, PROP.groupMembers, PROP.autoSnapshot, PROP.csiName, PROP.volume, PROP.role, PROP.replicaOf, PROP.fenced, "defer_destroy", "creation", "referenced"];
-
-type Props = ReadonlyMap<string, { value: string; source: string }>;
-
-function local(props: Props | undefined, name: string): string | undefined {
-  return ownUserPropertyValue(props?.get(name));
-}
 
 /**
  * Classifies `dataset@snap` from one `zfs get` result that holds both the snapshot and its

@@ -4,7 +4,7 @@ import type { VolumeParameters } from "./parameters.js";
 import { CLONE_SNAPSHOT_PREFIX, PROP, type VolumeState } from "./properties.js";
 import { capacityOf, SIZE_PROPERTIES, sizeModeOf, type SizeMode } from "./size-modes.js";
 import type { Snapshot } from "./snapshots.js";
-import { ownUserPropertyValue, PropertyView } from "../zfs/parse.js";
+import { ownProperty, PropertyView } from "../zfs/parse.js";
 
 export interface Volume {
   readonly id: string;
@@ -91,9 +91,7 @@ export const VOLUME_PROPS = [
 export type PropertyMap = ReadonlyMap<string, { value: string; source: string }>;
 
 /** A user property counts only where it is set on the dataset itself, not inherited. */
-export function local(props: PropertyMap, name: string): string | undefined {
-  return ownUserPropertyValue(props.get(name));
-}
+export const local: (props: PropertyMap, name: string) => string | undefined = ownProperty;
 
 export function toVolume(host: PoolHost, dataset: string, props: PropertyMap): Volume | undefined {
   const csiName = local(props, PROP.csiName);

@@ -161,6 +161,11 @@ export function ownUserPropertyValue(entry: PropertyValue | undefined): string |
   return entry?.source === OWN_SOURCE ? meaningful(entry.value) : undefined;
 }
 
+/** The user property `name` as zcsi set it on this dataset itself (ownUserPropertyValue of its entry in `props`). */
+export function ownProperty(props: ReadonlyMap<string, PropertyValue> | undefined, name: string): string | undefined {
+  return ownUserPropertyValue(props?.get(name));
+}
+
 /** The return value of a channel program from `zfs program -j` output (`{"return": ...}`); undefined when it returned nothing. */
 export function parseProgramOutput(host: string, stdout: string): unknown {
   let parsed: unknown;

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { isZcsiError } from "../../src/errors.js";
 import { listColumns, ZPOOL_LIST_COLUMNS } from "../../src/zfs/argv.js";
 import {
+  ownProperty,
   ownUserPropertyValue,
   parseExactInteger,
   parseGet,
@@ -43,6 +44,9 @@ describe("parseGet on recorded zfs-fuse output", () => {
     expect(b?.get("zcsi:name")).toEqual({ value: "pvc-1", source: "inherited from zrec/k8s" });
     expect(userPropertyValue(b?.get("zcsi:name"))).toBe("pvc-1");
     expect(ownUserPropertyValue(b?.get("zcsi:name"))).toBeUndefined();
+    expect(ownProperty(b, "zcsi:name")).toBeUndefined();
+    expect(ownProperty(parseGet(fixture("zfs-fuse", "get-created").stdout).get("zrec/k8s/a"), "zcsi:name")).toBe("pvc-a");
+    expect(ownProperty(undefined, "zcsi:name")).toBeUndefined();
     // An unset quota is 0 in -p mode (not "none").
     expect(b?.get("quota")).toEqual({ value: "0", source: "default" });
   });
