@@ -32,6 +32,7 @@ import { parseSnapshotId, parseVolumeId, snapshotNameFromCsi, volumeLeafFromName
 import { parseSnapshotParameters, parseVolumeParameters, type VolumeParameters } from "../volumes/parameters.js";
 import { largestVolume } from "../volumes/size-modes.js";
 import { mutableKeys, withMutableParameters } from "../volumes/modify.js";
+import { HEALTH_REUSE_MS } from "../volumes/hosts.js";
 import type { Volume, VolumeListing, VolumeService } from "../volumes/service.js";
 import type { Snapshot, SnapshotService } from "../volumes/snapshots.js";
 import { KeyedLocks } from "../util/locks.js";
@@ -251,9 +252,11 @@ export class ControllerService {
    */
   async listVolumes(req: ListVolumesRequest__Output): Promise<ListVolumesResponse> {
     if (req.maxEntries < 0) throw invalidArgument("max_entries must not be negative");
-    // The first page checks the hosts' health while it lists (in parallel); the later pages
-    // read the health last recorded (this check, Probe's, any other call's) and run nothing.
-    const { listing, page: entries, nextToken } = await this.volumeListings.page(req, async () => (await Promise.all([this.volumes.checkHosts(), this.volumes.listTolerant()]))[1]);
+    // The first page checks the hosts' health while it lists (in parallel), save a host found
+    // up less than HEALTH_REUSE_MS ago; the later pages read the health last recorded (this
+    // check, Probe's, any other call's) and run nothing.
+    const list = async (): Promise<VolumeListing> => (await Promise.all([this.volumes.checkHosts(HEALTH_REUSE_MS), this.volumes.listTolerant()]))[1];
+    const { listing, page: entries, nextToken } = await this.volumeListings.page(req, list);
     const problemOf = (host: string): string | undefined => this.volumes.hosts.health.state(host)?.problem ?? listing.unreachable.get(host);
     return {
       entries: entries.map((v) => ({ volume: toCsiVolume(v, this.config.driverName), status: { publishedNodeIds: [], volumeCondition: this.condition(v, problemOf(v.ref.poolHost)) } })),

@@ -30,6 +30,16 @@ export interface PoolHostObservation {
 }
 
 /**
+ * How long ListVolumes takes a host's last check that found it up as its health, instead of
+ * checking again (`zpool list` and two `zfs get`s beside its one listing: with 10 volumes
+ * they double a walk's time, bench/scale.ts). Short beside what a walk already accepts (its
+ * later pages read the health of its first, held up to LISTING_TTL_MS, csi/listing-cache.ts)
+ * and beside Probe's period; a host found down is checked again every time, and a failed
+ * listing makes its host's next check run (PoolHostHealth.suspect).
+ */
+export const HEALTH_REUSE_MS = 5_000;
+
+/**
  * Health per pool host, not per process (ARCHITECTURE, key decisions): one unreachable host
  * degrades its own volumes only. Fed by every host check (Probe, ListVolumes,
  * ControllerGetVolume) and read by VolumeCondition, Probe, `zcsi status` and the
@@ -38,6 +48,8 @@ export interface PoolHostObservation {
 export class PoolHostHealth {
   private readonly states = new Map<string, PoolHostState>();
   private readonly observations = new Map<string, PoolHostObservation>();
+  /** When each host was last checked (any outcome); absent when never, or suspect since. */
+  private readonly checkedAt = new Map<string, number>();
 
   constructor(
     readonly hosts: readonly string[],
@@ -47,11 +59,23 @@ export class PoolHostHealth {
   /** Records a check's outcome; returns the new state when it differs from the last one (a start, change or end of a problem). */
   record(host: string, problem: string | undefined, observation?: PoolHostObservation): PoolHostState | undefined {
     if (observation !== undefined) this.observations.set(host, observation);
+    this.checkedAt.set(host, this.now());
     const before = this.states.get(host);
     if (before && before.up === (problem === undefined) && before.problem === problem) return undefined;
     const state: PoolHostState = problem === undefined ? { up: true, since: this.now() } : { up: false, problem, since: this.now() };
     this.states.set(host, state);
     return state;
+  }
+
+  /** True when the last check found the host up less than `maxAgeMs` ago and nothing has made it suspect since. */
+  upWithin(host: string, maxAgeMs: number): boolean {
+    const at = this.checkedAt.get(host);
+    return this.states.get(host)?.up === true && at !== undefined && this.now() - at < maxAgeMs;
+  }
+
+  /** A command on the host failed outside a check (a listing): its last check is reused no more. */
+  suspect(host: string): void {
+    this.checkedAt.delete(host);
   }
 
   state(host: string): PoolHostState | undefined {

@@ -307,12 +307,6 @@ export class VolumeService {
     return modifyVolume(this.hosts.get(volume.ref.poolHost), volume, mutable, this.hosts.names, this.logger);
   }
 
-  /** Every zcsi volume on every host, ordered by id: one `zfs get` per host. */
-  async list(): Promise<Volume[]> {
-    const perHost = await Promise.all(this.hosts.all().map((host) => this.listHost(host)));
-    return perHost.flat().sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-  }
-
   private async listHost(host: PoolHost): Promise<Volume[]> {
     const parent = host.config.parentDataset;
     let all: ReadonlyMap<string, PropertyMap>;
@@ -335,8 +329,8 @@ export class VolumeService {
   /**
    * Every volume, tolerating hosts that cannot answer: a host whose listing fails reports the
    * volumes it had at its last successful listing (none before the first), with the reason in
-   * `unreachable`, so one host down neither hides nor blocks the others' volumes. Throws only
-   * when no host answered.
+   * `unreachable`, so one host down neither hides nor blocks the others' volumes, and is
+   * suspect (its next check runs, PoolHostHealth.suspect). Throws only when no host answered.
    */
   async listTolerant(): Promise<VolumeListing> {
     const hosts = this.hosts.all();
@@ -350,6 +344,7 @@ export class VolumeService {
         volumes.push(...result.value);
       } else {
         unreachable.set(name, errorMessage(result.reason));
+        this.hosts.health.suspect(name);
         volumes.push(...(this.lastListed.get(name) ?? []));
       }
     });
@@ -370,10 +365,10 @@ export class VolumeService {
     return problem;
   }
 
-  /** Every host checked at once: name → problem (undefined when up). */
-  async checkHosts(): Promise<Map<string, string | undefined>> {
+  /** Every host checked at once: name → problem (undefined when up); one found up less than `reuseUpWithinMs` ago is not checked again. */
+  async checkHosts(reuseUpWithinMs = 0): Promise<Map<string, string | undefined>> {
     const hosts = this.hosts.all();
-    const problems = await Promise.all(hosts.map((h) => this.checkHost(h)));
+    const problems = await Promise.all(hosts.map((h) => (this.hosts.health.upWithin(h.config.name, reuseUpWithinMs) ? undefined : this.checkHost(h))));
     return new Map(hosts.map((h, i) => [h.config.name, problems[i]]));
   }
 

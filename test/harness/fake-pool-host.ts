@@ -1,8 +1,9 @@
 /**
  * A pool host for unit tests of code that reads and writes ZFS properties: its datasets as
  * `zfs get -Hp` prints them (every value `local`; readonly too), `-d 1` listing the children of
- * a dataset, `zfs set` and `zfs inherit` changing them, and a switch that takes the host down
- * (every command fails as over a dead connection). No streams: sends are not its business.
+ * a dataset, `zfs set` and `zfs inherit` changing them, `zpool list -H` of a pool in
+ * `poolHealth`, and a switch that takes the host down (every command fails as over a dead
+ * connection). No streams: sends are not its business.
  */
 import { parseConfig } from "../../src/config.js";
 import { isZcsiError, unavailable, type ErrorKind } from "../../src/errors.js";
@@ -14,6 +15,8 @@ export class FakePoolHost implements Executor {
   /** The `zfs set` commands, in order. */
   readonly sets: string[][] = [];
   down = false;
+  /** What `zpool list` says of any pool's health. */
+  poolHealth = "ONLINE";
   /** When set, every `zfs set` fails with this stderr (a pool that cannot be written). */
   failSet: string | undefined;
   constructor(
@@ -26,6 +29,7 @@ export class FakePoolHost implements Executor {
     this.commands.push([...argv]);
     if (argv[1] === "version") return ok("zfs-2.2.2-1\nzfs-kmod-2.2.2-1\n");
     const name = argv[argv.length - 1]!;
+    if (argv[0] === "zpool" && argv[1] === "list") return ok(`${name}\t${this.poolHealth}\t1G\t512M\t512M\n`);
     const ds = this.datasets.get(name);
     if (argv[1] === "get") {
       const props = argv[argv.length - 2]!.split(",");

@@ -308,11 +308,15 @@ describe("ListVolumes", () => {
       for (const [name, n] of snapshot()) if (n - (before.get(name) ?? 0) > 0) out[name] = n - (before.get(name) ?? 0);
       return out;
     };
+    // Each call checks every host beside its listing: none reuses the other's check (HEALTH_REUSE_MS).
+    const checkAnew = (): void => env.poolHosts.names.forEach((name) => env.poolHosts.health.suspect(name));
+    checkAnew();
     let before = snapshot();
     const unpaged = await env.client.listVolumes({});
     const oneCall = since(before);
     expect(oneCall["zfs get"]).toBeGreaterThanOrEqual(env.poolHosts.all().length); // each host's listing (and its health check)
 
+    checkAnew();
     before = snapshot();
     const seen: string[] = [];
     let token = "";
