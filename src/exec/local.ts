@@ -3,6 +3,9 @@ import { open } from "node:fs/promises";
 import { deadlineExceeded, unavailable } from "../errors.js";
 import type { ExecOptions, ExecResult, ExecStream, Executor } from "./executor.js";
 
+/** How long a killed command gets to exit before a timed-out `run` rejects without it. */
+const UNKILLABLE_GRACE_MS = 2_000;
+
 /** Runs argv on this machine with `spawn` (no shell, ever). Used on the pool host itself and in tests. */
 export class LocalExecutor implements Executor {
   readonly host: string;
@@ -22,14 +25,19 @@ export class LocalExecutor implements Executor {
     s.stdin.end(options.stdin ?? undefined);
     let timer: NodeJS.Timeout | undefined;
     let timedOut = false;
-    if (options.timeoutMs !== undefined) {
+    const expired = new Promise<never>((_, reject) => {
+      if (options.timeoutMs === undefined) return;
+      const timeout = deadlineExceeded(`${this.host}: ${argv[0]} did not finish within ${options.timeoutMs} ms`);
       timer = setTimeout(() => {
         timedOut = true;
         s.kill();
+        // A process stuck in the kernel (D state: a hung FUSE or NFS mount) survives SIGKILL
+        // and never closes its pipes; the caller's deadline must hold all the same.
+        timer = setTimeout(() => reject(timeout), UNKILLABLE_GRACE_MS);
       }, options.timeoutMs);
-    }
+    });
     try {
-      const result = await s.done;
+      const result = await Promise.race([s.done, expired]);
       if (timedOut) throw deadlineExceeded(`${this.host}: ${argv[0]} did not finish within ${options.timeoutMs} ms`);
       return { ...result, stdout: Buffer.concat(out).toString("utf8"), stderr: Buffer.concat(err).toString("utf8") };
     } finally {

@@ -79,7 +79,8 @@ export function openExecChannel(conn: Connection, command: string): Promise<Star
 
 /**
  * Follows a started channel to its end: `done` settles when it closes (and `onClosed` runs
- * then, e.g. to free its slot); `kill` sends SIGTERM, then SIGKILL and a close.
+ * then, e.g. to free its slot); `kill` sends SIGTERM, then SIGKILL, and leaves the close to
+ * the server, which sends it once the command has exited.
  */
 export function trackChannel(conn: Connection, started: StartedChannel, what: { target: string; command: string }, log: Logger, onClosed: () => void): Running {
   const { channel } = started;
@@ -105,10 +106,15 @@ export function trackChannel(conn: Connection, started: StartedChannel, what: { 
   const kill = (): void => {
     if (closed || killTimer !== undefined) return;
     // sshd delivers signals with killpg() to the session's process group (OpenSSH session.c).
-    sendSignal(channel, "TERM");
+    // The channel is not closed after the signals: sshd closes it once every process holding
+    // its stdout/stderr has exited, so `done` (and the slot freed with it) waits until the
+    // command is really gone. A command stuck in the kernel (D state, e.g. on a hung FUSE
+    // mount) survives SIGKILL; closing our side would free its slot while it still runs on the
+    // host, and the next command would pile onto a pool host that is already struggling.
+    // Only when no signal can be sent (an ssh2 that moved its internals) is closing left.
+    const signalled = sendSignal(channel, "TERM");
     killTimer = setTimeout(() => {
-      sendSignal(channel, "KILL");
-      channel.close();
+      if (!signalled || !sendSignal(channel, "KILL")) channel.close();
     }, KILL_GRACE_MS);
     // Keep reading so the channel can reach "close" even if nobody consumes the output.
     channel.resume();

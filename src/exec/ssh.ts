@@ -43,6 +43,11 @@ export interface SshExecutorOptions {
   readonly keepaliveIntervalMs?: number;
   /** Per-command timeout for `run` when the call gives none. */
   readonly defaultTimeoutMs?: number;
+  /**
+   * How long close() waits for `run` commands still on the host to exit before it drops the
+   * connection (which would leave them running there unseen). Default 10 s.
+   */
+  readonly drainTimeoutMs?: number;
   /** Delay after the first failed connection attempt; doubles per failure up to `backoffMaxMs`. */
   readonly backoffInitialMs?: number;
   readonly backoffMaxMs?: number;
@@ -62,6 +67,8 @@ export interface SshExecutorStats {
   /** `run` commands holding a command slot now, and their high-water mark (never above `maxCommands`). */
   readonly runningCommands: number;
   readonly peakCommands: number;
+  /** `run` commands that overran their timeout and have not exited yet (they still hold their slots). */
+  readonly abandonedCommands: number;
   /** Connection attempts made (successful or not). */
   readonly connects: number;
   /** Channel opens the server refused (e.g. MaxSessions) and that were retried. */
@@ -93,6 +100,10 @@ export class SshExecutor implements Executor {
   private readonly channels: Semaphore;
   private readonly commands: Semaphore;
   private openRetries = 0;
+  private abandoned = 0;
+  /** The `done` of every `run` command started and not yet exited: what close() waits for. */
+  private readonly inFlight = new Set<Promise<unknown>>();
+  private readonly drainTimeoutMs: number;
   private closed = false;
 
   constructor(options: SshExecutorOptions) {
@@ -111,6 +122,7 @@ export class SshExecutor implements Executor {
     this.commands = new Semaphore(maxCommands);
     this.sudo = options.sudo ?? false;
     this.defaultTimeoutMs = options.defaultTimeoutMs ?? 60_000;
+    this.drainTimeoutMs = options.drainTimeoutMs ?? 10_000;
     this.log = (options.logger ?? silentLogger).child({ component: "ssh", host: options.host });
     this.connector = new SshConnector(this.target, options, options.privateKey, pinned, this.log);
   }
@@ -122,6 +134,7 @@ export class SshExecutor implements Executor {
       queued: this.channels.queued + this.commands.queued,
       runningCommands: this.commands.inUse,
       peakCommands: this.commands.peak,
+      abandonedCommands: this.abandoned,
       connects: this.connector.connects,
       channelOpenRetries: this.openRetries,
     };
@@ -142,6 +155,8 @@ export class SshExecutor implements Executor {
     try {
       releaseCommand = await this.waitFor(this.commands, argv, waitSignal);
       const running = await this.start(argv, command, waitSignal, deadline.signal);
+      this.inFlight.add(running.done);
+      void running.done.catch(() => undefined).finally(() => this.inFlight.delete(running.done));
       const { channel } = running;
       const stdout: Buffer[] = [];
       const stderr: Buffer[] = [];
@@ -160,6 +175,9 @@ export class SshExecutor implements Executor {
         const result = await Promise.race([running.done, expired]);
         await stderrDone;
         return { ...result, stdout: Buffer.concat(stdout).toString("utf8"), stderr: Buffer.concat(stderr).toString("utf8") };
+      } catch (err) {
+        if (deadline.signal.aborted) releaseCommand = this.abandon(argv, running, releaseCommand);
+        throw err;
       } finally {
         deadline.signal.removeEventListener("abort", onAbort);
       }
@@ -167,6 +185,24 @@ export class SshExecutor implements Executor {
       clearTimeout(timer);
       releaseCommand?.();
     }
+  }
+
+  /**
+   * A command past its deadline: the caller gets DeadlineExceeded now, but the command keeps
+   * its slot until it has exited on the host (the kill is under way; see trackChannel). A
+   * command that does not die (stuck in the kernel of a struggling host) keeps the slot for
+   * good, so zcsi never runs more than `maxCommands` commands there, dead or alive. Returns
+   * the release for the caller's `finally`, which is now a no-op.
+   */
+  private abandon(argv: readonly string[], running: Running, release: Release | undefined): undefined {
+    this.abandoned += 1;
+    this.log.warn({ command: argv[0] ?? "command", runningCommands: this.commands.inUse }, "command timed out; its slot stays taken until it has exited on the pool host");
+    const exited = (): void => {
+      this.abandoned -= 1;
+      release?.();
+    };
+    running.done.then(exited, exited);
+    return undefined;
   }
 
   /**
@@ -180,12 +216,23 @@ export class SshExecutor implements Executor {
     return { stdin: channel, stdout: channel, stderr: channel.stderr, done: running.done, kill: running.kill };
   }
 
+  /**
+   * Refuses new commands at once, lets the commands already on the host finish (at most
+   * `drainTimeoutMs`), then drops the connection.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     const err = unavailable(`${this.target}: the SSH executor was closed`);
     this.commands.close(err);
     this.channels.close(err);
+    if (this.inFlight.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      const gaveUp = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), this.drainTimeoutMs)));
+      const drained = Promise.allSettled([...this.inFlight]).then(() => false);
+      if (await Promise.race([drained, gaveUp])) this.log.warn({ running: this.inFlight.size }, "closing with commands still running on the pool host");
+      clearTimeout(timer);
+    }
     await this.connector.close();
   }
 

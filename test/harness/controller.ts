@@ -44,6 +44,12 @@ export interface ControllerEnv {
   zfs(...args: string[]): Promise<{ stdout: string; stderr: string; exitCode: number | null }>;
   /** Every JSON log line the driver wrote so far. */
   logs(): Promise<Record<string, unknown>[]>;
+  /**
+   * Stops the driver alone (the gRPC server, then the pool-host connections, which let the
+   * commands still running on a host finish) and keeps the pools: a cleanup that works on a
+   * pool behind the driver's back runs this first, so it never races the driver's commands.
+   */
+  stopController(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -75,10 +81,13 @@ export async function startControllerEnv(options: ControllerEnvOptions = {}): Pr
   let server: RunningController | undefined;
   let poolHosts: PoolHosts | undefined;
   let client: CsiClient | undefined;
-  const stop = async (): Promise<void> => {
+  const stopController = async (): Promise<void> => {
     client?.close();
     await server?.close();
     await poolHosts?.close();
+  };
+  const stop = async (): Promise<void> => {
+    await stopController();
     for (const c of cleanups.reverse()) await c().catch(() => undefined);
     cleanups.length = 0;
   };
@@ -156,6 +165,7 @@ export async function startControllerEnv(options: ControllerEnvOptions = {}): Pr
           .split("\n")
           .filter((l) => l.trim() !== "")
           .map((l) => JSON.parse(l) as Record<string, unknown>),
+      stopController,
       stop,
     };
   } catch (err) {

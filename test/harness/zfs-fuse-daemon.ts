@@ -223,6 +223,20 @@ async function vdevPaths(host: ZfsFuseHost, pool: string, timeoutMs: number): Pr
     .filter((name) => name.startsWith("/"));
 }
 
+/**
+ * The daemon answers both of its doors within `timeoutMs`: its socket (`zpool list`) and its
+ * FUSE mounts (statfs of the shallowest one). A wedged zfs-fuse may still answer the first
+ * while every FUSE call hangs (processes in D state), so `zpool list` alone cannot tell.
+ */
+export async function daemonAnswers(host: ZfsFuseHost, timeoutMs: number): Promise<boolean> {
+  const probe = await runOn(host, ["zpool", "list", "-H", "-o", "name"], timeoutMs);
+  // "connect: Connection refused": no daemon behind the socket, which is no answer either.
+  if (probe.timedOut || /^connect: /m.test(probe.stderr)) return false;
+  const [mount] = (await zfsFuseMounts(host)).sort((a, b) => a.length - b.length);
+  // A dead mount (ENOTCONN) fails at once: that is an answer, and recovery detaches it later.
+  return mount === undefined || !(await runOn(host, ["stat", "-f", "-c", "%b", mount], timeoutMs)).timedOut;
+}
+
 export interface RecoveryReport {
   /** The daemon did not answer the probe and was killed. */
   wedged: boolean;
@@ -271,11 +285,7 @@ export async function recoverZfsFuse(host: ZfsFuseHost, options: RecoveryOptions
   let pids = zfsFuseDaemons(host);
   if (pids.length > 0) {
     let answered = false;
-    for (let attempt = 0; attempt < 2 && !answered; attempt++) {
-      const probe = await runOn(host, ["zpool", "list", "-H", "-o", "name"], probeTimeoutMs);
-      // "connect: Connection refused": no daemon behind the socket, which is no answer either.
-      answered = !probe.timedOut && !/^connect: /m.test(probe.stderr);
-    }
+    for (let attempt = 0; attempt < 2 && !answered; attempt++) answered = await daemonAnswers(host, probeTimeoutMs);
     if (!answered) {
       report.wedged = true;
       for (const pid of pids) process.kill(pid, "SIGKILL");

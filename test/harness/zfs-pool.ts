@@ -17,6 +17,7 @@ import { join } from "node:path";
 import type { Executor } from "../../src/exec/executor.js";
 import { LocalExecutor } from "../../src/exec/local.js";
 import {
+  daemonAnswers,
   localZfsFuseHost,
   recoverZfsFuse,
   startZfsFuse,
@@ -134,6 +135,25 @@ export async function holdZfsFuseDaemon(): Promise<() => Promise<void>> {
   return releaseDaemon;
 }
 
+/** How long the daemon may take to answer before a new pool counts it as wedged (then recovery probes twice more). */
+const WEDGE_PROBE_MS = 15_000;
+
+/**
+ * A daemon that wedged during this run (every FUSE call hanging, after a file's burst of
+ * commands) would hang every later file on it: each new pool first checks that the daemon
+ * answers and, when it does not, recovery (zfs-fuse-daemon.ts) kills it and starts a fresh
+ * one, which this process then owns and stops with its last pool.
+ */
+async function recoverIfWedged(): Promise<void> {
+  await locked(async () => {
+    if (!daemonRunning() || (await daemonAnswers(localZfsFuseHost, WEDGE_PROBE_MS))) return;
+    const report = await recoverZfsFuse(localZfsFuseHost);
+    if (!report.wedged) return;
+    if (report.daemon) daemon.started = report.daemon;
+    console.warn(`zfs-fuse: wedged during the run: killed ${report.killed.join(",")}, started ${report.daemon?.pid ?? "none"}, destroyed [${report.destroyed.join(" ")}]`);
+  });
+}
+
 async function releaseDaemon(): Promise<void> {
   await locked(async () => {
     daemon.refs = Math.max(0, daemon.refs - 1);
@@ -209,6 +229,7 @@ export async function createTestPool(opts: TestPoolOptions = {}): Promise<TestPo
   if (!/^[a-z]+$/.test(prefix)) throw new Error(`pool prefix must be lowercase letters, got ${prefix}`);
   const sizeMiB = opts.sizeMiB ?? 512;
   installExitHook();
+  await recoverIfWedged();
   await acquireDaemon();
   const pool = `${prefix}${randomBytes(5).toString("hex")}`;
   let dir: string | undefined;

@@ -227,6 +227,32 @@ describe("SshExecutor.run", () => {
     await waitFor(() => processesRunning(`sleep 7320.${RUN_ID}`).length === 0 && processesRunning(`sudo -n sleep 7320.${RUN_ID}`).length === 0, 30_000);
   });
 
+  it("a command past its timeout keeps its slot until it has exited on the host; the next command waits for that", async () => {
+    // The setsid'd child is out of reach of the kill (as a zfs stuck in the kernel on a
+    // wedged FUSE mount is) and holds the command's stdout until it has written the marker.
+    const ex = executor({ maxCommands: 1 });
+    // In /tmp: the sshd user cannot write to this test's private scratch dir.
+    const marker = `/tmp/zcsi-survivor-${RUN_ID}-${Date.now()}`;
+    const script = 'setsid sh -c "sleep 1.5; touch \\"\\$1\\"" sh "$1" & exec sleep 7330';
+    const err = await rejection(ex.run(["sh", "-c", script, "sh", marker], { timeoutMs: 500 }));
+    expect(err.kind).toBe("DeadlineExceeded");
+    expect(ex.stats()).toMatchObject({ runningCommands: 1, abandonedCommands: 1 });
+    // Starts only once the survivor has exited, so it finds the marker.
+    expect((await ex.run(["test", "-e", marker])).exitCode).toBe(0);
+    expect(ex.stats()).toMatchObject({ runningCommands: 0, abandonedCommands: 0 });
+    await ex.run(["rm", "-f", marker]);
+  });
+
+  it("close() lets a command still running on the host finish before it drops the connection", async () => {
+    const ex = executor();
+    const started = `/tmp/zcsi-draining-${RUN_ID}-${Date.now()}`;
+    const pending = ex.run(["sh", "-c", 'touch "$1"; sleep 0.5; rm "$1"; echo finished', "sh", started]);
+    await waitFor(() => existsSync(started), 10_000); // on the host now
+    await ex.close();
+    expect(await pending).toMatchObject({ exitCode: 0, stdout: "finished\n" });
+    expect((await rejection(ex.run(["true"]))).kind).toBe("Unavailable");
+  });
+
   it("counts queueing time against the timeout", async () => {
     const ex = executor({ maxChannels: 1 });
     const blocker = ex.run(["sleep", "1"]);

@@ -49,3 +49,16 @@ describe("LocalExecutor, detached (how sshfs is started)", () => {
     await until(() => !running("sleep 31.42") && !running("sleep 31.43"));
   });
 });
+
+describe("LocalExecutor, timeout", () => {
+  it("rejects DeadlineExceeded at the deadline even when the killed command's pipes stay open (as a process stuck in D state keeps them)", async () => {
+    // The setsid'd sleep is out of reach of the kill and holds stdout: the command never
+    // closes, as when a zfs process hangs in the kernel on a wedged FUSE mount.
+    const pidfile = join(dir, "stuck.pid");
+    const err = await new LocalExecutor().run(["sh", "-c", 'setsid sleep 31.44 & echo $! > "$1"; exec sleep 31.45', "sh", pidfile], { timeoutMs: 300 }).catch((e: unknown) => e);
+    expect((err as ZcsiError).kind).toBe("DeadlineExceeded");
+    expect(running("sleep 31.44")).toBe(true); // rejected while the pipe's holder still runs
+    process.kill(Number((await readFile(pidfile, "utf8")).trim()), "SIGKILL");
+    await until(() => !running("sleep 31.44") && !running("sleep 31.45"));
+  });
+});
