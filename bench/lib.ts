@@ -192,3 +192,33 @@ export async function rawPipe(env: ControllerEnv, sendArgv: string[], recvArgv: 
   const [s, r] = await Promise.all([exit(send), exit(recv)]);
   if (s !== 0 || r !== 0) throw new Error(`raw send|recv failed (send ${s}, recv ${r}): ${errors.trim()}`);
 }
+
+/**
+ * How the commands of a stretch of the controller's log (its exec lines: end time and
+ * duration) ran: commands whose run times overlap are one round, rounds follow each other.
+ * `busyMs`: the time some command ran; `rounds`: how many times the work waited on a command
+ * to finish before starting the next (a floor of round trips, whatever each costs).
+ */
+export function commandRounds(lines: readonly Record<string, unknown>[]): { commands: number; rounds: number; busyMs: number } {
+  const spans = lines
+    .filter((l) => l.op === "exec" && typeof l.time === "number" && typeof l.durationMs === "number")
+    .map((l) => [(l.time as number) - (l.durationMs as number), l.time as number] as const)
+    .sort((a, b) => a[0] - b[0]);
+  let rounds = 0;
+  let busyMs = 0;
+  let end = -Infinity;
+  let start = -Infinity;
+  for (const [s, e] of spans) {
+    // The log's clock is in whole milliseconds: a command starting within 1 ms of the round's end overlaps it.
+    if (s <= end + 1) {
+      end = Math.max(end, e);
+      continue;
+    }
+    if (rounds > 0) busyMs += end - start;
+    rounds += 1;
+    start = s;
+    end = e;
+  }
+  if (rounds > 0) busyMs += end - start;
+  return { commands: spans.length, rounds, busyMs };
+}
