@@ -195,9 +195,11 @@ export async function rawPipe(env: ControllerEnv, sendArgv: string[], recvArgv: 
 
 /**
  * How the commands of a stretch of the controller's log (its exec lines: end time and
- * duration) ran: commands whose run times overlap are one round, rounds follow each other.
- * `busyMs`: the time some command ran; `rounds`: how many times the work waited on a command
- * to finish before starting the next (a floor of round trips, whatever each costs).
+ * duration) ran. A round is the commands started side by side: a command joins the current
+ * round when it started before any of that round's commands had ended; one that started only
+ * after (it waited on an answer) opens the next round. `rounds` is then how many times the
+ * work waited on a command before starting the next (a floor of round trips, whatever each
+ * costs); `busyMs` the time some command ran.
  */
 export function commandRounds(lines: readonly Record<string, unknown>[]): { commands: number; rounds: number; busyMs: number } {
   const spans = lines
@@ -205,20 +207,17 @@ export function commandRounds(lines: readonly Record<string, unknown>[]): { comm
     .map((l) => [(l.time as number) - (l.durationMs as number), l.time as number] as const)
     .sort((a, b) => a[0] - b[0]);
   let rounds = 0;
+  let firstEnd = -Infinity;
   let busyMs = 0;
-  let end = -Infinity;
-  let start = -Infinity;
-  for (const [s, e] of spans) {
-    // The log's clock is in whole milliseconds: a command starting within 1 ms of the round's end overlaps it.
-    if (s <= end + 1) {
-      end = Math.max(end, e);
-      continue;
-    }
-    if (rounds > 0) busyMs += end - start;
-    rounds += 1;
-    start = s;
-    end = e;
+  let coveredTo = -Infinity;
+  for (const [start, end] of spans) {
+    // The log's clock is in whole milliseconds: a start within 1 ms of an end did wait on it.
+    if (start >= firstEnd - 1) {
+      rounds += 1;
+      firstEnd = end;
+    } else firstEnd = Math.min(firstEnd, end);
+    busyMs += Math.max(0, end - Math.max(start, coveredTo));
+    coveredTo = Math.max(coveredTo, end);
   }
-  if (rounds > 0) busyMs += end - start;
   return { commands: spans.length, rounds, busyMs };
 }
