@@ -23,9 +23,9 @@ export { holdTag, jobStateProperty, JOB_STATE_PREFIX, replicaMark, replicationSn
  * The replication engine: one run of one job (types.ts), over the pool hosts' executors.
  *
  * A run, in order:
- *  1. read both sides in one `zfs get -d 1` each (snapshots with guid/createtxg/creation/
- *     userrefs; the target's zcsi:replica-of, and on OpenZFS its receive_resume_token and
- *     `written`);
+ *  1. read both sides in one `zfs get -d 1` each, and the volume's copies, side by side (guid/
+ *     createtxg/creation/userrefs of snapshots; the target's zcsi:replica-of, on OpenZFS its
+ *     receive_resume_token and `written`);
  *  2. refuse a target that exists and is not zcsi's replica of this source, and a source that
  *     is not the volume's home (a replica, fenced or stale copy: sides.requireHomeSource)
  *     (FailedPrecondition);
@@ -35,9 +35,9 @@ export { holdTag, jobStateProperty, JOB_STATE_PREFIX, replicaMark, replicationSn
  *  5. snapshot the source `@zcsi-repl-<UTC time>` and hold it (tag `zcsi-repl-<jobId>`);
  *  6. send (full, or `-i` from the newest common snapshot, through the other jobs' bases on
  *     the way) into `receive -u [-s]`;
- *  7. confirm the new snapshot's guid on the target, then release the job's older holds,
- *     record the job's base and the volume's zcsi:replicated-through, and prune the
- *     replicator's own old snapshots on both sides (the other jobs' bases stay).
+ *  7. the new snapshot is on the target (the receive exited 0), then release the job's older
+ *     holds, record the job's base and zcsi:replicated-through, and prune the replicator's
+ *     own old snapshots on both sides (the other jobs' bases stay): commands side by side.
  *
  * Only `-i` (not `-I`): the target gets the replicator's snapshots only (its own and its
  * siblings' bases: after a move one replica continues another), kept `targetKeep` deep.
