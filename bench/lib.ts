@@ -192,3 +192,32 @@ export async function rawPipe(env: ControllerEnv, sendArgv: string[], recvArgv: 
   const [s, r] = await Promise.all([exit(send), exit(recv)]);
   if (s !== 0 || r !== 0) throw new Error(`raw send|recv failed (send ${s}, recv ${r}): ${errors.trim()}`);
 }
+
+/**
+ * How the commands of a stretch of the controller's log (its exec lines: end time and
+ * duration) ran. A round is the commands started side by side: a command joins the current
+ * round when it started before any of that round's commands had ended; one that started only
+ * after (it waited on an answer) opens the next round. `rounds` is then how many times the
+ * work waited on a command before starting the next (a floor of round trips, whatever each
+ * costs); `busyMs` the time some command ran.
+ */
+export function commandRounds(lines: readonly Record<string, unknown>[]): { commands: number; rounds: number; busyMs: number } {
+  const spans = lines
+    .filter((l) => l.op === "exec" && typeof l.time === "number" && typeof l.durationMs === "number")
+    .map((l) => [(l.time as number) - (l.durationMs as number), l.time as number] as const)
+    .sort((a, b) => a[0] - b[0]);
+  let rounds = 0;
+  let firstEnd = -Infinity;
+  let busyMs = 0;
+  let coveredTo = -Infinity;
+  for (const [start, end] of spans) {
+    // The log's clock is in whole milliseconds: a start within 1 ms of an end did wait on it.
+    if (start >= firstEnd - 1) {
+      rounds += 1;
+      firstEnd = end;
+    } else firstEnd = Math.min(firstEnd, end);
+    busyMs += Math.max(0, end - Math.max(start, coveredTo));
+    coveredTo = Math.max(coveredTo, end);
+  }
+  return { commands: spans.length, rounds, busyMs };
+}

@@ -4,15 +4,14 @@ import { systemClock, type Clock } from "../util/clock.js";
 import { KeyedLocks } from "../util/locks.js";
 import { VolumeHomes, type FenceListener } from "../volumes/homes.js";
 import type { PoolHost, PoolHosts } from "../volumes/hosts.js";
-import { PROP, REPLICATION_SNAPSHOT_PREFIX } from "../volumes/properties.js";
 import { hasReason } from "../zfs/errors.js";
 import { validateDataset } from "../zfs/names.js";
-import { ownUserPropertyValue } from "../zfs/parse.js";
-import { formatJobState, holdsToRelease, holdTag, jobStateProperty, needsHold, replicaMark, replicatedThrough } from "./bookkeeping.js";
-import { statesAfter, statesToDrop, tagsToRelease, targetPrune, type JobState } from "./bookkeeping.js";
+import { formatJobState, holdsToRelease, holdTag, jobStateProperty, needsHold, replicaMark } from "./bookkeeping.js";
+import { statesAfter, targetPrune, type JobState } from "./bookkeeping.js";
 import { describeDivergence, plan, type SnapshotEntry } from "./plan.js";
 import { followRollback } from "./follow.js";
-import { checkOwnership, ensureTargetParent, jobStates, planInput, planRun, readSide, requireHomeSource, siblingBases, takeSnapshot, userProperties, value, type Side } from "./sides.js";
+import { applyReplicatedThrough, releaseJobHolds } from "./holds.js";
+import { checkOwnership, ensureTargetParent, jobStates, lookupHome, withReceived, planInput, planRun, readSide, requireHomeSource, siblingBases, takeSnapshot, userProperties, value, type Side } from "./sides.js";
 import { isMarkedReplica, replicaProperties, ROLE_PROPS, sideRole } from "./roles.js";
 import { abortStaleReceive, incrementChain, transfer, type TransferContext, type TransferWhat } from "./transfer.js";
 import type { DatasetRef, ReplicationAction, ReplicationEngine, ReplicationJob, ReplicationResult } from "./types.js";
@@ -24,9 +23,9 @@ export { holdTag, jobStateProperty, JOB_STATE_PREFIX, replicaMark, replicationSn
  * The replication engine: one run of one job (types.ts), over the pool hosts' executors.
  *
  * A run, in order:
- *  1. read both sides in one `zfs get -d 1` each (snapshots with guid/createtxg/creation/
- *     userrefs; the target's zcsi:replica-of, and on OpenZFS its receive_resume_token and
- *     `written`);
+ *  1. read both sides in one `zfs get -d 1` each, and the volume's copies, side by side (guid/
+ *     createtxg/creation/userrefs of snapshots; the target's zcsi:replica-of, on OpenZFS its
+ *     receive_resume_token and `written`);
  *  2. refuse a target that exists and is not zcsi's replica of this source, and a source that
  *     is not the volume's home (a replica, fenced or stale copy: sides.requireHomeSource)
  *     (FailedPrecondition);
@@ -36,9 +35,9 @@ export { holdTag, jobStateProperty, JOB_STATE_PREFIX, replicaMark, replicationSn
  *  5. snapshot the source `@zcsi-repl-<UTC time>` and hold it (tag `zcsi-repl-<jobId>`);
  *  6. send (full, or `-i` from the newest common snapshot, through the other jobs' bases on
  *     the way) into `receive -u [-s]`;
- *  7. confirm the new snapshot's guid on the target, then release the job's older holds,
- *     record the job's base and the volume's zcsi:replicated-through, and prune the
- *     replicator's own old snapshots on both sides (the other jobs' bases stay).
+ *  7. the new snapshot is on the target (the receive exited 0), then release the job's older
+ *     holds, record the job's base and zcsi:replicated-through, and prune the replicator's
+ *     own old snapshots on both sides (the other jobs' bases stay): commands side by side.
  *
  * Only `-i` (not `-I`): the target gets the replicator's snapshots only (its own and its
  * siblings' bases: after a move one replica continues another), kept `targetKeep` deep.
@@ -80,6 +79,14 @@ interface Arrival {
   readonly bytes: number;
   /** This run held `to` before sending it: finish() does not hold it again. */
   readonly heldByThisRun: boolean;
+  /** The target as it is now, `to` on it, when the run knows it without a read (a receive that exited 0). */
+  readonly targetNow?: Side | undefined;
+  /**
+   * The source as read after this run's snapshot was taken (and held): finish() reads only the
+   * records again. A snapshot another job takes meanwhile is newer than `to`, so neither the
+   * releases, the prunes nor zcsi:replicated-through (the oldest base) miss it.
+   */
+  readonly sourceNow?: Side | undefined;
 }
 
 export class ZfsReplicationEngine implements ReplicationEngine {
@@ -141,45 +148,20 @@ export class ZfsReplicationEngine implements ReplicationEngine {
     if (jobId !== undefined && !JOB_ID.test(jobId)) throw invalidArgument(`invalid replication job id ${JSON.stringify(jobId)}`);
     const src = this.hosts.get(source.host);
     checkHoldSource(src, source.dataset);
-    if (jobId === undefined) return this.release(src, source, undefined);
-    return this.locks.run(jobId, "release-holds", () => this.release(src, source, jobId));
-  }
-
-  private async release(src: PoolHost, source: DatasetRef, jobId: string | undefined): Promise<void> {
-    const log = this.logger.child({ op: "release-holds", poolHost: source.host, dataset: source.dataset, ...(jobId !== undefined && { jobId }) });
-    const [side, props] = await Promise.all([readSide(src, source.dataset, []), userProperties(src, source.dataset)]);
-    if (!side.exists) return;
-    const states = jobStates(props);
-    const tags = tagsToRelease(states, jobId);
-    const held = side.snapshots.filter((s) => s.userrefs > 0);
-    let released = 0;
-    for (const snap of held) {
-      for (const tag of tags) {
-        if (await src.zfs.release(tag, `${source.dataset}@${snap.name}`)) released++;
-      }
-    }
-    // Without per-job state we cannot name every tag (zfs-fuse cannot list holds): on OpenZFS,
-    // `zfs holds` names them, so any zcsi-repl-* tag left is released too.
-    if (jobId === undefined && held.length > 0 && (await src.zfs.capabilities()).implementation === "openzfs") {
-      const holds = await src.zfs.holds(held.map((s) => `${source.dataset}@${s.name}`));
-      for (const h of holds) {
-        if (h.tag.startsWith(REPLICATION_SNAPSHOT_PREFIX) && (await src.zfs.release(h.tag, h.snapshot))) released++;
-      }
-    }
-    const drop = statesToDrop(states, jobId);
-    for (const property of drop) await src.zfs.inherit(source.dataset, property);
-    await this.applyReplicatedThrough(src, source.dataset, side, statesAfter(states, { drop }), props);
-    log.info({ released }, "released replication holds");
+    if (jobId === undefined) return releaseJobHolds(src, source, undefined, this.logger);
+    return this.locks.run(jobId, "release-holds", () => releaseJobHolds(src, source, jobId, this.logger));
   }
 
   // ---- one run ------------------------------------------------------------------------------
 
   private async run(ctx: RunContext, started: number): Promise<ReplicationResult> {
     const { job } = ctx;
-    let [source, target] = await Promise.all([this.readSource(ctx), this.readTarget(ctx)]);
+    // The two sides and the volume's home in one round of commands, side by side: what is
+    // judged on them, and in what order, does not change with when they were read.
+    let [source, target, home] = await Promise.all([this.readSource(ctx), this.readTarget(ctx), lookupHome(ctx, this.homes) /* never rejects */]);
     if (!source.exists) throw notFound(`replication source ${replicaMark(job.source)} does not exist`);
     await checkOwnership(ctx, source, target);
-    await requireHomeSource(ctx, this.homes, source, target);
+    requireHomeSource(ctx, home, source, target);
     const finish = (arrival: Arrival, abortedStaleToken: boolean): Promise<ReplicationResult> => this.finish(ctx, arrival, started, abortedStaleToken);
 
     let abortedStaleToken = false;
@@ -204,7 +186,11 @@ export class ZfsReplicationEngine implements ReplicationEngine {
     if (ignoreWritten) ctx.log.info({ written: String(value(target.props, "written")) }, "the target's head moved past its newest snapshot; the receive decides whether it was modified");
 
     const snapshot = await takeSnapshot(ctx, target, this.clock.now());
-    source = await this.readSource(ctx);
+    // Where the new snapshot's `written` can tell that nothing changed (OpenZFS), it is read
+    // before the hold, so that an idle run drops it unheld; elsewhere the hold and the read go
+    // side by side (one round of commands less per run).
+    const holdNow = before.kind !== "none" || ctx.srcCaps.implementation !== "openzfs";
+    source = await this.readTaken(ctx, snapshot, holdNow);
     const takenAt = source.snapshots.findIndex((s) => `${job.source.dataset}@${s.name}` === snapshot);
     const taken = source.snapshots[takenAt];
     // `written` of a snapshot counts from the snapshot just before it, which must be the common one.
@@ -215,15 +201,14 @@ export class ZfsReplicationEngine implements ReplicationEngine {
       // The dataset's own `written` cannot tell before a snapshot: it lags until the open
       // transaction group syncs (seen: 0 right after an 8 MiB write and `sync`), while taking
       // a snapshot syncs it.
-      await this.dropInFlight(ctx, snapshot);
-      return finish({ to: before.snapshot, action: "none", bytes: 0, heldByThisRun: false }, abortedStaleToken);
+      await this.dropInFlight(ctx, snapshot, holdNow);
+      return finish({ to: before.snapshot, action: "none", bytes: 0, heldByThisRun: false, targetNow: target, sourceNow: { ...source, snapshots: source.snapshots.filter((s) => s !== taken) } }, abortedStaleToken);
     }
-    // The one hold of the new snapshot: placed before it is sent, kept as the job's base.
-    await ctx.src.zfs.hold(holdTag(job.id), snapshot);
+    if (!holdNow) await ctx.src.zfs.hold(holdTag(job.id), snapshot);
     const next = plan(planInput(source, target, { ignoreWritten }));
     switch (next.kind) {
       case "none":
-        return finish({ to: next.snapshot, action: "none", bytes: 0, heldByThisRun: `${job.source.dataset}@${next.snapshot.name}` === snapshot }, abortedStaleToken);
+        return finish({ to: next.snapshot, action: "none", bytes: 0, heldByThisRun: `${job.source.dataset}@${next.snapshot.name}` === snapshot, targetNow: target, sourceNow: source }, abortedStaleToken);
       case "refuse":
         await this.dropInFlight(ctx, snapshot);
         throw failedPrecondition(describeDivergence(replicaMark(job.target), next.divergence));
@@ -234,17 +219,19 @@ export class ZfsReplicationEngine implements ReplicationEngine {
       case "incremental": {
         const to = next.kind === "full" ? next.snapshot : next.to;
         const heldByThisRun = `${job.source.dataset}@${to.name}` === snapshot;
+        const hops = next.kind === "full" ? [to] : [...(next.via ?? []), to];
         if (next.kind === "full") await ensureTargetParent(ctx);
         let bytes: number;
         try {
-          bytes = next.kind === "full" ? await this.send(ctx, source, { kind: "full", to }) : await incrementChain(next.from, [...(next.via ?? []), to], (what) => this.send(ctx, source, what));
+          bytes = next.kind === "full" ? await this.send(ctx, source, { kind: "full", to }) : await incrementChain(next.from, hops, (what) => this.send(ctx, source, what));
         } catch (err) {
-          if (await this.arrived(ctx, to)) {
+          const after = await this.readTarget(ctx).catch(() => undefined);
+          if (after?.snapshots.some((s) => s.guid === to.guid) === true) {
             // The receive finished and the snapshot is on the target: `zfs receive` checks the
             // stream's checksum at its end record, so a cut stream cannot pass for whole. What
             // failed came after the last byte (e.g. the send was killed as it exited).
             ctx.log.warn({ err: errorMessage(err), snapshot }, "transfer reported a failure after the receive completed; the snapshot is on the target");
-            return finish({ to, action: next.kind, bytes: 0, heldByThisRun }, abortedStaleToken);
+            return finish({ to, action: next.kind, bytes: 0, heldByThisRun, targetNow: after, sourceNow: source }, abortedStaleToken);
           }
           await this.afterFailedTransfer(ctx, snapshot);
           if (hasReason(err, "targetModified")) {
@@ -256,7 +243,9 @@ export class ZfsReplicationEngine implements ReplicationEngine {
           }
           throw err;
         }
-        return finish({ to, action: next.kind, bytes, heldByThisRun }, abortedStaleToken);
+        // `zfs receive` exited 0 for each hop: each snapshot is on the target with its guid (the
+        // receive checks the stream's checksum at its end record), so that needs no read to confirm.
+        return finish({ to, action: next.kind, bytes, heldByThisRun, targetNow: withReceived(target, hops), sourceNow: source }, abortedStaleToken);
       }
     }
   }
@@ -279,14 +268,6 @@ export class ZfsReplicationEngine implements ReplicationEngine {
     return transfer(ctx, what, { clock: this.clock, sleep: this.sleep, sourceEncryption: value(source.props, "encryption"), replicaProps: replicaProperties(ctx.job, source.props) });
   }
 
-  private async arrived(ctx: RunContext, to: SnapshotEntry): Promise<boolean> {
-    try {
-      return (await this.readTarget(ctx)).snapshots.some((s) => s.guid === to.guid);
-    } catch {
-      return false;
-    }
-  }
-
   /**
    * After a failed send/receive: a resumable receive that kept partial state needs its
    * snapshot (the token names it), so it stays, held. Otherwise the new snapshot is useless
@@ -303,9 +284,22 @@ export class ZfsReplicationEngine implements ReplicationEngine {
     }
   }
 
-  /** Releases and destroys a snapshot this run took and could not send. */
-  private async dropInFlight(ctx: RunContext, snapshot: string): Promise<void> {
-    await ctx.src.zfs.release(holdTag(ctx.job.id), snapshot);
+  /**
+   * The source after this run's snapshot, read while (holdNow) the job's hold is placed on it.
+   * Either failing leaves the snapshot neither held nor kept: a held one that no record names
+   * would pass for another job's base.
+   */
+  private async readTaken(ctx: RunContext, snapshot: string, holdNow: boolean): Promise<Side> {
+    // The one hold of the new snapshot: placed before it is sent, kept as the job's base.
+    const [read, held] = await Promise.allSettled([this.readSource(ctx), holdNow ? ctx.src.zfs.hold(holdTag(ctx.job.id), snapshot) : undefined]);
+    if (read.status === "fulfilled" && held.status === "fulfilled") return read.value;
+    await this.dropInFlight(ctx, snapshot, holdNow /* a failed hold may still have been placed */).catch((err: unknown) => ctx.log.warn({ err: errorMessage(err), snapshot }, "could not drop the run's snapshot; the next run prunes it"));
+    throw read.status === "rejected" ? read.reason : (held as PromiseRejectedResult).reason;
+  }
+
+  /** Releases (when this run held it) and destroys a snapshot this run took and could not send. */
+  private async dropInFlight(ctx: RunContext, snapshot: string, held = true): Promise<void> {
+    if (held) await ctx.src.zfs.release(holdTag(ctx.job.id), snapshot);
     try {
       await ctx.src.zfs.destroy(snapshot);
     } catch (err) {
@@ -323,33 +317,47 @@ export class ZfsReplicationEngine implements ReplicationEngine {
   private async finish(ctx: RunContext, arrival: Arrival, started: number, abortedStaleToken: boolean): Promise<ReplicationResult> {
     const { job, src, tgt } = ctx;
     const { to, action, bytes } = arrival;
-    const target = await this.readTarget(ctx);
+    const target = arrival.targetNow ?? (await this.readTarget(ctx));
     if (!target.snapshots.some((s) => s.guid === to.guid)) {
       throw internal(`replication ${job.id}: ${replicaMark(job.target)} has no snapshot with guid ${to.guid} (${to.name}) after the receive`);
     }
     const tag = holdTag(job.id);
-    const [source, props] = await Promise.all([this.readSource(ctx), userProperties(src, job.source.dataset)]);
+    const property = jobStateProperty(job.id);
+    const state: JobState = { guid: to.guid, jobId: job.id };
+    // The records (`zfs get all`) are read fresh: other jobs of this source record theirs meanwhile.
+    const recordsRead = userProperties(src, job.source.dataset);
+    const source = arrival.sourceNow ?? (await this.readSource(ctx));
     const bases = siblingBases(source);
+    // Only once `to` is confirmed on the target and held may the older bases go; the record of the new base goes beside them.
+    const releaseAndRecord = async (recorded?: JobState): Promise<Set<string>> => {
+      const [names] = await Promise.all([
+        Promise.all(holdsToRelease(source.snapshots, to).map(async (name): Promise<string[]> => ((await src.zfs.release(tag, `${job.source.dataset}@${name}`)) ? [name] : []))),
+        recorded?.guid === to.guid && recorded.jobId === job.id ? undefined : src.zfs.set(job.source.dataset, { [property]: formatJobState(state) }),
+      ]);
+      return new Set(names.flat());
+    };
+    // This run held `to` before sending it: the releases need not wait for anything else.
+    const early = arrival.heldByThisRun ? releaseAndRecord() : undefined;
+    early?.catch(() => undefined); // awaited below
     // zfs-fuse has no `receive -o`: the marks follow the first receive; a new home re-marks its replicas at their next one.
     const marks = replicaProperties(job, source.props);
-    if (!isMarkedReplica(target.props, marks)) await tgt.zfs.set(job.target.dataset, marks);
+    const [props] = await Promise.all([
+      recordsRead,
+      isMarkedReplica(target.props, marks) ? undefined : tgt.zfs.set(job.target.dataset, marks),
+      !arrival.heldByThisRun &&
+        recordsRead.then(async (records) => {
+          if (needsHold({ to, heldByThisRun: false, recorded: jobStates(records).get(property), source: source.snapshots })) await src.zfs.hold(tag, `${job.source.dataset}@${to.name}`);
+        }),
+    ]);
     const states = jobStates(props);
-    const property = jobStateProperty(job.id);
-    if (needsHold({ to, heldByThisRun: arrival.heldByThisRun, recorded: states.get(property), source: source.snapshots })) {
-      await src.zfs.hold(tag, `${job.source.dataset}@${to.name}`);
-    }
     try {
-      // Only now that `to` is confirmed on the target and held may the older bases go.
-      const released = new Set<string>();
-      for (const name of holdsToRelease(source.snapshots, to)) {
-        if (await src.zfs.release(tag, `${job.source.dataset}@${name}`)) released.add(name);
-      }
-      const state: JobState = { guid: to.guid, jobId: job.id };
-      await src.zfs.set(job.source.dataset, { [property]: formatJobState(state) });
-      await this.applyReplicatedThrough(src, job.source.dataset, source, statesAfter(states, { set: [property, state] }), props);
-      for (const name of sourcePruneOfCopy(job, source.snapshots, to, released, props, this.hosts.configs, new Set([...states.keys(), property]))) await this.pruneOne(ctx, src, `${job.source.dataset}@${name}`);
+      const released = await (early ?? releaseAndRecord(states.get(property)));
       const siblings = new Set(source.snapshots.filter((s) => !released.has(s.name) && s.guid !== to.guid).map((s) => s.guid).filter((g) => bases.has(g)));
-      for (const name of targetPrune(target.snapshots, to, job.targetKeep, siblings /* the other jobs' bases stay */)) await this.pruneOne(ctx, tgt, `${job.target.dataset}@${name}`);
+      await Promise.all([
+        applyReplicatedThrough(src, job.source.dataset, source, statesAfter(states, { set: [property, state] }), props),
+        ...sourcePruneOfCopy(job, source.snapshots, to, released, props, this.hosts.configs, new Set([...states.keys(), property])).map((name) => this.pruneOne(ctx, src, `${job.source.dataset}@${name}`)),
+        ...targetPrune(target.snapshots, to, job.targetKeep, siblings /* the other jobs' bases stay */).map((name) => this.pruneOne(ctx, tgt, `${job.target.dataset}@${name}`)),
+      ]);
     } catch (err) {
       ctx.log.warn({ err: errorMessage(err) }, "bookkeeping after a replicated snapshot failed; the next run retries it");
     }
@@ -373,13 +381,6 @@ export class ZfsReplicationEngine implements ReplicationEngine {
     } catch (err) {
       ctx.log.warn({ poolHost: host.config.name, snapshot, err: errorMessage(err) }, "could not prune replication snapshot; kept");
     }
-  }
-
-  /** Sets or clears zcsi:replicated-through (bookkeeping.replicatedThrough) from what was read. */
-  private async applyReplicatedThrough(src: PoolHost, dataset: string, side: Side, states: readonly JobState[], props: Side["props"]): Promise<void> {
-    const change = replicatedThrough(side.snapshots, states, ownUserPropertyValue(props?.get(PROP.replicatedThrough)));
-    if (change.kind === "clear") await src.zfs.inherit(dataset, PROP.replicatedThrough);
-    else if (change.kind === "set") await src.zfs.set(dataset, { [PROP.replicatedThrough]: change.guid });
   }
 
   private readSource(ctx: RunContext): Promise<Side> {

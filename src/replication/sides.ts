@@ -7,7 +7,7 @@ import { isAdoptedId } from "../volumes/adopted-ids.js";
 import { isBelow, parentOf } from "../zfs/names.js";
 import { ownUserPropertyValue, PropertyView, userPropertyValue, type DatasetProperties } from "../zfs/parse.js";
 import { parseJobStates, replicaMark, replicationSnapshotName, type HeldSnapshot, type JobState } from "./bookkeeping.js";
-import { isUnmarkedReplica, plan, type Plan, type PlanInput } from "./plan.js";
+import { isUnmarkedReplica, plan, type Plan, type PlanInput, type SnapshotEntry } from "./plan.js";
 import { isRepointableReplica, notHomeReason } from "./roles.js";
 import type { TransferContext } from "./transfer.js";
 
@@ -63,6 +63,17 @@ export async function readSide(host: PoolHost, dataset: string, extra: readonly 
   }
   snapshots.sort((a, b) => (a.createtxg < b.createtxg ? -1 : a.createtxg > b.createtxg ? 1 : 0));
   return { exists: own !== undefined, props: own, snapshots };
+}
+
+/**
+ * The target after `zfs receive` exited 0 for each of `received` (oldest first): what a read
+ * would show of its snapshots, without the read. Their target createtxg is not known, only
+ * that they follow the target's newest in order, which is all that orders them (bookkeeping).
+ */
+export function withReceived(target: Side, received: readonly SnapshotEntry[]): Side {
+  const newest = target.snapshots[target.snapshots.length - 1]?.createtxg ?? 0n;
+  const arrived = received.map((s, i) => ({ name: s.name, guid: s.guid, createtxg: newest + BigInt(i + 1), creation: s.creation, userrefs: 0 }));
+  return { ...target, exists: true, snapshots: [...target.snapshots, ...arrived] };
 }
 
 /**
@@ -157,22 +168,30 @@ export async function checkOwnership(ctx: TransferContext, source: Side, target:
 }
 
 /**
- * Only the home sends (volumes/home.ts): FailedPrecondition, logged, before anything is
- * created, when the source is a replica, fenced or stale (roles.notHomeReason). A volume job
- * also asks every host about the volume's copies (one `zfs get` each), which fences any stale
- * copy it meets; a node-annotation job is judged by its two sides.
+ * The volume's home as every host sees it (volumes/home.ts), for requireHomeSource: a volume job
+ * asks every host about the volume's copies (one `zfs get` each), which fences any stale copy
+ * it meets; a node-annotation job, and an adopted dataset (one copy that can serve, its own: no
+ * promotion, no failover), are judged by their two sides alone (undefined). A failed lookup is
+ * logged and judged by the two sides too. Started beside the reads of the two sides (engine.ts).
  */
-export async function requireHomeSource(ctx: TransferContext, homes: VolumeHomes, source: Side, target: Side): Promise<void> {
+export async function lookupHome(ctx: TransferContext, homes: VolumeHomes): Promise<HomeDecision | undefined> {
   const { job } = ctx;
-  let decision: HomeDecision | undefined;
-  // An adopted dataset has one copy that can serve, its own (no promotion, no failover): the two sides judge.
-  if (job.origin.kind === "volume" && !isAdoptedId(job.origin.volumeId)) {
-    try {
-      decision = await homes.find(job.origin.volumeId, "replicate");
-    } catch (err) {
-      ctx.log.warn({ err: errorMessage(err) }, "could not look up the volume's copies; judging the source by the two sides alone");
-    }
+  if (job.origin.kind !== "volume" || isAdoptedId(job.origin.volumeId)) return undefined;
+  try {
+    return await homes.find(job.origin.volumeId, "replicate");
+  } catch (err) {
+    ctx.log.warn({ err: errorMessage(err) }, "could not look up the volume's copies; judging the source by the two sides alone");
+    return undefined;
   }
+}
+
+/**
+ * Only the home sends (volumes/home.ts): FailedPrecondition, logged, before anything is
+ * created, when the source is a replica, fenced or stale (roles.notHomeReason), judged on the
+ * two sides and lookupHome's decision.
+ */
+export function requireHomeSource(ctx: TransferContext, decision: HomeDecision | undefined, source: Side, target: Side): void {
+  const { job } = ctx;
   const reason = notHomeReason(job, source.props, target.exists ? target.props : undefined, decision);
   if (reason === undefined) return;
   ctx.log.warn({ source: replicaMark(job.source), reason }, "refusing to replicate from a copy that is not the volume's home");

@@ -7,6 +7,7 @@ import type { ReplicationJob } from "../../src/replication/types.js";
 import { validateUserProperty } from "../../src/zfs/names.js";
 import { validateHoldTag } from "../../src/zfs/argv.js";
 import { PoolHosts } from "../../src/volumes/hosts.js";
+import { fail, ok, ScriptedExecutor } from "../harness/scripted-executor.js";
 
 describe("names the engine leaves on the pool", () => {
   it("names its snapshots by UTC second, sortable and in the zcsi-repl- namespace", () => {
@@ -87,5 +88,49 @@ describe("job validation (before any command runs)", () => {
     expect(isZcsiError(err, "InvalidArgument")).toBe(true);
     expect((err as Error).message).toMatch(message);
     expect(execs.flatMap((e) => e.commands)).toEqual([]);
+  });
+});
+
+describe("the run's new snapshot when reading it back fails", () => {
+  const key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+  const config = parseConfig({
+    privateKeyFile: "/nonexistent",
+    poolHosts: [
+      { name: "alice", address: "127.0.0.1", port: 22, user: "zcsi", parentDataset: "tank/k8s", mountRoot: "/m", hostKey: key },
+      { name: "bob", address: "127.0.0.1", port: 22, user: "zcsi", parentDataset: "pool2/k8s", mountRoot: "/m", hostKey: key },
+    ],
+  });
+  /** `zfs get -Hp -o name,property,value,source` lines of a dataset and its snapshots. */
+  const side = (dataset: string, snapshots: Array<[string, string, number]>, own: Record<string, string> = {}): string =>
+    [
+      ...[["type", "filesystem"], ["guid", "1"], ["createtxg", "1"], ["creation", "1"], ["userrefs", "-"], ...Object.entries(own)].map(([p = "", v]) => `${dataset}\t${p}\t${v}\t${p.startsWith("zcsi:") ? "local" : "-"}`),
+      ...snapshots.flatMap(([name, guid, txg]) =>
+        [["type", "snapshot"], ["guid", guid], ["createtxg", String(txg)], ["creation", String(txg)], ["userrefs", "0"]].map(([p, v]) => `${dataset}@${name}\t${p}\t${v}\t-`),
+      ),
+    ].join("\n") + "\n";
+
+  it("releases the hold placed beside the read and destroys the snapshot: no held snapshot is left that would pass for another job's base", async () => {
+    let sourceReads = 0;
+    const alice = new ScriptedExecutor([
+      [/^zfs version/, ok("zfs-2.3.2-2\nzfs-kmod-2.3.2-2\n")],
+      [/^zfs get .* -d 1 /, () => (++sourceReads === 1 ? ok(side("tank/k8s/a", [["zcsi-repl-a", "11", 10], ["zcsi-repl-b", "12", 20]])) : fail("cannot iterate: I/O error", 2))],
+      [/^zfs snapshot /, ok()],
+      [/^zfs hold /, ok()],
+      [/^zfs release /, ok()],
+      [/^zfs destroy /, ok()],
+    ]);
+    const bob = new ScriptedExecutor([
+      [/^zfs version/, ok("zfs-2.3.2-2\nzfs-kmod-2.3.2-2\n")],
+      [/^zfs get .* -d 1 /, ok(side("pool2/k8s/a", [["zcsi-repl-a", "11", 5]], { "zcsi:replica-of": "alice:tank/k8s/a" }))],
+    ]);
+    const engine = createReplicationEngine(new PoolHosts(config.poolHosts.map((c) => ({ config: c, exec: c.name === "alice" ? alice : bob }))));
+    const job: ReplicationJob = { id: "a.bob", origin: { kind: "annotation", node: "alice" }, source: { host: "alice", dataset: "tank/k8s/a" }, target: { host: "bob", dataset: "pool2/k8s/a" } };
+    await expect(engine.replicate(job)).rejects.toThrow(/I\/O error/);
+    const after = (verb: string): string[] => alice.calls.map((c) => c.join(" ")).filter((c) => c.startsWith(`zfs ${verb} `));
+    const [snapshot] = after("snapshot").map((c) => c.split(" ").pop());
+    expect(snapshot).toMatch(/^tank\/k8s\/a@zcsi-repl-/);
+    expect(after("hold")).toEqual([`zfs hold zcsi-repl-a.bob ${snapshot}`]);
+    expect(after("release")).toEqual([`zfs release zcsi-repl-a.bob ${snapshot}`]);
+    expect(after("destroy")).toEqual([`zfs destroy ${snapshot}`]);
   });
 });
