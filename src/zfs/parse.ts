@@ -33,18 +33,79 @@ function fields(line: string, count: number, what: string): string[] {
   return parts;
 }
 
-/** Output of `zfs get -H[p] -o name,property,value,source ...`. */
+/**
+ * A copy of `text` that does not refer to the string it was cut from. V8 makes a substring of
+ * 13 or more characters a view of its parent (a "sliced string"), which keeps the whole parent
+ * alive: one dataset name kept from a 10 MB listing kept all 10 MB. Concatenating and cutting
+ * again flattens into a new string of the substring's length (measured in bench/listing-memory.ts).
+ */
+function detached(text: string): string {
+  return text.length < 13 ? text : (" " + text).slice(1);
+}
+
+/**
+ * Output of `zfs get -H[p] -o name,property,value,source ...`.
+ *
+ * A listing of 10,000 volumes is ~190,000 lines (~10 MB); splitting it into line and field
+ * arrays made ~1 million short-lived strings and arrays, and kept a string and a
+ * {value, source} object per line: the bulk of the controller's and the snapshotter's peak
+ * memory (issue 17, item 5; bench/listing-memory.ts). So the output is scanned in place: a
+ * dataset's name is cut once for all its lines, property names and sources (a handful of
+ * distinct ones) and repeated values are shared, and so is the {value, source} object of a
+ * repeated pair (`-`/`-`, `0`/`default`, …). PropertyValues are read-only: sharing is safe.
+ * What is kept is copied out of the output (see `detached`), so a listing held afterwards
+ * (VolumeService's last listing, a held page listing) does not keep the whole output alive.
+ */
 export function parseGet(stdout: string): PropertyMap {
   const result: PropertyMap = new Map();
-  for (const line of recordLines(stdout)) {
-    const [name, property, value, source] = fields(line, GET_COLUMNS.length, "zfs get") as [string, string, string, string];
-    if (name === "" || property === "") throw internal(`unexpected zfs get output: empty name or property in line ${JSON.stringify(line)}`);
-    let props = result.get(name);
-    if (props === undefined) {
-      props = new Map();
-      result.set(name, props);
+  const end = stdout.endsWith("\n") ? stdout.length - 1 : stdout.length;
+  if (end === 0) return result;
+  const shared = new Map<string, string>();
+  const share = (from: number, to: number): string => {
+    const text = stdout.slice(from, to);
+    const known = shared.get(text);
+    if (known !== undefined) return known;
+    const own = detached(text);
+    shared.set(own, own);
+    return own;
+  };
+  const pairs = new Map<string, Map<string, PropertyValue>>();
+  const pair = (value: string, source: string): PropertyValue => {
+    let bySource = pairs.get(value);
+    if (bySource === undefined) pairs.set(value, (bySource = new Map()));
+    let entry = bySource.get(source);
+    if (entry === undefined) bySource.set(source, (entry = { value, source }));
+    return entry;
+  };
+  // The property names in the order the previous dataset printed them: zfs prints the same order for each.
+  const order: string[] = [];
+  let name = "";
+  let props: DatasetProperties | undefined;
+  let index = 0;
+  const at = (text: string, from: number, to: number): boolean => to - from === text.length && stdout.startsWith(text, from);
+  for (let start = 0; start <= end; ) {
+    const newline = stdout.indexOf("\n", start);
+    const stop = newline < 0 || newline > end ? end : newline;
+    const lineEnd = stop > start && stdout.charCodeAt(stop - 1) === 13 ? stop - 1 : stop;
+    const t1 = stdout.indexOf("\t", start);
+    const t2 = t1 < 0 ? -1 : stdout.indexOf("\t", t1 + 1);
+    const t3 = t2 < 0 ? -1 : stdout.indexOf("\t", t2 + 1);
+    const t4 = t3 < 0 ? -1 : stdout.indexOf("\t", t3 + 1);
+    if (t1 < 0 || t1 >= lineEnd || t2 >= lineEnd || t3 < 0 || t3 >= lineEnd || (t4 >= 0 && t4 < lineEnd)) {
+      fields(stdout.slice(start, lineEnd), GET_COLUMNS.length, "zfs get"); // throws, naming the line
     }
-    props.set(property, { value, source });
+    if (t1 === start || t2 === t1 + 1) throw internal(`unexpected zfs get output: empty name or property in line ${JSON.stringify(stdout.slice(start, lineEnd))}`);
+    if (props === undefined || !at(name, start, t1)) {
+      name = detached(stdout.slice(start, t1));
+      props = result.get(name);
+      if (props === undefined) result.set(name, (props = new Map()));
+      index = 0;
+    }
+    const expected = order[index];
+    const property = expected !== undefined && at(expected, t1 + 1, t2) ? expected : (order[index] = share(t1 + 1, t2));
+    index += 1;
+    props.set(property, pair(share(t2 + 1, t3), share(t3 + 1, lineEnd)));
+    start = stop + 1;
   }
   return result;
 }
