@@ -11,7 +11,7 @@ import { VOLUME_PROPS } from "../src/volumes/volume.js";
 import { zfsGet } from "../src/zfs/argv.js";
 import { startControllerEnv, type PoolHostEnv } from "../test/harness/controller.js";
 import { median, report, timeMs, type Row, rawExecutor } from "./lib.js";
-import { controllerMemory } from "./memory.js";
+import { controllerMemory, RUNTIMES } from "./memory.js";
 import { sidecarMemory } from "./sidecar-memory.js";
 
 /**
@@ -264,8 +264,10 @@ export async function benchScale(): Promise<void> {
     if (MEMORY_ONLY) console.log(`scale: BENCH_SCALE_MEMORY_ONLY=1, timings not measured; setup: ${setup.join("; ")}`);
     else report(`Scaling with volume count (${SIZES.join(", ")} volumes)`, rows, verdicts);
     // Benchmark 6's controller half, and the sidecars', need these volumes: separate processes on the same pool host.
-    await controllerMemory(host, created);
-    await sidecarMemory(host, created);
+    for (const runtime of RUNTIMES) {
+      await controllerMemory(host, created, runtime);
+      await sidecarMemory(host, created, runtime);
+    }
   } finally {
     await raw.close();
     // Teardown is one `zpool destroy -f` of the bench's own pool (test/harness/zfs-pool.ts), not a destroy per volume.
