@@ -12,9 +12,12 @@ import { failureSummary, report, type Row } from "./lib.js";
 /**
  * Issue 8, benchmark 6: peak RSS (VmHWM) of a real `zcsi controller` process serving a pool
  * host with 1000 volumes, and of a real `zcsi node` process with 50 published SSHFS volumes.
- * Both run as `node --import tsx src/cli.ts …`, as the harness runs them, so their baseline
- * includes tsx's loader; the idle baseline is reported next to each peak so the difference is
- * what the volumes cost.
+ * The controller (and the sidecars, sidecar-memory.ts) run as the image runs them (Dockerfile:
+ * `node dist/src/cli.js`, compiled by `tsc -p tsconfig.json`, NODE_ENV=production);
+ * BENCH_MEMORY_RUNTIME=tsx runs them as `node --import tsx src/cli.ts …` instead (tsx,compiled: both), as the test
+ * harness does, which adds tsx's loader (~32 MiB) to every figure. The node plugin runs through
+ * the harness, so with tsx. The floor row (node alone, or node and tsx) and the idle baseline
+ * are reported next to each peak so the difference is what the volumes cost.
  */
 /** Issue 17's bound on a role's peak RSS, for 10,000 volumes (issue 8 flagged ~150 MB at 1000). */
 const TARGET_MIB = 200;
@@ -45,16 +48,49 @@ export async function stopChild(child: ChildProcess): Promise<void> {
 }
 
 /** Peak RSS of `node --import tsx` that loads nothing: the floor under both processes. */
-export async function bareTsxPeak(): Promise<number> {
+export function bareTsxPeak(): Promise<number> {
+  return barePeak(["--import", "tsx"]);
+}
+
+/** Peak RSS of `node <flags>` that loads nothing. */
+async function barePeak(flags: readonly string[]): Promise<number> {
   const probe = "const s = require('node:fs').readFileSync('/proc/self/status', 'utf8'); console.log(/^VmHWM:\\s+(\\d+)/m.exec(s)[1]);";
   const out = await new Promise<string>((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", "--eval", probe], { cwd: packageRoot, stdio: ["ignore", "pipe", "inherit"] });
+    const child = spawn(process.execPath, [...flags, "--eval", probe], { cwd: packageRoot, stdio: ["ignore", "pipe", "inherit"] });
     let text = "";
     child.stdout?.on("data", (c: Buffer) => (text += c.toString()));
     child.once("error", reject);
     child.once("exit", () => resolve(text));
   });
   return Number(out.trim()) / 1024;
+}
+
+export type Runtime = "compiled" | "tsx";
+/**
+ * How the benchmark starts a role: as the image does (compiled JS, the default) or through tsx;
+ * BENCH_MEMORY_RUNTIME=tsx,compiled measures both, one after the other.
+ */
+export const RUNTIMES: readonly Runtime[] = (process.env.BENCH_MEMORY_RUNTIME ?? "compiled").split(",").map((r) => (r.trim() === "tsx" ? "tsx" : "compiled"));
+
+let built: Promise<void> | undefined;
+
+/** `zcsi <role> <args…>` as `runtime` says: argv for `process.execPath`, and the environment. Compiles once per run for "compiled". */
+export async function roleCommand(runtime: Runtime, role: string, args: readonly string[]): Promise<{ argv: string[]; env: NodeJS.ProcessEnv }> {
+  if (runtime === "tsx") return { argv: ["--import", "tsx", join(packageRoot, "src", "cli.ts"), role, ...args], env: process.env };
+  // The Dockerfile's build step; always, so that a stale dist/ is never measured.
+  built ??= new Promise<void>((resolve, reject) => {
+    const tsc = spawn(process.execPath, [join(packageRoot, "node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.json"], { cwd: packageRoot, stdio: ["ignore", "inherit", "inherit"] });
+    tsc.once("error", reject);
+    tsc.once("exit", (code) => (code === 0 ? resolve() : reject(new Error(`tsc -p tsconfig.json exited ${code}`))));
+  });
+  await built;
+  return { argv: [join(packageRoot, "dist", "src", "cli.js"), role, ...args], env: { ...process.env, NODE_ENV: "production" } };
+}
+
+/** The floor row under every role's figures: what node (and tsx, when the runtime is tsx) take loading nothing. */
+export async function floorRow(runtime: Runtime): Promise<Row> {
+  if (runtime === "tsx") return { what: "floor: `node --import tsx` loading nothing", median: await bareTsxPeak(), unit: "MiB peak RSS", note: "what node and the tsx loader take before any zcsi code" };
+  return { what: "floor: `node` loading nothing", median: await barePeak([]), unit: "MiB peak RSS", note: "what node takes before any zcsi code; the roles run as the image runs them, `node dist/src/cli.js` (BENCH_MEMORY_RUNTIME=tsx: through tsx, ~32 MiB more)" };
 }
 
 const mb = (n: number): string => `${n.toFixed(0)} MiB`;
@@ -74,18 +110,16 @@ export async function writeHostConfig(dir: string, host: PoolHostEnv): Promise<s
  * CreateVolumes, and after DeleteVolume of those. Called by the scaling benchmark, which has
  * made the 1000 volumes already.
  */
-export async function controllerMemory(host: PoolHostEnv, volumes: number): Promise<void> {
+export async function controllerMemory(host: PoolHostEnv, volumes: number, runtime: Runtime = "compiled"): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), "zcsi-bench-mem-"));
   let child: ChildProcess | undefined;
   let client: CsiClient | undefined;
   try {
     const configPath = await writeHostConfig(dir, host);
     const socket = join(dir, "csi.sock");
+    const command = await roleCommand(runtime, "controller", ["--endpoint", `unix://${socket}`, "--config", configPath, "--log-level", "info"]);
     const log = await open(join(dir, "controller.log"), "w");
-    child = spawn(process.execPath, ["--import", "tsx", join(packageRoot, "src", "cli.ts"), "controller", "--endpoint", `unix://${socket}`, "--config", configPath, "--log-level", "info"], {
-      cwd: packageRoot,
-      stdio: ["ignore", log.fd, log.fd],
-    });
+    child = spawn(process.execPath, command.argv, { cwd: packageRoot, env: command.env, stdio: ["ignore", log.fd, log.fd] });
     await log.close();
     const pid = child.pid!;
     client = new CsiClient(`unix://${socket}`);
@@ -96,8 +130,8 @@ export async function controllerMemory(host: PoolHostEnv, volumes: number): Prom
       const m = memoryOf(pid);
       rows.push({ what, median: m.peak, unit: "MiB peak RSS", note: `RSS now ${mb(m.rss)}` });
     };
-    rows.push({ what: "floor: `node --import tsx` loading nothing", median: await bareTsxPeak(), unit: "MiB peak RSS", note: "what node and the tsx loader take before any zcsi code" });
-    at("controller, started (idle; includes node and tsx)");
+    rows.push(await floorRow(runtime));
+    at(`controller, started (idle; includes node${runtime === "tsx" ? " and tsx" : ", compiled JS as in the image"})`);
     let token = "";
     do {
       const res = await c.listVolumes({ maxEntries: 100, startingToken: token });
@@ -115,8 +149,8 @@ export async function controllerMemory(host: PoolHostEnv, volumes: number): Prom
     await Promise.allSettled(created.map((volumeId) => c.deleteVolume({ volumeId })));
     at("controller, after 100 parallel DeleteVolume");
     const peak = Math.max(...rows.slice(1).map((r) => r.median));
-    report("Memory: controller process", rows, [
-      `peak RSS of the controller with ${volumes} volumes: ${mb(peak)}, ${(peak - rows[1]!.median).toFixed(0)} MiB above idle, ${(peak - rows[0]!.median).toFixed(0)} MiB above bare node+tsx: ${flag(peak)}; under 200 MiB (issue 17 target): ${peak < 200 ? "met" : "MISSED"}`,
+    report(`Memory: controller process${runtime === "tsx" ? " (through tsx)" : ""}`, rows, [
+      `peak RSS of the controller with ${volumes} volumes: ${mb(peak)}, ${(peak - rows[1]!.median).toFixed(0)} MiB above idle, ${(peak - rows[0]!.median).toFixed(0)} MiB above bare ${runtime === "tsx" ? "node+tsx" : "node"}: ${flag(peak)}; under 200 MiB (issue 17 target): ${peak < 200 ? "met" : "MISSED"}`,
     ]);
   } finally {
     client?.close();
@@ -154,7 +188,7 @@ export async function benchMemory(): Promise<void> {
       const m = memoryOf(bob.pid);
       rows.push({ what, median: m.peak, unit: "MiB peak RSS", note: `RSS now ${mb(m.rss)}${note}` });
     };
-    rows.push({ what: "floor: `node --import tsx` loading nothing", median: await bareTsxPeak(), unit: "MiB peak RSS", note: "what node and the tsx loader take before any zcsi code" });
+    rows.push(await floorRow("tsx"));
     at("node plugin, started (idle; includes node and tsx)");
     const published: { volumeId: string; staging: string; target: string }[] = [];
     const t0 = Date.now();

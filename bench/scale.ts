@@ -12,7 +12,7 @@ import { VOLUME_PROPS } from "../src/volumes/volume.js";
 import { zfsGet } from "../src/zfs/argv.js";
 import { startControllerEnv, type PoolHostEnv } from "../test/harness/controller.js";
 import { median, report, timeMs, type Row, rawExecutor } from "./lib.js";
-import { controllerMemory } from "./memory.js";
+import { controllerMemory, RUNTIMES } from "./memory.js";
 import { sidecarMemory } from "./sidecar-memory.js";
 
 /**
@@ -33,6 +33,12 @@ const ASKED_SIZES = (process.env.BENCH_SCALE_SIZES ?? "10,100,1000").split(",").
 const REFERENCE_SIZE = 10;
 const SIZES = [...new Set([...(Math.min(...ASKED_SIZES) > REFERENCE_SIZE ? [REFERENCE_SIZE] : []), ...ASKED_SIZES])].sort((a, b) => a - b);
 const PAGE = Number(process.env.BENCH_SCALE_PAGE ?? 100);
+/**
+ * BENCH_SCALE_MEMORY_ONLY=1: make the volumes as usual and measure only the processes' memory
+ * (memory.ts, sidecar-memory.ts), none of the timings: at 10,000 volumes the timings take ~15
+ * minutes of the ~25, the setup ~7.
+ */
+const MEMORY_ONLY = process.env.BENCH_SCALE_MEMORY_ONLY === "1";
 /** Pairs per ratio (issue 17: a median of at least 5). */
 const REPS = Math.max(5, Number(process.env.BENCH_SCALE_REPS ?? 5));
 /** Setup commands at once on the pool host: the default per-host command bound (zfs-fuse wedges under many concurrent commands). */
@@ -200,6 +206,7 @@ export async function benchScale(): Promise<void> {
               snapshots += n;
             });
       setup.push(`${adding} volumes in ${(createMs / 1000).toFixed(1)} s (${(createMs / adding).toFixed(1)} ms each)${k === 0 ? `, ${n} snapshots in one \`zfs snapshot -r\` in ${(snapMs / 1000).toFixed(1)} s` : ""}`);
+      if (MEMORY_ONLY) continue;
 
       // ListVolumes and ListSnapshots, every page.
       const volumeWalk = walker((startingToken) => env.client.listVolumes({ maxEntries: PAGE, startingToken }));
@@ -268,10 +275,13 @@ export async function benchScale(): Promise<void> {
       `where a ratio at 10 or 100 volumes is above the rest, the fixed cost of a call (gRPC; for ListVolumes checking a host, the check's \`zpool list\` and two \`zfs get\`s beside the listing) weighs against a raw command of a few ms; ratios are medians of per-pair ratios, spread min–max`,
       `setup, on the pool host's own shell (no ssh), ${CREATE_CONCURRENCY} commands at a time, each one \`sh\` looping \`zfs create -o zcsi:csi-name=… -o zcsi:state=ready -o zcsi:parameters={} -o refquota=… -o mountpoint=… -o canmount=noauto\` over up to ${CREATE_BATCH} names given as arguments: ${setup.join("; ")}. ${SCHEDULED} volumes carry zcsi:snapshot-schedule=hourly=24.${SIZES[0] === REFERENCE_SIZE && !ASKED_SIZES.includes(REFERENCE_SIZE) ? ` ${REFERENCE_SIZE} volumes were measured first as the reference for the invocation counts (their ratios are shown, not judged).` : ""}`,
     );
-    report(`Scaling with volume count (${SIZES.join(", ")} volumes)`, rows, verdicts);
+    if (MEMORY_ONLY) console.log(`scale: BENCH_SCALE_MEMORY_ONLY=1, timings not measured; setup: ${setup.join("; ")}`);
+    else report(`Scaling with volume count (${SIZES.join(", ")} volumes)`, rows, verdicts);
     // Benchmark 6's controller half, and the sidecars', need these volumes: separate processes on the same pool host.
-    await controllerMemory(host, created);
-    await sidecarMemory(host, created);
+    for (const runtime of RUNTIMES) {
+      await controllerMemory(host, created, runtime);
+      await sidecarMemory(host, created, runtime);
+    }
   } finally {
     await raw.close();
     // Teardown is one `zpool destroy -f` of the bench's own pool (test/harness/zfs-pool.ts), not a destroy per volume.

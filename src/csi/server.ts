@@ -11,7 +11,7 @@ import type { GroupControllerHandlers } from "../gen/csi/v1/GroupController.js";
 import type { IdentityHandlers } from "../gen/csi/v1/Identity.js";
 import type { NodeHandlers } from "../gen/csi/v1/Node.js";
 import { toServiceError } from "./errors.js";
-import { loadCsiProto } from "./proto.js";
+import { controllerDefinition, loadCsiProto } from "./proto.js";
 
 /** Accepts `unix:///csi/csi.sock`, `unix:/csi/csi.sock` or a bare absolute path. */
 export function socketPathOf(endpoint: string): string {
@@ -126,7 +126,7 @@ export async function startCsiServer(endpoint: string, services: CsiServices, lo
   const proto = loadCsiProto();
   const server = new Server();
   server.addService(proto.csi.v1.Identity.service, measured(services.identity, metrics) as unknown as UntypedServiceImplementation);
-  if (services.controller) server.addService(proto.csi.v1.Controller.service, measured(services.controller, metrics));
+  if (services.controller) server.addService(controllerDefinition(proto), measured(services.controller, metrics));
   if (services.groupController) server.addService(proto.csi.v1.GroupController.service, measured(services.groupController, metrics));
   if (services.node) server.addService(proto.csi.v1.Node.service, measured(services.node, metrics));
   await new Promise<void>((resolve, reject) =>

@@ -17,6 +17,13 @@ export interface ExecOptions {
   /** Non-zero exit codes the caller expects (e.g. a lookup that may find nothing): logged at debug, not warn. */
   readonly expectedExitCodes?: readonly number[];
   /**
+   * Hands stdout to this as it arrives instead of collecting it: the result's stdout then holds
+   * only what was not handed over (nothing, from executors that stream; all of it from one that
+   * cannot). For listings of thousands of datasets (zfs/parse.ts GetOutputParser), whose whole
+   * output, joined and decoded at once, was most of a process's peak memory. Must not throw.
+   */
+  readonly onStdout?: (chunk: Buffer) => void;
+  /**
    * Gives up *waiting* (for a free slot on the host, for the connection) when this fires; a
    * command that already started is not cut by it. Defaults to the signal of the call being
    * served (`withCallSignal` in call-context.ts).

@@ -19,7 +19,7 @@ export class LocalExecutor implements Executor {
     const s = await this.stream(argv);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
-    s.stdout.on("data", (b: Buffer) => out.push(b));
+    s.stdout.on("data", options.onStdout ?? ((b: Buffer) => out.push(b)));
     s.stderr.on("data", (b: Buffer) => err.push(b));
     s.stdin.on("error", () => undefined); // the command may exit without reading its stdin
     s.stdin.end(options.stdin ?? undefined);

@@ -160,7 +160,7 @@ export class SshExecutor implements Executor {
       const { channel } = running;
       const stdout: Buffer[] = [];
       const stderr: Buffer[] = [];
-      channel.on("data", (chunk: Buffer) => stdout.push(chunk));
+      channel.on("data", options.onStdout ?? ((chunk: Buffer) => stdout.push(chunk)));
       channel.stderr.on("data", (chunk: Buffer) => stderr.push(chunk));
       // stderr data is pushed before the channel closes, but is delivered on its own stream.
       const stderrDone = new Promise<void>((resolve) => {

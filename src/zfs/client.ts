@@ -38,7 +38,7 @@ import { relay } from "./relay.js";
 import type { Hold, PoolInfo, StreamedCommand, ZfsOptions } from "./types.js";
 
 export type { Hold, PoolInfo, StreamedCommand, ZfsOptions } from "./types.js";
-import { parseGet, parseProgramOutput, parseRows, PropertyView, type PropertyMap } from "./parse.js";
+import { GetOutputParser, parseProgramOutput, parseRows, PropertyView, type PropertyMap } from "./parse.js";
 import { retryWhileBusy } from "./retry.js";
 
 
@@ -71,16 +71,17 @@ export class Zfs {
   }
 
   /** Runs argv; returns the result whatever the exit code. `timeoutMs` overrides the client's per-command timeout. */
-  private async runRaw(argv: readonly string[], expectedExitCodes?: readonly number[], options: { timeoutMs?: number; stdin?: string } = {}): Promise<{ argv: readonly string[]; result: ExecResult }> {
+  private async runRaw(argv: readonly string[], expectedExitCodes?: readonly number[], options: { timeoutMs?: number; stdin?: string; onStdout?: (chunk: Buffer) => void } = {}): Promise<{ argv: readonly string[]; result: ExecResult }> {
     const full = [...this.prefix, ...argv];
     const timeoutMs = options.timeoutMs ?? this.options.timeoutMs;
-    const result = await this.exec.run(full, { ...(timeoutMs !== undefined && { timeoutMs }), ...(expectedExitCodes && { expectedExitCodes }), ...(options.stdin !== undefined && { stdin: options.stdin }) });
+    const { stdin, onStdout } = options;
+    const result = await this.exec.run(full, { ...(timeoutMs !== undefined && { timeoutMs }), ...(expectedExitCodes && { expectedExitCodes }), ...(stdin !== undefined && { stdin }), ...(onStdout && { onStdout }) });
     return { argv: full, result };
   }
 
   /** Runs a listing (argv whose output grows with the datasets listed) with its own timeout (listing-timeout.ts). */
-  private runListing(argv: readonly string[], expectedExitCodes?: readonly number[]): Promise<{ argv: readonly string[]; result: ExecResult }> {
-    return this.listingTimeouts.run(argv.join("\0"), (timeoutMs) => this.runRaw(argv, expectedExitCodes, { timeoutMs }));
+  private runListing(argv: readonly string[], expectedExitCodes?: readonly number[], onStdout?: (chunk: Buffer) => void): Promise<{ argv: readonly string[]; result: ExecResult }> {
+    return this.listingTimeouts.run(argv.join("\0"), (timeoutMs) => this.runRaw(argv, expectedExitCodes, { timeoutMs, ...(onStdout && { onStdout }) }));
   }
 
   /** Runs argv; a non-zero exit becomes a classified error. */
@@ -154,13 +155,16 @@ export class Zfs {
     const listing = opts.recursive === true || opts.depth !== undefined;
     const argv0 = zfsGet(names, props, opts);
     const expected = opts.missingOk ? [1] : undefined;
-    const { argv, result } = await (listing ? this.runListing(argv0, expected) : this.runRaw(argv0, expected));
+    const parser = new GetOutputParser(); // parsed as it arrives: a listing's output is never held whole
+    const onStdout = (chunk: Buffer): void => parser.write(chunk);
+    const { argv, result } = await (listing ? this.runListing(argv0, expected, onStdout) : this.runRaw(argv0, expected, { onStdout }));
     if (result.exitCode !== 0) {
       if (!(opts.missingOk && result.exitCode === 1 && onlyMissingDatasets(result.stderr))) {
         throw zfsError(this.exec.host, argv, result);
       }
     }
-    return parseGet(result.stdout);
+    parser.write(result.stdout); // what an executor that does not stream returned
+    return parser.end();
   }
 
   /**

@@ -1,3 +1,4 @@
+import { StringDecoder } from "node:string_decoder";
 import { internal } from "../errors.js";
 import { GET_COLUMNS } from "./argv.js";
 
@@ -33,20 +34,140 @@ function fields(line: string, count: number, what: string): string[] {
   return parts;
 }
 
-/** Output of `zfs get -H[p] -o name,property,value,source ...`. */
-export function parseGet(stdout: string): PropertyMap {
-  const result: PropertyMap = new Map();
-  for (const line of recordLines(stdout)) {
-    const [name, property, value, source] = fields(line, GET_COLUMNS.length, "zfs get") as [string, string, string, string];
-    if (name === "" || property === "") throw internal(`unexpected zfs get output: empty name or property in line ${JSON.stringify(line)}`);
-    let props = result.get(name);
-    if (props === undefined) {
-      props = new Map();
-      result.set(name, props);
+/**
+ * A copy of `text` that does not refer to the string it was cut from. V8 makes a substring of
+ * 13 or more characters a view of its parent (a "sliced string"), which keeps the whole parent
+ * alive: one dataset name kept from a 10 MB output kept all 10 MB. Concatenating and cutting
+ * again flattens into a new string of the substring's length (measured in bench/listing-memory.ts).
+ */
+function detached(text: string): string {
+  return text.length < 13 ? text : (" " + text).slice(1);
+}
+
+/**
+ * Output of `zfs get -H[p] -o name,property,value,source ...`, fed as it arrives.
+ *
+ * A listing of 10,000 volumes is ~190,000 lines (~10 MB); splitting it into line and field
+ * arrays made ~1 million short-lived strings and arrays, and kept a string and a
+ * {value, source} object per line: the bulk of the controller's and the snapshotter's peak
+ * memory (issue 17, item 5; bench/listing-memory.ts). So the output is read piece by piece as
+ * the command prints it (Zfs.get hands it ExecOptions.onStdout), never held whole, and each
+ * piece is scanned in place: a dataset's name is cut once for all its lines, property names and
+ * sources (a handful of distinct ones) and repeated values are shared, and so is the
+ * {value, source} object of a repeated pair (`-`/`-`, `0`/`default`, …): PropertyValues are
+ * read-only. What is kept is copied out of the piece (see `detached`).
+ */
+export class GetOutputParser {
+  private readonly result: PropertyMap = new Map();
+  private readonly decoder = new StringDecoder("utf8");
+  /** The start of a line whose end has not arrived yet. */
+  private pending = "";
+  private lines = 0;
+  /** The output began with an empty line: fine when that is all of it (`\n`), an error when more follows. */
+  private emptyFirst = false;
+  private failure: unknown;
+  private readonly shared = new Map<string, string>();
+  private readonly pairs = new Map<string, Map<string, PropertyValue>>();
+  /** The property names in the order the current dataset printed them so far: zfs prints the same order for each. */
+  private readonly order: string[] = [];
+  private name = "";
+  private props: DatasetProperties | undefined;
+  private index = 0;
+
+  /** The next piece of output. Never throws: a malformed line fails `end()` (this runs inside a stream's data handler). */
+  write(piece: Buffer | string): void {
+    if (this.failure !== undefined || piece.length === 0) return;
+    const text = this.pending + (typeof piece === "string" ? piece : this.decoder.write(piece));
+    const last = text.lastIndexOf("\n");
+    if (last < 0) {
+      this.pending = text;
+      return;
     }
-    props.set(property, { value, source });
+    this.pending = text.slice(last + 1);
+    try {
+      this.consume(text, last);
+    } catch (err) {
+      this.failure = err;
+    }
   }
-  return result;
+
+  /** Every dataset → property → {value, source}, in the order zfs printed them; throws on a malformed line. */
+  end(): PropertyMap {
+    const rest = this.pending + this.decoder.end();
+    this.pending = "";
+    if (this.failure === undefined && rest !== "") {
+      try {
+        this.consume(rest + "\n", rest.length);
+      } catch (err) {
+        this.failure = err;
+      }
+    }
+    if (this.failure !== undefined) throw this.failure;
+    if (this.emptyFirst && this.lines > 1) this.malformed("");
+    return this.result;
+  }
+
+  /** The lines of `text` up to the newline at `last`. */
+  private consume(text: string, last: number): void {
+    const at = (expected: string, from: number, to: number): boolean => to - from === expected.length && text.startsWith(expected, from);
+    for (let start = 0; start <= last; ) {
+      const stop = text.indexOf("\n", start);
+      const lineEnd = stop > start && text.charCodeAt(stop - 1) === 13 ? stop - 1 : stop;
+      this.lines += 1;
+      if (stop === start && this.lines === 1) {
+        this.emptyFirst = true;
+        start = stop + 1;
+        continue;
+      }
+      if (this.emptyFirst) this.malformed("");
+      const t1 = text.indexOf("\t", start);
+      const t2 = t1 < 0 ? -1 : text.indexOf("\t", t1 + 1);
+      const t3 = t2 < 0 ? -1 : text.indexOf("\t", t2 + 1);
+      const t4 = t3 < 0 ? -1 : text.indexOf("\t", t3 + 1);
+      if (t1 < 0 || t1 >= lineEnd || t2 >= lineEnd || t3 < 0 || t3 >= lineEnd || (t4 >= 0 && t4 < lineEnd)) this.malformed(text.slice(start, lineEnd));
+      if (t1 === start || t2 === t1 + 1) throw internal(`unexpected zfs get output: empty name or property in line ${JSON.stringify(text.slice(start, lineEnd))}`);
+      if (this.props === undefined || !at(this.name, start, t1)) {
+        this.name = detached(text.slice(start, t1));
+        this.props = this.result.get(this.name);
+        if (this.props === undefined) this.result.set(this.name, (this.props = new Map()));
+        this.index = 0;
+      }
+      const expected = this.order[this.index];
+      const property = expected !== undefined && at(expected, t1 + 1, t2) ? expected : (this.order[this.index] = this.share(text, t1 + 1, t2));
+      this.index += 1;
+      this.props.set(property, this.pair(this.share(text, t2 + 1, t3), this.share(text, t3 + 1, lineEnd)));
+      start = stop + 1;
+    }
+  }
+
+  private malformed(line: string): never {
+    fields(line, GET_COLUMNS.length, "zfs get"); // throws, naming the line
+    throw internal(`unexpected zfs get output in line ${JSON.stringify(line)}`);
+  }
+
+  private share(text: string, from: number, to: number): string {
+    const cut = text.slice(from, to);
+    const known = this.shared.get(cut);
+    if (known !== undefined) return known;
+    const own = detached(cut);
+    this.shared.set(own, own);
+    return own;
+  }
+
+  private pair(value: string, source: string): PropertyValue {
+    let bySource = this.pairs.get(value);
+    if (bySource === undefined) this.pairs.set(value, (bySource = new Map()));
+    let entry = bySource.get(source);
+    if (entry === undefined) bySource.set(source, (entry = { value, source }));
+    return entry;
+  }
+}
+
+/** Output of `zfs get -H[p] -o name,property,value,source ...` held whole (see GetOutputParser). */
+export function parseGet(stdout: string): PropertyMap {
+  const parser = new GetOutputParser();
+  parser.write(stdout);
+  return parser.end();
 }
 
 /** Output of `zfs list -H -o <columns>` / `zpool list -H -o <columns>`: one record per row. */

@@ -70,7 +70,22 @@ describe("Zfs.get", () => {
     const map = await new Zfs(exec, { timeoutMs: 1234 }).get(["zrec/k8s/a", "zrec/k8s/b"], ["quota", "used"]);
     expect(map.size).toBe(2);
     expect(exec.calls).toHaveLength(1);
-    expect(exec.options[0]).toEqual({ timeoutMs: 1234 });
+    expect(exec.options[0]).toEqual({ timeoutMs: 1234, onStdout: expect.any(Function) });
+  });
+
+  it("reads a listing the executor hands over piece by piece as it reads one returned whole", async () => {
+    const f = fixture("zfs-fuse", "get-recursive-depth1");
+    const whole = await new Zfs(new ScriptedExecutor([[/^zfs get/, ok(f.stdout)]])).get(["zrec/k8s"], ["type"], { depth: 1 });
+    const streaming = new ScriptedExecutor([[/^zfs get/, ok("")]]);
+    const run = streaming.run.bind(streaming);
+    streaming.run = async (argv, options) => {
+      const bytes = Buffer.from(f.stdout);
+      for (let i = 0; i < bytes.length; i += 5) options?.onStdout?.(bytes.subarray(i, i + 5));
+      return run(argv, options);
+    };
+    const pieces = await new Zfs(streaming).get(["zrec/k8s"], ["type"], { depth: 1 });
+    expect([...pieces.keys()]).toEqual(["zrec/k8s", "zrec/k8s/a", "zrec/k8s/b"]);
+    expect(pieces).toEqual(whole);
   });
 
   it("fails with NotFound when a name is missing, or returns the rest with missingOk", async () => {

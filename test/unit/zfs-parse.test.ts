@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { isZcsiError } from "../../src/errors.js";
 import { listColumns, ZPOOL_LIST_COLUMNS } from "../../src/zfs/argv.js";
 import {
+  GetOutputParser,
   ownProperty,
   ownUserPropertyValue,
   parseExactInteger,
@@ -90,6 +91,34 @@ describe("parseGet on recorded zfs-fuse output", () => {
     ["spaces instead of tabs (no -H)", "NAME  PROPERTY  VALUE  SOURCE\n"],
   ])("throws Internal naming the line on %s", (_label, stdout) => {
     expect(internalMessage(() => parseGet(stdout))).toMatch(/expected 4 tab-separated fields, got \d+ in line/);
+  });
+});
+
+describe("GetOutputParser: zfs get output read as it arrives", () => {
+  const plain = (map: ReturnType<typeof parseGet>): unknown => [...map].map(([name, props]) => [name, [...props].map(([p, v]) => [p, v.value, v.source])]);
+  const stdout = [fixture("zfs-fuse", "get-created").stdout, "zrec/k8s/ü\tzcsi:csi-name\tvölume-ü\tlocal\r\n", "zrec/k8s/ü\tmounted\tno\t-"].join("");
+
+  it("reads the same datasets and properties in whatever pieces the output comes, a character's bytes split too", () => {
+    const bytes = Buffer.from(stdout, "utf8");
+    const whole = plain(parseGet(stdout));
+    expect(whole).toContainEqual(["zrec/k8s/ü", [["zcsi:csi-name", "völume-ü", "local"], ["mounted", "no", "-"]]]);
+    for (const size of [1, 2, 3, 7, 64, bytes.length]) {
+      const parser = new GetOutputParser();
+      for (let i = 0; i < bytes.length; i += size) parser.write(bytes.subarray(i, i + size));
+      expect(plain(parser.end())).toEqual(whole);
+    }
+  });
+
+  it("reports a malformed line at the end, not while the output is still arriving", () => {
+    const parser = new GetOutputParser();
+    expect(() => parser.write("tank\tused\t1\t-\ntank\tused\n")).not.toThrow();
+    parser.write("tank\tquota\t0\tdefault\n");
+    expect(internalMessage(() => parser.end())).toMatch(/expected 4 tab-separated fields, got 2 in line "tank\\tused"/);
+  });
+
+  it("reads an output of one newline as nothing, and a blank first line before more as malformed, like the whole-output parser did", () => {
+    expect(parseGet("\n").size).toBe(0);
+    expect(internalMessage(() => parseGet("\ntank\tused\t1\t-\n"))).toMatch(/got 1 in line ""/);
   });
 });
 
