@@ -234,13 +234,16 @@ describe("SshExecutor.run", () => {
     // In /tmp: the sshd user cannot write to this test's private scratch dir.
     const marker = `/tmp/zcsi-survivor-${RUN_ID}-${Date.now()}`;
     const script = 'setsid sh -c "sleep 1.5; touch \\"\\$1\\"" sh "$1" & exec sleep 7330';
-    const err = await rejection(ex.run(["sh", "-c", script, "sh", marker], { timeoutMs: 500 }));
-    expect(err.kind).toBe("DeadlineExceeded");
-    expect(ex.stats()).toMatchObject({ runningCommands: 1, abandonedCommands: 1 });
-    // Starts only once the survivor has exited, so it finds the marker.
-    expect((await ex.run(["test", "-e", marker])).exitCode).toBe(0);
-    expect(ex.stats()).toMatchObject({ runningCommands: 0, abandonedCommands: 0 });
-    await ex.run(["rm", "-f", marker]);
+    try {
+      const err = await rejection(ex.run(["sh", "-c", script, "sh", marker], { timeoutMs: 500 }));
+      expect(err.kind).toBe("DeadlineExceeded");
+      expect(ex.stats()).toMatchObject({ runningCommands: 1, abandonedCommands: 1 });
+      // Starts only once the survivor has exited, so it finds the marker.
+      expect((await ex.run(["test", "-e", marker])).exitCode).toBe(0);
+      expect(ex.stats()).toMatchObject({ runningCommands: 0, abandonedCommands: 0 });
+    } finally {
+      await ex.run(["rm", "-f", marker]);
+    }
   });
 
   it("close() lets a command still running on the host finish before it drops the connection", async () => {
