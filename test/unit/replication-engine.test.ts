@@ -9,6 +9,18 @@ import { validateHoldTag } from "../../src/zfs/argv.js";
 import { PoolHosts } from "../../src/volumes/hosts.js";
 import { fail, ok, ScriptedExecutor } from "../harness/scripted-executor.js";
 
+/** alice (tank/k8s) and bob (pool2/k8s), never reached: the tests script their executors. */
+function twoHosts(): ReturnType<typeof parseConfig> {
+  const key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+  return parseConfig({
+    privateKeyFile: "/nonexistent",
+    poolHosts: [
+      { name: "alice", address: "127.0.0.1", port: 22, user: "zcsi", parentDataset: "tank/k8s", mountRoot: "/m", hostKey: key },
+      { name: "bob", address: "127.0.0.1", port: 22, user: "zcsi", parentDataset: "pool2/k8s", mountRoot: "/m", hostKey: key },
+    ],
+  });
+}
+
 describe("names the engine leaves on the pool", () => {
   it("names its snapshots by UTC second, sortable and in the zcsi-repl- namespace", () => {
     expect(replicationSnapshotName(new Date("2026-11-22T06:32:51.999Z"))).toBe("zcsi-repl-2026-11-22T063251Z");
@@ -46,14 +58,7 @@ describe("job validation (before any command runs)", () => {
     }
     async close(): Promise<void> {}
   }
-  const key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
-  const config = parseConfig({
-    privateKeyFile: "/nonexistent",
-    poolHosts: [
-      { name: "alice", address: "127.0.0.1", port: 22, user: "zcsi", parentDataset: "tank/k8s", mountRoot: "/m", hostKey: key },
-      { name: "bob", address: "127.0.0.1", port: 22, user: "zcsi", parentDataset: "pool2/k8s", mountRoot: "/m", hostKey: key },
-    ],
-  });
+  const config = twoHosts();
   const execs = config.poolHosts.map((c) => new Recorder(c.name));
   const engine = createReplicationEngine(new PoolHosts(config.poolHosts.map((c, i) => ({ config: c, exec: execs[i]! }))));
   const good: ReplicationJob = {
@@ -92,14 +97,7 @@ describe("job validation (before any command runs)", () => {
 });
 
 describe("the run's new snapshot when reading it back fails", () => {
-  const key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
-  const config = parseConfig({
-    privateKeyFile: "/nonexistent",
-    poolHosts: [
-      { name: "alice", address: "127.0.0.1", port: 22, user: "zcsi", parentDataset: "tank/k8s", mountRoot: "/m", hostKey: key },
-      { name: "bob", address: "127.0.0.1", port: 22, user: "zcsi", parentDataset: "pool2/k8s", mountRoot: "/m", hostKey: key },
-    ],
-  });
+  const config = twoHosts();
   /** `zfs get -Hp -o name,property,value,source` lines of a dataset and its snapshots. */
   const side = (dataset: string, snapshots: Array<[string, string, number]>, own: Record<string, string> = {}): string =>
     [
