@@ -16,7 +16,7 @@
  * machine's daemon never see each other.
  */
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
@@ -116,13 +116,30 @@ function pgrepZfsFuse(host: ZfsFuseHost): number[] {
     .split("\n")
     .filter((l) => /^\d+$/.test(l))
     .map(Number)
-    .filter((pid) => {
-      try {
-        return readlinkSync(`/proc/${pid}/ns/mnt`) === host.mountNamespace;
-      } catch {
-        return false;
-      }
-    });
+    .filter((pid) => mountNamespaceOf(pid) === host.mountNamespace);
+}
+
+/**
+ * The mount namespace of a process, read from any of its threads. A killed daemon's leader
+ * thread can finish first: its own ns link is gone (a zombie's reads ENOENT) while its other
+ * threads still hold the files, zfs_lock among them. The kernel drops a thread's files before
+ * its namespaces, so a process none of whose threads shows a namespace holds no file either.
+ */
+function mountNamespaceOf(pid: number): string | undefined {
+  let tasks: string[];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return undefined;
+  }
+  for (const tid of [String(pid), ...tasks.filter((t) => t !== String(pid))]) {
+    try {
+      return readlinkSync(`/proc/${pid}/task/${tid}/ns/mnt`);
+    } catch {
+      // this thread has exited its namespaces; another may not have
+    }
+  }
+  return undefined;
 }
 
 /** zfs-fuse processes that serve `host`'s mount namespace: alive, not zombies, not dying of a SIGKILL. */
