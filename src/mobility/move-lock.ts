@@ -4,6 +4,7 @@ import type { StoredLease } from "../k8s/lease.js";
 import type { NamedLeases } from "../k8s/leases.js";
 import type { Logger } from "../log.js";
 import { systemClock, type Clock } from "../util/clock.js";
+import { parseJsonObject } from "../util/json.js";
 
 /**
  * One move of a volume at a time (failover, migrate, resync, a promotion of any kind, and an
@@ -53,14 +54,8 @@ export function moveLeaseName(volumeId: string): string {
 }
 
 function recordOf(lease: StoredLease | undefined): MoveRecord | undefined {
-  const text = lease?.annotations?.[MOVE_ANNOTATION];
-  if (text === undefined) return undefined;
-  try {
-    const parsed = JSON.parse(text) as unknown;
-    return typeof parsed === "object" && parsed !== null && typeof (parsed as MoveRecord).op === "string" ? (parsed as MoveRecord) : undefined;
-  } catch {
-    return undefined;
-  }
+  const parsed = parseJsonObject(lease?.annotations?.[MOVE_ANNOTATION]);
+  return typeof parsed?.["op"] === "string" ? (parsed as unknown as MoveRecord) : undefined;
 }
 
 function describeHolder(volumeId: string, lease: StoredLease | undefined): string {

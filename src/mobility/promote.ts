@@ -8,6 +8,7 @@ import { parseVolumeId } from "../volumes/ids.js";
 import { CARRIED_PROPS, PROP } from "../volumes/properties.js";
 import { PUBLISHED_TO_PROPERTY } from "../volumes/publications.js";
 import { ownUserPropertyValue, type DatasetProperties as PropertyMap } from "../zfs/parse.js";
+import { parseJsonObject } from "../util/json.js";
 
 /**
  * The promotion primitive (ARCHITECTURE, "Where a volume lives"): make one copy of a volume
@@ -43,17 +44,11 @@ export function metadataOf(props: PropertyMap | undefined): Record<string, strin
   if (own(props, PROP.csiName) !== undefined) {
     return Object.fromEntries(CARRIED_PROPS.flatMap((name) => (own(props, name) === undefined ? [] : [[name, own(props, name) ?? ""]])));
   }
-  const meta = own(props, PROP.meta);
-  if (meta === undefined) return undefined;
-  try {
-    const parsed = JSON.parse(meta) as unknown;
-    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) return undefined;
-    const known = new Set<string>(CARRIED_PROPS);
-    const out = Object.fromEntries(Object.entries(parsed).filter((e): e is [string, string] => known.has(e[0]) && typeof e[1] === "string"));
-    return out[PROP.csiName] === undefined ? undefined : out;
-  } catch {
-    return undefined;
-  }
+  const parsed = parseJsonObject(own(props, PROP.meta));
+  if (parsed === undefined) return undefined;
+  const known = new Set<string>(CARRIED_PROPS);
+  const out = Object.fromEntries(Object.entries(parsed).filter((e): e is [string, string] => known.has(e[0]) && typeof e[1] === "string"));
+  return out[PROP.csiName] === undefined ? undefined : out;
 }
 
 const READ = [...CARRIED_PROPS, PROP.csiName, PROP.meta, "mounted", "mountpoint"];

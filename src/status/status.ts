@@ -7,6 +7,7 @@ import { parseLastMove } from "../volumes/moves.js";
 import { AUTO_SNAPSHOT_PREFIX, FIRST_EPOCH, PROP } from "../volumes/properties.js";
 import { capacityOf, SIZE_PROPERTIES, sizeModeOf } from "../volumes/size-modes.js";
 import { ownUserPropertyValue, PropertyView, type DatasetProperties } from "../zfs/parse.js";
+import { parseJsonObject } from "../util/json.js";
 
 /**
  * `zcsi status`: what the pool hosts hold, read straight from ZFS (no Kubernetes API, no CSI
@@ -344,14 +345,7 @@ function renderText(status: Status): string {
   return parts.join("\n\n") + "\n";
 }
 
-const parseJson = (text: string): Record<string, unknown> => {
-  try {
-    const v = JSON.parse(text) as unknown;
-    return typeof v === "object" && v !== null ? (v as Record<string, unknown>) : {};
-  } catch {
-    return {};
-  }
-};
+const parseJson = (text: string): Record<string, unknown> => parseJsonObject(text) ?? {};
 
 /**
  * Where each volume with copies is served from (the unfenced primary at the newest epoch), with

@@ -1,3 +1,5 @@
+import { parseJsonObject } from "../util/json.js";
+
 /**
  * The zcsi:failed-over record (volumes/properties.ts) that a failover leaves on the copy it
  * promoted: written by mobility/failover.ts (volumes) and replication/annotation-failover.ts
@@ -18,15 +20,9 @@ export function failedOverValue(from: string | undefined, epoch: number, at: str
 
 /** The record's `from` and `at` (each left out when unreadable); undefined when there is no readable record. */
 export function readFailedOver(value: string | undefined): FailedOver | undefined {
-  if (value === undefined) return undefined;
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(value);
-  } catch {
-    return undefined;
-  }
-  if (typeof parsed !== "object" || parsed === null) return undefined;
-  const { from, at } = parsed as { from?: unknown; at?: unknown };
+  const parsed = parseJsonObject(value);
+  if (parsed === undefined) return undefined;
+  const { from, at } = parsed;
   const seconds = typeof at === "string" ? Date.parse(at) / 1000 : NaN;
   return { ...(typeof from === "string" && { from }), ...(!Number.isNaN(seconds) && { at: seconds }) };
 }

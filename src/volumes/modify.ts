@@ -5,6 +5,7 @@ import type { PoolHost } from "./hosts.js";
 import { PARAMETERS, parseVolumeParameters, SIDECAR_PREFIX, type VolumeParameters } from "./parameters.js";
 import { PROP } from "./properties.js";
 import type { Volume } from "./volume.js";
+import { parseJsonObject } from "../util/json.js";
 
 /**
  * StorageClass parameters that can change on a live volume (docs/modify-volume.md), through
@@ -62,13 +63,8 @@ export interface Modification {
 
 /** The stored parameters (zcsi:parameters) of a volume as a key → value map. */
 function storedParameters(volume: Volume): Record<string, string> {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(volume.parameters);
-  } catch {
-    parsed = undefined;
-  }
-  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed) || Object.values(parsed).some((v) => typeof v !== "string")) {
+  const parsed = parseJsonObject(volume.parameters);
+  if (parsed === undefined || Object.values(parsed).some((v) => typeof v !== "string")) {
     throw invalidArgument(`volume ${volume.id} carries ${PROP.parameters}=${JSON.stringify(volume.parameters)}, which is not a parameter map; fix it on the dataset before modifying the volume`);
   }
   return parsed as Record<string, string>;

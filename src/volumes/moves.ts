@@ -1,4 +1,5 @@
 import { PROP } from "./properties.js";
+import { parseJsonObject } from "../util/json.js";
 
 /**
  * How a move of a volume ended, recorded on the copy it ended on (zcsi:last-move), so that a
@@ -31,15 +32,8 @@ export function lastMoveProperty(outcome: MoveOutcome): Record<string, string> {
 
 /** The record a zcsi:last-move value holds; undefined for anything else (hand-edited, from a newer zcsi). */
 export function parseLastMove(text: string | undefined): MoveOutcome | undefined {
-  if (text === undefined || text === "" || text === "-") return undefined;
-  let v: unknown;
-  try {
-    v = JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-  if (typeof v !== "object" || v === null) return undefined;
-  const r = v as Record<string, unknown>;
+  const r = parseJsonObject(text);
+  if (r === undefined) return undefined;
   const kind = MOVE_KINDS.find((k) => k === r.kind);
   const outcome = r.outcome === "done" || r.outcome === "undone" ? r.outcome : undefined;
   if (kind === undefined || outcome === undefined || typeof r.at !== "string" || Number.isNaN(Date.parse(r.at))) return undefined;

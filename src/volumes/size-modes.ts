@@ -1,5 +1,6 @@
 import { ownUserPropertyValue, parseExactInteger, PropertyView } from "../zfs/parse.js";
 import { PROP } from "./properties.js";
+import { parseJsonObject } from "../util/json.js";
 
 /**
  * What a volume's size means on the pool host: the StorageClass parameter `sizeMode`
@@ -106,14 +107,7 @@ export function sizeProperties(mode: SizeMode, bytes: bigint, recordsize?: strin
  * before size modes existed, or with `sizeMode: refquota`, reads as `refquota`.
  */
 export function sizeModeOf(parameters: string | undefined): SizeMode {
-  if (parameters === undefined) return DEFAULT_SIZE_MODE;
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(parameters);
-  } catch {
-    return DEFAULT_SIZE_MODE;
-  }
-  const value = typeof parsed === "object" && parsed !== null ? (parsed as Record<string, unknown>).sizeMode : undefined;
+  const value = parseJsonObject(parameters)?.["sizeMode"];
   return typeof value === "string" && isSizeMode(value) ? value : DEFAULT_SIZE_MODE;
 }
 

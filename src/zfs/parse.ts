@@ -1,6 +1,7 @@
 import { StringDecoder } from "node:string_decoder";
 import { internal } from "../errors.js";
 import { GET_COLUMNS } from "./argv.js";
+import { parseJsonObject } from "../util/json.js";
 
 /**
  * Parsers for `-H` output: one record per line, fields separated by a single tab
@@ -289,14 +290,9 @@ export function ownProperty(props: ReadonlyMap<string, PropertyValue> | undefine
 
 /** The return value of a channel program from `zfs program -j` output (`{"return": ...}`); undefined when it returned nothing. */
 export function parseProgramOutput(host: string, stdout: string): unknown {
-  let parsed: unknown;
-  try {
-    parsed = stdout.trim() === "" ? {} : JSON.parse(stdout);
-  } catch {
-    parsed = undefined;
-  }
-  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw internal(`${host}: zfs program: expected a JSON object, got ${JSON.stringify(stdout.slice(0, 200))}`);
-  return (parsed as Record<string, unknown>)["return"];
+  const parsed = stdout.trim() === "" ? {} : parseJsonObject(stdout);
+  if (parsed === undefined) throw internal(`${host}: zfs program: expected a JSON object, got ${JSON.stringify(stdout.slice(0, 200))}`);
+  return parsed["return"];
 }
 
 /** The first line of `zfs version` (OpenZFS ≥ 0.8): `zfs-2.3.2-2~bpo12+2` → `2.3.2-2~bpo12+2`. */
